@@ -1,0 +1,72 @@
+"""jobvisor's job library: define, enqueue, follow and run jobs on Redis.
+
+Producers need only this package::
+
+    from jobs import job, Queue, Priority, Retry
+"""
+
+from jobs.backoff import Backoff, BackoffKind
+from jobs.broker import Broker, connect, default_broker
+from jobs.errors import (
+    BrokerUnavailable,
+    ConfigurationError,
+    Fail,
+    JobCanceled,
+    JobFailed,
+    JobNotFound,
+    JobsError,
+    JobTimeout,
+    PayloadTooLarge,
+    ResultTimeout,
+    Retry,
+    StaleToken,
+    UnknownFunction,
+)
+from jobs.job import Job
+from jobs.options import Call, EnqueueOptions
+from jobs.priority import Priority
+from jobs.queue import Queue, enqueue_many, queue_counts
+from jobs.records import AttemptError, ErrorKind, JobRecord
+from jobs.registry import JobFunction, job
+from jobs.settings import JobDefaults, RedisSettings
+from jobs.states import JobState
+from jobs.worker import Worker, reclaim, run_promoter
+
+__all__ = [
+    "AttemptError",
+    "Backoff",
+    "BackoffKind",
+    "Broker",
+    "BrokerUnavailable",
+    "Call",
+    "ConfigurationError",
+    "EnqueueOptions",
+    "ErrorKind",
+    "Fail",
+    "Job",
+    "JobCanceled",
+    "JobDefaults",
+    "JobFailed",
+    "JobFunction",
+    "JobNotFound",
+    "JobRecord",
+    "JobState",
+    "JobTimeout",
+    "JobsError",
+    "PayloadTooLarge",
+    "Priority",
+    "Queue",
+    "RedisSettings",
+    "ResultTimeout",
+    "Retry",
+    "StaleToken",
+    "UnknownFunction",
+    "Worker",
+    "connect",
+    "default_broker",
+    "enqueue_many",
+    "job",
+    "queue_counts",
+    "reclaim",
+    "run_promoter",
+]

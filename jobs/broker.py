@@ -1,0 +1,333 @@
+"""The store: every Redis read and write of the job library goes through a ``Broker``."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import msgspec
+import redis
+
+from jobs.connection import make_client, redact, resolve_url, translated
+from jobs.keys import Keys
+from jobs.options import Prepared
+from jobs.records import (
+    AttemptError,
+    Claimed,
+    ExpiredLease,
+    JobRecord,
+    JobSpec,
+    decode_errors,
+    encoder,
+    record_from_hash,
+    spec_decoder,
+)
+from jobs.scripts import Scripts
+from jobs.settings import JobDefaults, RedisSettings
+
+
+class Broker:
+    """A Redis client, its loaded scripts, key names and defaults for one namespace."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        redis_settings: RedisSettings | None = None,
+        defaults: JobDefaults | None = None,
+        client: redis.Redis | None = None,
+        data_dir: str | None = None,
+    ) -> None:
+        self.settings = redis_settings or RedisSettings()
+        self.defaults = defaults or JobDefaults()
+        self.url = url or resolve_url(self.settings, data_dir)
+        # Typed as Any: redis-py's reply types are unions we convert at each call site.
+        self.client: Any = client if client is not None else make_client(self.url, self.settings)
+        self.keys = Keys(self.settings.namespace)
+        self.prefix = self.keys.job("")
+        self.scripts = Scripts(self.client)
+
+    def __repr__(self) -> str:
+        return f"<Broker {redact(self.url)} namespace={self.keys.ns}>"
+
+    def ping(self) -> None:
+        with translated(self.url):
+            self.client.ping()
+
+    # -- enqueue ---------------------------------------------------------------------------
+
+    def enqueue(self, queue: str, jobs: Sequence[Prepared]) -> list[bytes | int]:
+        """Write jobs of one queue in one script call; per job 1 (new) or the existing state."""
+        keys, args = self._enqueue_args(queue, jobs)
+        with translated(self.url):
+            return list(self.scripts.enqueue(keys=keys, args=args))
+
+    def enqueue_batches(self, batches: Sequence[tuple[str, Sequence[Prepared]]]) -> None:
+        """Several enqueue script calls in one pipelined round trip."""
+        with translated(self.url):
+            pipe = self.client.pipeline(transaction=False)
+            for queue, jobs in batches:
+                keys, args = self._enqueue_args(queue, jobs)
+                self.scripts.enqueue(keys=keys, args=args, client=pipe)
+            pipe.execute()
+
+    def _enqueue_args(self, queue: str, jobs: Sequence[Prepared]) -> tuple[list[str], list[Any]]:
+        k = self.keys
+        keys = [k.queued(queue), k.scheduled(queue), k.wake(queue), k.seq(), k.queues(),
+                self._timers]
+        keys += [k.job(p.id) for p in jobs]
+        args: list[Any] = [queue, len(jobs)]
+        for p in jobs:
+            args += [p.id, p.spec, p.priority, p.delay_ms, p.at_ms]
+        return keys, args
+
+    @property
+    def _timers(self) -> str:
+        return f"{self.keys.ns}:timers"
+
+    # -- claim and outcomes ----------------------------------------------------------------
+
+    def claim(self, queues: Sequence[str], token: str, lease: float) -> Claimed | None:
+        """Take the first job of the first non-empty queue, with a lease of ``lease`` seconds."""
+        keys: list[str] = []
+        for q in queues:
+            keys += [self.keys.queued(q), self.keys.active(q), self.keys.wake(q)]
+        with translated(self.url):
+            reply = self.scripts.claim(keys=keys, args=[self.prefix, token, int(lease * 1000)])
+        if reply is None:
+            return None
+        pos, job_id, spec, attempt, priority, errs, enqueued, now = reply
+        return Claimed(
+            id=job_id.decode(),
+            queue=queues[int(pos) - 1],
+            token=token,
+            spec=_decode_spec_or_none(spec),
+            attempt=int(attempt),
+            priority=int(priority or 0),
+            errors=_decode_errors_lenient(errs),
+            enqueued_at=int(enqueued or 0) / 1000.0,
+            started_at=int(now) / 1000.0,
+        )
+
+    def wait_for_work(self, queues: Sequence[str], timeout: float) -> bool:
+        """Block until an enqueue wakes one of ``queues`` or ``timeout`` passes."""
+        wait = max(0.01, min(timeout, self.settings.socket_timeout * 0.6))
+        with translated(self.url):
+            return self.client.blpop([self.keys.wake(q) for q in queues], timeout=wait) is not None
+
+    def complete(self, job: Claimed, result: bytes, result_ttl: float) -> bool:
+        k = self.keys
+        keys = [k.job(job.id), k.active(job.queue), k.completed(job.queue), k.waiters(job.id),
+                k.done(job.id)]
+        args: list[Any] = [job.id, job.token, result, int(result_ttl * 1000), self.prefix,
+                self.defaults.max_completed]
+        with translated(self.url):
+            return bool(self.scripts.complete(keys=keys, args=args))
+
+    def fail(
+        self,
+        job_id: str,
+        queue: str,
+        token: str,
+        errors: Sequence[AttemptError],
+        retry_in: float | None,
+        *,
+        only_if_expired: bool = False,
+        on_dead: Prepared | None = None,
+    ) -> str | None:
+        """Retry in ``retry_in`` seconds, or dead when ``None``; returns the new state or None."""
+        k = self.keys
+        keys = [k.job(job_id), k.active(queue), k.scheduled(queue), k.dead(queue),
+                k.waiters(job_id), k.done(job_id), self._timers]
+        args: list[Any] = [
+            job_id, token, encoder.encode(list(errors)),
+            -1 if retry_in is None else int(retry_in * 1000), "1" if only_if_expired else "0",
+            self.prefix, int(self.defaults.dead_ttl * 1000), self.defaults.max_dead,
+        ]
+        if on_dead is not None and retry_in is None:
+            hq = on_dead.queue
+            keys += [k.job(on_dead.id), k.queued(hq), k.wake(hq), k.seq(), k.queues()]
+            args += [on_dead.id, on_dead.spec, on_dead.priority, hq]
+        with translated(self.url):
+            reply = self.scripts.fail(keys=keys, args=args)
+        return reply.decode() if isinstance(reply, bytes) else None
+
+    def release(self, job: Claimed) -> bool:
+        k = self.keys
+        keys = [k.job(job.id), k.active(job.queue), k.queued(job.queue), k.wake(job.queue)]
+        with translated(self.url):
+            return bool(self.scripts.release(keys=keys, args=[job.id, job.token]))
+
+    def renew(self, held: Sequence[tuple[str, str, str]], lease: float) -> list[int]:
+        """Extend leases of ``(job_id, queue, token)``; return the indexes no longer held."""
+        if not held:
+            return []
+        keys: list[str] = []
+        args: list[Any] = [int(lease * 1000)]
+        for job_id, queue, token in held:
+            keys += [self.keys.job(job_id), self.keys.active(queue)]
+            args += [job_id, token]
+        with translated(self.url):
+            lost = self.scripts.renew(keys=keys, args=args)
+        return [int(i) - 1 for i in lost]
+
+    # -- maintenance -------------------------------------------------------------------------
+
+    def known_queues(self) -> list[str]:
+        with translated(self.url):
+            return sorted(q.decode() for q in self.client.smembers(self.keys.queues()))
+
+    def promote(self, queues: Sequence[str], limit: int = 1000) -> tuple[int, float | None]:
+        """Queue due scheduled jobs; return (moved, seconds until the next is due or None)."""
+        keys: list[str] = []
+        for q in queues:
+            keys += [self.keys.scheduled(q), self.keys.queued(q), self.keys.wake(q)]
+        keys.append(self.keys.seq())
+        with translated(self.url):
+            moved, next_ms = self.scripts.promote(keys=keys, args=[self.prefix, limit])
+        return int(moved), (None if int(next_ms) < 0 else int(next_ms) / 1000.0)
+
+    def wait_for_timers(self, timeout: float) -> None:
+        """Block until a newly scheduled job may be due sooner, or ``timeout`` passes."""
+        wait = max(0.01, min(timeout, self.settings.socket_timeout * 0.6))
+        with translated(self.url):
+            self.client.blpop([self._timers], timeout=wait)
+
+    def expired(self, queues: Sequence[str], limit: int = 500) -> list[ExpiredLease]:
+        keys = [self.keys.active(q) for q in queues]
+        with translated(self.url):
+            flat = self.scripts.expired(keys=keys, args=[self.prefix, limit])
+        out = []
+        for i in range(0, len(flat), 6):
+            pos, job_id, token, attempts, spec, errs = flat[i : i + 6]
+            out.append(
+                ExpiredLease(
+                    id=job_id.decode(),
+                    queue=queues[int(pos) - 1],
+                    token=token.decode() if token else "",
+                    attempts=int(attempts),
+                    spec=_decode_spec_or_none(spec),
+                    errors=_decode_errors_lenient(errs),
+                )
+            )
+        return out
+
+    # -- single-job operations ---------------------------------------------------------------
+
+    def fetch(self, job_id: str) -> JobRecord | None:
+        with translated(self.url):
+            fields = self.client.hgetall(self.keys.job(job_id))
+        return record_from_hash(job_id, fields) if fields else None
+
+    def fetch_many(self, job_ids: Sequence[str]) -> list[dict[bytes, bytes]]:
+        with translated(self.url):
+            pipe = self.client.pipeline(transaction=False)
+            for job_id in job_ids:
+                pipe.hgetall(self.keys.job(job_id))
+            return list(pipe.execute())
+
+    def scan_index(self, index: str, newest_first: bool = True,
+                   page: int = 500) -> Iterator[list[str]]:
+        """Ids of a state index in pages (newest first by default)."""
+        start = 0
+        while True:
+            with translated(self.url):
+                if newest_first:
+                    raw = self.client.zrevrange(index, start, start + page - 1)
+                else:
+                    raw = self.client.zrange(index, start, start + page - 1)
+            if not raw:
+                return
+            yield [i.decode() for i in raw]
+            start += page
+
+    def counts(self, queue: str, states: Sequence[str]) -> dict[str, int]:
+        with translated(self.url):
+            pipe = self.client.pipeline(transaction=False)
+            for state in states:
+                pipe.zcard(self.keys.state_index(queue, state))
+            return dict(zip(states, (int(n) for n in pipe.execute()), strict=True))
+
+    def queue_of(self, job_id: str) -> str | None:
+        with translated(self.url):
+            q = self.client.hget(self.keys.job(job_id), "q")
+        return q.decode() if q else None
+
+    def cancel(self, job_id: str, queue: str, reason: str) -> int | str | None:
+        k = self.keys
+        keys = [k.job(job_id), k.queued(queue), k.scheduled(queue), k.state_index(queue, "waiting"),
+                k.canceled(queue), k.waiters(job_id), k.done(job_id), k.wake(queue)]
+        args: list[Any] = [job_id, reason, self.prefix, int(self.defaults.dead_ttl * 1000),
+                self.defaults.max_dead]
+        with translated(self.url):
+            return _state_reply(self.scripts.cancel(keys=keys, args=args))
+
+    def requeue(self, job_id: str, queue: str) -> int | str | None:
+        k = self.keys
+        keys = [k.job(job_id), k.dead(queue), k.queued(queue), k.wake(queue), k.seq()]
+        with translated(self.url):
+            return _state_reply(self.scripts.requeue(keys=keys, args=[job_id]))
+
+    def purge(self, job_id: str, queue: str) -> int | str | None:
+        keys = [self.keys.job(job_id), self.keys.dead(queue)]
+        with translated(self.url):
+            return _state_reply(self.scripts.purge(keys=keys, args=[job_id]))
+
+    def watch(self, job_id: str, ttl: float) -> str | None:
+        keys = [self.keys.job(job_id), self.keys.waiters(job_id)]
+        with translated(self.url):
+            st = self.scripts.watch(keys=keys, args=[int(ttl * 1000)])
+        return st.decode() if st else None
+
+    def wait_done(self, job_id: str, timeout: float) -> None:
+        wait = max(0.01, min(timeout, self.settings.socket_timeout * 0.6))
+        with translated(self.url):
+            self.client.blpop([self.keys.done(job_id)], timeout=wait)
+
+
+def _state_reply(reply: Any) -> int | str | None:
+    if reply is None:
+        return None
+    if isinstance(reply, bytes):
+        return reply.decode()
+    return int(reply)
+
+
+def _decode_spec_or_none(raw: bytes | None) -> JobSpec | None:
+    """A corrupt or missing spec is None: the caller marks the job dead with that reason."""
+    if not raw:
+        return None
+    try:
+        return spec_decoder.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
+def _decode_errors_lenient(raw: bytes | None) -> tuple[AttemptError, ...]:
+    try:
+        return decode_errors(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return ()
+
+
+_default: Broker | None = None
+_default_lock = threading.Lock()
+
+
+def connect(url: str | None = None, **kwargs: Any) -> Broker:
+    """Create a broker and make it the process default used by ``fn.enqueue`` and ``Job``."""
+    global _default
+    broker = Broker(url, **kwargs)
+    with _default_lock:
+        _default = broker
+    return broker
+
+
+def default_broker() -> Broker:
+    """The process default broker, created on first use from the environment."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Broker()
+        return _default

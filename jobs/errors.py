@@ -1,0 +1,67 @@
+"""One error tree for the job library: every error says what was wrong and what to do."""
+
+from __future__ import annotations
+
+
+class JobsError(Exception):
+    """Root of every error raised by the job library."""
+
+
+class ConfigurationError(JobsError, ValueError):
+    """A setting or option has a value the library cannot use."""
+
+
+class BrokerUnavailable(JobsError, ConnectionError):
+    """Redis could not be reached; the message names the URL without its password."""
+
+
+class PayloadTooLarge(JobsError, ValueError):
+    """The encoded arguments exceed ``max_payload_bytes``."""
+
+
+class JobNotFound(JobsError, LookupError):
+    """No job with that id exists (never enqueued, purged, or expired)."""
+
+
+class JobFailed(JobsError):
+    """The job ended ``dead``: every attempt failed or the failure was permanent."""
+
+    def __init__(self, job_id: str, message: str) -> None:
+        super().__init__(f"job {job_id} is dead: {message}")
+        self.job_id = job_id
+
+
+class JobCanceled(JobsError):
+    """The job was canceled before it could finish."""
+
+    def __init__(self, job_id: str, reason: str) -> None:
+        super().__init__(f"job {job_id} was canceled: {reason}")
+        self.job_id = job_id
+
+
+class ResultTimeout(JobsError, TimeoutError):
+    """The job did not finish within the time given to ``Job.result``."""
+
+
+class UnknownFunction(JobsError, LookupError):
+    """A job names a function that no ``@job`` in the loaded modules registered."""
+
+
+class StaleToken(JobsError):
+    """An outcome was written with a claim token that no longer holds the job."""
+
+
+class Retry(Exception):
+    """Raise inside a job to retry it after ``after`` seconds (spends an attempt)."""
+
+    def __init__(self, after: float | None = None, message: str = "retry requested") -> None:
+        super().__init__(message)
+        self.after = after
+
+
+class Fail(Exception):
+    """Raise inside a job to fail it for good: no further attempts, straight to ``dead``."""
+
+
+class JobTimeout(Exception):
+    """Raised inside a job when its soft timeout passes, so it can clean up."""

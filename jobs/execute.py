@@ -1,0 +1,63 @@
+"""Running one claimed job in this process and classifying what happened."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import msgspec
+
+from jobs.errors import UnknownFunction
+from jobs.policy import Outcome, Policy, Verdict, after_failure, error_of, resolve, safe_str
+from jobs.records import AttemptError, Claimed, ErrorKind, encoder
+from jobs.registry import JobFunction, lookup
+from jobs.settings import JobDefaults
+
+
+def invalid(job: Claimed, message: str, worker: str, type_: str = "InvalidJob") -> Outcome:
+    """A permanent failure found before or after the function ran: no retry can fix it."""
+    error = AttemptError(
+        attempt=job.attempt, kind=ErrorKind.INVALID, type=type_, message=message,
+        at=time.time(), worker=worker,
+    )
+    return Outcome(verdict=Verdict.DEAD, error=error)
+
+
+def find(job: Claimed) -> tuple[JobFunction[Any, Any] | None, str]:
+    """The registered function for a claimed job, or None and the reason it cannot run."""
+    if job.spec is None:
+        return None, "job record is corrupt: its spec cannot be decoded"
+    try:
+        return lookup(job.spec.function), ""
+    except UnknownFunction as exc:
+        return None, str(exc)
+
+
+def execute(job: Claimed, defaults: JobDefaults, worker: str) -> tuple[Outcome, Policy]:
+    """Run the job's function; never raises for anything the job itself does."""
+    fn, problem = find(job)
+    policy = resolve(job.spec, fn, defaults)
+    if fn is None or job.spec is None:
+        kind = "UnknownFunction" if job.spec else "CorruptRecord"
+        return invalid(job, problem, worker, kind), policy
+    try:
+        args, kwargs = fn.binder.bind(job.spec.args, job.spec.kwargs)
+    except (TypeError, msgspec.ValidationError) as exc:
+        return invalid(job, f"arguments do not match {fn.name}: {safe_str(exc)}", worker,
+                       "ValidationError"), policy
+    started = time.perf_counter()
+    try:
+        value = fn.func(*args, **kwargs)
+    except (Exception, SystemExit) as exc:
+        duration = time.perf_counter() - started
+        retry_in = after_failure(policy, job.attempt, exc)
+        verdict = Verdict.DEAD if retry_in is None else Verdict.RETRY
+        return Outcome(verdict=verdict, error=error_of(exc, job.attempt, duration, worker),
+                       retry_in=retry_in, duration=duration), policy
+    duration = time.perf_counter() - started
+    try:
+        result = encoder.encode(value)
+    except (TypeError, OverflowError) as exc:
+        return invalid(job, f"return value of {fn.name} cannot be stored: {safe_str(exc)}", worker,
+                       "UnencodableResult"), policy
+    return Outcome(verdict=Verdict.COMPLETED, result=result, duration=duration), policy

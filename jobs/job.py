@@ -1,0 +1,137 @@
+"""``Job``: a handle to follow one job by id from any process."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from jobs.broker import Broker, default_broker
+from jobs.errors import JobCanceled, JobFailed, JobNotFound, ResultTimeout
+from jobs.records import AttemptError, JobRecord, any_decoder
+from jobs.states import JobState
+
+_FOREVER_CHUNK = 30.0
+
+
+class Job:
+    """A job id plus the last record read for it; ``refresh()`` reads it again."""
+
+    __slots__ = ("_record", "broker", "id")
+
+    def __init__(self, job_id: str, broker: Broker | None = None,
+                 record: JobRecord | None = None) -> None:
+        self.id = job_id
+        self.broker = broker or default_broker()
+        self._record = record
+
+    def __repr__(self) -> str:
+        state = self._record.state if self._record else "?"
+        return f"<Job {self.id} {state}>"
+
+    @classmethod
+    def fetch(cls, job_id: str, broker: Broker | None = None) -> Job:
+        """Look a job up by id alone; ``JobNotFound`` if it never existed or has expired."""
+        return cls(job_id, broker).refresh()
+
+    def refresh(self) -> Job:
+        record = self.broker.fetch(self.id)
+        if record is None:
+            raise JobNotFound(
+                f"no job {self.id!r} in namespace {self.broker.keys.ns!r}: it was never "
+                "enqueued there, was purged, or its record expired (result_ttl / dead_ttl)"
+            )
+        self._record = record
+        return self
+
+    @property
+    def record(self) -> JobRecord:
+        if self._record is None:
+            self.refresh()
+        assert self._record is not None
+        return self._record
+
+    @property
+    def state(self) -> JobState:
+        return self.record.state
+
+    @property
+    def attempts(self) -> int:
+        return self.record.attempts
+
+    @property
+    def queue(self) -> str:
+        return self.record.queue
+
+    @property
+    def priority(self) -> int:
+        return self.record.priority
+
+    @property
+    def function(self) -> str:
+        spec = self.record.spec
+        return spec.function if spec else "<corrupt>"
+
+    @property
+    def errors(self) -> tuple[AttemptError, ...]:
+        """One entry per failed attempt, oldest first."""
+        return self.record.errors
+
+    @property
+    def error(self) -> AttemptError | None:
+        """The latest attempt's error, or None when no attempt has failed."""
+        return self.record.errors[-1] if self.record.errors else None
+
+    @property
+    def progress(self) -> Any:
+        return self.record.progress
+
+    @property
+    def enqueued_at(self) -> float | None:
+        return self.record.enqueued_at
+
+    @property
+    def started_at(self) -> float | None:
+        return self.record.started_at
+
+    @property
+    def finished_at(self) -> float | None:
+        return self.record.finished_at
+
+    def cancel(self, reason: str = "canceled by request") -> bool:
+        """Cancel a waiting, scheduled or queued job; False when it already started or ended."""
+        reply = self.broker.cancel(self.id, self.record.queue, reason)
+        self._record = None
+        if reply is None:
+            raise JobNotFound(f"no job {self.id!r} to cancel")
+        return reply == 1
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Block on Redis until the job is final, then return its value.
+
+        Raises ``JobFailed`` (dead), ``JobCanceled``, ``ResultTimeout`` after ``timeout``
+        seconds (None waits forever), or ``JobNotFound``.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            remaining = _FOREVER_CHUNK if deadline is None else deadline - time.monotonic()
+            state = self.broker.watch(self.id, ttl=max(remaining, 0) + 60)
+            if state is None:
+                raise JobNotFound(f"no job {self.id!r}: never enqueued, purged or expired")
+            if JobState(state).is_final:
+                return self._final_value()
+            if remaining <= 0:
+                raise ResultTimeout(
+                    f"job {self.id} is still {state} after {timeout} s; call result() again "
+                    "to keep waiting"
+                )
+            self.broker.wait_done(self.id, remaining)
+
+    def _final_value(self) -> Any:
+        record = self.refresh().record
+        if record.state is JobState.COMPLETED:
+            return any_decoder.decode(record.result) if record.result else None
+        if record.state is JobState.CANCELED:
+            raise JobCanceled(self.id, record.cancel_reason or "canceled")
+        last = record.errors[-1] if record.errors else None
+        message = f"{last.type}: {last.message}" if last else "no error recorded"
+        raise JobFailed(self.id, f"after {record.attempts} attempt(s), last error {message}")

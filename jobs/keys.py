@@ -1,0 +1,75 @@
+"""Every Redis key name, built in one place.
+
+All keys of one queue share the hash tag ``{queue}`` so a queue can later live on
+one Redis Cluster slot; job records are addressed by id alone so a job can be
+looked up without knowing its queue.
+"""
+
+from __future__ import annotations
+
+import re
+
+from jobs.errors import ConfigurationError
+
+_NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
+
+
+def check_name(kind: str, value: str) -> str:
+    """Queue names, namespaces and job ids become key parts: allow a safe alphabet only."""
+    if not isinstance(value, str) or not _NAME.match(value):
+        raise ConfigurationError(
+            f"{kind} {value!r} is not valid: use 1-128 characters from A-Z a-z 0-9 _ . : -"
+        )
+    return value
+
+
+class Keys:
+    __slots__ = ("ns",)
+
+    def __init__(self, namespace: str) -> None:
+        self.ns = check_name("namespace", namespace)
+
+    def job(self, job_id: str) -> str:
+        return f"{self.ns}:job:{job_id}"
+
+    def _queue(self, queue: str, kind: str) -> str:
+        return f"{self.ns}:{{{queue}}}:{kind}"
+
+    def queued(self, queue: str) -> str:
+        return self._queue(queue, "queued")
+
+    def scheduled(self, queue: str) -> str:
+        return self._queue(queue, "scheduled")
+
+    def active(self, queue: str) -> str:
+        return self._queue(queue, "active")
+
+    def completed(self, queue: str) -> str:
+        return self._queue(queue, "completed")
+
+    def dead(self, queue: str) -> str:
+        return self._queue(queue, "dead")
+
+    def canceled(self, queue: str) -> str:
+        return self._queue(queue, "canceled")
+
+    def wake(self, queue: str) -> str:
+        return self._queue(queue, "wake")
+
+    def state_index(self, queue: str, state: str) -> str:
+        return self._queue(queue, state)
+
+    def seq(self) -> str:
+        return f"{self.ns}:seq"
+
+    def queues(self) -> str:
+        return f"{self.ns}:queues"
+
+    def waiters(self, job_id: str) -> str:
+        return f"{self.ns}:waiters:{job_id}"
+
+    def done(self, job_id: str) -> str:
+        return f"{self.ns}:done:{job_id}"
+
+    def pattern_all(self) -> str:
+        return f"{self.ns}:*"

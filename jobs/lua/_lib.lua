@@ -1,0 +1,77 @@
+-- Shared helpers, prepended to every script when it is loaded (scripts cannot
+-- call each other, and helpers must be local: Redis forbids script globals).
+--
+-- Keys built here: job records are `prefix .. id` for ids that are only known
+-- inside a script (popped from an index). Every other key arrives in KEYS.
+
+local PRIORITY_BAND = 4398046511104 -- 2^42 sequence numbers per priority level
+
+local function now_ms()
+    local t = redis.call('TIME')
+    return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Higher priority sorts first; FIFO inside one priority by sequence number.
+local function queue_score(priority, seq)
+    return (1000 - tonumber(priority)) * PRIORITY_BAND + seq
+end
+
+-- Keep about one wake token per queued job so a blocked worker (BLPOP on the
+-- wake list) is woken by every enqueue, and idle workers never spin on stale tokens.
+local function wake(wake_key, queued_key)
+    if redis.call('LLEN', wake_key) < redis.call('ZCARD', queued_key) then
+        redis.call('RPUSH', wake_key, 1)
+    end
+end
+
+-- Trim a wake list to the number of jobs still queued (after a claim).
+local function trim_wake(wake_key, queued_key)
+    local left = redis.call('ZCARD', queued_key)
+    if redis.call('LLEN', wake_key) > left then
+        if left == 0 then
+            redis.call('DEL', wake_key)
+        else
+            redis.call('LTRIM', wake_key, 0, left - 1)
+        end
+    end
+end
+
+-- Tell result waiters (Job.result blocks on BLPOP of the done list) the job is final.
+local function notify(waiters_key, done_key)
+    local n = tonumber(redis.call('GET', waiters_key) or '0')
+    if n > 0 then
+        for _ = 1, n do
+            redis.call('RPUSH', done_key, 1)
+        end
+        redis.call('PEXPIRE', done_key, 60000)
+        redis.call('DEL', waiters_key)
+    end
+end
+
+-- Signal the promoter that the earliest due time may have moved earlier.
+local function poke_timers(scheduled_key, timers_key, id)
+    local first = redis.call('ZRANGE', scheduled_key, 0, 0)
+    if first[1] == id and redis.call('LLEN', timers_key) == 0 then
+        redis.call('RPUSH', timers_key, 1)
+    end
+end
+
+-- Bound a finished-jobs index: drop entries scored below min_score and keep
+-- at most max_count, deleting the job records that leave with them.
+local function trim_index(index_key, prefix, min_score, max_count)
+    local old = redis.call('ZRANGEBYSCORE', index_key, '-inf', '(' .. min_score, 'LIMIT', 0, 100)
+    for _, id in ipairs(old) do
+        redis.call('DEL', prefix .. id)
+        redis.call('ZREM', index_key, id)
+    end
+    local excess = redis.call('ZCARD', index_key) - max_count
+    if excess > 0 then
+        if excess > 100 then excess = 100 end
+        local ids = redis.call('ZRANGE', index_key, 0, excess - 1)
+        for _, id in ipairs(ids) do
+            redis.call('DEL', prefix .. id)
+        end
+        redis.call('ZREMRANGEBYRANK', index_key, 0, excess - 1)
+    end
+end
+

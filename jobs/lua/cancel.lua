@@ -1,0 +1,21 @@
+-- Cancel a job that has not started: waiting, scheduled or queued.
+-- KEYS[1] job record  KEYS[2] queued index  KEYS[3] scheduled index
+-- KEYS[4] waiting index  KEYS[5] canceled index
+-- KEYS[6] result waiters counter  KEYS[7] result done list  KEYS[8] wake list
+-- ARGV[1] job id  ARGV[2] reason  ARGV[3] job record prefix
+-- ARGV[4] canceled TTL ms  ARGV[5] most canceled jobs to keep
+-- Returns 1 when canceled, else the job's state (or false when there is no such job).
+
+local st = redis.call('HGET', KEYS[1], 'st')
+if not st then return false end
+local index = ({queued = KEYS[2], scheduled = KEYS[3], waiting = KEYS[4]})[st]
+if not index then return st end
+local now = now_ms()
+redis.call('ZREM', index, ARGV[1])
+if st == 'queued' then trim_wake(KEYS[8], KEYS[2]) end
+redis.call('HSET', KEYS[1], 'st', 'canceled', 'why', ARGV[2], 'tf', now)
+redis.call('HDEL', KEYS[1], 'due')
+redis.call('ZADD', KEYS[5], now, ARGV[1])
+trim_index(KEYS[5], ARGV[3], now - tonumber(ARGV[4]), tonumber(ARGV[5]))
+notify(KEYS[6], KEYS[7])
+return 1

@@ -1,0 +1,40 @@
+-- Enqueue a batch of jobs on one queue (a single job is a batch of one).
+-- KEYS[1] queued index      KEYS[2] scheduled index   KEYS[3] wake list
+-- KEYS[4] sequence counter  KEYS[5] set of queue names KEYS[6] promoter timers list
+-- KEYS[6+i] record of job i
+-- ARGV[1] queue name  ARGV[2] number of jobs n
+-- then for each job i, 5 values at ARGV[3 + 5*(i-1)]:
+--   id, encoded spec, priority, delay in ms (-1: none), absolute due ms (-1: none)
+-- Returns, per job, 1 when created or the existing job's state when the id was taken.
+
+local n = tonumber(ARGV[2])
+local now = now_ms()
+local seq = redis.call('INCRBY', KEYS[4], n) - n
+redis.call('SADD', KEYS[5], ARGV[1])
+local out = {}
+for i = 1, n do
+    local base = 3 + 5 * (i - 1)
+    local id, spec, pri = ARGV[base], ARGV[base + 1], ARGV[base + 2]
+    local delay, at = tonumber(ARGV[base + 3]), tonumber(ARGV[base + 4])
+    local job = KEYS[6 + i]
+    local existing = redis.call('HGET', job, 'st')
+    if existing then
+        out[i] = existing
+    else
+        local due = -1
+        if at >= 0 then due = at elseif delay > 0 then due = now + delay end
+        if due > now then
+            redis.call('HSET', job, 'spec', spec, 'q', ARGV[1], 'pri', pri, 'att', 0,
+                'te', now, 'st', 'scheduled', 'due', due)
+            redis.call('ZADD', KEYS[2], due, id)
+            poke_timers(KEYS[2], KEYS[6], id)
+        else
+            redis.call('HSET', job, 'spec', spec, 'q', ARGV[1], 'pri', pri, 'att', 0,
+                'te', now, 'st', 'queued')
+            redis.call('ZADD', KEYS[1], queue_score(pri, seq + i), id)
+            wake(KEYS[3], KEYS[1])
+        end
+        out[i] = 1
+    end
+end
+return out

@@ -1,0 +1,13 @@
+-- Give a claimed job back to the front of its priority without spending an attempt.
+-- KEYS[1] job record  KEYS[2] active index  KEYS[3] queued index  KEYS[4] wake list
+-- ARGV[1] job id  ARGV[2] claim token
+-- Returns 1 when released, 0 for a stale token.
+
+local st, tok, pri = unpack(redis.call('HMGET', KEYS[1], 'st', 'tok', 'pri'))
+if st ~= 'active' or tok ~= ARGV[2] then return 0 end
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HINCRBY', KEYS[1], 'att', -1)
+redis.call('HSET', KEYS[1], 'st', 'queued')
+redis.call('ZADD', KEYS[3], queue_score(pri, 0), ARGV[1])
+wake(KEYS[4], KEYS[3])
+return 1

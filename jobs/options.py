@@ -1,0 +1,156 @@
+"""Per-enqueue options, and turning a call into an encoded job spec."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+
+from jobs.errors import ConfigurationError, PayloadTooLarge
+from jobs.keys import check_name
+from jobs.priority import parse_priority
+from jobs.records import JobSpec, encoder
+
+
+class EnqueueOptions(msgspec.Struct, frozen=True, kw_only=True):
+    """What ``.options(...)`` may set for one enqueue; ``None`` means "not given"."""
+
+    queue: str | None = None
+    priority: int | str | None = None
+    delay: float | timedelta | None = None
+    at: datetime | None = None
+    job_id: str | None = None
+    timeout: float | None = None
+    soft_timeout: float | None = None
+    max_attempts: int | None = None
+    result_ttl: float | None = None
+
+    def merged(self, other: EnqueueOptions) -> EnqueueOptions:
+        """These options with every field ``other`` sets taken from ``other``."""
+        changes = {f: v for f in other.__struct_fields__ if (v := getattr(other, f)) is not None}
+        return msgspec.structs.replace(self, **changes)
+
+
+class Call(msgspec.Struct, frozen=True):
+    """A function name with its arguments and options, ready to enqueue (no I/O yet)."""
+
+    function: str
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = {}
+    options: EnqueueOptions = EnqueueOptions()
+
+
+class Prepared(msgspec.Struct, frozen=True):
+    """A call checked and encoded for the enqueue script."""
+
+    id: str
+    queue: str
+    priority: int
+    spec: bytes
+    delay_ms: int
+    at_ms: int
+
+
+def new_job_id() -> str:
+    # 96 random bits, URL-safe, 16 characters: short keys keep Redis memory low.
+    return secrets.token_urlsafe(12)
+
+
+def _positive(name: str, value: float | None) -> float | None:
+    if value is not None and (not isinstance(value, int | float) or value <= 0):
+        raise ConfigurationError(f"{name} must be a positive number of seconds, got {value!r}")
+    return value
+
+
+def _delay_ms(delay: float | timedelta | None) -> int:
+    if delay is None:
+        return -1
+    seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
+    if not isinstance(seconds, int | float) or seconds < 0:
+        raise ConfigurationError(f"delay must be >= 0 seconds or a timedelta, got {delay!r}")
+    return int(seconds * 1000)
+
+
+def _at_ms(at: datetime | None) -> int:
+    if at is None:
+        return -1
+    if not isinstance(at, datetime) or at.tzinfo is None:
+        raise ConfigurationError(
+            f"at must be a timezone-aware datetime (e.g. datetime.now(UTC)), got {at!r}"
+        )
+    return int(at.astimezone(UTC).timestamp() * 1000)
+
+
+def _encode_spec(spec: JobSpec, max_bytes: int) -> bytes:
+    try:
+        data = encoder.encode(spec)
+    except TypeError:
+        _raise_unencodable(spec)
+        raise
+    if len(data) > max_bytes:
+        raise PayloadTooLarge(
+            f"job {spec.function} has a payload of {len(data)} bytes, above max_payload_bytes "
+            f"({max_bytes}): store large data elsewhere (a file or object store) and pass a "
+            "reference, or raise [defaults].max_payload_bytes"
+        )
+    return data
+
+
+def _raise_unencodable(spec: JobSpec) -> None:
+    named = [(f"argument {i}", v) for i, v in enumerate(spec.args)]
+    named += [(f"keyword argument {k!r}", v) for k, v in spec.kwargs.items()]
+    for label, value in named:
+        try:
+            encoder.encode(value)
+        except TypeError as exc:
+            raise TypeError(
+                f"{label} of {spec.function} cannot be stored ({exc}): pass MessagePack types "
+                "(None, bool, int, float, str, bytes, list, dict) or msgspec Structs"
+            ) from None
+
+
+_FUNCTION_NAME = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+
+def check_function_name(name: str) -> str:
+    if not isinstance(name, str) or not _FUNCTION_NAME.match(name):
+        raise ConfigurationError(
+            f"job name {name!r} is not valid: use 'package.module:function'"
+        )
+    return name
+
+
+def prepare(call: Call, *, default_queue: str, default_priority: int, max_bytes: int) -> Prepared:
+    """Check and encode one call; raises before anything is written."""
+    opts = call.options
+    check_function_name(call.function)
+    if opts.delay is not None and opts.at is not None:
+        raise ConfigurationError("give either delay= or at=, not both")
+    if opts.max_attempts is not None and (
+        isinstance(opts.max_attempts, bool)
+        or not isinstance(opts.max_attempts, int)
+        or opts.max_attempts < 1
+    ):
+        raise ConfigurationError(f"max_attempts must be an integer >= 1, got {opts.max_attempts!r}")
+    if not all(isinstance(k, str) for k in call.kwargs):
+        raise TypeError(f"keyword argument names of {call.function} must be strings")
+    spec = JobSpec(
+        function=call.function,
+        args=list(call.args),
+        kwargs=dict(call.kwargs),
+        timeout=_positive("timeout", opts.timeout),
+        soft_timeout=_positive("soft_timeout", opts.soft_timeout),
+        max_attempts=opts.max_attempts,
+        result_ttl=_positive("result_ttl", opts.result_ttl),
+    )
+    return Prepared(
+        id=check_name("job_id", opts.job_id) if opts.job_id is not None else new_job_id(),
+        queue=check_name("queue", opts.queue or default_queue),
+        priority=parse_priority(opts.priority if opts.priority is not None else default_priority),
+        spec=_encode_spec(spec, max_bytes),
+        delay_ms=_delay_ms(opts.delay),
+        at_ms=_at_ms(opts.at),
+    )

@@ -1,0 +1,173 @@
+"""``Queue``: enqueue by function or by name, bulk enqueue, counts, dead letters."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import islice
+from typing import Any
+
+from jobs.broker import Broker, default_broker
+from jobs.errors import ConfigurationError
+from jobs.job import Job
+from jobs.options import Call, EnqueueOptions, Prepared, prepare
+from jobs.priority import Priority
+from jobs.records import JobRecord, record_from_hash
+from jobs.registry import JobFunction
+from jobs.states import JobState
+
+CHUNK = 1000
+COUNTED_STATES = (JobState.QUEUED, JobState.SCHEDULED, JobState.ACTIVE, JobState.WAITING,
+                  JobState.COMPLETED, JobState.DEAD, JobState.CANCELED)
+
+
+def _prepare(call: Call, broker: Broker) -> Prepared:
+    return prepare(call, default_queue="default", default_priority=int(Priority.NORMAL),
+                   max_bytes=broker.defaults.max_payload_bytes)
+
+
+def _jobs_from_replies(prepared: Sequence[Prepared], replies: Sequence[Any],
+                       broker: Broker) -> list[Job]:
+    return [Job(p.id, broker) for p, _ in zip(prepared, replies, strict=True)]
+
+
+def enqueue_call(call: Call, broker: Broker | None = None) -> Job:
+    """Enqueue one call; with an existing ``job_id`` returns that job unchanged."""
+    broker = broker or default_broker()
+    p = _prepare(call, broker)
+    broker.enqueue(p.queue, [p])
+    return Job(p.id, broker)
+
+
+def enqueue_many(calls: Iterable[Call], broker: Broker | None = None) -> list[Job]:
+    """Enqueue many calls: one script call per 1,000 jobs of a queue, all in one pipeline.
+
+    Every call is checked and encoded before anything is written.
+    """
+    broker = broker or default_broker()
+    prepared = [_prepare(c, broker) for c in calls]
+    by_queue: dict[str, list[Prepared]] = {}
+    for p in prepared:
+        by_queue.setdefault(p.queue, []).append(p)
+    batches = [
+        (queue, list(chunk))
+        for queue, items in by_queue.items()
+        for chunk in _chunks(items, CHUNK)
+    ]
+    broker.enqueue_batches(batches)
+    return [Job(p.id, broker) for p in prepared]
+
+
+def _chunks(items: list[Prepared], size: int) -> Iterator[list[Prepared]]:
+    it = iter(items)
+    while chunk := list(islice(it, size)):
+        yield chunk
+
+
+def _as_call(target: JobFunction[Any, Any] | str, args: tuple[Any, ...],
+             kwargs: dict[str, Any], queue: str, options: EnqueueOptions) -> Call:
+    if isinstance(target, JobFunction):
+        base = target.call(*args, **kwargs)
+        return Call(base.function, base.args, base.kwargs,
+                    base.options.merged(EnqueueOptions(queue=queue)).merged(options))
+    if not isinstance(target, str):
+        raise ConfigurationError(
+            f"enqueue takes a @job function or a 'module:function' name, got {target!r}"
+        )
+    return Call(target, args, kwargs, EnqueueOptions(queue=queue).merged(options))
+
+
+class Queue:
+    """One named queue: enqueue onto it and inspect it."""
+
+    def __init__(self, name: str = "default", broker: Broker | None = None,
+                 options: EnqueueOptions | None = None) -> None:
+        self.name = name
+        self._broker = broker
+        self._options = options or EnqueueOptions()
+
+    @property
+    def broker(self) -> Broker:
+        return self._broker or default_broker()
+
+    def __repr__(self) -> str:
+        return f"<Queue {self.name}>"
+
+    def options(self, **overrides: Any) -> Queue:
+        """This queue with per-enqueue options (priority, delay, at, job_id, timeout, ...)."""
+        return Queue(self.name, self._broker, self._options.merged(EnqueueOptions(**overrides)))
+
+    def enqueue(self, target: JobFunction[Any, Any] | str, /, *args: Any, **kwargs: Any) -> Job:
+        """Enqueue a ``@job`` function or, without importing it, a ``"module:function"`` name."""
+        return enqueue_call(_as_call(target, args, kwargs, self.name, self._options), self.broker)
+
+    def call(self, target: JobFunction[Any, Any] | str, /, *args: Any, **kwargs: Any) -> Call:
+        return _as_call(target, args, kwargs, self.name, self._options)
+
+    def enqueue_many(self, calls: Iterable[Call | tuple[Any, ...]]) -> list[Job]:
+        """Enqueue many jobs on this queue: ``Call`` objects or ``(target, *args)`` tuples."""
+        normal = [
+            Call(c.function, c.args, c.kwargs,
+                 c.options.merged(self._options).merged(EnqueueOptions(queue=self.name)))
+            if isinstance(c, Call) else self.call(c[0], *c[1:])
+            for c in calls
+        ]
+        return enqueue_many(normal, self.broker)
+
+    def counts(self) -> dict[str, int]:
+        """How many jobs of this queue are in each state right now."""
+        return self.broker.counts(self.name, [s.value for s in COUNTED_STATES])
+
+    def cancel(self, job_id: str, reason: str = "canceled by request") -> bool:
+        return Job(job_id, self.broker).cancel(reason)
+
+    # -- dead letters --------------------------------------------------------------------
+
+    def dead(self, *, function: str | None = None, error_type: str | None = None,
+             older_than: float | None = None, newer_than: float | None = None,
+             limit: int | None = 100) -> list[JobRecord]:
+        """Dead jobs, newest first, filtered by function, last error type and age (seconds)."""
+        out: list[JobRecord] = []
+        now = time.time()
+        for record in self._dead_records():
+            if _matches(record, function, error_type, older_than, newer_than, now):
+                out.append(record)
+                if limit is not None and len(out) >= limit:
+                    break
+        return out
+
+    def requeue_dead(self, job_id: str | None = None, **filters: Any) -> int:
+        """Requeue one dead job, or every dead job matching the filters (all without any)."""
+        ids = [job_id] if job_id else [r.id for r in self.dead(limit=None, **filters)]
+        return sum(1 for i in ids if self.broker.requeue(i, self.name) == 1)
+
+    def purge_dead(self, job_id: str | None = None, **filters: Any) -> int:
+        """Delete one dead job, or every dead job matching the filters (all without any)."""
+        ids = [job_id] if job_id else [r.id for r in self.dead(limit=None, **filters)]
+        return sum(1 for i in ids if self.broker.purge(i, self.name) == 1)
+
+    def _dead_records(self) -> Iterator[JobRecord]:
+        b = self.broker
+        for ids in b.scan_index(b.keys.dead(self.name)):
+            for job_id, fields in zip(ids, b.fetch_many(ids), strict=True):
+                if fields:
+                    yield record_from_hash(job_id, fields)
+
+
+def _matches(r: JobRecord, function: str | None, error_type: str | None,
+             older_than: float | None, newer_than: float | None, now: float) -> bool:
+    if function is not None and (r.spec is None or r.spec.function != function):
+        return False
+    last = r.errors[-1] if r.errors else None
+    if error_type is not None and (last is None or error_type not in (last.type, last.kind)):
+        return False
+    age = now - (r.finished_at or now)
+    if older_than is not None and age < older_than:
+        return False
+    return not (newer_than is not None and age > newer_than)
+
+
+def queue_counts(broker: Broker | None = None) -> dict[str, dict[str, int]]:
+    """Counts per state for every queue this namespace has seen."""
+    broker = broker or default_broker()
+    return {q: Queue(q, broker).counts() for q in broker.known_queues()}

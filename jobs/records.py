@@ -1,0 +1,156 @@
+"""What is stored in Redis, as frozen msgspec Structs, with the one codec used everywhere."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+import msgspec
+
+from jobs.states import JobState
+
+
+class JobSpec(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
+    """The immutable part of a job, written once at enqueue.
+
+    Options left ``None`` fall back to the function's ``@job`` options, then to the
+    configured defaults, at the time the job runs. Stored as a compact array.
+    """
+
+    function: str
+    args: list[Any] = []
+    kwargs: dict[str, Any] = {}
+    timeout: float | None = None
+    soft_timeout: float | None = None
+    max_attempts: int | None = None
+    result_ttl: float | None = None
+
+
+class ErrorKind(StrEnum):
+    EXCEPTION = "exception"
+    TIMEOUT = "timeout"
+    CRASH = "crash"
+    LOST = "lost"
+    INVALID = "invalid"
+
+
+class AttemptError(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Why one attempt failed; a job keeps one per failed attempt."""
+
+    attempt: int
+    kind: ErrorKind
+    type: str
+    message: str
+    traceback: str = ""
+    duration: float = 0.0
+    at: float = 0.0
+    worker: str = ""
+
+
+class Claimed(msgspec.Struct, frozen=True, kw_only=True):
+    """A job a worker holds: what it needs to run it and to write its outcome."""
+
+    id: str
+    queue: str
+    token: str
+    spec: JobSpec | None  # None: the stored spec is unreadable; the job is marked dead
+    attempt: int
+    priority: int
+    errors: tuple[AttemptError, ...]
+    enqueued_at: float
+    started_at: float
+
+
+class ExpiredLease(msgspec.Struct, frozen=True, kw_only=True):
+    """A claimed job whose lease ran out: its holder is gone or cut off."""
+
+    id: str
+    queue: str
+    token: str
+    attempts: int
+    spec: JobSpec | None
+    errors: tuple[AttemptError, ...]
+
+
+class JobRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything known about a job, read from its Redis hash."""
+
+    id: str
+    queue: str
+    state: JobState
+    priority: int
+    attempts: int
+    spec: JobSpec | None
+    errors: tuple[AttemptError, ...] = ()
+    result: bytes | None = None
+    enqueued_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    due_at: float | None = None
+    token: str | None = None
+    cancel_reason: str | None = None
+    progress: Any = None
+    corrupt: str | None = None
+
+
+encoder = msgspec.msgpack.Encoder()
+spec_decoder = msgspec.msgpack.Decoder(JobSpec)
+errors_decoder = msgspec.msgpack.Decoder(tuple[AttemptError, ...])
+any_decoder = msgspec.msgpack.Decoder()
+
+
+def decode_errors(raw: bytes | None) -> tuple[AttemptError, ...]:
+    return errors_decoder.decode(raw) if raw else ()
+
+
+def ms_to_s(raw: bytes | str | int | None) -> float | None:
+    return None if raw is None else int(raw) / 1000.0
+
+
+def _lenient(raw: bytes | None) -> Any:
+    if not raw:
+        return None
+    try:
+        return any_decoder.decode(raw)
+    except msgspec.DecodeError:
+        return None
+
+
+def record_from_hash(job_id: str, fields: dict[bytes, bytes]) -> JobRecord:
+    """Build a record from HGETALL; a corrupt spec or error list is reported, not raised."""
+    corrupt = None
+    spec: JobSpec | None = None
+    errors: tuple[AttemptError, ...] = ()
+    try:
+        spec = spec_decoder.decode(fields[b"spec"])
+    except (KeyError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+        corrupt = f"job spec unreadable: {exc}"
+    try:
+        errors = decode_errors(fields.get(b"errs"))
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        corrupt = corrupt or f"error history unreadable: {exc}"
+    cancel = fields.get(b"why")
+    token = fields.get(b"tok")
+    try:
+        state = JobState(fields.get(b"st", b"").decode())
+    except ValueError:
+        state = JobState.DEAD
+        corrupt = corrupt or f"unknown state {fields.get(b'st')!r}"
+    return JobRecord(
+        id=job_id,
+        queue=fields.get(b"q", b"").decode(),
+        state=state,
+        priority=int(fields.get(b"pri", 0)),
+        attempts=int(fields.get(b"att", 0)),
+        spec=spec,
+        errors=errors,
+        result=fields.get(b"res"),
+        enqueued_at=ms_to_s(fields.get(b"te")),
+        started_at=ms_to_s(fields.get(b"ts")),
+        finished_at=ms_to_s(fields.get(b"tf")),
+        due_at=ms_to_s(fields.get(b"due")),
+        token=token.decode() if token else None,
+        cancel_reason=cancel.decode() if cancel else None,
+        progress=_lenient(fields.get(b"prog")),
+        corrupt=corrupt,
+    )

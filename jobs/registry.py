@@ -1,0 +1,191 @@
+"""``@job``: registering plain functions as jobs, and the only functions a worker runs."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+
+import msgspec
+
+from jobs.backoff import Backoff
+from jobs.errors import ConfigurationError, UnknownFunction
+from jobs.keys import check_name
+from jobs.options import Call, EnqueueOptions, check_function_name
+from jobs.priority import Priority, parse_priority
+
+if TYPE_CHECKING:
+    from jobs.job import Job
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_REGISTRY: dict[str, JobFunction[Any, Any]] = {}
+
+ExceptionTypes = tuple[type[BaseException], ...]
+
+
+class JobOptions(msgspec.Struct, frozen=True, kw_only=True):
+    """Options fixed by ``@job``; ``None`` falls back to the configured defaults."""
+
+    queue: str = "default"
+    priority: int = int(Priority.NORMAL)
+    timeout: float | None = None
+    soft_timeout: float | None = None
+    max_attempts: int | None = None
+    backoff: Backoff | None = None
+    retry_on: ExceptionTypes = ()
+    dont_retry_on: ExceptionTypes = ()
+    result_ttl: float | None = None
+    on_dead: str | None = None
+
+
+class ArgumentBinder:
+    """Validates a job's arguments against the function's annotations with msgspec."""
+
+    def __init__(self, func: Callable[..., Any]) -> None:
+        self._signature = inspect.signature(func)
+        try:
+            hints = inspect.get_annotations(func, eval_str=True)
+        except Exception:  # unresolvable annotations: run without validation
+            hints = {}
+        self._types = {
+            name: hints[name]
+            for name, p in self._signature.parameters.items()
+            if name in hints
+            and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+        }
+
+    def bind(self, args: list[Any], kwargs: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+        """Return converted arguments; raise ``TypeError`` or ``msgspec.ValidationError``."""
+        bound = self._signature.bind(*args, **kwargs)
+        for name, value in bound.arguments.items():
+            kind = self._types.get(name)
+            if kind is not None:
+                try:
+                    bound.arguments[name] = msgspec.convert(value, kind, strict=False)
+                except msgspec.ValidationError as exc:
+                    raise msgspec.ValidationError(f"argument {name!r}: {exc}") from None
+        return list(bound.args), dict(bound.kwargs)
+
+
+class JobFunction(Generic[P, R]):
+    """A registered job: call it to run it here, ``.enqueue`` it to run it on a worker."""
+
+    def __init__(self, func: Callable[P, R], options: JobOptions) -> None:
+        self.func = func
+        self.name = f"{func.__module__}:{func.__qualname__}"
+        self.job_options = options
+        self.binder = ArgumentBinder(func)
+        self.__doc__ = func.__doc__
+        self.__wrapped__ = func
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.func(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<job {self.name}>"
+
+    def call(self, *args: P.args, **kwargs: P.kwargs) -> Call:
+        """This function with these arguments, ready for ``enqueue_many``."""
+        return Call(self.name, args, kwargs, self._defaults())
+
+    def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Job:
+        from jobs.queue import enqueue_call
+
+        return enqueue_call(self.call(*args, **kwargs))
+
+    def options(self, **overrides: Any) -> BoundOptions:
+        return BoundOptions(self, EnqueueOptions(**overrides))
+
+    def _defaults(self) -> EnqueueOptions:
+        o = self.job_options
+        return EnqueueOptions(queue=o.queue, priority=o.priority)
+
+
+class BoundOptions:
+    """``fn.options(...)``: the same function with per-enqueue options."""
+
+    def __init__(self, fn: JobFunction[Any, Any], options: EnqueueOptions) -> None:
+        self._fn = fn
+        self._options = options
+
+    def call(self, *args: Any, **kwargs: Any) -> Call:
+        base = self._fn.call(*args, **kwargs)
+        return Call(base.function, base.args, base.kwargs, base.options.merged(self._options))
+
+    def enqueue(self, *args: Any, **kwargs: Any) -> Job:
+        from jobs.queue import enqueue_call
+
+        return enqueue_call(self.call(*args, **kwargs))
+
+
+def _exception_types(name: str, value: Iterable[type[BaseException]] | None) -> ExceptionTypes:
+    types = tuple(value or ())
+    for t in types:
+        if not (isinstance(t, type) and issubclass(t, BaseException)):
+            raise ConfigurationError(f"{name} must list exception classes, got {t!r}")
+    return types
+
+
+def job(
+    func: Callable[P, R] | None = None,
+    *,
+    queue: str = "default",
+    priority: int | str = Priority.NORMAL,
+    timeout: float | None = None,
+    soft_timeout: float | None = None,
+    max_attempts: int | None = None,
+    backoff: Backoff | None = None,
+    retry_on: Iterable[type[BaseException]] | None = None,
+    dont_retry_on: Iterable[type[BaseException]] | None = None,
+    result_ttl: float | None = None,
+    on_dead: JobFunction[Any, Any] | str | None = None,
+) -> Any:
+    """Register a plain synchronous function as a job (``@job`` or ``@job(...)``).
+
+    ``on_dead`` names another job (a ``@job`` function or ``"module:function"``) that is
+    enqueued with the dead job's id, atomically with the death, so it runs exactly once.
+    """
+    if max_attempts is not None and max_attempts < 1:
+        raise ConfigurationError(f"max_attempts must be >= 1, got {max_attempts}")
+    for label, value in (("timeout", timeout), ("soft_timeout", soft_timeout)):
+        if value is not None and value <= 0:
+            raise ConfigurationError(f"{label} must be a positive number of seconds")
+    hook = on_dead.name if isinstance(on_dead, JobFunction) else on_dead
+    options = JobOptions(
+        queue=check_name("queue", queue),
+        priority=parse_priority(priority),
+        timeout=timeout,
+        soft_timeout=soft_timeout,
+        max_attempts=max_attempts,
+        backoff=backoff,
+        retry_on=_exception_types("retry_on", retry_on),
+        dont_retry_on=_exception_types("dont_retry_on", dont_retry_on),
+        result_ttl=result_ttl,
+        on_dead=check_function_name(hook) if hook else None,
+    )
+
+    def register(f: Callable[P, R]) -> JobFunction[P, R]:
+        fn = JobFunction(f, options)
+        _REGISTRY[fn.name] = fn
+        return fn
+
+    return register(func) if func is not None else register
+
+
+def lookup(name: str) -> JobFunction[Any, Any]:
+    """The registered function called ``name``, or ``UnknownFunction`` saying what is known."""
+    fn = _REGISTRY.get(name)
+    if fn is None:
+        modules = sorted({n.split(":", 1)[0] for n in _REGISTRY}) or ["none"]
+        raise UnknownFunction(
+            f"unknown job function {name!r}: no @job with that name in the loaded modules "
+            f"({', '.join(modules)}); check the name ('module:function') and [worker].modules"
+        )
+    return fn
+
+
+def registered() -> dict[str, JobFunction[Any, Any]]:
+    return dict(_REGISTRY)
+

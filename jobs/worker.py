@@ -1,0 +1,199 @@
+"""Worker-side primitives: claim, run, write the outcome; plus promotion and reclaim.
+
+The supervisor's children are built from these; ``Worker.run_until_empty`` runs jobs in
+this process for tests and scripts (no hard timeouts: those need the supervisor).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import random
+import secrets
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from jobs.broker import Broker, default_broker
+from jobs.errors import StaleToken, UnknownFunction
+from jobs.execute import execute, find
+from jobs.keys import check_name
+from jobs.options import Call, EnqueueOptions, Prepared, prepare
+from jobs.policy import Outcome, Policy, Verdict, after_failure, resolve
+from jobs.records import AttemptError, Claimed, ErrorKind, ExpiredLease, JobSpec
+from jobs.registry import JobFunction, lookup
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LEASE = 30.0
+
+
+def worker_name() -> str:
+    """host:pid:nonce — unique even when a pid is reused after a restart."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
+
+
+def on_dead_job(policy: Policy, job_id: str, broker: Broker) -> Prepared | None:
+    """The hook job to enqueue with a death: ``policy.on_dead(job_id)``, id ``<id>.on_dead``."""
+    if policy.on_dead is None:
+        return None
+    fn, _ = find_function(policy.on_dead)
+    opts = EnqueueOptions(job_id=f"{job_id}.on_dead")
+    queue = fn.job_options.queue if fn else "default"
+    priority = fn.job_options.priority if fn else 10
+    return prepare(Call(policy.on_dead, (job_id,), {}, opts), default_queue=queue,
+                   default_priority=priority, max_bytes=broker.defaults.max_payload_bytes)
+
+
+def find_function(name: str) -> tuple[JobFunction[Any, Any] | None, str]:
+    try:
+        return lookup(name), ""
+    except UnknownFunction as exc:
+        return None, str(exc)
+
+
+def record_failure(broker: Broker, job_id: str, queue: str, token: str, attempt: int,
+                   spec: JobSpec | None, errors: Sequence[AttemptError], error: AttemptError,
+                   *, only_if_expired: bool = False) -> str | None:
+    """Account a failure that happened outside the function (kill, crash, lost worker).
+
+    Returns the new state (``scheduled`` or ``dead``), or None if the token no longer held it.
+    """
+    fn, _ = find_function(spec.function) if spec else (None, "")
+    policy = resolve(spec, fn, broker.defaults)
+    retry_in = after_failure(policy, attempt, None) if spec else None
+    hook = on_dead_job(policy, job_id, broker) if retry_in is None else None
+    return broker.fail(job_id, queue, token, [*errors, error], retry_in,
+                       only_if_expired=only_if_expired, on_dead=hook)
+
+
+def reclaim(broker: Broker, queues: Sequence[str] | None = None) -> list[tuple[str, str]]:
+    """Put back jobs whose lease expired (attempt spent, reason "worker lost").
+
+    Safe from any number of processes on any number of hosts: each move re-checks the
+    token and the expiry inside Redis. Returns ``(job_id, new_state)`` pairs.
+    """
+    queues = list(queues) if queues is not None else broker.known_queues()
+    if not queues:
+        return []
+    moved = []
+    for lease in broker.expired(queues):
+        new_state = _reclaim_one(broker, lease)
+        if new_state:
+            moved.append((lease.id, new_state))
+    return moved
+
+
+def _reclaim_one(broker: Broker, lease: ExpiredLease) -> str | None:
+    error = AttemptError(
+        attempt=lease.attempts, kind=ErrorKind.LOST, type="WorkerLost",
+        message="worker lost: its lease expired before the job finished "
+                "(the worker or its host died, or lost its Redis connection)",
+        at=time.time(),
+    )
+    return record_failure(broker, lease.id, lease.queue, lease.token, lease.attempts,
+                          lease.spec, lease.errors, error, only_if_expired=True)
+
+
+def run_promoter(broker: Broker, stop: threading.Event,
+                 queues: Callable[[], Sequence[str]] | None = None) -> None:
+    """Promote due delayed jobs until ``stop`` is set; meant for a background thread.
+
+    Sleeps locally until the next due time (server clock, relative wait) and is woken
+    through Redis when an earlier job is scheduled, so lateness stays in milliseconds.
+    """
+    while not stop.is_set():
+        names = list(queues()) if queues else broker.known_queues()
+        _, next_in = broker.promote(names) if names else (0, None)
+        if next_in is not None and next_in < 0.25:
+            stop.wait(next_in)
+        else:
+            # BLPOP timeouts fire on the server's timer tick (~100 ms): wake early, then
+            # finish the wait locally above.
+            broker.wait_for_timers(1.0 if next_in is None else min(next_in - 0.15, 1.0))
+
+
+class Worker:
+    """Claims from queues in order (or by weight), runs jobs, writes outcomes."""
+
+    def __init__(self, queues: Sequence[str] = ("default",), *, broker: Broker | None = None,
+                 name: str | None = None, lease: float = DEFAULT_LEASE,
+                 weights: Sequence[float] | None = None) -> None:
+        self.queues = [check_name("queue", q) for q in queues]
+        if weights is not None and len(weights) != len(self.queues):
+            raise ValueError("weights must give one number per queue")
+        self.weights = list(weights) if weights else None
+        self.broker = broker or default_broker()
+        self.name = name or worker_name()
+        self.lease = lease
+        self._tokens = itertools.count(1)
+
+    def _order(self) -> list[str]:
+        if not self.weights:
+            return self.queues
+        # Weighted order without replacement: a heavier queue is tried first more often.
+        keys = [random.random() ** (1.0 / w) if w > 0 else 0.0 for w in self.weights]
+        return [q for _, q in sorted(zip(keys, self.queues, strict=True), reverse=True)]
+
+    def claim(self, wait: float = 0.0) -> Claimed | None:
+        """One job with a lease, or None after ``wait`` seconds; blocks on Redis, never polls."""
+        deadline = time.monotonic() + wait
+        while True:
+            token = f"{self.name}#{next(self._tokens)}"
+            job = self.broker.claim(self._order(), token, self.lease)
+            remaining = deadline - time.monotonic()
+            if job is not None or remaining <= 0:
+                return job
+            self.broker.wait_for_work(self.queues, remaining)
+
+    def execute(self, job: Claimed) -> tuple[Outcome, Policy]:
+        return execute(job, self.broker.defaults, self.name)
+
+    def finish(self, job: Claimed, outcome: Outcome, policy: Policy) -> str:
+        """Write the outcome with the claim token; ``StaleToken`` if the job was taken back."""
+        b = self.broker
+        if outcome.verdict is Verdict.COMPLETED:
+            ok = b.complete(job, outcome.result, policy.result_ttl)
+            state: str | None = "completed" if ok else None
+        else:
+            assert outcome.error is not None
+            hook = on_dead_job(policy, job.id, b) if outcome.verdict is Verdict.DEAD else None
+            state = b.fail(job.id, job.queue, job.token, [*job.errors, outcome.error],
+                           outcome.retry_in, on_dead=hook)
+        if state is None:
+            raise StaleToken(
+                f"job {job.id} was taken back (lease expired or canceled) before this worker "
+                "wrote its outcome; the outcome was discarded"
+            )
+        return state
+
+    def release(self, job: Claimed) -> bool:
+        return self.broker.release(job)
+
+    def run_one(self, job: Claimed) -> str:
+        """Run a claimed job here; the lease is first stretched past its timeout."""
+        fn, _ = find(job)
+        timeout = resolve(job.spec, fn, self.broker.defaults).timeout
+        if timeout + 30 > self.lease:
+            self.broker.renew([(job.id, job.queue, job.token)], timeout + 30)
+        outcome, policy = self.execute(job)
+        return self.finish(job, outcome, policy)
+
+    def run_until_empty(self, max_jobs: int | None = None) -> Counter[str]:
+        """Run jobs here until the queues hold nothing runnable; count outcomes by state."""
+        done: Counter[str] = Counter()
+        while max_jobs is None or sum(done.values()) < max_jobs:
+            self.broker.promote(self.queues)
+            job = self.claim()
+            if job is None:
+                break
+            try:
+                done[self.run_one(job)] += 1
+            except StaleToken as exc:
+                log.warning("%s", exc)
+                done["stale"] += 1
+        return done

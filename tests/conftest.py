@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+import jobs
+from jobs import Broker, JobDefaults, RedisSettings
+from tests.server import ValkeyServer
+
+_namespaces = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ValkeyServer]:
+    srv = ValkeyServer(tmp_path_factory.mktemp("valkey"))
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def namespace() -> str:
+    return f"t{os.getpid()}-{next(_namespaces)}"
+
+
+def make_broker(server: ValkeyServer, namespace: str, **defaults: object) -> Broker:
+    return Broker(
+        server.url,
+        redis_settings=RedisSettings(namespace=namespace),
+        defaults=JobDefaults(**defaults),  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+def broker(server: ValkeyServer, namespace: str) -> Iterator[Broker]:
+    b = jobs.connect(server.url, redis_settings=RedisSettings(namespace=namespace))
+    yield b
+    client: redis.Redis = b.client
+    keys = list(client.scan_iter(match=f"{namespace}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture
+def raw(broker: Broker) -> redis.Redis:
+    return broker.client  # type: ignore[no-any-return]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    Path(config.rootpath, "tests").exists()

