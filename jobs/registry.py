@@ -167,6 +167,11 @@ def job(
     )
 
     def register(f: Callable[P, R]) -> JobFunction[P, R]:
+        if "<locals>" in f.__qualname__ or f.__name__ == "<lambda>":
+            raise ConfigurationError(
+                f"@job on {f.__qualname__}: job functions must be defined at module level "
+                "so a worker can import them by name"
+            )
         fn = JobFunction(f, options)
         _REGISTRY[fn.name] = fn
         return fn

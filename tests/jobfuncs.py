@@ -97,3 +97,8 @@ def raises_bad_str() -> None:
 @job
 def exits() -> None:
     raise SystemExit(3)
+
+
+@job(max_attempts=3, backoff=Backoff(kind="fixed", base=60, jitter=0))
+def slow_retry() -> None:
+    raise OSError("later")

@@ -1,0 +1,413 @@
+import random
+import threading
+import time
+
+import pytest
+
+from jobs import (
+    Backoff,
+    ErrorKind,
+    Job,
+    JobCanceled,
+    JobFailed,
+    JobNotFound,
+    JobState,
+    Queue,
+    ResultTimeout,
+    StaleToken,
+    Worker,
+    reclaim,
+    run_promoter,
+)
+from jobs.backoff import BackoffKind
+from tests import jobfuncs
+from tests.helpers import assert_consistent, wait_until
+
+
+def run(broker, queues=("default",)):
+    return Worker(list(queues), broker=broker).run_until_empty()
+
+
+def test_priority_order_with_fifo_ties(broker):
+    rng = random.Random(7)
+    prios = [rng.choice([0, 10, 20, 30, 500, 1000]) for _ in range(600)]
+    q = Queue("p")
+    ids = [q.options(priority=p).enqueue("m:f", i).id for i, p in enumerate(prios)]
+    expected = [ids[i] for i in sorted(range(len(ids)), key=lambda i: (-prios[i], i))]
+    w = Worker(["p"], broker=broker)
+    got = [w.claim().id for _ in range(len(ids))]
+    assert got == expected
+    assert w.claim() is None
+
+
+def test_queues_tried_in_configured_order(broker):
+    Queue("low").enqueue("m:f", 1)
+    Queue("high").enqueue("m:f", 2)
+    w = Worker(["high", "low"], broker=broker)
+    assert [w.claim().queue, w.claim().queue] == ["high", "low"]
+
+
+def test_weighted_queues_take_from_both(broker):
+    q1, q2 = Queue("w1"), Queue("w2")
+    q1.enqueue_many([("m:f", i) for i in range(200)])
+    q2.enqueue_many([("m:f", i) for i in range(200)])
+    w = Worker(["w1", "w2"], broker=broker, weights=[3, 1])
+    taken = [w.claim().queue for _ in range(100)]
+    assert 55 <= taken.count("w1") <= 95 and taken.count("w2") >= 5
+
+
+def test_claim_holds_lease_and_token(broker):
+    j = jobfuncs.add.enqueue(1, 2)
+    w = Worker(broker=broker, lease=60)
+    c = w.claim()
+    assert (c.id, c.attempt, c.queue) == (j.id, 1, "default")
+    assert c.token.startswith(w.name)
+    assert j.refresh().state is JobState.ACTIVE
+    deadline = broker.client.zscore(broker.keys.active("default"), j.id) / 1000
+    assert deadline - c.started_at == pytest.approx(60, abs=0.01)
+    assert_consistent(broker, j.id, "default")
+
+
+def test_blocking_claim_wakes_on_enqueue(broker):
+    w = Worker(["wake"], broker=broker)
+    got = {}
+
+    def claim():
+        got["job"] = w.claim(wait=5)
+        got["at"] = time.monotonic()
+
+    t = threading.Thread(target=claim)
+    t.start()
+    time.sleep(0.2)  # let the worker block in BLPOP first (nothing to synchronise on)
+    sent = time.monotonic()
+    Queue("wake").enqueue("m:f")
+    t.join(5)
+    assert got["job"] is not None
+    assert got["at"] - sent < 0.05
+    assert broker.client.llen(broker.keys.wake("wake")) == 0
+
+
+def test_blocking_claim_times_out_empty(broker):
+    started = time.monotonic()
+    assert Worker(["none"], broker=broker).claim(wait=0.3) is None
+    assert 0.25 <= time.monotonic() - started < 2
+
+
+def test_success_result_and_timestamps(broker):
+    j = jobfuncs.add.enqueue(20, 22)
+    assert run(broker) == {"completed": 1}
+    assert j.result(timeout=1) == 42
+    r = j.refresh().record
+    assert r.enqueued_at <= r.started_at <= r.finished_at
+    assert j.attempts == 1 and j.error is None
+    assert_consistent(broker, j.id, "default")
+
+
+def test_retry_then_dead_keeps_every_error(broker):
+    j = jobfuncs.always_fails.enqueue()
+    assert run(broker) == {"scheduled": 2, "dead": 1}
+    j.refresh()
+    assert j.state is JobState.DEAD and j.attempts == 3
+    assert [e.attempt for e in j.errors] == [1, 2, 3]
+    assert all(e.type == "ValueError" and e.message == "boom" for e in j.errors)
+    assert "raise ValueError" in j.error.traceback
+    with pytest.raises(JobFailed, match="after 3 attempt.*ValueError: boom"):
+        j.result(timeout=1)
+    assert_consistent(broker, j.id, "default")
+
+
+def test_dont_retry_on(broker):
+    j = jobfuncs.key_error.enqueue()
+    assert run(broker) == {"dead": 1}
+    assert j.refresh().attempts == 1
+
+
+def test_retry_on_filters(broker):
+    a = jobfuncs.only_conn.enqueue("conn")
+    b = jobfuncs.only_conn.enqueue("value")
+    run(broker)
+    assert a.refresh().attempts == 5 and a.state is JobState.DEAD
+    assert b.refresh().attempts == 1 and b.state is JobState.DEAD
+
+
+def test_retry_raised_by_job(broker):
+    j = jobfuncs.asks_retry.enqueue()
+    assert run(broker) == {"scheduled": 2, "dead": 1}
+    assert j.refresh().attempts == 3
+
+
+def test_fail_raised_by_job(broker):
+    j = jobfuncs.gives_up.enqueue()
+    assert run(broker) == {"dead": 1}
+    assert j.refresh().error.type == "jobs.errors.Fail"
+    assert j.error.message == "cannot ever work"
+
+
+def test_system_exit_is_contained(broker):
+    j = jobfuncs.exits.enqueue()
+    run(broker)
+    assert j.refresh().error.type == "SystemExit"
+
+
+def test_exception_with_broken_str(broker):
+    j = jobfuncs.raises_bad_str.enqueue()
+    run(broker)
+    assert j.refresh().error.message == "<unprintable BadStr>"
+
+
+def test_retry_goes_to_scheduled_with_backoff(broker):
+    j = Queue("default").enqueue(jobfuncs.slow_retry)
+    run(broker)
+    r = j.refresh().record
+    assert r.state is JobState.SCHEDULED and r.attempts == 1
+    assert r.due_at - r.started_at == pytest.approx(60, abs=1)
+    assert_consistent(broker, j.id, "default")
+
+
+def test_local_functions_are_refused():
+    from jobs import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="module level"):
+
+        @jobfuncs.job
+        def local() -> None: ...
+
+
+def test_validation_failure_is_dead_at_once(broker):
+    j = jobfuncs.add.enqueue("x", 1)
+    assert run(broker) == {"dead": 1}
+    e = j.refresh().error
+    assert e.kind is ErrorKind.INVALID and j.attempts == 1
+    assert "arguments do not match tests.jobfuncs:add" in e.message and "'a'" in e.message
+
+
+def test_wrong_arity_is_dead(broker):
+    j = jobfuncs.add.enqueue(1)
+    run(broker)
+    assert "missing a required argument: 'b'" in j.refresh().error.message
+
+
+def test_unknown_function_is_dead_with_clear_message(broker):
+    j = Queue("default").enqueue("os:system", "echo hi")
+    k = Queue("default").enqueue("builtins:eval", "1+1")
+    assert run(broker) == {"dead": 2}
+    for x in (j, k):
+        e = x.refresh().error
+        assert e.kind is ErrorKind.INVALID and "unknown job function" in e.message
+        assert "tests.jobfuncs" in e.message
+
+
+def test_unencodable_result_is_dead(broker):
+    j = jobfuncs.unencodable.enqueue()
+    run(broker)
+    assert "return value of tests.jobfuncs:unencodable cannot be stored" in j.refresh().error.message
+
+
+def test_untyped_arguments_pass_through(broker):
+    j = jobfuncs.untyped.enqueue({"a": 1})
+    run(broker)
+    assert j.result(timeout=1) == [{"a": 1}, 2]
+
+
+def test_corrupt_spec_is_dead_and_worker_goes_on(broker):
+    bad = Queue("default").enqueue("m:f")
+    good = jobfuncs.add.enqueue(1, 1)
+    broker.client.hset(broker.keys.job(bad.id), "spec", b"\xc1garbage")
+    assert run(broker) == {"dead": 1, "completed": 1}
+    assert "corrupt" in bad.refresh().error.message
+    assert good.result(timeout=1) == 2
+
+
+def test_on_dead_hook_enqueued_once_atomically(broker):
+    j = jobfuncs.dies_with_hook.enqueue()
+    run(broker)
+    hook = Job.fetch(f"{j.id}.on_dead")
+    assert hook.state is JobState.COMPLETED and hook.result(timeout=1) == j.id
+    assert ("dead", j.id) in jobfuncs.CALLS
+
+
+def test_stale_token_rejected(broker):
+    j = jobfuncs.add.enqueue(1, 2)
+    w = Worker(broker=broker, lease=0.0)
+    c = w.claim()
+    assert reclaim(broker, ["default"]) == [(j.id, "scheduled")]
+    outcome, policy = w.execute(c)
+    with pytest.raises(StaleToken):
+        w.finish(c, outcome, policy)
+    r = j.refresh().record
+    assert r.state is JobState.SCHEDULED and r.result is None
+    assert not w.release(c)
+    assert broker.renew([(j.id, "default", c.token)], 30) == [0]
+
+
+def test_lease_expiry_reclaim_spends_attempts_then_dead(broker):
+    j = jobfuncs.add.enqueue(1, 2)  # default max_attempts 3
+    w = Worker(broker=broker, lease=0.0)
+    for expected in ("scheduled", "scheduled", "dead"):
+        broker.client.hset(broker.keys.job(j.id), "due", 0)
+        broker.promote(["default"])
+        assert w.claim() is not None
+        assert reclaim(broker) == [(j.id, expected)]
+        assert_consistent(broker, j.id, "default")
+        broker.client.zadd(broker.keys.scheduled("default"), {j.id: 0}, xx=True)
+    r = j.refresh().record
+    assert r.attempts == 3 and [e.kind for e in r.errors] == [ErrorKind.LOST] * 3
+    assert "worker lost" in r.errors[0].message
+
+
+def test_renewed_lease_is_not_reclaimed(broker):
+    jobfuncs.add.enqueue(1, 2)
+    c = Worker(broker=broker, lease=0.0).claim()
+    assert broker.renew([(c.id, c.queue, c.token)], 60) == []
+    assert reclaim(broker) == []
+
+
+def test_release_gives_back_without_spending_attempt(broker):
+    first = jobfuncs.add.enqueue(1, 1)
+    second = jobfuncs.add.enqueue(2, 2)
+    w = Worker(broker=broker)
+    c = w.claim()
+    assert c.id == first.id and w.release(c)
+    assert first.refresh().attempts == 0 and first.state is JobState.QUEUED
+    assert w.claim().id == first.id
+    assert second.refresh().state is JobState.QUEUED
+
+
+def test_delayed_job_promoted_within_milliseconds(broker):
+    stop = threading.Event()
+    t = threading.Thread(target=run_promoter, args=(broker, stop, lambda: ["d"]))
+    t.start()
+    try:
+        j = Queue("d").options(delay=0.4).enqueue("m:f")
+        due = j.refresh().record.due_at
+        wait_until(lambda: j.refresh().state is JobState.QUEUED, timeout=5, interval=0.001)
+        server_now = broker.client.time()
+        lateness = server_now[0] + server_now[1] / 1e6 - due
+        assert 0 <= lateness < 0.05
+        assert_consistent(broker, j.id, "d")
+    finally:
+        stop.set()
+        broker.client.rpush(f"{broker.keys.ns}:timers", 1)
+        t.join(5)
+
+
+def test_promote_reports_next_due(broker):
+    Queue("d").options(delay=10).enqueue("m:f")
+    moved, next_in = broker.promote(["d"])
+    assert moved == 0 and 9 < next_in <= 10
+    assert broker.promote(["empty"]) == (0, None)
+
+
+def test_result_blocks_until_done(broker):
+    j = jobfuncs.add.enqueue(2, 2)
+    got = {}
+
+    def wait():
+        got["value"] = j.result(timeout=10)
+        got["at"] = time.monotonic()
+
+    t = threading.Thread(target=wait)
+    t.start()
+    time.sleep(0.2)  # the waiter is blocked in BLPOP by now; nothing to synchronise on
+    finished = time.monotonic()
+    run(broker)
+    t.join(10)
+    assert got["value"] == 4 and got["at"] - finished < 0.5
+
+
+def test_result_timeout_and_canceled(broker):
+    j = jobfuncs.add.enqueue(2, 2)
+    with pytest.raises(ResultTimeout, match="still queued"):
+        j.result(timeout=0.2)
+    assert j.cancel("not needed")
+    with pytest.raises(JobCanceled, match="not needed"):
+        j.result(timeout=1)
+    assert_consistent(broker, j.id, "default")
+
+
+def test_result_ttl_expiry(broker):
+    j = jobfuncs.add.options(result_ttl=0.3).enqueue(1, 1)
+    run(broker)
+    assert j.result(timeout=1) == 2
+    wait_until(lambda: broker.fetch(j.id) is None, timeout=5)
+    with pytest.raises(JobNotFound):
+        Job.fetch(j.id)
+    broker.promote(["default"])
+    jobfuncs.add.enqueue(1, 1)
+    run(broker)  # the next completion trims the expired index entry
+    assert broker.client.zscore(broker.keys.completed("default"), j.id) is None
+
+
+def test_completed_index_bounded_by_count(server, namespace):
+    from tests.conftest import make_broker
+
+    b = make_broker(server, namespace, max_completed=5)
+    q = Queue("default", b)
+    ids = [q.enqueue(jobfuncs.add, i, i).id for i in range(12)]
+    Worker(broker=b).run_until_empty()
+    assert q.counts()["completed"] == 5
+    assert b.fetch(ids[0]) is None and b.fetch(ids[-1]) is not None
+
+
+def test_cancel_queued_scheduled_not_active(broker):
+    a = jobfuncs.add.enqueue(1, 1)
+    b = jobfuncs.add.options(delay=60).enqueue(1, 1)
+    c = jobfuncs.add.enqueue(1, 1)
+    assert a.cancel() and b.cancel()
+    assert Worker(broker=broker).claim().id == c.id
+    assert not c.cancel()
+    assert c.refresh().state is JobState.ACTIVE
+    for j in (a, b):
+        assert j.refresh().state is JobState.CANCELED
+        assert_consistent(broker, j.id, "default")
+    assert broker.client.llen(broker.keys.wake("default")) == 0
+
+
+def test_dead_letter_list_requeue_purge(broker):
+    q = Queue("default")
+    dead = [jobfuncs.gives_up.enqueue().id for _ in range(3)]
+    other = jobfuncs.key_error.enqueue().id
+    run(broker)
+    assert {r.id for r in q.dead()} == {*dead, other}
+    assert [r.id for r in q.dead(function="tests.jobfuncs:key_error")] == [other]
+    assert {r.id for r in q.dead(error_type="jobs.errors.Fail")} == set(dead)
+    assert q.dead(older_than=3600) == [] and len(q.dead(newer_than=3600)) == 4
+    assert q.requeue_dead(dead[0]) == 1
+    r = Job.fetch(dead[0]).record
+    assert r.state is JobState.QUEUED and r.attempts == 0 and len(r.errors) == 1
+    assert_consistent(broker, dead[0], "default")
+    assert q.requeue_dead(function="tests.jobfuncs:key_error") == 1
+    assert q.purge_dead(dead[1]) == 1
+    with pytest.raises(JobNotFound):
+        Job.fetch(dead[1])
+    assert q.purge_dead() == 1
+    assert q.counts()["dead"] == 0 and q.counts()["queued"] == 2
+
+
+def test_counts_per_state(broker):
+    q = Queue("c")
+    q.enqueue("m:f")
+    q.options(delay=60).enqueue("m:f")
+    Worker(["c"], broker=broker).claim()
+    q.enqueue("m:f")
+    counts = q.counts()
+    assert counts["queued"] == 1 and counts["scheduled"] == 1 and counts["active"] == 1
+    from jobs import queue_counts
+
+    assert queue_counts()["c"] == counts
+
+
+def test_backoff_kinds_and_cap():
+    fixed = Backoff(kind=BackoffKind.FIXED, base=5, jitter=0)
+    linear = Backoff(kind=BackoffKind.LINEAR, base=2, cap=7, jitter=0)
+    expo = Backoff(kind=BackoffKind.EXPONENTIAL, base=1, factor=3, cap=100, jitter=0)
+    assert [fixed.delay(n) for n in (1, 2, 9)] == [5, 5, 5]
+    assert [linear.delay(n) for n in (1, 2, 3, 4)] == [2, 4, 6, 7]
+    assert [expo.delay(n) for n in (1, 2, 3, 4, 5, 6)] == [1, 3, 9, 27, 81, 100]
+    assert expo.delay(10_000) == 100
+    jit = Backoff(kind="fixed", base=10, jitter=0.5)
+    rng = random.Random(1)
+    samples = [jit.delay(1, rng) for _ in range(200)]
+    assert all(5 <= s <= 15 for s in samples) and len(set(samples)) > 100
+    capped = Backoff(kind="fixed", base=10, cap=10, jitter=0.5)
+    assert all(capped.delay(1, rng) <= 10 for _ in range(100))
