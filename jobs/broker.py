@@ -154,10 +154,14 @@ class Broker:
         return reply.decode() if isinstance(reply, bytes) else None
 
     def release(self, job: Claimed) -> bool:
+        return self.release_held(job.id, job.queue, job.token)
+
+    def release_held(self, job_id: str, queue: str, token: str) -> bool:
+        """Give a held job back without spending an attempt (graceful stop, kill on stop)."""
         k = self.keys
-        keys = [k.job(job.id), k.active(job.queue), k.queued(job.queue), k.wake(job.queue)]
+        keys = [k.job(job_id), k.active(queue), k.queued(queue), k.wake(queue)]
         with translated(self.url):
-            return bool(self.scripts.release(keys=keys, args=[job.id, job.token]))
+            return bool(self.scripts.release(keys=keys, args=[job_id, token]))
 
     def renew(self, held: Sequence[tuple[str, str, str]], lease: float) -> list[int]:
         """Extend leases of ``(job_id, queue, token)``; return the indexes no longer held."""

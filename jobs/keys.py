@@ -71,5 +71,11 @@ class Keys:
     def done(self, job_id: str) -> str:
         return f"{self.ns}:done:{job_id}"
 
+    def supervisor(self, ident: str) -> str:
+        return f"{self.ns}:supervisor:{ident}"
+
+    def supervisors_pattern(self) -> str:
+        return f"{self.ns}:supervisor:*"
+
     def pattern_all(self) -> str:
         return f"{self.ns}:*"

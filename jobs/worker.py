@@ -18,6 +18,8 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import msgspec
+
 from jobs.broker import Broker, default_broker
 from jobs.errors import StaleToken, UnknownFunction
 from jobs.execute import execute, find
@@ -69,6 +71,17 @@ def record_failure(broker: Broker, job_id: str, queue: str, token: str, attempt:
     hook = on_dead_job(policy, job_id, broker) if retry_in is None else None
     return broker.fail(job_id, queue, token, [*errors, error], retry_in,
                        only_if_expired=only_if_expired, on_dead=hook)
+
+
+def account_failure(broker: Broker, job_id: str, queue: str, token: str,
+                    error: AttemptError) -> str | None:
+    """Account a job whose worker was killed or crashed; no-op if the token lost the job."""
+    record = broker.fetch(job_id)
+    if record is None or record.token != token or record.state != "active":
+        return None
+    error = msgspec.structs.replace(error, attempt=record.attempts)
+    return record_failure(broker, job_id, queue, token, record.attempts, record.spec,
+                          record.errors, error)
 
 
 def reclaim(broker: Broker, queues: Sequence[str] | None = None) -> list[tuple[str, str]]:

@@ -1,0 +1,1 @@
+"""jobvisor runtime: the supervisor, its child workers, the embedded server and the CLI."""

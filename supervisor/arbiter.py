@@ -1,0 +1,444 @@
+"""The supervisor loop: wait, dispatch signals, reap, murder, manage (gunicorn's verbs).
+
+Signal handlers only enqueue; the loop sleeps until a signal, a child's exit or the
+nearest deadline, and never talks to Redis itself (``Duties`` threads do).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import select
+import signal
+import socket
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import psutil
+
+from jobs import Broker
+from jobs.records import AttemptError, ErrorKind
+from supervisor.child import Child, child_main
+from supervisor.config import Config, load_config
+from supervisor.duties import Duties, Held, Settlement
+from supervisor.errors import ConfigError, ExitCode, HaltServer
+from supervisor.preload import preload
+from supervisor.proctitle import set_title
+from supervisor.slots import ChildState, Slots
+from supervisor.systemd import Notifier, unset_environment
+
+log = logging.getLogger(__name__)
+
+HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTTIN,
+           signal.SIGTTOU, signal.SIGUSR1, signal.SIGCHLD)
+MAX_SLOTS = 1024
+SLOT_POLL = 0.2  # how often busy slots are read for new deadlines
+
+
+class ChildInfo(msgspec.Struct, kw_only=True):
+    pid: int
+    slot: int
+    age: int
+    generation: int
+    spawned: float
+    retiring: bool = False
+    kill_reason: AttemptError | None = None
+    release_on_kill: bool = False
+
+
+class Arbiter:
+    def __init__(self, config: Config, config_path: str | None, url: str,
+                 embedded: Any = None, reopen_logs: Any = None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.url = url
+        self.embedded = embedded
+        self.reopen_logs = reopen_logs
+        self.target = config.pool_size()
+        self.children: dict[int, ChildInfo] = {}
+        self.slots = Slots(MAX_SLOTS)
+        self.signals: deque[int] = deque()
+        self.age = 0
+        self.generation = 0
+        self.boot_failures = 0
+        self.spawn_not_before = 0.0
+        self.stopping = False
+        self.stop_deadline = 0.0
+        self.started = time.time()
+        self.notifier = Notifier()
+        self.ready = False
+        self.config_version = 1
+        self.last_watchdog = 0.0
+        self.last_title = 0.0
+        broker = Broker(url, redis_settings=config.redis, defaults=config.defaults)
+        self.duties = Duties(broker, config.supervisor.lease_timeout, list(config.worker.queues),
+                             self._held, self._state)
+
+    # -- setup ------------------------------------------------------------------------------
+
+    def _install_signals(self) -> None:
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        for sig in HANDLED:
+            signal.signal(sig, self._enqueue_signal)
+
+    def _enqueue_signal(self, signum: int, frame: object) -> None:
+        self.signals.append(signum)
+
+    def run(self) -> int:
+        unset_environment()
+        preload(self.config.worker.modules)
+        self._install_signals()
+        Path(self.config.supervisor.data_dir).mkdir(parents=True, exist_ok=True)
+        self.duties.start()
+        log.info("supervisor %d starting %d workers on %s", os.getpid(), self.target,
+                 ",".join(self.config.worker.queues))
+        try:
+            while True:
+                self._wait()
+                self._dispatch()
+                self.reap()
+                if self.stopping and not self.children:
+                    break
+                self.murder()
+                self.manage()
+                self._report()
+        except HaltServer as halt:
+            log.error("halting: %s", halt.reason)
+            self._kill_all(release=True)
+            self._shutdown()
+            return int(halt.code)
+        self._shutdown()
+        log.info("supervisor %d stopped", os.getpid())
+        return int(ExitCode.OK)
+
+    def _shutdown(self) -> None:
+        self.notifier.stopping()
+        self.duties.shutdown()
+
+    # -- waiting ----------------------------------------------------------------------------
+
+    def _next_timeout(self) -> float:
+        now = time.monotonic()
+        soonest = now + SLOT_POLL
+        for info in self.children.values():
+            view = self.slots.read(info.slot)
+            if view.state is ChildState.BUSY and view.deadline:
+                soonest = min(soonest, view.deadline + self.config.supervisor.kill_grace)
+        if self.stopping:
+            soonest = min(soonest, self.stop_deadline)
+        if self.spawn_not_before > now:
+            soonest = min(soonest, self.spawn_not_before)
+        return max(0.0, soonest - now)
+
+    def _wait(self) -> None:
+        if self.signals:
+            return
+        try:
+            ready, _, _ = select.select([self._wake_r], [], [], self._next_timeout())
+        except InterruptedError:
+            return
+        if ready:
+            try:
+                while os.read(self._wake_r, 4096):
+                    pass
+            except BlockingIOError:
+                pass
+
+    # -- signals ------------------------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        while self.signals:
+            signum = self.signals.popleft()
+            name = signal.Signals(signum).name
+            if signum != signal.SIGCHLD:
+                log.info("got %s", name)
+            getattr(self, f"handle_{name[3:].lower()}")()
+
+    def handle_chld(self) -> None:
+        pass  # reap() runs every loop
+
+    def handle_term(self) -> None:
+        if self.stopping:
+            log.warning("second stop signal: fast stop")
+            self.handle_quit()
+            return
+        s = self.config.supervisor
+        self.stopping = True
+        self.stop_deadline = time.monotonic() + s.graceful_timeout
+        self.notifier.stopping()
+        log.info("graceful stop: waiting up to %.0f s for running jobs", s.graceful_timeout)
+        for pid in self.children:
+            self._signal(pid, signal.SIGTERM)
+
+    handle_int = handle_term
+
+    def handle_quit(self) -> None:
+        self.stopping = True
+        self.stop_deadline = time.monotonic()
+        self._kill_all(release=True)
+
+    def handle_hup(self) -> None:
+        self.notifier.reloading()
+        try:
+            new = load_config(self.config_path)
+            preload(new.worker.modules, reload=True)
+        except (ConfigError, HaltServer) as exc:
+            log.error("reload refused, keeping the running configuration: %s", exc)
+            self.notifier.ready(self._status())
+            return
+        self.config = new
+        self.config_version += 1
+        self.target = new.pool_size()
+        self.duties.queues = list(new.worker.queues)
+        self.generation += 1
+        log.info("reloaded configuration (version %d): rolling restart of %d workers",
+                 self.config_version, self.target)
+        self.notifier.ready(self._status())
+
+    def handle_ttin(self) -> None:
+        limit = self.config.supervisor.max_workers or MAX_SLOTS
+        self.target = min(self.target + 1, limit)
+        log.info("SIGTTIN: %d workers wanted", self.target)
+
+    def handle_ttou(self) -> None:
+        self.target = max(self.target - 1, max(1, self.config.supervisor.min_workers))
+        log.info("SIGTTOU: %d workers wanted", self.target)
+
+    def handle_usr1(self) -> None:
+        if self.reopen_logs:
+            self.reopen_logs()
+
+    # -- children ------------------------------------------------------------------------
+
+    def _free_slot(self) -> int:
+        used = {c.slot for c in self.children.values()}
+        return next(i for i in range(MAX_SLOTS) if i not in used)
+
+    def spawn(self) -> None:
+        slot = self._free_slot()
+        self.slots.clear(slot)
+        self.age += 1
+        child = Child(self.config, self.slots, slot, self.url)
+        parent = os.getpid()
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
+        try:
+            pid = os.fork()
+            if pid == 0:
+                os.close(self._wake_r)
+                os.close(self._wake_w)
+                signal.set_wakeup_fd(-1)
+                child_main(child, parent)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        self.children[pid] = ChildInfo(pid=pid, slot=slot, age=self.age,
+                                       generation=self.generation, spawned=time.monotonic())
+        log.info("worker %d started (slot %d)", pid, slot)
+
+    def _signal(self, pid: int, sig: int) -> None:
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            os.kill(pid, sig)
+
+    def kill(self, info: ChildInfo, error: AttemptError | None, release: bool = False) -> None:
+        if info.kill_reason is None and not info.release_on_kill:
+            info.kill_reason = error
+            info.release_on_kill = release
+        self._signal(info.pid, signal.SIGKILL)
+
+    def _kill_all(self, release: bool) -> None:
+        for info in list(self.children.values()):
+            self.kill(info, None, release=release)
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status, usage = os.wait4(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if self.embedded is not None and pid == self.embedded.pid:
+                self.embedded.exited(status)
+                log.error("embedded server exited (status %d): restarting it", status)
+                self.embedded.start()
+                continue
+            info = self.children.pop(pid, None)
+            if info is not None:
+                self._account_exit(info, status, usage.ru_maxrss)
+
+    def _account_exit(self, info: ChildInfo, status: int, maxrss_kib: int) -> None:
+        view = self.slots.read(info.slot)
+        how = _describe_exit(status, info.kill_reason is not None or info.release_on_kill)
+        booted = view.state in (ChildState.IDLE, ChildState.BUSY)
+        code = os.waitstatus_to_exitcode(status)
+        if not booted and not self.stopping and not info.retiring:
+            self._boot_failed(info, how, code)
+        elif booted:
+            self.boot_failures = 0
+        log.log(logging.INFO if code in (0, ExitCode.RECYCLE) else logging.WARNING,
+                "worker %d %s (peak RSS %d MiB)", info.pid, how, maxrss_kib // 1024)
+        if view.state is ChildState.BUSY and view.job_id:
+            held = Held(view.job_id, view.queue, view.token)
+            if info.release_on_kill:
+                self.duties.settle(Settlement(held, None))
+            else:
+                error = info.kill_reason or AttemptError(
+                    attempt=view.attempt, kind=ErrorKind.CRASH, type="WorkerCrashed",
+                    message=f"worker {how} while running the job "
+                            f"(peak RSS {maxrss_kib // 1024} MiB)",
+                    at=time.time(), worker=f"{socket.gethostname()}:{info.pid}",
+                )
+                self.duties.settle(Settlement(held, error))
+        self.slots.clear(info.slot)
+
+    def _boot_failed(self, info: ChildInfo, how: str, code: int) -> None:
+        self.boot_failures += 1
+        limit = self.config.supervisor.max_boot_failures
+        if code == ExitCode.BOOT_ERROR or self.boot_failures >= 1:
+            log.error("worker %d failed to boot (%s): failure %d of %d", info.pid, how,
+                      self.boot_failures, limit)
+        if self.boot_failures >= limit:
+            raise HaltServer(f"{self.boot_failures} consecutive worker boot failures",
+                             ExitCode.BOOT_ERROR)
+        self.spawn_not_before = time.monotonic() + min(0.1 * 2 ** self.boot_failures, 10.0)
+
+    def murder(self) -> None:
+        """Kill children past their hard deadline or silent past the heartbeat timeout."""
+        now = time.monotonic()
+        s = self.config.supervisor
+        for info in list(self.children.values()):
+            view = self.slots.read(info.slot)
+            if info.kill_reason is not None or info.release_on_kill:
+                continue
+            worker = f"{socket.gethostname()}:{info.pid}"
+            if view.state is ChildState.BUSY and view.deadline and now >= view.deadline + s.kill_grace:
+                limit = view.deadline - view.started
+                self.kill(info, AttemptError(
+                    attempt=view.attempt, kind=ErrorKind.TIMEOUT, type="HardTimeout",
+                    message=f"hard timeout after {limit:g} s", duration=now - view.started,
+                    at=time.time(), worker=worker))
+            elif view.heartbeat and now - view.heartbeat > s.heartbeat_timeout:
+                self.kill(info, AttemptError(
+                    attempt=view.attempt, kind=ErrorKind.CRASH, type="HeartbeatLost",
+                    message=f"heartbeat lost: worker silent for {now - view.heartbeat:.1f} s",
+                    duration=now - view.started if view.started else 0.0, at=time.time(),
+                    worker=worker))
+        if self.stopping and now >= self.stop_deadline:
+            self._kill_all(release=True)
+
+    def manage(self) -> None:
+        """Spawn or retire children toward the target count; roll generations on reload."""
+        if self.stopping:
+            return
+        now = time.monotonic()
+        live = [c for c in self.children.values() if not c.retiring]
+        current = [c for c in live if c.generation == self.generation]
+        old = sorted((c for c in live if c.generation != self.generation), key=lambda c: c.age)
+        booted_new = [c for c in current if self._booted(c)]
+        # Rolling restart: retire one old child for each new child that is up.
+        for c in old[: max(0, len(booted_new) + len(old) - self.target)]:
+            self._retire(c, "replaced after reload")
+        if len(current) < self.target and now >= self.spawn_not_before:
+            for _ in range(self.target - len(current)):
+                self.spawn()
+        elif len(current) > self.target:
+            for c in sorted(current, key=lambda c: c.age)[: len(current) - self.target]:
+                self._retire(c, "pool shrinks")
+        if not self.ready and len(booted_new) >= min(self.target, 1):
+            self.ready = True
+            self.notifier.ready(self._status())
+            log.info("supervisor ready: %d workers", len(booted_new))
+
+    def _booted(self, c: ChildInfo) -> bool:
+        return self.slots.read(c.slot).state in (ChildState.IDLE, ChildState.BUSY)
+
+    def _retire(self, c: ChildInfo, why: str) -> None:
+        c.retiring = True
+        log.info("worker %d retiring: %s", c.pid, why)
+        self._signal(c.pid, signal.SIGTERM)
+
+    # -- reporting -------------------------------------------------------------------------
+
+    def _held(self) -> list[Held]:
+        out = []
+        for info in list(self.children.values()):
+            v = self.slots.read(info.slot)
+            if v.state is ChildState.BUSY and v.job_id:
+                out.append(Held(v.job_id, v.queue, v.token))
+        return out
+
+    def _views(self) -> list[dict[str, Any]]:
+        now = time.monotonic()
+        out = []
+        for info in list(self.children.values()):
+            v = self.slots.read(info.slot)
+            try:
+                rss = psutil.Process(info.pid).memory_info().rss
+            except psutil.Error:
+                rss = 0
+            out.append({"pid": info.pid, "state": v.state.name.lower(), "job": v.job_id,
+                        "function": v.function, "elapsed": round(now - v.started, 3)
+                        if v.state is ChildState.BUSY else 0.0, "jobs_done": v.jobs_done,
+                        "rss": rss})
+        return out
+
+    def _state(self) -> dict[str, Any]:
+        return {"host": socket.gethostname(), "pid": os.getpid(), "started": self.started,
+                "config_version": self.config_version, "queues": self.config.worker.queues,
+                "target": self.target, "workers": self._views()}
+
+    def _status(self) -> str:
+        views = [self.slots.read(c.slot) for c in self.children.values()]
+        busy = sum(1 for v in views if v.state is ChildState.BUSY)
+        return f"{busy}/{len(views)} busy [{','.join(self.config.worker.queues)}]"
+
+    def _report(self) -> None:
+        now = time.monotonic()
+        if now - self.last_title >= 1.0:
+            self.last_title = now
+            status = self._status()
+            set_title(f"supervisor {status}")
+            self.notifier.status(status)
+        interval = self.notifier.watchdog_interval
+        if interval and now - self.last_watchdog >= interval:
+            self.last_watchdog = now
+            self.notifier.watchdog()
+        if self.config.autoscale:
+            self._autoscale(now)
+
+    def _autoscale(self, now: float) -> None:
+        s = self.config.supervisor
+        views = [(c, self.slots.read(c.slot)) for c in self.children.values() if not c.retiring]
+        idle = [(c, v) for c, v in views if v.state is ChildState.IDLE]
+        if self.duties.backlog > 0 and not idle and self.target < s.max_workers:
+            self.target += 1
+            log.info("autoscale: %d jobs waiting and no idle worker: growing to %d",
+                     self.duties.backlog, self.target)
+        elif self.target > s.min_workers:
+            stale = [c for c, v in idle if v.idle_since and now - v.idle_since > s.idle_timeout]
+            if stale:
+                self.target -= 1
+                log.info("autoscale: a worker idle for over %.0f s: shrinking to %d",
+                         s.idle_timeout, self.target)
+
+
+def _describe_exit(status: int, by_us: bool) -> str:
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        name = signal.Signals(sig).name
+        if sig == signal.SIGKILL and not by_us:
+            return f"was killed by {name}, not sent by jobvisor: possibly OOM-killed"
+        return f"was killed by {name}"
+    code = os.WEXITSTATUS(status)
+    return f"exited with code {code}"
+
+
+_ = errno

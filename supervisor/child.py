@@ -1,0 +1,162 @@
+"""The child worker: claims one job at a time, runs it, writes the outcome.
+
+Runs in a forked process. It reports its state through its shared-memory slot; a
+heartbeat thread keeps the slot fresh while the main thread is busy in job code, so a
+job that holds the GIL (C code) stops the heartbeat and gets the child killed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import random
+import resource
+import signal
+import sys
+import threading
+import time
+
+import psutil
+
+from jobs import Broker, JobTimeout, StaleToken, Worker
+from jobs.execute import find
+from jobs.policy import resolve
+from supervisor.config import Config
+from supervisor.errors import ExitCode
+from supervisor.proctitle import set_title
+from supervisor.slots import ChildState, Slots
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_EVERY = 1.0
+CLAIM_WAIT = 1.0
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(ExitCode.ERROR)
+
+
+class Child:
+    """Built in the supervisor before the fork (no side effects); ``run`` in the child."""
+
+    def __init__(self, config: Config, slots: Slots, slot: int, url: str) -> None:
+        self.config = config
+        self.slots = slots
+        self.slot = slot
+        self.url = url
+        self.stopping = False
+        self.jobs_done = 0
+
+    def run(self, parent: int) -> int:
+        """Child main; returns the exit code. Never returns into the supervisor's code."""
+        self._after_fork(parent)
+        s = self.config.supervisor
+        broker = Broker(self.url, redis_settings=self.config.redis, defaults=self.config.defaults)
+        worker = Worker(self.config.worker.queues, broker=broker, lease=s.lease_timeout,
+                        weights=self.config.worker.weights or None)
+        threading.Thread(target=self._heartbeat, daemon=True, name="heartbeat").start()
+        idle_since = time.monotonic()
+        self._publish(ChildState.IDLE, idle_since=idle_since)
+        set_title(f"worker idle [{','.join(worker.queues)}]")
+        while not self.stopping:
+            job = worker.claim(wait=CLAIM_WAIT)
+            if job is None:
+                continue
+            self._run_job(worker, job)
+            idle_since = time.monotonic()
+            self._publish(ChildState.IDLE, idle_since=idle_since)
+            set_title(f"worker idle [{','.join(worker.queues)}] done={self.jobs_done}")
+            if self._should_recycle():
+                return ExitCode.RECYCLE
+        return ExitCode.OK
+
+    def _after_fork(self, parent: int) -> None:
+        for sig in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1,
+                    signal.SIGCHLD, signal.SIGQUIT):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides on Ctrl-C
+        signal.signal(signal.SIGTERM, self._on_term)
+        signal.signal(signal.SIGALRM, self._on_soft_timeout)
+        signal.pthread_sigmask(signal.SIG_SETMASK, set())
+        os.setpgid(0, 0)
+        random.seed()
+        _die_with_parent(parent)
+        limit = self.config.supervisor.job_memory_limit
+        if limit:
+            resource.setrlimit(resource.RLIMIT_AS, (limit * 1024 * 1024, limit * 1024 * 1024))
+        self._publish(ChildState.BOOTING)
+
+    def _on_term(self, signum: int, frame: object) -> None:
+        self.stopping = True
+
+    def _on_soft_timeout(self, signum: int, frame: object) -> None:
+        raise JobTimeout("soft timeout reached")
+
+    def _heartbeat(self) -> None:
+        while True:
+            time.sleep(HEARTBEAT_EVERY)
+            self.slots.beat(self.slot)
+
+    def _publish(self, state: ChildState, **fields: object) -> None:
+        self.slots.write(self.slot, state, os.getpid(), self.jobs_done, **fields)  # type: ignore[arg-type]
+
+    def _run_job(self, worker: Worker, job: object) -> None:
+        from jobs.records import Claimed
+
+        assert isinstance(job, Claimed)
+        fn, _ = find(job)
+        policy = resolve(job.spec, fn, worker.broker.defaults)
+        now = time.monotonic()
+        soft = policy.soft_timeout if policy.soft_timeout and policy.soft_timeout < policy.timeout else 0
+        name = job.spec.function if job.spec else "?"
+        self._publish(ChildState.BUSY, job_id=job.id, queue=job.queue, token=job.token,
+                      function=name, attempt=job.attempt, started=now,
+                      deadline=now + policy.timeout, soft_deadline=now + soft if soft else 0.0)
+        set_title(f"worker busy {name} {job.id}")
+        if soft:
+            signal.setitimer(signal.ITIMER_REAL, soft)
+        try:
+            outcome, policy = worker.execute(job)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        self.jobs_done += 1
+        try:
+            worker.finish(job, outcome, policy)
+        except StaleToken as exc:
+            log.warning("%s", exc)
+
+    def _should_recycle(self) -> bool:
+        s = self.config.supervisor
+        if s.max_jobs_per_child and self.jobs_done >= s.max_jobs_per_child:
+            log.info("worker %d recycles after %d jobs", os.getpid(), self.jobs_done)
+            return True
+        if s.max_memory_per_child:
+            rss = psutil.Process().memory_info().rss
+            if rss > s.max_memory_per_child * 1024 * 1024:
+                log.info("worker %d recycles: RSS %d MiB above max_memory_per_child",
+                         os.getpid(), rss // 2**20)
+                return True
+        return False
+
+
+def child_main(child: Child, parent: int) -> None:
+    """Entry point right after fork: run, flush, and leave without unwinding the parent."""
+    code = int(ExitCode.ERROR)
+    try:
+        code = child.run(parent)
+    except BaseException:
+        log.exception("worker %d crashed", os.getpid())
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)

@@ -1,0 +1,121 @@
+"""config.toml as one typed msgspec schema; ``load_config`` is the only reader."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import Meta
+
+from jobs.settings import JobDefaults, RedisSettings, Table
+from supervisor.errors import ConfigError
+
+Seconds = Annotated[float, Meta(gt=0, le=86400 * 7)]
+Count = Annotated[int, Meta(ge=0, le=1024)]
+
+
+class SupervisorSettings(Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    data_dir: str = "./var"
+    workers: Count = 0
+    min_workers: Count = 0
+    max_workers: Count = 0
+    graceful_timeout: Seconds = 30.0
+    heartbeat_timeout: Seconds = 30.0
+    lease_timeout: Annotated[float, Meta(ge=1, le=3600)] = 15.0
+    kill_grace: Annotated[float, Meta(ge=0, le=60)] = 0.0
+    idle_timeout: Seconds = 60.0
+    max_jobs_per_child: Annotated[int, Meta(ge=0)] = 0
+    max_memory_per_child: Annotated[int, Meta(ge=0)] = 0
+    job_memory_limit: Annotated[int, Meta(ge=0)] = 0
+    max_boot_failures: Annotated[int, Meta(ge=1, le=1000)] = 5
+
+    def __post_init__(self) -> None:
+        if (self.min_workers or self.max_workers) and self.min_workers > self.max_workers:
+            raise ValueError("min_workers must not exceed max_workers")
+
+
+class WorkerSettings(Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    modules: list[str] = msgspec.field(default_factory=lambda: ["examples.cpu"])
+    queues: Annotated[list[Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.:\-]{1,128}$")]],
+                      Meta(min_length=1)] = msgspec.field(default_factory=lambda: ["default"])
+    weights: list[Annotated[float, Meta(gt=0)]] = []
+
+    def __post_init__(self) -> None:
+        if self.weights and len(self.weights) != len(self.queues):
+            raise ValueError("weights must give one number per queue (or be empty: strict order)")
+
+
+class Config(Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    redis: RedisSettings = RedisSettings()
+    supervisor: SupervisorSettings = SupervisorSettings()
+    worker: WorkerSettings = WorkerSettings()
+    defaults: JobDefaults = JobDefaults()
+
+    def pool_size(self) -> int:
+        """The fixed pool size, or the starting size when autoscaling."""
+        s = self.supervisor
+        if self.autoscale:
+            return s.min_workers
+        return s.workers or os.cpu_count() or 1
+
+    @property
+    def autoscale(self) -> bool:
+        s = self.supervisor
+        return 0 < s.min_workers < s.max_workers
+
+
+def config_path(explicit: str | None) -> Path | None:
+    """``--config``, else ``JOBVISOR_CONFIG``, else ``./config.toml`` when present."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("JOBVISOR_CONFIG")
+    if env:
+        return Path(env)
+    local = Path("config.toml")
+    return local if local.exists() else None
+
+
+def _env_overrides(data: dict[str, Any]) -> None:
+    """``JOBVISOR_<SECTION>_<KEY>=value`` (TOML value syntax, or a bare string)."""
+    for name, raw in os.environ.items():
+        if not name.startswith("JOBVISOR_") or name in ("JOBVISOR_CONFIG",):
+            continue
+        parts = name[len("JOBVISOR_"):].lower().split("_", 1)
+        if len(parts) != 2 or parts[0] not in Config.__struct_fields__:
+            continue
+        section, key = parts
+        if key == "password":
+            continue  # read by the connection code, never stored in the config object
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw
+        data.setdefault(section, {})[key] = value
+
+
+def load_config(path: str | os.PathLike[str] | None) -> Config:
+    """Read, override from the environment, validate; raise ``ConfigError`` naming the key."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except OSError as exc:
+            raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    if "password" in data.get("redis", {}):
+        raise ConfigError(
+            f"{path}: redis.password is not allowed in config.toml; set JOBVISOR_REDIS_PASSWORD "
+            "or redis.password_file"
+        )
+    _env_overrides(data)
+    try:
+        return msgspec.convert(data, Config)
+    except msgspec.ValidationError as exc:
+        where = f"config file {path}" if path else "configuration"
+        raise ConfigError(f"{where}: {exc}") from None

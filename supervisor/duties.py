@@ -1,0 +1,142 @@
+"""Redis duties of the supervisor, on threads so a slow or absent Redis never delays
+the main loop's deadline enforcement.
+
+One pipelined lease renewal per tick for every job the children hold, reclaim of
+expired leases, outcomes of killed children (kept and retried until written), the
+supervisor's registry entry, and the backlog figure autoscaling reads.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from jobs import Broker, reclaim, run_promoter
+from jobs.records import AttemptError
+from jobs.worker import account_failure
+
+log = logging.getLogger(__name__)
+
+
+class Held(msgspec.Struct, frozen=True):
+    job_id: str
+    queue: str
+    token: str
+
+
+class Settlement(msgspec.Struct, frozen=True):
+    """What to do with the job of a child that is gone: release it, or account a failure."""
+
+    held: Held
+    error: AttemptError | None  # None: release without spending an attempt
+
+
+class Duties:
+    def __init__(self, broker: Broker, lease: float, queues: list[str],
+                 held: Callable[[], list[Held]], state: Callable[[], dict[str, Any]]) -> None:
+        self.broker = broker
+        self.lease = lease
+        self.queues = queues
+        self.held = held
+        self.state = state
+        self.tick = min(1.0, lease / 3)
+        self.backlog = 0
+        self.stop = threading.Event()
+        self._wake = threading.Event()
+        self._outbox: deque[Settlement] = deque()
+        self._threads: list[threading.Thread] = []
+        self.ident = f"{socket.gethostname()}:{os.getpid()}"
+
+    def settle(self, item: Settlement) -> None:
+        self._outbox.append(item)
+        self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._outbox)
+
+    def start(self) -> None:
+        for target, name in ((self._loop, "duties"), (self._promote, "promoter")):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Flush outstanding settlements, remove the registry entry, stop the threads."""
+        self.stop.set()
+        self._wake.set()
+        self.broker.client.rpush(f"{self.broker.keys.ns}:timers", 1)  # wake the promoter
+        for t in self._threads:
+            t.join(timeout)
+        deadline = time.monotonic() + timeout
+        while self._outbox and time.monotonic() < deadline:
+            if not self._flush():
+                time.sleep(0.1)
+        try:
+            self.broker.client.delete(self.broker.keys.supervisor(self.ident))
+        except Exception:
+            log.warning("could not remove this supervisor's registry entry")
+
+    def _promote(self) -> None:
+        while not self.stop.is_set():
+            try:
+                run_promoter(self.broker, self.stop, lambda: self.queues)
+            except Exception as exc:
+                log.warning("promoter: %s", exc)
+                self.stop.wait(1.0)
+
+    def _loop(self) -> None:
+        last_reclaim = 0.0
+        while not self.stop.is_set():
+            self._wake.wait(self.tick)
+            self._wake.clear()
+            try:
+                self._flush()
+                held = self.held()
+                lost = self.broker.renew([(h.job_id, h.queue, h.token) for h in held], self.lease)
+                for i in lost:
+                    log.warning("job %s is no longer held by its worker (reclaimed or canceled)",
+                                held[i].job_id)
+                if time.monotonic() - last_reclaim > self.lease / 2:
+                    last_reclaim = time.monotonic()
+                    for job_id, state in reclaim(self.broker, self.broker.known_queues()):
+                        log.warning("job %s reclaimed after its lease expired: now %s",
+                                    job_id, state)
+                self._publish()
+            except Exception as exc:  # keep the thread alive through any Redis trouble
+                log.warning("redis duties: %s", exc)
+
+    def _flush(self) -> bool:
+        while self._outbox:
+            item = self._outbox[0]
+            try:
+                h = item.held
+                if item.error is None:
+                    self.broker.release_held(h.job_id, h.queue, h.token)
+                    log.info("job %s released back to %s", h.job_id, h.queue)
+                else:
+                    state = account_failure(self.broker, h.job_id, h.queue, h.token, item.error)
+                    log.warning("job %s: %s -> %s", h.job_id, item.error.message,
+                                state or "already settled")
+            except Exception as exc:
+                log.warning("cannot settle job %s yet, will retry: %s", item.held.job_id, exc)
+                return False
+            self._outbox.popleft()
+        return True
+
+    def _publish(self) -> None:
+        pipe = self.broker.client.pipeline(transaction=False)
+        for q in self.queues:
+            pipe.zcard(self.broker.keys.queued(q))
+        pipe.set(self.broker.keys.supervisor(self.ident),
+                 msgspec.json.encode(self.state()), px=int(max(self.tick * 5, 5) * 1000))
+        *counts, _ = pipe.execute()
+        self.backlog = sum(int(c) for c in counts)

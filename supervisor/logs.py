@@ -1,0 +1,57 @@
+"""Logging set-up for the CLI only: one line per event on stderr (or a file), text or JSON."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+
+from jobs.connection import redact
+
+_ROLE = {"supervisor": "supervisor"}
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        t = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(record.created))
+        msg = record.getMessage()
+        if record.exc_info:
+            msg += "\n" + self.formatException(record.exc_info)
+        return f"{t} {record.levelname:<7} [{os.getpid()}] {record.name}: {_redacted(msg)}"
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        data = {"time": record.created, "level": record.levelname, "pid": os.getpid(),
+                "logger": record.name, "message": _redacted(record.getMessage())}
+        if record.exc_info:
+            data["exception"] = self.formatException(record.exc_info)
+        return json.dumps(data)
+
+
+def _redacted(text: str) -> str:
+    if "://" not in text or "@" not in text:
+        return text
+    return " ".join(redact(w) if "://" in w else w for w in text.split(" "))
+
+
+def configure(level: str = "INFO", fmt: str = "text", path: str | None = None) -> Callable[[], None]:
+    """Install one handler on the root logger; return a function that reopens the file."""
+    handler: logging.Handler = logging.FileHandler(path) if path else logging.StreamHandler()
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+    def reopen() -> None:
+        if isinstance(handler, logging.FileHandler):
+            handler.acquire()
+            try:
+                handler.close()
+                handler.stream = handler._open()
+            finally:
+                handler.release()
+
+    return reopen

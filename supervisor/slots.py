@@ -1,0 +1,103 @@
+"""Shared-memory slots: each child publishes its state where the supervisor reads it
+without Redis traffic and without being woken once per job.
+
+One anonymous ``MAP_SHARED`` mapping is created before any fork; slot ``i`` belongs to
+one child at a time. Writes are guarded by a sequence counter (odd while writing) so the
+reader never sees a half-written slot.
+"""
+
+from __future__ import annotations
+
+import mmap
+import struct
+import threading
+import time
+from enum import IntEnum
+
+import msgspec
+
+# seq, jobs_done, started, deadline, soft_deadline, heartbeat, idle_since, state, pid,
+# attempt, padding, then job id, queue, token, function as fixed-size byte strings.
+_LAYOUT = struct.Struct("<QQdddddiiii128s128s128s200s")
+_HEARTBEAT = 40
+SLOT_SIZE = _LAYOUT.size
+
+
+class ChildState(IntEnum):
+    EMPTY = 0
+    BOOTING = 1
+    IDLE = 2
+    BUSY = 3
+    STOPPING = 4
+
+
+class SlotView(msgspec.Struct, frozen=True, kw_only=True):
+    state: ChildState
+    pid: int
+    jobs_done: int
+    attempt: int
+    started: float
+    deadline: float
+    soft_deadline: float
+    heartbeat: float
+    idle_since: float
+    job_id: str
+    queue: str
+    token: str
+    function: str
+
+
+def _text(raw: bytes) -> str:
+    return raw.rstrip(b"\0").decode("utf-8", "replace")
+
+
+class Slots:
+    """``count`` slots in one shared mapping; times are ``time.monotonic()`` values."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self._map = mmap.mmap(-1, SLOT_SIZE * count, flags=mmap.MAP_SHARED)
+        # Guards this process's writers (a child's main and heartbeat threads).
+        self._lock = threading.Lock()
+
+    def clear(self, i: int) -> None:
+        self._map[i * SLOT_SIZE : (i + 1) * SLOT_SIZE] = b"\0" * SLOT_SIZE
+
+    def write(self, i: int, state: ChildState, pid: int, jobs_done: int = 0, *,
+              job_id: str = "", queue: str = "", token: str = "", function: str = "",
+              attempt: int = 0, started: float = 0.0, deadline: float = 0.0,
+              soft_deadline: float = 0.0, idle_since: float = 0.0) -> None:
+        off = i * SLOT_SIZE
+        with self._lock:
+            seq = struct.unpack_from("<Q", self._map, off)[0]
+            struct.pack_into("<Q", self._map, off, seq + 1)  # odd: write in progress
+            _LAYOUT.pack_into(
+                self._map, off, seq + 1, jobs_done, started, deadline, soft_deadline,
+                time.monotonic(), idle_since, int(state), pid, attempt, 0,
+                job_id.encode()[:128], queue.encode()[:128], token.encode()[:128],
+                function.encode()[:200],
+            )
+            struct.pack_into("<Q", self._map, off, seq + 2)
+
+    def beat(self, i: int) -> None:
+        """Refresh the heartbeat only (called from the child's heartbeat thread)."""
+        off = i * SLOT_SIZE
+        with self._lock:
+            seq = struct.unpack_from("<Q", self._map, off)[0]
+            struct.pack_into("<Q", self._map, off, seq + 1)
+            struct.pack_into("<d", self._map, off + _HEARTBEAT, time.monotonic())
+            struct.pack_into("<Q", self._map, off, seq + 2)
+
+    def read(self, i: int) -> SlotView:
+        off = i * SLOT_SIZE
+        for _ in range(1000):
+            values = _LAYOUT.unpack_from(self._map, off)
+            if values[0] % 2 == 0 and struct.unpack_from("<Q", self._map, off)[0] == values[0]:
+                break
+        (_, done, started, deadline, soft, beat, idle, state, pid, attempt, _pad,
+         job_id, queue, token, function) = values
+        return SlotView(
+            state=ChildState(state), pid=pid, jobs_done=done, attempt=attempt, started=started,
+            deadline=deadline, soft_deadline=soft, heartbeat=beat, idle_since=idle,
+            job_id=_text(job_id), queue=_text(queue), token=_text(token), function=_text(function),
+        )
