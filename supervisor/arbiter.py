@@ -6,7 +6,6 @@ nearest deadline, and never talks to Redis itself (``Duties`` threads do).
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import select
@@ -91,13 +90,13 @@ class Arbiter:
 
     def run(self) -> int:
         unset_environment()
-        preload(self.config.worker.modules)
-        self._install_signals()
-        Path(self.config.supervisor.data_dir).mkdir(parents=True, exist_ok=True)
-        self.duties.start()
-        log.info("supervisor %d starting %d workers on %s", os.getpid(), self.target,
-                 ",".join(self.config.worker.queues))
         try:
+            preload(self.config.worker.modules)
+            self._install_signals()
+            Path(self.config.supervisor.data_dir).mkdir(parents=True, exist_ok=True)
+            self.duties.start()
+            log.info("supervisor %d starting %d workers on %s", os.getpid(), self.target,
+                     ",".join(self.config.worker.queues))
             while True:
                 self._wait()
                 self._dispatch()
@@ -319,7 +318,8 @@ class Arbiter:
             if info.kill_reason is not None or info.release_on_kill:
                 continue
             worker = f"{socket.gethostname()}:{info.pid}"
-            if view.state is ChildState.BUSY and view.deadline and now >= view.deadline + s.kill_grace:
+            overdue = view.deadline and now >= view.deadline + s.kill_grace
+            if view.state is ChildState.BUSY and overdue:
                 limit = view.deadline - view.started
                 self.kill(info, AttemptError(
                     attempt=view.attempt, kind=ErrorKind.TIMEOUT, type="HardTimeout",
@@ -440,5 +440,3 @@ def _describe_exit(status: int, by_us: bool) -> str:
     code = os.WEXITSTATUS(status)
     return f"exited with code {code}"
 
-
-_ = errno

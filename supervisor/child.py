@@ -115,7 +115,9 @@ class Child:
         fn, _ = find(job)
         policy = resolve(job.spec, fn, worker.broker.defaults)
         now = time.monotonic()
-        soft = policy.soft_timeout if policy.soft_timeout and policy.soft_timeout < policy.timeout else 0
+        soft = policy.soft_timeout or 0.0
+        if soft >= policy.timeout:
+            soft = 0.0  # the hard kill comes first; a soft timeout after it means nothing
         name = job.spec.function if job.spec else "?"
         self._publish(ChildState.BUSY, job_id=job.id, queue=job.queue, token=job.token,
                       function=name, attempt=job.attempt, started=now,

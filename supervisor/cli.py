@@ -71,12 +71,13 @@ def cmd_show(args: argparse.Namespace) -> int:
     config, _ = _load(args)
     job = Job.fetch(args.id, _broker(config))
     r = job.record
-    data = {
+    errors = [{"attempt": e.attempt, "kind": e.kind.value, "type": e.type,
+               "message": e.message, "traceback": e.traceback} for e in r.errors]
+    data: dict[str, Any] = {
         "id": r.id, "function": job.function, "queue": r.queue, "priority": r.priority,
         "state": r.state.value, "attempts": r.attempts,
         "args": r.spec.args if r.spec else None, "kwargs": r.spec.kwargs if r.spec else None,
-        "errors": [{"attempt": e.attempt, "kind": e.kind.value, "type": e.type,
-                    "message": e.message, "traceback": e.traceback} for e in r.errors],
+        "errors": errors,
         "result": jobs.records.any_decoder.decode(r.result) if r.result else None,
         "enqueued_at": r.enqueued_at, "started_at": r.started_at, "finished_at": r.finished_at,
     }
@@ -86,7 +87,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         for key, value in data.items():
             if key != "errors":
                 print(f"{key:12} {value}")
-        for e in data["errors"]:
+        for e in errors:
             print(f"error #{e['attempt']} ({e['kind']}) {e['type']}: {e['message']}")
     return 0
 

@@ -41,7 +41,7 @@ class WorkerSettings(Table, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     modules: list[str] = msgspec.field(default_factory=lambda: ["examples.cpu"])
     queues: Annotated[list[Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.:\-]{1,128}$")]],
                       Meta(min_length=1)] = msgspec.field(default_factory=lambda: ["default"])
-    weights: list[Annotated[float, Meta(gt=0)]] = []
+    weights: list[Annotated[float, Meta(gt=0)]] = msgspec.field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.weights and len(self.weights) != len(self.queues):

@@ -8,6 +8,7 @@ supervisor's registry entry, and the backlog figure autoscaling reads.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -73,7 +74,9 @@ class Duties:
         """Flush outstanding settlements, remove the registry entry, stop the threads."""
         self.stop.set()
         self._wake.set()
-        self.broker.client.rpush(f"{self.broker.keys.ns}:timers", 1)  # wake the promoter
+        # Wake the promoter; if Redis is gone it wakes on its own within a second.
+        with contextlib.suppress(Exception):
+            self.broker.client.rpush(f"{self.broker.keys.ns}:timers", 1)
         for t in self._threads:
             t.join(timeout)
         deadline = time.monotonic() + timeout

@@ -37,7 +37,8 @@ def _redacted(text: str) -> str:
     return " ".join(redact(w) if "://" in w else w for w in text.split(" "))
 
 
-def configure(level: str = "INFO", fmt: str = "text", path: str | None = None) -> Callable[[], None]:
+def configure(level: str = "INFO", fmt: str = "text",
+              path: str | None = None) -> Callable[[], None]:
     """Install one handler on the root logger; return a function that reopens the file."""
     handler: logging.Handler = logging.FileHandler(path) if path else logging.StreamHandler()
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())

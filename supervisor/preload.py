@@ -32,4 +32,5 @@ def preload(modules: list[str], reload: bool = False) -> None:
     except BaseException as exc:
         sys.modules.update(saved)  # type: ignore[arg-type]
         detail = "".join(traceback.format_exception_only(exc)).strip()
-        raise HaltServer(f"cannot import job module {name!r}: {detail}", ExitCode.BOOT_ERROR) from None
+        raise HaltServer(f"cannot import job module {name!r}: {detail}",
+                         ExitCode.BOOT_ERROR) from None

@@ -1,0 +1,211 @@
+"""The supervisor as a real subprocess, driven by real signals, observed via Redis and psutil."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+from jobs import Broker, ErrorKind, Job, JobState, Queue, RedisSettings
+from tests.helpers import wait_until
+
+CONFIG = """\
+[redis]
+url = "{url}"
+namespace = "{ns}"
+
+[supervisor]
+data_dir = "{data}"
+workers = {workers}
+graceful_timeout = {graceful}
+lease_timeout = 3.0
+
+[worker]
+modules = {modules}
+queues = ["default"]
+"""
+
+
+class Running:
+    def __init__(self, tmp: Path, server, ns: str, workers: int = 2, graceful: float = 10.0,
+                 modules: str = '["examples.cpu", "tests.jobfuncs"]') -> None:
+        self.config = tmp / "config.toml"
+        self.log = tmp / "supervisor.log"
+        self.text = CONFIG.format(url=server.url, ns=ns, data=tmp / "var", workers=workers,
+                                  graceful=graceful, modules=modules)
+        self.config.write_text(self.text)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "supervisor", "--config", str(self.config), "run",
+             "--log-file", str(self.log)], cwd=Path(__file__).parent.parent)
+        self.broker = Broker(server.url, redis_settings=RedisSettings(namespace=ns))
+
+    def children(self) -> list[psutil.Process]:
+        try:
+            return psutil.Process(self.proc.pid).children()
+        except psutil.NoSuchProcess:
+            return []
+
+    def wait_workers(self, n: int) -> list[psutil.Process]:
+        return wait_until(lambda: len(c := self.children()) == n and c, timeout=20)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+    def logs(self) -> str:
+        return self.log.read_text() if self.log.exists() else ""
+
+
+@pytest.fixture
+def sup(tmp_path, server, namespace):
+    runs: list[Running] = []
+
+    def start(**kw) -> Running:
+        (tmp_path / f"s{len(runs)}").mkdir(exist_ok=True)
+        r = Running(tmp_path / f"s{len(runs)}", server, namespace, **kw)
+        runs.append(r)
+        return r
+
+    yield start
+    for r in runs:
+        r.stop()
+
+
+def _start(sup, **kw):
+    r = sup(**kw)
+    r.wait_workers(kw.get("workers", 2))
+    return r
+
+
+def test_runs_jobs_and_stops_cleanly(sup):
+    r = _start(sup)
+    q = Queue("default", r.broker)
+    jobs_ = [q.enqueue("examples.cpu:count_primes", 10_000 + i) for i in range(20)]
+    assert jobs_[0].result(timeout=20) == 1229
+    for j in jobs_:
+        j.result(timeout=20)
+    assert r.stop() == 0
+    assert "supervisor" in r.logs() and "stopped" in r.logs()
+    assert r.broker.client.keys(r.broker.keys.supervisors_pattern()) == []
+
+
+def test_hard_timeout_kills_and_replaces(sup):
+    r = _start(sup)
+    before = {p.pid for p in r.wait_workers(2)}
+    j = Queue("default", r.broker).enqueue("examples.cpu:runaway")
+    wait_until(lambda: j.refresh().state is JobState.DEAD, timeout=15)
+    e = j.error
+    assert e.kind is ErrorKind.TIMEOUT and e.message == "hard timeout after 1 s"
+    assert 1.0 <= e.duration < 2.0
+    after = {p.pid for p in r.wait_workers(2)}
+    assert len(before - after) == 1
+    assert Queue("default", r.broker).enqueue("tests.jobfuncs:add", 1, 2).result(timeout=10) == 3
+
+
+def test_crash_is_accounted_and_retried(sup):
+    r = _start(sup)
+    j = Queue("default", r.broker).enqueue("examples.cpu:crash")
+    wait_until(lambda: j.refresh().state is JobState.DEAD, timeout=15)
+    assert [e.kind for e in j.errors] == [ErrorKind.CRASH, ErrorKind.CRASH]
+    assert "exited with code 70" in j.errors[0].message
+    r.wait_workers(2)
+
+
+def test_outside_sigkill_reported_as_possible_oom(sup):
+    r = _start(sup)
+    j = Queue("default", r.broker).options(max_attempts=1).enqueue("examples.cpu:spin", 30)
+    wait_until(lambda: j.refresh().state is JobState.ACTIVE, timeout=10)
+    busy = wait_until(lambda: [p for p in r.children() if "busy" in " ".join(p.cmdline())],
+                      timeout=10)
+    os.kill(busy[0].pid, signal.SIGKILL)
+    wait_until(lambda: j.refresh().state is JobState.DEAD, timeout=10)
+    assert "possibly OOM-killed" in j.error.message
+
+
+def test_graceful_stop_lets_running_job_finish(sup):
+    r = _start(sup)
+    j = Queue("default", r.broker).enqueue("examples.cpu:spin", 1.5)
+    wait_until(lambda: j.refresh().state is JobState.ACTIVE, timeout=10)
+    assert r.stop() == 0
+    assert j.refresh().state is JobState.COMPLETED
+
+
+def test_graceful_timeout_releases_job_without_spending_attempt(sup):
+    r = _start(sup, graceful=0.5)
+    j = Queue("default", r.broker).enqueue("examples.cpu:spin", 20)
+    wait_until(lambda: j.refresh().state is JobState.ACTIVE, timeout=10)
+    assert r.stop() == 0
+    assert j.refresh().state is JobState.QUEUED and j.attempts == 0
+
+
+def test_sighup_with_broken_config_keeps_running(sup):
+    r = _start(sup)
+    r.config.write_text("[supervisor]\nworkers = 'many'\n")
+    r.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: "reload refused" in r.logs(), timeout=10)
+    assert "Expected `int`" in r.logs() and "supervisor.workers" in r.logs()
+    assert r.proc.poll() is None
+    assert Queue("default", r.broker).enqueue("tests.jobfuncs:add", 2, 2).result(timeout=10) == 4
+
+
+def test_sighup_rolls_children_and_applies_new_count(sup):
+    r = _start(sup)
+    old = {p.pid for p in r.wait_workers(2)}
+    r.config.write_text(r.text.replace("workers = 2", "workers = 3"))
+    r.proc.send_signal(signal.SIGHUP)
+    new = wait_until(lambda: {p.pid for p in r.children()} if len(r.children()) == 3
+                     and not ({p.pid for p in r.children()} & old) else None, timeout=20)
+    assert len(new) == 3
+    assert Queue("default", r.broker).enqueue("tests.jobfuncs:add", 1, 1).result(timeout=10) == 2
+
+
+def test_ttin_ttou_scale(sup):
+    r = _start(sup)
+    r.proc.send_signal(signal.SIGTTIN)
+    r.wait_workers(3)
+    r.proc.send_signal(signal.SIGTTOU)
+    r.wait_workers(2)  # signals of one kind coalesce while pending: send the next after
+    r.proc.send_signal(signal.SIGTTOU)
+    r.wait_workers(1)
+    assert "SIGTTOU: 1 workers wanted" in r.logs()
+
+
+def test_boot_failure_halts_with_clear_error(sup):
+    r = sup(modules='["no_such_module_xyz"]')
+    assert r.proc.wait(20) == 3
+    assert "cannot import job module 'no_such_module_xyz'" in r.logs()
+
+
+def test_fast_stop_releases_jobs(sup):
+    r = _start(sup)
+    j = Queue("default", r.broker).enqueue("examples.cpu:spin", 20)
+    wait_until(lambda: j.refresh().state is JobState.ACTIVE, timeout=10)
+    r.proc.send_signal(signal.SIGQUIT)
+    assert r.proc.wait(20) == 0
+    assert j.refresh().state is JobState.QUEUED
+
+
+def test_killed_supervisor_jobs_are_reclaimed_by_another(sup):
+    a = _start(sup)
+    j = Queue("default", a.broker).options(max_attempts=3).enqueue("examples.cpu:spin", 0.5)
+    wait_until(lambda: j.refresh().state is JobState.ACTIVE, timeout=10)
+    for p in a.children():
+        p.kill()
+    a.proc.kill()
+    a.proc.wait()
+    b = _start(sup)
+    wait_until(lambda: j.refresh().state is JobState.COMPLETED, timeout=20)
+    assert j.errors[0].kind is ErrorKind.LOST
+    assert j.attempts == 2
+    b.stop()
+    _ = Job
