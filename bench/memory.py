@@ -12,7 +12,7 @@ from pathlib import Path
 from jobs import Broker, Queue, RedisSettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.server import ValkeyServer  # noqa: E402
+from tests.server import ValkeyServer
 
 
 def main(n: int = 100_000) -> None:
