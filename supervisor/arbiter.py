@@ -47,6 +47,7 @@ class ChildInfo(msgspec.Struct, kw_only=True):
     retiring: bool = False
     kill_reason: AttemptError | None = None
     release_on_kill: bool = False
+    kill_at: float = 0.0  # SIGKILL due at this time after a SIGTERM grace (0: none pending)
 
 
 class Arbiter:
@@ -127,7 +128,9 @@ class Arbiter:
         for info in self.children.values():
             view = self.slots.read(info.slot)
             if view.state is ChildState.BUSY and view.deadline:
-                soonest = min(soonest, view.deadline + self.config.supervisor.kill_grace)
+                soonest = min(soonest, view.deadline)
+            if info.kill_at:
+                soonest = min(soonest, info.kill_at)
         if self.stopping:
             soonest = min(soonest, self.stop_deadline)
         if self.spawn_not_before > now:
@@ -246,10 +249,16 @@ class Arbiter:
         except PermissionError:
             os.kill(pid, sig)
 
-    def kill(self, info: ChildInfo, error: AttemptError | None, release: bool = False) -> None:
+    def kill(self, info: ChildInfo, error: AttemptError | None, release: bool = False,
+             grace: float = 0.0) -> None:
+        """SIGKILL the child's process group, after a SIGTERM and ``grace`` seconds if given."""
         if info.kill_reason is None and not info.release_on_kill:
             info.kill_reason = error
             info.release_on_kill = release
+        if grace > 0 and not info.kill_at:
+            info.kill_at = time.monotonic() + grace
+            self._signal(info.pid, signal.SIGTERM)
+            return
         self._signal(info.pid, signal.SIGKILL)
 
     def _kill_all(self, release: bool) -> None:
@@ -315,16 +324,18 @@ class Arbiter:
         s = self.config.supervisor
         for info in list(self.children.values()):
             view = self.slots.read(info.slot)
+            if info.kill_at and now >= info.kill_at:
+                self._signal(info.pid, signal.SIGKILL)
             if info.kill_reason is not None or info.release_on_kill:
                 continue
             worker = f"{socket.gethostname()}:{info.pid}"
-            overdue = view.deadline and now >= view.deadline + s.kill_grace
+            overdue = view.deadline and now >= view.deadline
             if view.state is ChildState.BUSY and overdue:
                 limit = view.deadline - view.started
                 self.kill(info, AttemptError(
                     attempt=view.attempt, kind=ErrorKind.TIMEOUT, type="HardTimeout",
                     message=f"hard timeout after {limit:g} s", duration=now - view.started,
-                    at=time.time(), worker=worker))
+                    at=time.time(), worker=worker), grace=s.kill_grace)
             elif view.heartbeat and now - view.heartbeat > s.heartbeat_timeout:
                 self.kill(info, AttemptError(
                     attempt=view.attempt, kind=ErrorKind.CRASH, type="HeartbeatLost",

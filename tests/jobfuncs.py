@@ -102,3 +102,72 @@ def exits() -> None:
 @job(max_attempts=3, backoff=Backoff(kind="fixed", base=60, jitter=0))
 def slow_retry() -> None:
     raise OSError("later")
+
+
+@job(timeout=10, soft_timeout=0.5, max_attempts=1)
+def soft_limited() -> str:
+    """Spins until the soft timeout's JobTimeout, then cleans up and returns."""
+    from jobs import JobTimeout
+
+    try:
+        while True:
+            pass
+    except JobTimeout:
+        return "cleaned up"
+
+
+@job(max_attempts=1)
+def catastrophic_regex() -> None:
+    """Holds the GIL inside the regex engine (C code) for minutes: the heartbeat stops."""
+    import re
+
+    re.match(r"(a+)+$", "a" * 34 + "b")
+
+
+@job(max_attempts=1)
+def segfault() -> None:
+    import ctypes
+
+    ctypes.string_at(0)
+
+
+@job(max_attempts=1)
+def allocate(mib: int) -> int:
+    block = bytearray(mib * 1024 * 1024)
+    return len(block)
+
+
+_LEAK: list[bytearray] = []
+
+
+@job
+def leak(mib: int) -> int:
+    """Keeps memory alive in the worker (a leak), to exercise recycling by RSS."""
+    import os
+
+    _LEAK.append(bytearray(b"x" * (mib * 1024 * 1024)))
+    return os.getpid()
+
+
+@job
+def worker_pid() -> int:
+    import os
+
+    return os.getpid()
+
+
+@job(max_attempts=5)
+def ledger(path: str, tag: str, seconds: float = 0.0) -> str:
+    """Appends ``tag`` to a file (one O_APPEND write per run), after ``seconds`` of CPU."""
+    import os
+    import time
+
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, f"{tag}\n".encode())
+    finally:
+        os.close(fd)
+    return tag

@@ -24,6 +24,7 @@ data_dir = "{data}"
 workers = {workers}
 graceful_timeout = {graceful}
 lease_timeout = 3.0
+{sup_extra}
 
 [worker]
 modules = {modules}
@@ -33,11 +34,11 @@ queues = ["default"]
 
 class Running:
     def __init__(self, tmp: Path, server, ns: str, workers: int = 2, graceful: float = 10.0,
-                 modules: str = '["examples.cpu", "tests.jobfuncs"]') -> None:
+                 modules: str = '["examples.cpu", "tests.jobfuncs"]', extra: str = "") -> None:
         self.config = tmp / "config.toml"
         self.log = tmp / "supervisor.log"
         self.text = CONFIG.format(url=server.url, ns=ns, data=tmp / "var", workers=workers,
-                                  graceful=graceful, modules=modules)
+                                  graceful=graceful, modules=modules, sup_extra=extra)
         self.config.write_text(self.text)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "supervisor", "--config", str(self.config), "run",

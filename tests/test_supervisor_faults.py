@@ -1,0 +1,140 @@
+"""Timeouts, stalls, crashes, recycling, scaling and sharing, against real supervisors."""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections import Counter
+
+import psutil
+
+from jobs import ErrorKind, JobState, Queue
+from tests.helpers import wait_until
+from tests.test_supervisor import _start, sup  # noqa: F401 - the fixture is used by name
+
+
+def test_soft_timeout_raises_inside_the_job(sup):
+    r = _start(sup)
+    j = Queue("default", r.broker).enqueue("tests.jobfuncs:soft_limited")
+    assert j.result(timeout=15) == "cleaned up"
+    assert 0.4 <= j.refresh().finished_at - j.started_at < 3
+
+
+def test_stalled_heartbeat_kills_gil_holding_job(sup):
+    r = _start(sup, extra="heartbeat_timeout = 2.0")
+    j = Queue("default", r.broker).enqueue("tests.jobfuncs:catastrophic_regex")
+    wait_until(lambda: j.refresh().state is JobState.DEAD, timeout=30)
+    assert j.error.type == "HeartbeatLost" and "heartbeat lost" in j.error.message
+    r.wait_workers(2)
+
+
+def test_hard_timeout_on_a_sleeping_job(sup):
+    r = _start(sup)
+    j = Queue("default", r.broker).options(timeout=0.5, max_attempts=1).enqueue(
+        "examples.cpu:spin", 30)
+    wait_until(lambda: j.refresh().state is JobState.DEAD, timeout=15)
+    assert j.error.message == "hard timeout after 0.5 s"
+    assert 0.5 <= j.error.duration < 1.5
+
+
+def test_kill_grace_sends_sigterm_first(sup):
+    r = _start(sup, extra="kill_grace = 0.5")
+    j = Queue("default", r.broker).options(timeout=0.5, max_attempts=1).enqueue(
+        "examples.cpu:spin", 30)
+    wait_until(lambda: j.refresh().state is JobState.DEAD, timeout=15)
+    assert j.error.type == "HardTimeout"
+    wait_until(lambda: "was killed by SIGKILL" in r.logs(), timeout=10)
+
+
+def test_segfault_is_accounted(sup):
+    r = _start(sup)
+    j = Queue("default", r.broker).enqueue("tests.jobfuncs:segfault")
+    wait_until(lambda: j.refresh().state is JobState.DEAD, timeout=15)
+    assert j.error.kind is ErrorKind.CRASH and "SIGSEGV" in j.error.message
+    r.wait_workers(2)
+
+
+def test_address_space_limit_gives_memory_error(sup):
+    r = _start(sup, extra="job_memory_limit = 400")
+    q = Queue("default", r.broker)
+    j = q.enqueue("tests.jobfuncs:allocate", 2000)
+    wait_until(lambda: j.refresh().state is JobState.DEAD, timeout=15)
+    assert j.error.type == "MemoryError"
+    assert q.enqueue("tests.jobfuncs:allocate", 10).result(timeout=10) == 10 * 2**20
+
+
+def test_recycling_by_job_count(sup):
+    r = _start(sup, workers=1, extra="max_jobs_per_child = 3")
+    q = Queue("default", r.broker)
+    pids = [q.enqueue("tests.jobfuncs:worker_pid").result(timeout=15) for _ in range(7)]
+    runs = [len(list(g)) for _, g in __import__("itertools").groupby(pids)]
+    assert runs == [3, 3, 1]
+    wait_until(lambda: "recycles after 3 jobs" in r.logs(), timeout=5)
+
+
+def test_recycling_by_memory(sup):
+    r = _start(sup, workers=1, extra="max_memory_per_child = 100")
+    q = Queue("default", r.broker)
+    first = q.enqueue("tests.jobfuncs:leak", 150).result(timeout=15)
+    second = q.enqueue("tests.jobfuncs:leak", 1).result(timeout=15)
+    assert first != second
+    assert "above max_memory_per_child" in r.logs()
+
+
+def test_crash_loop_halts_after_repeated_boot_failures(sup):
+    r = sup(modules='["tests.bootcrash"]', extra="max_boot_failures = 3")
+    assert r.proc.wait(60) == 3
+    assert "3 consecutive worker boot failures" in r.logs()
+    assert r.logs().count("failed to boot") == 3
+
+
+def test_autoscale_grows_with_backlog_and_shrinks_when_idle(sup):
+    r = sup(workers=1, extra="min_workers = 1\nmax_workers = 3\nidle_timeout = 1.0")
+    r.wait_workers(1)
+    q = Queue("default", r.broker)
+    jobs_ = [q.enqueue("examples.cpu:spin", 0.5) for _ in range(12)]
+    wait_until(lambda: len(r.children()) == 3, timeout=20)
+    assert "autoscale" in r.logs() and "growing to 3" in r.logs()
+    for j in jobs_:
+        j.result(timeout=30)
+    wait_until(lambda: len(r.children()) == 1, timeout=30)
+    assert "shrinking to 1" in r.logs()
+
+
+def test_registry_entry_describes_the_pool(sup):
+    r = _start(sup)
+    key = wait_until(lambda: r.broker.client.keys(r.broker.keys.supervisors_pattern()), 10)[0]
+    entry = json.loads(r.broker.client.get(key))
+    assert entry["pid"] == r.proc.pid and entry["config_version"] == 1
+    assert {w["state"] for w in entry["workers"]} <= {"idle", "busy"}
+    assert len(entry["workers"]) == 2 and all(w["rss"] > 0 for w in entry["workers"])
+    assert 0 < r.broker.client.pttl(key) <= 5000
+    r.stop()
+    assert r.broker.client.keys(r.broker.keys.supervisors_pattern()) == []
+
+
+def test_children_exit_when_supervisor_is_killed(sup):
+    r = _start(sup)
+    children = r.wait_workers(2)
+    r.proc.send_signal(signal.SIGKILL)
+    r.proc.wait(10)
+    gone, alive = psutil.wait_procs(children, timeout=10)
+    assert alive == []
+
+
+def test_two_supervisors_share_a_queue_without_duplicates(sup, tmp_path):
+    a = _start(sup)
+    b = _start(sup)
+    pids_a = {p.pid for p in a.children()}
+    pids_b = {p.pid for p in b.children()}
+    ledger = tmp_path / "ledger.txt"
+    q = Queue("default", a.broker)
+    jobs_ = q.enqueue_many([q.call("tests.jobfuncs:ledger", str(ledger), f"j{i}", 0.002)
+                            for i in range(300)])
+    for j in jobs_:
+        j.result(timeout=60)
+    lines = ledger.read_text().split()
+    assert len(lines) == 300 and set(Counter(lines).values()) == {1}
+    ran_on = {int(j.refresh().record.token.split(":")[1]) for j in jobs_}
+    assert ran_on & pids_a and ran_on & pids_b and ran_on <= pids_a | pids_b
+    assert a.proc.poll() is None and b.proc.poll() is None
