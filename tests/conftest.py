@@ -3,7 +3,6 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
@@ -52,5 +51,9 @@ def raw(broker: Broker) -> redis.Redis:
     return broker.client  # type: ignore[no-any-return]
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    Path(config.rootpath, "tests").exists()
+@pytest.fixture
+def sup(tmp_path, server, namespace):
+    """Start supervisors with ``sup(workers=2, extra="...")``; all are stopped afterwards."""
+    from tests.procs import supervisors
+
+    yield from supervisors(tmp_path, server, namespace)

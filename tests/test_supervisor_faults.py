@@ -10,7 +10,7 @@ import psutil
 
 from jobs import ErrorKind, JobState, Queue
 from tests.helpers import wait_until
-from tests.test_supervisor import _start, sup  # noqa: F401 - the fixture is used by name
+from tests.procs import start_and_wait as _start
 
 
 def test_soft_timeout_raises_inside_the_job(sup):
@@ -118,7 +118,7 @@ def test_children_exit_when_supervisor_is_killed(sup):
     children = r.wait_workers(2)
     r.proc.send_signal(signal.SIGKILL)
     r.proc.wait(10)
-    gone, alive = psutil.wait_procs(children, timeout=10)
+    _, alive = psutil.wait_procs(children, timeout=10)
     assert alive == []
 
 

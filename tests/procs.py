@@ -1,0 +1,87 @@
+"""A real supervisor subprocess on a temp config, for process tests."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+
+from jobs import Broker, RedisSettings
+from tests.helpers import wait_until
+
+CONFIG = """\
+[redis]
+url = "{url}"
+namespace = "{ns}"
+
+[supervisor]
+data_dir = "{data}"
+workers = {workers}
+graceful_timeout = {graceful}
+lease_timeout = 3.0
+{sup_extra}
+
+[worker]
+modules = {modules}
+queues = ["default"]
+"""
+
+
+class Running:
+    def __init__(self, tmp: Path, server, ns: str, workers: int = 2, graceful: float = 10.0,
+                 modules: str = '["examples.cpu", "tests.jobfuncs"]', extra: str = "") -> None:
+        self.config = tmp / "config.toml"
+        self.log = tmp / "supervisor.log"
+        self.text = CONFIG.format(url=server.url, ns=ns, data=tmp / "var", workers=workers,
+                                  graceful=graceful, modules=modules, sup_extra=extra)
+        self.config.write_text(self.text)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "supervisor", "--config", str(self.config), "run",
+             "--log-file", str(self.log)], cwd=Path(__file__).parent.parent)
+        self.broker = Broker(server.url, redis_settings=RedisSettings(namespace=ns))
+
+    def children(self) -> list[psutil.Process]:
+        try:
+            return psutil.Process(self.proc.pid).children()
+        except psutil.NoSuchProcess:
+            return []
+
+    def wait_workers(self, n: int) -> list[psutil.Process]:
+        return wait_until(lambda: len(c := self.children()) == n and c, timeout=20)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+    def logs(self) -> str:
+        return self.log.read_text() if self.log.exists() else ""
+
+
+def supervisors(tmp_path, server, namespace):
+    runs: list[Running] = []
+
+    def start(**kw) -> Running:
+        (tmp_path / f"s{len(runs)}").mkdir(exist_ok=True)
+        r = Running(tmp_path / f"s{len(runs)}", server, namespace, **kw)
+        runs.append(r)
+        return r
+
+    yield start
+    for r in runs:
+        r.stop()
+
+
+def start_and_wait(sup, **kw):
+    r = sup(**kw)
+    r.wait_workers(kw.get("workers", 2))
+    return r
+
+
