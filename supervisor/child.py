@@ -19,7 +19,7 @@ import time
 
 import psutil
 
-from jobs import Broker, JobTimeout, StaleToken, Worker
+from jobs import Broker, BrokerUnavailable, JobTimeout, StaleToken, Worker
 from jobs.execute import find
 from jobs.policy import resolve
 from supervisor.config import Config
@@ -54,6 +54,7 @@ class Child:
         self.url = url
         self.stopping = False
         self.jobs_done = 0
+        self.outage = 0
 
     def run(self, parent: int) -> int:
         """Child main; returns the exit code. Never returns into the supervisor's code."""
@@ -67,7 +68,12 @@ class Child:
         self._publish(ChildState.IDLE, idle_since=idle_since)
         set_title(f"worker idle [{','.join(worker.queues)}]")
         while not self.stopping:
-            job = worker.claim(wait=CLAIM_WAIT)
+            try:
+                job = worker.claim(wait=CLAIM_WAIT)
+            except BrokerUnavailable as exc:
+                self._redis_down(exc)
+                continue
+            self.outage = 0
             if job is None:
                 continue
             self._run_job(worker, job)
@@ -130,10 +136,23 @@ class Child:
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
         self.jobs_done += 1
-        try:
-            worker.finish(job, outcome, policy)
-        except StaleToken as exc:
-            log.warning("%s", exc)
+        while True:  # the outcome is kept until written: the supervisor renews the lease
+            try:
+                worker.finish(job, outcome, policy)
+                self.outage = 0
+                return
+            except StaleToken as exc:
+                log.warning("%s", exc)
+                return
+            except BrokerUnavailable as exc:
+                self._redis_down(exc)
+
+    def _redis_down(self, exc: BrokerUnavailable) -> None:
+        """Back off (up to 5 s) while Redis is unreachable, logging once per outage."""
+        if self.outage == 0:
+            log.warning("worker %d: %s; retrying", os.getpid(), exc)
+        self.outage += 1
+        time.sleep(min(0.1 * 2 ** min(self.outage, 6), 5.0))
 
     def _should_recycle(self) -> bool:
         s = self.config.supervisor

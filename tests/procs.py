@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -32,7 +33,8 @@ queues = ["default"]
 
 class Running:
     def __init__(self, tmp: Path, server, ns: str, workers: int = 2, graceful: float = 10.0,
-                 modules: str = '["examples.cpu", "tests.jobfuncs"]', extra: str = "") -> None:
+                 modules: str = '["examples.cpu", "tests.jobfuncs"]', extra: str = "",
+                 env: dict[str, str] | None = None) -> None:
         self.config = tmp / "config.toml"
         self.log = tmp / "supervisor.log"
         self.text = CONFIG.format(url=server.url, ns=ns, data=tmp / "var", workers=workers,
@@ -40,7 +42,8 @@ class Running:
         self.config.write_text(self.text)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "supervisor", "--config", str(self.config), "run",
-             "--log-file", str(self.log)], cwd=Path(__file__).parent.parent)
+             "--log-file", str(self.log)], cwd=Path(__file__).parent.parent,
+            env={**os.environ, **(env or {})})
         self.broker = Broker(server.url, redis_settings=RedisSettings(namespace=ns))
 
     def children(self) -> list[psutil.Process]:

@@ -192,3 +192,26 @@ def test_record_struct_roundtrip():
     assert len(encoder.encode(JobSpec(function="a:b"))) <= 11
     with pytest.raises(msgspec.ValidationError):
         spec_decoder.decode(encoder.encode([1, 2]))
+
+
+def test_server_restart_reconnects_and_reloads_scripts(tmp_path):
+    from tests.server import ValkeyServer
+
+    srv = ValkeyServer(tmp_path / "own")
+    srv.start()
+    try:
+        b = Broker(srv.url, redis_settings=RedisSettings(namespace="restart"))
+        q = Queue("default", b)
+        first = q.enqueue(jobfuncs.add, 1, 2)
+        srv.restart()  # AOF keeps the data; the script cache is empty now
+        second = q.enqueue(jobfuncs.add, 3, 4)
+        assert first.refresh().state is JobState.QUEUED
+        assert Worker(broker=b).run_until_empty() == {"completed": 2}
+        assert second.result(timeout=1) == 7
+        srv.stop()
+        with pytest.raises(BrokerUnavailable, match="cannot reach Redis"):
+            q.enqueue(jobfuncs.add, 5, 6)
+        srv.start()
+        assert q.counts()["queued"] == 0  # nothing half-written by the failed enqueue
+    finally:
+        srv.stop()

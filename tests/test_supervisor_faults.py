@@ -138,3 +138,65 @@ def test_two_supervisors_share_a_queue_without_duplicates(sup, tmp_path):
     ran_on = {int(j.refresh().record.token.split(":")[1]) for j in jobs_}
     assert ran_on & pids_a and ran_on & pids_b and ran_on <= pids_a | pids_b
     assert a.proc.poll() is None and b.proc.poll() is None
+
+
+def test_long_job_keeps_its_lease(sup):
+    r = _start(sup)  # lease_timeout = 3 s in the test config
+    j = Queue("default", r.broker).enqueue("examples.cpu:spin", 4.5)
+    assert j.result(timeout=20) == 4.5
+    assert j.refresh().attempts == 1 and j.errors == ()
+
+
+def test_reload_runs_new_code(sup, tmp_path):
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "versioned.py").write_text(
+        "from jobs import job\n\n@job\ndef version() -> str:\n    return 'v1'\n")
+    r = _start(sup, modules='["versioned"]', env={"PYTHONPATH": str(code)})
+    q = Queue("default", r.broker)
+    assert q.enqueue("versioned:version").result(timeout=10) == "v1"
+    (code / "versioned.py").write_text(
+        "from jobs import job\n\n@job\ndef version() -> str:\n    return 'v2'\n")
+    old = {p.pid for p in r.children()}
+    r.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: not ({p.pid for p in r.children()} & old) and len(r.children()) == 2,
+               timeout=20)
+    assert q.enqueue("versioned:version").result(timeout=10) == "v2"
+
+
+def test_reload_with_broken_code_keeps_old_code(sup, tmp_path):
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "versioned.py").write_text(
+        "from jobs import job\n\n@job\ndef version() -> str:\n    return 'v1'\n")
+    r = _start(sup, modules='["versioned"]', env={"PYTHONPATH": str(code)})
+    (code / "versioned.py").write_text("this is not python\n")
+    r.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: "reload refused" in r.logs(), timeout=10)
+    assert "cannot import job module 'versioned'" in r.logs()
+    assert Queue("default", r.broker).enqueue("versioned:version").result(timeout=10) == "v1"
+
+
+def test_workers_ride_out_a_redis_outage(tmp_path, namespace):
+    from tests.procs import Running
+    from tests.server import ValkeyServer
+
+    srv = ValkeyServer(tmp_path / "own")
+    srv.start()
+    (tmp_path / "s").mkdir()
+    r = Running(tmp_path / "s", srv, namespace)
+    try:
+        r.wait_workers(2)
+        q = Queue("default", r.broker)
+        j = q.enqueue("examples.cpu:spin", 1.0)
+        wait_until(lambda: j.refresh().state is JobState.ACTIVE, timeout=10)
+        srv.stop()  # the job finishes while Redis is down: its outcome must wait, not vanish
+        wait_until(lambda: "retrying" in r.logs(), timeout=10)
+        srv.start()
+        assert j.result(timeout=30) == 1.0
+        assert j.refresh().attempts == 1
+        assert q.enqueue("tests.jobfuncs:add", 1, 1).result(timeout=15) == 2
+        assert r.proc.poll() is None
+    finally:
+        r.stop()
+        srv.stop()
