@@ -8,6 +8,7 @@ Producers need only this package::
 from jobs.backoff import Backoff, BackoffKind
 from jobs.broker import Broker, connect, default_broker
 from jobs.errors import (
+    BrokerError,
     BrokerUnavailable,
     ConfigurationError,
     Fail,
@@ -37,6 +38,7 @@ __all__ = [
     "Backoff",
     "BackoffKind",
     "Broker",
+    "BrokerError",
     "BrokerUnavailable",
     "Call",
     "ConfigurationError",

@@ -44,9 +44,20 @@ class Broker:
         self.url = url or resolve_url(self.settings, data_dir)
         # Typed as Any: redis-py's reply types are unions we convert at each call site.
         self.client: Any = client if client is not None else make_client(self.url, self.settings)
+        self._own_client = client is None
         self.keys = Keys(self.settings.namespace)
         self.prefix = self.keys.job("")
         self.scripts = Scripts(self.client)
+        self._claim_scripts: Scripts | None = None
+
+    @property
+    def claim_scripts(self) -> Scripts:
+        """Scripts on a second client without automatic retries (for claims only)."""
+        if self._claim_scripts is None:
+            client = make_client(self.url, self.settings, retries=0) \
+                if self._own_client else self.client
+            self._claim_scripts = Scripts(client)
+        return self._claim_scripts
 
     def __repr__(self) -> str:
         return f"<Broker {redact(self.url)} namespace={self.keys.ns}>"
@@ -75,16 +86,12 @@ class Broker:
     def _enqueue_args(self, queue: str, jobs: Sequence[Prepared]) -> tuple[list[str], list[Any]]:
         k = self.keys
         keys = [k.queued(queue), k.scheduled(queue), k.wake(queue), k.seq(), k.queues(),
-                self._timers]
+                k.timers(), k.completed(queue), k.dead(queue), k.canceled(queue)]
         keys += [k.job(p.id) for p in jobs]
         args: list[Any] = [queue, len(jobs)]
         for p in jobs:
             args += [p.id, p.spec, p.priority, p.delay_ms, p.at_ms]
         return keys, args
-
-    @property
-    def _timers(self) -> str:
-        return f"{self.keys.ns}:timers"
 
     # -- claim and outcomes ----------------------------------------------------------------
 
@@ -93,8 +100,12 @@ class Broker:
         keys: list[str] = []
         for q in queues:
             keys += [self.keys.queued(q), self.keys.active(q), self.keys.wake(q)]
+        keys.append(self.keys.paused())
         with translated(self.url):
-            reply = self.scripts.claim(keys=keys, args=[self.prefix, token, int(lease * 1000)])
+            # No client-side retry here: a resent claim whose first reply was lost would
+            # hold a second job under the same token. The caller retries with a new token.
+            reply = self.claim_scripts.claim(
+                keys=keys, args=[self.prefix, token, int(lease * 1000), *queues])
         if reply is None:
             return None
         pos, job_id, spec, attempt, priority, errs, enqueued, now = reply
@@ -139,7 +150,7 @@ class Broker:
         """Retry in ``retry_in`` seconds, or dead when ``None``; returns the new state or None."""
         k = self.keys
         keys = [k.job(job_id), k.active(queue), k.scheduled(queue), k.dead(queue),
-                k.waiters(job_id), k.done(job_id), self._timers]
+                k.waiters(job_id), k.done(job_id), self.keys.timers()]
         args: list[Any] = [
             job_id, token, encoder.encode(list(errors)),
             -1 if retry_in is None else int(retry_in * 1000), "1" if only_if_expired else "0",
@@ -196,7 +207,7 @@ class Broker:
         """Block until a newly scheduled job may be due sooner, or ``timeout`` passes."""
         wait = max(0.01, min(timeout, self.settings.socket_timeout * 0.6))
         with translated(self.url):
-            self.client.blpop([self._timers], timeout=wait)
+            self.client.blpop([self.keys.timers()], timeout=wait)
 
     def expired(self, queues: Sequence[str], limit: int = 500) -> list[ExpiredLease]:
         keys = [self.keys.active(q) for q in queues]
@@ -253,6 +264,11 @@ class Broker:
                 pipe.zcard(self.keys.state_index(queue, state))
             return dict(zip(states, (int(n) for n in pipe.execute()), strict=True))
 
+    def state_of(self, job_id: str) -> str | None:
+        with translated(self.url):
+            st = self.client.hget(self.keys.job(job_id), "st")
+        return st.decode() if st else None
+
     def queue_of(self, job_id: str) -> str | None:
         with translated(self.url):
             q = self.client.hget(self.keys.job(job_id), "q")
@@ -268,15 +284,22 @@ class Broker:
             return _state_reply(self.scripts.cancel(keys=keys, args=args))
 
     def requeue(self, job_id: str, queue: str) -> int | str | None:
+        """1 when requeued, -1 when the job is on another queue, else its state or None."""
         k = self.keys
         keys = [k.job(job_id), k.dead(queue), k.queued(queue), k.wake(queue), k.seq()]
         with translated(self.url):
-            return _state_reply(self.scripts.requeue(keys=keys, args=[job_id]))
+            return _state_reply(self.scripts.requeue(keys=keys, args=[job_id, queue]))
 
     def purge(self, job_id: str, queue: str) -> int | str | None:
+        """1 when deleted, -1 when the job is on another queue, else its state or None."""
         keys = [self.keys.job(job_id), self.keys.dead(queue)]
         with translated(self.url):
-            return _state_reply(self.scripts.purge(keys=keys, args=[job_id]))
+            return _state_reply(self.scripts.purge(keys=keys, args=[job_id, queue]))
+
+    def resume(self, queue: str) -> bool:
+        keys = [self.keys.paused(), self.keys.queued(queue), self.keys.wake(queue)]
+        with translated(self.url):
+            return bool(self.scripts.resume(keys=keys, args=[queue]))
 
     def watch(self, job_id: str, ttl: float) -> str | None:
         keys = [self.keys.job(job_id), self.keys.waiters(job_id)]

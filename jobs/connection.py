@@ -12,7 +12,7 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry as RedisRetry
 
-from jobs.errors import BrokerUnavailable, ConfigurationError
+from jobs.errors import BrokerError, BrokerUnavailable, ConfigurationError
 from jobs.settings import RedisSettings
 
 SOCKET_NAME = "valkey.sock"
@@ -65,7 +65,7 @@ def read_password(settings: RedisSettings) -> str | None:
     return None
 
 
-def make_client(url: str, settings: RedisSettings) -> redis.Redis:
+def make_client(url: str, settings: RedisSettings, retries: int = 3) -> redis.Redis:
     scheme = url.split("://", 1)[0] if "://" in url else ""
     if scheme not in _SCHEMES:
         raise ConfigurationError(
@@ -75,7 +75,7 @@ def make_client(url: str, settings: RedisSettings) -> redis.Redis:
         "socket_timeout": settings.socket_timeout,
         "socket_connect_timeout": settings.connect_timeout,
         "health_check_interval": 30,
-        "retry": RedisRetry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
+        "retry": RedisRetry(ExponentialBackoff(cap=1.0, base=0.05), retries=retries),
         "retry_on_error": [redis.ConnectionError, redis.TimeoutError],
     }
     password = read_password(settings)
@@ -106,3 +106,18 @@ def translated(url: str) -> Iterator[None]:
         yield
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         raise BrokerUnavailable(unavailable_message(url, exc)) from None
+    except redis.RedisError as exc:
+        raise BrokerError(
+            f"Redis at {redact(url)} refused the command: {exc}"
+            f"{_hint(str(exc))}"
+        ) from None
+
+
+def _hint(message: str) -> str:
+    if message.startswith("OOM"):
+        return "; the server is at maxmemory: free memory or raise maxmemory, then retry"
+    if message.startswith("NOPERM"):
+        return "; the ACL user lacks a command or key pattern jobvisor needs"
+    if message.startswith("READONLY"):
+        return "; this is a replica: point the URL at the primary (or use Sentinel)"
+    return ""

@@ -15,6 +15,10 @@ class BrokerUnavailable(JobsError, ConnectionError):
     """Redis could not be reached; the message names the URL without its password."""
 
 
+class BrokerError(JobsError):
+    """Redis answered with an error (out of memory, no permission, read-only replica, ...)."""
+
+
 class PayloadTooLarge(JobsError, ValueError):
     """The encoded arguments exceed ``max_payload_bytes``."""
 

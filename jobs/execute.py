@@ -57,7 +57,7 @@ def execute(job: Claimed, defaults: JobDefaults, worker: str) -> tuple[Outcome, 
     duration = time.perf_counter() - started
     try:
         result = encoder.encode(value)
-    except (TypeError, OverflowError) as exc:
+    except (TypeError, OverflowError, ValueError, RecursionError) as exc:
         return invalid(job, f"return value of {fn.name} cannot be stored: {safe_str(exc)}", worker,
                        "UnencodableResult"), policy
     return Outcome(verdict=Verdict.COMPLETED, result=result, duration=duration), policy

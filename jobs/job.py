@@ -11,6 +11,7 @@ from jobs.records import AttemptError, JobRecord, any_decoder
 from jobs.states import JobState
 
 _FOREVER_CHUNK = 30.0
+_FINAL = {s.value for s in JobState if s.is_final}
 
 
 class Job:
@@ -112,12 +113,19 @@ class Job:
         seconds (None waits forever), or ``JobNotFound``.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
+        registered_until = 0.0
         while True:
-            remaining = _FOREVER_CHUNK if deadline is None else deadline - time.monotonic()
-            state = self.broker.watch(self.id, ttl=max(remaining, 0) + 60)
+            now = time.monotonic()
+            remaining = _FOREVER_CHUNK if deadline is None else deadline - now
+            if remaining > 0 and now >= registered_until:
+                # One waiter registration per result() call (renewed only for endless waits).
+                state = self.broker.watch(self.id, ttl=remaining + 60)
+                registered_until = now + remaining
+            else:
+                state = self.broker.state_of(self.id)
             if state is None:
                 raise JobNotFound(f"no job {self.id!r}: never enqueued, purged or expired")
-            if JobState(state).is_final:
+            if state in _FINAL:
                 return self._final_value()
             if remaining <= 0:
                 raise ResultTimeout(

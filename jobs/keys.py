@@ -77,5 +77,20 @@ class Keys:
     def supervisors_pattern(self) -> str:
         return f"{self.ns}:supervisor:*"
 
+    def timers(self) -> str:
+        return f"{self.ns}:timers"
+
+    def control(self, ident: str) -> str:
+        return f"{self.ns}:control:{ident}"
+
+    def paused(self) -> str:
+        return f"{self.ns}:paused"
+
+    def events(self) -> str:
+        return f"{self.ns}:events"
+
+    def stats(self, minute: int) -> str:
+        return f"{self.ns}:stats:{minute}"
+
     def pattern_all(self) -> str:
         return f"{self.ns}:*"

@@ -59,18 +59,29 @@ def new_job_id() -> str:
     return secrets.token_urlsafe(12)
 
 
-def _positive(name: str, value: float | None) -> float | None:
-    if value is not None and (not isinstance(value, int | float) or value <= 0):
-        raise ConfigurationError(f"{name} must be a positive number of seconds, got {value!r}")
-    return value
+MAX_SECONDS = 10 * 365 * 86400.0  # ten years: beyond this a value is a mistake
+
+
+def check_seconds(name: str, value: float | None) -> float | None:
+    if value is None:
+        return None
+    if (isinstance(value, bool) or not isinstance(value, int | float)
+            or not 0.001 <= value <= MAX_SECONDS):
+        raise ConfigurationError(
+            f"{name} must be a number of seconds from 0.001 to {MAX_SECONDS:.0f}, got {value!r}"
+        )
+    return float(value)
 
 
 def _delay_ms(delay: float | timedelta | None) -> int:
     if delay is None:
         return -1
     seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
-    if not isinstance(seconds, int | float) or seconds < 0:
-        raise ConfigurationError(f"delay must be >= 0 seconds or a timedelta, got {delay!r}")
+    if (isinstance(seconds, bool) or not isinstance(seconds, int | float)
+            or not 0 <= seconds <= MAX_SECONDS):
+        raise ConfigurationError(
+            f"delay must be 0..{MAX_SECONDS:.0f} seconds or a timedelta, got {delay!r}"
+        )
     return int(seconds * 1000)
 
 
@@ -81,7 +92,8 @@ def _at_ms(at: datetime | None) -> int:
         raise ConfigurationError(
             f"at must be a timezone-aware datetime (e.g. datetime.now(UTC)), got {at!r}"
         )
-    return int(at.astimezone(UTC).timestamp() * 1000)
+    ms = int(at.astimezone(UTC).timestamp() * 1000)
+    return max(ms, 0)
 
 
 def _encode_spec(spec: JobSpec, max_bytes: int) -> bytes:
@@ -112,6 +124,13 @@ def _raise_unencodable(spec: JobSpec) -> None:
             ) from None
 
 
+def check_attempts(value: int | None) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                              or not 1 <= value <= 1000):
+        raise ConfigurationError(f"max_attempts must be an integer from 1 to 1000, got {value!r}")
+    return value
+
+
 _FUNCTION_NAME = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
 
@@ -129,22 +148,17 @@ def prepare(call: Call, *, default_queue: str, default_priority: int, max_bytes:
     check_function_name(call.function)
     if opts.delay is not None and opts.at is not None:
         raise ConfigurationError("give either delay= or at=, not both")
-    if opts.max_attempts is not None and (
-        isinstance(opts.max_attempts, bool)
-        or not isinstance(opts.max_attempts, int)
-        or opts.max_attempts < 1
-    ):
-        raise ConfigurationError(f"max_attempts must be an integer >= 1, got {opts.max_attempts!r}")
+    check_attempts(opts.max_attempts)
     if not all(isinstance(k, str) for k in call.kwargs):
         raise TypeError(f"keyword argument names of {call.function} must be strings")
     spec = JobSpec(
         function=call.function,
         args=list(call.args),
         kwargs=dict(call.kwargs),
-        timeout=_positive("timeout", opts.timeout),
-        soft_timeout=_positive("soft_timeout", opts.soft_timeout),
+        timeout=check_seconds("timeout", opts.timeout),
+        soft_timeout=check_seconds("soft_timeout", opts.soft_timeout),
         max_attempts=opts.max_attempts,
-        result_ttl=_positive("result_ttl", opts.result_ttl),
+        result_ttl=check_seconds("result_ttl", opts.result_ttl),
     )
     return Prepared(
         id=check_name("job_id", opts.job_id) if opts.job_id is not None else new_job_id(),

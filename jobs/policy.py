@@ -11,6 +11,7 @@ import msgspec
 
 from jobs.backoff import Backoff
 from jobs.errors import Fail, JobTimeout, Retry
+from jobs.options import MAX_SECONDS
 from jobs.records import AttemptError, ErrorKind, JobSpec
 from jobs.registry import ExceptionTypes, JobFunction
 from jobs.settings import JobDefaults
@@ -111,5 +112,6 @@ def after_failure(policy: Policy, attempt: int, exc: BaseException | None) -> fl
     if attempt >= policy.max_attempts:
         return None
     if isinstance(exc, Retry) and exc.after is not None:
-        return max(0.0, float(exc.after))
+        after = float(exc.after)
+        return min(max(0.0, after), MAX_SECONDS) if after == after else 0.0  # NaN -> now
     return policy.backoff.delay(attempt)

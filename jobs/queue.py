@@ -139,12 +139,20 @@ class Queue:
     def requeue_dead(self, job_id: str | None = None, **filters: Any) -> int:
         """Requeue one dead job, or every dead job matching the filters (all without any)."""
         ids = [job_id] if job_id else [r.id for r in self.dead(limit=None, **filters)]
-        return sum(1 for i in ids if self.broker.requeue(i, self.name) == 1)
+        return sum(1 for i in ids if self._checked(i, self.broker.requeue(i, self.name)))
 
     def purge_dead(self, job_id: str | None = None, **filters: Any) -> int:
         """Delete one dead job, or every dead job matching the filters (all without any)."""
         ids = [job_id] if job_id else [r.id for r in self.dead(limit=None, **filters)]
-        return sum(1 for i in ids if self.broker.purge(i, self.name) == 1)
+        return sum(1 for i in ids if self._checked(i, self.broker.purge(i, self.name)))
+
+    def _checked(self, job_id: str, reply: int | str | None) -> bool:
+        if reply == -1:
+            raise ConfigurationError(
+                f"job {job_id} is not on queue {self.name!r} but on "
+                f"{self.broker.queue_of(job_id)!r}: use that queue"
+            )
+        return reply == 1
 
     def _dead_records(self) -> Iterator[JobRecord]:
         b = self.broker

@@ -11,7 +11,7 @@ import msgspec
 from jobs.backoff import Backoff
 from jobs.errors import ConfigurationError, UnknownFunction
 from jobs.keys import check_name
-from jobs.options import Call, EnqueueOptions, check_function_name
+from jobs.options import Call, EnqueueOptions, check_attempts, check_function_name, check_seconds
 from jobs.priority import Priority, parse_priority
 
 if TYPE_CHECKING:
@@ -147,11 +147,10 @@ def job(
     ``on_dead`` names another job (a ``@job`` function or ``"module:function"``) that is
     enqueued with the dead job's id, atomically with the death, so it runs exactly once.
     """
-    if max_attempts is not None and max_attempts < 1:
-        raise ConfigurationError(f"max_attempts must be >= 1, got {max_attempts}")
-    for label, value in (("timeout", timeout), ("soft_timeout", soft_timeout)):
-        if value is not None and value <= 0:
-            raise ConfigurationError(f"{label} must be a positive number of seconds")
+    check_attempts(max_attempts)
+    for label, value in (("timeout", timeout), ("soft_timeout", soft_timeout),
+                         ("result_ttl", result_ttl)):
+        check_seconds(label, value)
     hook = on_dead.name if isinstance(on_dead, JobFunction) else on_dead
     options = JobOptions(
         queue=check_name("queue", queue),

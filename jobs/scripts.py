@@ -21,6 +21,7 @@ SCRIPT_NAMES = (
     "requeue",
     "purge",
     "watch",
+    "resume",
 )
 
 
@@ -47,6 +48,7 @@ class Scripts:
         self.requeue = self._load(client, "requeue")
         self.purge = self._load(client, "purge")
         self.watch = self._load(client, "watch")
+        self.resume = self._load(client, "resume")
 
     @staticmethod
     def _load(client: redis.Redis, name: str) -> Script:

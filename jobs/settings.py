@@ -34,7 +34,7 @@ class JobDefaults(Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
     max_attempts: Annotated[int, Meta(ge=1, le=1000)] = 3
     backoff: Backoff = Backoff()
     result_ttl: Seconds = 86400.0
-    max_completed: Annotated[int, Meta(ge=0, le=100_000_000)] = 10_000
+    max_completed: Annotated[int, Meta(ge=1, le=100_000_000)] = 10_000
     dead_ttl: Seconds = 7 * 86400.0
-    max_dead: Annotated[int, Meta(ge=0, le=100_000_000)] = 100_000
+    max_dead: Annotated[int, Meta(ge=1, le=100_000_000)] = 100_000
     max_payload_bytes: Annotated[int, Meta(ge=64, le=512 * 1024 * 1024)] = 1024 * 1024

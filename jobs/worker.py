@@ -6,6 +6,7 @@ this process for tests and scripts (no hard timeouts: those need the supervisor)
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
 import os
@@ -21,7 +22,7 @@ from typing import Any
 import msgspec
 
 from jobs.broker import Broker, default_broker
-from jobs.errors import StaleToken, UnknownFunction
+from jobs.errors import ConfigurationError, JobsError, StaleToken, UnknownFunction
 from jobs.execute import execute, find
 from jobs.keys import check_name
 from jobs.options import Call, EnqueueOptions, Prepared, prepare
@@ -39,16 +40,32 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
 
 
+def hook_id(job_id: str) -> str:
+    """``<id>.on_dead``, or a digest of the id when that would exceed the id length limit."""
+    hook = f"{job_id}.on_dead"
+    if len(hook) <= 128:
+        return hook
+    return f"{hashlib.blake2b(job_id.encode(), digest_size=12).hexdigest()}.on_dead"
+
+
 def on_dead_job(policy: Policy, job_id: str, broker: Broker) -> Prepared | None:
-    """The hook job to enqueue with a death: ``policy.on_dead(job_id)``, id ``<id>.on_dead``."""
+    """The hook job to enqueue with a death: ``policy.on_dead(job_id)``.
+
+    A hook that cannot be built (bad name, oversized) is logged and skipped: it must
+    never stop the death itself from being written.
+    """
     if policy.on_dead is None:
         return None
     fn, _ = find_function(policy.on_dead)
-    opts = EnqueueOptions(job_id=f"{job_id}.on_dead")
     queue = fn.job_options.queue if fn else "default"
     priority = fn.job_options.priority if fn else 10
-    return prepare(Call(policy.on_dead, (job_id,), {}, opts), default_queue=queue,
-                   default_priority=priority, max_bytes=broker.defaults.max_payload_bytes)
+    try:
+        return prepare(Call(policy.on_dead, (job_id,), {}, EnqueueOptions(job_id=hook_id(job_id))),
+                       default_queue=queue, default_priority=priority,
+                       max_bytes=broker.defaults.max_payload_bytes)
+    except (JobsError, TypeError) as exc:
+        log.error("on_dead hook %s for job %s cannot be enqueued: %s", policy.on_dead, job_id, exc)
+        return None
 
 
 def find_function(name: str) -> tuple[JobFunction[Any, Any] | None, str]:
@@ -138,7 +155,7 @@ class Worker:
                  weights: Sequence[float] | None = None) -> None:
         self.queues = [check_name("queue", q) for q in queues]
         if weights is not None and len(weights) != len(self.queues):
-            raise ValueError("weights must give one number per queue")
+            raise ConfigurationError("weights must give one number per queue")
         self.weights = list(weights) if weights else None
         self.broker = broker or default_broker()
         self.name = name or worker_name()

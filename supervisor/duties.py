@@ -76,7 +76,7 @@ class Duties:
         self._wake.set()
         # Wake the promoter; if Redis is gone it wakes on its own within a second.
         with contextlib.suppress(Exception):
-            self.broker.client.rpush(f"{self.broker.keys.ns}:timers", 1)
+            self.broker.client.rpush(self.broker.keys.timers(), 1)
         for t in self._threads:
             t.join(timeout)
         deadline = time.monotonic() + timeout

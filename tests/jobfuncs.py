@@ -171,3 +171,15 @@ def ledger(path: str, tag: str, seconds: float = 0.0) -> str:
     finally:
         os.close(fd)
     return tag
+
+
+@job(max_attempts=1)
+def cyclic() -> list[object]:
+    a: list[object] = []
+    a.append(a)
+    return a
+
+
+@job(max_attempts=2)
+def retry_forever() -> None:
+    raise Retry(after=float("inf"))

@@ -40,9 +40,10 @@ end
 local function notify(waiters_key, done_key)
     local n = tonumber(redis.call('GET', waiters_key) or '0')
     if n > 0 then
-        for _ = 1, n do
-            redis.call('RPUSH', done_key, 1)
-        end
+        if n > 1000 then n = 1000 end
+        local tokens = {}
+        for i = 1, n do tokens[i] = 1 end
+        redis.call('RPUSH', done_key, unpack(tokens))
         redis.call('PEXPIRE', done_key, 60000)
         redis.call('DEL', waiters_key)
     end
@@ -56,12 +57,21 @@ local function poke_timers(scheduled_key, timers_key, id)
     end
 end
 
+-- Delete a finished job's record only if it is still in that state: a custom id
+-- may have been enqueued again after the old record expired.
+local function drop_record(prefix, id, state)
+    local job = prefix .. id
+    if redis.call('HGET', job, 'st') == state then
+        redis.call('DEL', job)
+    end
+end
+
 -- Bound a finished-jobs index: drop entries scored below min_score and keep
 -- at most max_count, deleting the job records that leave with them.
-local function trim_index(index_key, prefix, min_score, max_count)
+local function trim_index(index_key, prefix, state, min_score, max_count)
     local old = redis.call('ZRANGEBYSCORE', index_key, '-inf', '(' .. min_score, 'LIMIT', 0, 100)
     for _, id in ipairs(old) do
-        redis.call('DEL', prefix .. id)
+        drop_record(prefix, id, state)
         redis.call('ZREM', index_key, id)
     end
     local excess = redis.call('ZCARD', index_key) - max_count
@@ -69,7 +79,7 @@ local function trim_index(index_key, prefix, min_score, max_count)
         if excess > 100 then excess = 100 end
         local ids = redis.call('ZRANGE', index_key, 0, excess - 1)
         for _, id in ipairs(ids) do
-            redis.call('DEL', prefix .. id)
+            drop_record(prefix, id, state)
         end
         redis.call('ZREMRANGEBYRANK', index_key, 0, excess - 1)
     end

@@ -16,6 +16,6 @@ if st == 'queued' then trim_wake(KEYS[8], KEYS[2]) end
 redis.call('HSET', KEYS[1], 'st', 'canceled', 'why', ARGV[2], 'tf', now)
 redis.call('HDEL', KEYS[1], 'due')
 redis.call('ZADD', KEYS[5], now, ARGV[1])
-trim_index(KEYS[5], ARGV[3], now - tonumber(ARGV[4]), tonumber(ARGV[5]))
+trim_index(KEYS[5], ARGV[3], 'canceled', now - tonumber(ARGV[4]), tonumber(ARGV[5]))
 notify(KEYS[6], KEYS[7])
 return 1

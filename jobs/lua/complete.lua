@@ -15,6 +15,6 @@ redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('HSET', KEYS[1], 'st', 'completed', 'res', ARGV[3], 'tf', now)
 redis.call('PEXPIRE', KEYS[1], ttl)
 redis.call('ZADD', KEYS[3], now + ttl, ARGV[1])
-trim_index(KEYS[3], ARGV[5], now, tonumber(ARGV[6]))
+trim_index(KEYS[3], ARGV[5], 'completed', now, tonumber(ARGV[6]))
 notify(KEYS[4], KEYS[5])
 return 1

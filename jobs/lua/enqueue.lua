@@ -1,7 +1,8 @@
 -- Enqueue a batch of jobs on one queue (a single job is a batch of one).
 -- KEYS[1] queued index      KEYS[2] scheduled index   KEYS[3] wake list
 -- KEYS[4] sequence counter  KEYS[5] set of queue names KEYS[6] promoter timers list
--- KEYS[6+i] record of job i
+-- KEYS[7] completed index   KEYS[8] dead index         KEYS[9] canceled index
+-- KEYS[9+i] record of job i
 -- ARGV[1] queue name  ARGV[2] number of jobs n
 -- then for each job i, 5 values at ARGV[3 + 5*(i-1)]:
 --   id, encoded spec, priority, delay in ms (-1: none), absolute due ms (-1: none)
@@ -16,11 +17,15 @@ for i = 1, n do
     local base = 3 + 5 * (i - 1)
     local id, spec, pri = ARGV[base], ARGV[base + 1], ARGV[base + 2]
     local delay, at = tonumber(ARGV[base + 3]), tonumber(ARGV[base + 4])
-    local job = KEYS[6 + i]
+    local job = KEYS[9 + i]
     local existing = redis.call('HGET', job, 'st')
     if existing then
         out[i] = existing
     else
+        -- A reused custom id whose old record expired may linger in a finished index.
+        redis.call('ZREM', KEYS[7], id)
+        redis.call('ZREM', KEYS[8], id)
+        redis.call('ZREM', KEYS[9], id)
         local due = -1
         if at >= 0 then due = at elseif delay > 0 then due = now + delay end
         if due > now then

@@ -11,7 +11,10 @@
 -- Returns 'scheduled' or 'dead' when written, 0 for a stale token or a live lease.
 
 local st, tok = unpack(redis.call('HMGET', KEYS[1], 'st', 'tok'))
-if st ~= 'active' or tok ~= ARGV[2] then return 0 end
+if tok ~= ARGV[2] then return 0 end
+-- A client retry of a write that already went through: report it, change nothing.
+if (st == 'scheduled' or st == 'dead') and ARGV[5] ~= '1' then return st end
+if st ~= 'active' then return 0 end
 local now = now_ms()
 if ARGV[5] == '1' then
     local deadline = redis.call('ZSCORE', KEYS[2], ARGV[1])
@@ -28,7 +31,7 @@ if delay >= 0 then
 end
 redis.call('HSET', KEYS[1], 'st', 'dead', 'errs', ARGV[3], 'tf', now)
 redis.call('ZADD', KEYS[4], now, ARGV[1])
-trim_index(KEYS[4], ARGV[6], now - tonumber(ARGV[7]), tonumber(ARGV[8]))
+trim_index(KEYS[4], ARGV[6], 'dead', now - tonumber(ARGV[7]), tonumber(ARGV[8]))
 notify(KEYS[5], KEYS[6])
 if KEYS[8] and redis.call('EXISTS', KEYS[8]) == 0 then
     redis.call('SADD', KEYS[12], ARGV[12])

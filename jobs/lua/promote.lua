@@ -18,7 +18,7 @@ for i = 1, #KEYS - 1, 3 do
             local job = ARGV[1] .. id
             local pri = redis.call('HGET', job, 'pri')
             redis.call('ZREM', scheduled, id)
-            if pri then
+            if pri and redis.call('HGET', job, 'st') == 'scheduled' then
                 redis.call('HSET', job, 'st', 'queued')
                 redis.call('HDEL', job, 'due')
                 redis.call('ZADD', queued, queue_score(pri, seq + j), id)

@@ -1,0 +1,90 @@
+"""What spans supervisors: their registry entries, control messages, paused queues."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from jobs.broker import Broker, default_broker
+from jobs.connection import translated
+from jobs.keys import check_name
+
+CONTROL_TTL_MS = 60_000
+
+
+class Control(msgspec.Struct, frozen=True, tag=True):
+    """Base of the messages a supervisor takes from its control list."""
+
+
+class Scale(Control, frozen=True, tag="scale"):
+    workers: int
+
+
+class Reload(Control, frozen=True, tag="reload"):
+    pass
+
+
+_control_decoder = msgspec.json.Decoder(Scale | Reload)
+
+
+def supervisors(broker: Broker | None = None) -> list[dict[str, Any]]:
+    """Every live supervisor's published state (host, pid, workers, ...), sorted by id."""
+    b = broker or default_broker()
+    with translated(b.url):
+        keys = sorted(b.client.scan_iter(match=b.keys.supervisors_pattern(), count=500))
+        values = b.client.mget(keys) if keys else []
+    out = []
+    for key, raw in zip(keys, values, strict=True):
+        if raw:
+            entry = msgspec.json.decode(raw)
+            entry["id"] = key.decode().rsplit(":supervisor:", 1)[1]
+            out.append(entry)
+    return out
+
+
+def send_control(ident: str, message: Control, broker: Broker | None = None) -> None:
+    """Queue a control message for the supervisor ``ident`` (``host:pid``)."""
+    b = broker or default_broker()
+    key = b.keys.control(ident)
+    with translated(b.url):
+        pipe = b.client.pipeline(transaction=True)
+        pipe.rpush(key, msgspec.json.encode(message))
+        pipe.pexpire(key, CONTROL_TTL_MS)
+        pipe.execute()
+
+
+def take_control(ident: str, broker: Broker) -> list[Control]:
+    """Messages waiting for supervisor ``ident``; unreadable ones are dropped."""
+    key = broker.keys.control(ident)
+    with translated(broker.url):
+        pipe = broker.client.pipeline(transaction=True)
+        pipe.lrange(key, 0, -1)
+        pipe.delete(key)
+        raw, _ = pipe.execute()
+    out: list[Control] = []
+    for item in raw:
+        try:
+            out.append(_control_decoder.decode(item))
+        except msgspec.DecodeError:
+            continue
+    return out
+
+
+def pause(queue: str, broker: Broker | None = None) -> None:
+    """Workers stop claiming from ``queue`` (jobs stay queued; running ones finish)."""
+    b = broker or default_broker()
+    with translated(b.url):
+        b.client.sadd(b.keys.paused(), check_name("queue", queue))
+
+
+def resume(queue: str, broker: Broker | None = None) -> None:
+    """Workers claim from ``queue`` again; blocked workers are woken."""
+    b = broker or default_broker()
+    b.resume(check_name("queue", queue))
+
+
+def paused(broker: Broker | None = None) -> set[str]:
+    b = broker or default_broker()
+    with translated(b.url):
+        return {q.decode() for q in b.client.smembers(b.keys.paused())}
