@@ -7,6 +7,7 @@ Producers need only this package::
 
 from jobs.backoff import Backoff, BackoffKind
 from jobs.broker import Broker, connect, default_broker
+from jobs.context import JobContext, current
 from jobs.errors import (
     BrokerError,
     BrokerUnavailable,
@@ -47,6 +48,7 @@ __all__ = [
     "Fail",
     "Job",
     "JobCanceled",
+    "JobContext",
     "JobDefaults",
     "JobFailed",
     "JobFunction",
@@ -65,6 +67,7 @@ __all__ = [
     "UnknownFunction",
     "Worker",
     "connect",
+    "current",
     "default_broker",
     "enqueue_many",
     "job",

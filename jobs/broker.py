@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -47,6 +48,7 @@ class Broker:
         self._own_client = client is None
         self.keys = Keys(self.settings.namespace)
         self.prefix = self.keys.job("")
+        self.events_len = self.settings.events_max_len
         self.scripts = Scripts(self.client)
         self._claim_scripts: Scripts | None = None
 
@@ -86,9 +88,9 @@ class Broker:
     def _enqueue_args(self, queue: str, jobs: Sequence[Prepared]) -> tuple[list[str], list[Any]]:
         k = self.keys
         keys = [k.queued(queue), k.scheduled(queue), k.wake(queue), k.seq(), k.queues(),
-                k.timers(), k.completed(queue), k.dead(queue), k.canceled(queue)]
+                k.timers(), k.completed(queue), k.dead(queue), k.canceled(queue), k.events()]
         keys += [k.job(p.id) for p in jobs]
-        args: list[Any] = [queue, len(jobs)]
+        args: list[Any] = [queue, len(jobs), self.events_len]
         for p in jobs:
             args += [p.id, p.spec, p.priority, p.delay_ms, p.at_ms]
         return keys, args
@@ -100,12 +102,13 @@ class Broker:
         keys: list[str] = []
         for q in queues:
             keys += [self.keys.queued(q), self.keys.active(q), self.keys.wake(q)]
-        keys.append(self.keys.paused())
+        keys += [self.keys.paused(), self.keys.events()]
         with translated(self.url):
             # No client-side retry here: a resent claim whose first reply was lost would
             # hold a second job under the same token. The caller retries with a new token.
             reply = self.claim_scripts.claim(
-                keys=keys, args=[self.prefix, token, int(lease * 1000), *queues])
+                keys=keys,
+                args=[self.prefix, token, int(lease * 1000), self.events_len, *queues])
         if reply is None:
             return None
         pos, job_id, spec, attempt, priority, errs, enqueued, now = reply
@@ -127,12 +130,15 @@ class Broker:
         with translated(self.url):
             return self.client.blpop([self.keys.wake(q) for q in queues], timeout=wait) is not None
 
-    def complete(self, job: Claimed, result: bytes, result_ttl: float) -> bool:
+    def complete(self, job: Claimed, result: bytes, result_ttl: float,
+                 duration: float = 0.0) -> bool:
         k = self.keys
         keys = [k.job(job.id), k.active(job.queue), k.completed(job.queue), k.waiters(job.id),
-                k.done(job.id)]
-        args: list[Any] = [job.id, job.token, result, int(result_ttl * 1000), self.prefix,
-                self.defaults.max_completed]
+                k.done(job.id), k.events(), k.stats(minute()), k.totals()]
+        function = job.spec.function if job.spec else "?"
+        args: list[Any] = [job.id, job.token, result, max(1, int(result_ttl * 1000)),
+                           self.prefix, self.defaults.max_completed, self.events_len,
+                           job.queue, function, int(duration * 1000), bucket(duration)]
         with translated(self.url):
             return bool(self.scripts.complete(keys=keys, args=args))
 
@@ -144,17 +150,24 @@ class Broker:
         errors: Sequence[AttemptError],
         retry_in: float | None,
         *,
+        function: str = "?",
         only_if_expired: bool = False,
         on_dead: Prepared | None = None,
     ) -> str | None:
         """Retry in ``retry_in`` seconds, or dead when ``None``; returns the new state or None."""
         k = self.keys
+        last = errors[-1] if errors else None
+        summary = f"{last.type}: {last.message}"[:500] if last else ""
+        duration = last.duration if last else 0.0
         keys = [k.job(job_id), k.active(queue), k.scheduled(queue), k.dead(queue),
-                k.waiters(job_id), k.done(job_id), self.keys.timers()]
+                k.waiters(job_id), k.done(job_id), k.timers(), k.events(), k.stats(minute()),
+                k.totals()]
         args: list[Any] = [
             job_id, token, encoder.encode(list(errors)),
             -1 if retry_in is None else int(retry_in * 1000), "1" if only_if_expired else "0",
             self.prefix, int(self.defaults.dead_ttl * 1000), self.defaults.max_dead,
+            self.events_len, queue, function, int(duration * 1000),
+            bucket(duration) if last and last.duration else "", summary,
         ]
         if on_dead is not None and retry_in is None:
             hq = on_dead.queue
@@ -170,9 +183,10 @@ class Broker:
     def release_held(self, job_id: str, queue: str, token: str) -> bool:
         """Give a held job back without spending an attempt (graceful stop, kill on stop)."""
         k = self.keys
-        keys = [k.job(job_id), k.active(queue), k.queued(queue), k.wake(queue)]
+        keys = [k.job(job_id), k.active(queue), k.queued(queue), k.wake(queue), k.events()]
         with translated(self.url):
-            return bool(self.scripts.release(keys=keys, args=[job_id, token]))
+            return bool(self.scripts.release(
+                keys=keys, args=[job_id, token, self.events_len, queue]))
 
     def renew(self, held: Sequence[tuple[str, str, str]], lease: float) -> list[int]:
         """Extend leases of ``(job_id, queue, token)``; return the indexes no longer held."""
@@ -264,6 +278,36 @@ class Broker:
                 pipe.zcard(self.keys.state_index(queue, state))
             return dict(zip(states, (int(n) for n in pipe.execute()), strict=True))
 
+    def progress(self, job: Claimed, encoded: bytes, done: float, total: float | None,
+                 message: str) -> bool:
+        keys = [self.keys.job(job.id), self.keys.events()]
+        args: list[Any] = [job.token, encoded, self.events_len, job.id, job.queue, done,
+                           "" if total is None else total, message]
+        with translated(self.url):
+            return bool(self.scripts.progress(keys=keys, args=args))
+
+    def event(self, **fields: str | int | float) -> None:
+        """Append one event (used for worker lifecycle events)."""
+        args: list[Any] = [self.events_len]
+        for key, value in fields.items():
+            args += [key, value]
+        with translated(self.url):
+            self.scripts.event(keys=[self.keys.events()], args=args)
+
+    def append_log(self, job_id: str, line: str, keep: int) -> None:
+        key = self.keys.log(job_id)
+        with translated(self.url):
+            pipe = self.client.pipeline(transaction=False)
+            pipe.rpush(key, f"{time.time():.3f} {line}")
+            pipe.ltrim(key, -keep, -1)
+            pipe.expire(key, int(self.defaults.dead_ttl))
+            pipe.execute()
+
+    def job_log(self, job_id: str) -> list[str]:
+        with translated(self.url):
+            return [x.decode("utf-8", "replace") for x in
+                    self.client.lrange(self.keys.log(job_id), 0, -1)]
+
     def state_of(self, job_id: str) -> str | None:
         with translated(self.url):
             st = self.client.hget(self.keys.job(job_id), "st")
@@ -277,18 +321,19 @@ class Broker:
     def cancel(self, job_id: str, queue: str, reason: str) -> int | str | None:
         k = self.keys
         keys = [k.job(job_id), k.queued(queue), k.scheduled(queue), k.state_index(queue, "waiting"),
-                k.canceled(queue), k.waiters(job_id), k.done(job_id), k.wake(queue)]
+                k.canceled(queue), k.waiters(job_id), k.done(job_id), k.wake(queue), k.events()]
         args: list[Any] = [job_id, reason, self.prefix, int(self.defaults.dead_ttl * 1000),
-                self.defaults.max_dead]
+                           self.defaults.max_dead, self.events_len, queue]
         with translated(self.url):
             return _state_reply(self.scripts.cancel(keys=keys, args=args))
 
     def requeue(self, job_id: str, queue: str) -> int | str | None:
         """1 when requeued, -1 when the job is on another queue, else its state or None."""
         k = self.keys
-        keys = [k.job(job_id), k.dead(queue), k.queued(queue), k.wake(queue), k.seq()]
+        keys = [k.job(job_id), k.dead(queue), k.queued(queue), k.wake(queue), k.seq(), k.events()]
         with translated(self.url):
-            return _state_reply(self.scripts.requeue(keys=keys, args=[job_id, queue]))
+            return _state_reply(self.scripts.requeue(
+                keys=keys, args=[job_id, queue, self.events_len]))
 
     def purge(self, job_id: str, queue: str) -> int | str | None:
         """1 when deleted, -1 when the job is on another queue, else its state or None."""
@@ -311,6 +356,25 @@ class Broker:
         wait = max(0.01, min(timeout, self.settings.socket_timeout * 0.6))
         with translated(self.url):
             self.client.blpop([self.keys.done(job_id)], timeout=wait)
+
+
+PRIORITY_BAND = 2**42  # as in _lib.lua: sequence numbers per priority level
+
+# Upper bounds (seconds) of the duration histogram, as Prometheus buckets.
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+           300.0, 600.0, 1800.0, 3600.0)
+
+
+def bucket(duration: float) -> str:
+    """The histogram bucket label a duration falls in (``+Inf`` past the last bound)."""
+    for bound in BUCKETS:
+        if duration <= bound:
+            return f"{bound:g}"
+    return "+Inf"
+
+
+def minute(now: float | None = None) -> int:
+    return int((time.time() if now is None else now) // 60)
 
 
 def _state_reply(reply: Any) -> int | str | None:

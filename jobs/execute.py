@@ -7,11 +7,12 @@ from typing import Any
 
 import msgspec
 
+from jobs.broker import Broker
+from jobs.context import JobContext, reset_current, set_current
 from jobs.errors import UnknownFunction
 from jobs.policy import Outcome, Policy, Verdict, after_failure, error_of, resolve, safe_str
 from jobs.records import AttemptError, Claimed, ErrorKind, encoder
 from jobs.registry import JobFunction, lookup
-from jobs.settings import JobDefaults
 
 
 def invalid(job: Claimed, message: str, worker: str, type_: str = "InvalidJob") -> Outcome:
@@ -33,18 +34,21 @@ def find(job: Claimed) -> tuple[JobFunction[Any, Any] | None, str]:
         return None, str(exc)
 
 
-def execute(job: Claimed, defaults: JobDefaults, worker: str) -> tuple[Outcome, Policy]:
+def execute(job: Claimed, broker: Broker, worker: str) -> tuple[Outcome, Policy]:
     """Run the job's function; never raises for anything the job itself does."""
+    defaults = broker.defaults
     fn, problem = find(job)
     policy = resolve(job.spec, fn, defaults)
     if fn is None or job.spec is None:
         kind = "UnknownFunction" if job.spec else "CorruptRecord"
         return invalid(job, problem, worker, kind), policy
+    ctx = JobContext(job, policy.max_attempts, broker)
     try:
-        args, kwargs = fn.binder.bind(job.spec.args, job.spec.kwargs)
+        args, kwargs = fn.binder.bind(job.spec.args, job.spec.kwargs, ctx)
     except (TypeError, msgspec.ValidationError) as exc:
         return invalid(job, f"arguments do not match {fn.name}: {safe_str(exc)}", worker,
                        "ValidationError"), policy
+    token = set_current(ctx)
     started = time.perf_counter()
     try:
         value = fn.func(*args, **kwargs)
@@ -54,6 +58,8 @@ def execute(job: Claimed, defaults: JobDefaults, worker: str) -> tuple[Outcome, 
         verdict = Verdict.DEAD if retry_in is None else Verdict.RETRY
         return Outcome(verdict=verdict, error=error_of(exc, job.attempt, duration, worker),
                        retry_in=retry_in, duration=duration), policy
+    finally:
+        reset_current(token)
     duration = time.perf_counter() - started
     try:
         result = encoder.encode(value)

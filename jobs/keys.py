@@ -77,6 +77,9 @@ class Keys:
     def supervisors_pattern(self) -> str:
         return f"{self.ns}:supervisor:*"
 
+    def log(self, job_id: str) -> str:
+        return f"{self.ns}:log:{job_id}"
+
     def timers(self) -> str:
         return f"{self.ns}:timers"
 
@@ -88,6 +91,9 @@ class Keys:
 
     def events(self) -> str:
         return f"{self.ns}:events"
+
+    def totals(self) -> str:
+        return f"{self.ns}:totals"
 
     def stats(self, minute: int) -> str:
         return f"{self.ns}:stats:{minute}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 import secrets
 from datetime import UTC, datetime, timedelta
@@ -55,8 +56,9 @@ class Prepared(msgspec.Struct, frozen=True):
 
 
 def new_job_id() -> str:
-    # 96 random bits, URL-safe, 16 characters: short keys keep Redis memory low.
-    return secrets.token_urlsafe(12)
+    # 80 random bits as 16 base32 characters: short keys keep Redis memory low, and
+    # no id starts with "-" (which a command line would take for an option).
+    return base64.b32encode(secrets.token_bytes(10)).decode().lower()
 
 
 MAX_SECONDS = 10 * 365 * 86400.0  # ten years: beyond this a value is a mistake

@@ -44,7 +44,12 @@ class ArgumentBinder:
     """Validates a job's arguments against the function's annotations with msgspec."""
 
     def __init__(self, func: Callable[..., Any]) -> None:
-        self._signature = inspect.signature(func)
+        signature = inspect.signature(func)
+        # A parameter named ``ctx`` receives the JobContext; it is never part of the payload.
+        self.wants_ctx = "ctx" in signature.parameters
+        self._full = signature
+        self._signature = signature.replace(
+            parameters=[p for p in signature.parameters.values() if p.name != "ctx"])
         try:
             hints = inspect.get_annotations(func, eval_str=True)
         except Exception:  # unresolvable annotations: run without validation
@@ -56,8 +61,12 @@ class ArgumentBinder:
             and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
         }
 
-    def bind(self, args: list[Any], kwargs: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
-        """Return converted arguments; raise ``TypeError`` or ``msgspec.ValidationError``."""
+    def bind(self, args: list[Any], kwargs: dict[str, Any],
+             ctx: Any = None) -> tuple[list[Any], dict[str, Any]]:
+        """Converted arguments (with ``ctx`` in its place when the function declares it).
+
+        Raises ``TypeError`` (arity) or ``msgspec.ValidationError`` (types).
+        """
         bound = self._signature.bind(*args, **kwargs)
         for name, value in bound.arguments.items():
             kind = self._types.get(name)
@@ -66,6 +75,8 @@ class ArgumentBinder:
                     bound.arguments[name] = msgspec.convert(value, kind, strict=False)
                 except msgspec.ValidationError as exc:
                     raise msgspec.ValidationError(f"argument {name!r}: {exc}") from None
+        if self.wants_ctx:
+            bound = inspect.BoundArguments(self._full, {**bound.arguments, "ctx": ctx})
         return list(bound.args), dict(bound.kwargs)
 
 

@@ -22,6 +22,8 @@ SCRIPT_NAMES = (
     "purge",
     "watch",
     "resume",
+    "progress",
+    "event",
 )
 
 
@@ -49,6 +51,8 @@ class Scripts:
         self.purge = self._load(client, "purge")
         self.watch = self._load(client, "watch")
         self.resume = self._load(client, "resume")
+        self.progress = self._load(client, "progress")
+        self.event = self._load(client, "event")
 
     @staticmethod
     def _load(client: redis.Redis, name: str) -> Script:

@@ -26,6 +26,7 @@ class RedisSettings(Table, frozen=True, kw_only=True, forbid_unknown_fields=True
     password_file: str = ""
     socket_timeout: Seconds = 5.0
     connect_timeout: Seconds = 5.0
+    events_max_len: Annotated[int, Meta(ge=0, le=10_000_000)] = 10_000
 
 
 class JobDefaults(Table, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -87,6 +87,7 @@ def record_failure(broker: Broker, job_id: str, queue: str, token: str, attempt:
     retry_in = after_failure(policy, attempt, None) if spec else None
     hook = on_dead_job(policy, job_id, broker) if retry_in is None else None
     return broker.fail(job_id, queue, token, [*errors, error], retry_in,
+                       function=spec.function if spec else "?",
                        only_if_expired=only_if_expired, on_dead=hook)
 
 
@@ -181,19 +182,20 @@ class Worker:
             self.broker.wait_for_work(self.queues, remaining)
 
     def execute(self, job: Claimed) -> tuple[Outcome, Policy]:
-        return execute(job, self.broker.defaults, self.name)
+        return execute(job, self.broker, self.name)
 
     def finish(self, job: Claimed, outcome: Outcome, policy: Policy) -> str:
         """Write the outcome with the claim token; ``StaleToken`` if the job was taken back."""
         b = self.broker
         if outcome.verdict is Verdict.COMPLETED:
-            ok = b.complete(job, outcome.result, policy.result_ttl)
+            ok = b.complete(job, outcome.result, policy.result_ttl, outcome.duration)
             state: str | None = "completed" if ok else None
         else:
             assert outcome.error is not None
             hook = on_dead_job(policy, job.id, b) if outcome.verdict is Verdict.DEAD else None
             state = b.fail(job.id, job.queue, job.token, [*job.errors, outcome.error],
-                           outcome.retry_in, on_dead=hook)
+                           outcome.retry_in, on_dead=hook,
+                           function=job.spec.function if job.spec else "?")
         if state is None:
             raise StaleToken(
                 f"job {job.id} was taken back (lease expired or canceled) before this worker "

@@ -6,13 +6,14 @@ nearest deadline, and never talks to Redis itself (``Duties`` threads do).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import select
 import signal
 import socket
 import time
-from collections import deque
+from collections import Counter, deque
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +21,13 @@ import msgspec
 import psutil
 
 from jobs import Broker
+from jobs.cluster import Control, Reload, Scale
 from jobs.records import AttemptError, ErrorKind
 from supervisor.child import Child, child_main
 from supervisor.config import Config, load_config
-from supervisor.duties import Duties, Held, Settlement
+from supervisor.duties import Duties, Event, Held, Settlement
 from supervisor.errors import ConfigError, ExitCode, HaltServer
+from supervisor.metrics import LocalFigures, serve
 from supervisor.preload import preload
 from supervisor.proctitle import set_title
 from supervisor.slots import ChildState, Slots
@@ -69,14 +72,17 @@ class Arbiter:
         self.stopping = False
         self.stop_deadline = 0.0
         self.started = time.time()
+        self.host = socket.gethostname()
         self.notifier = Notifier()
         self.ready = False
         self.config_version = 1
         self.last_watchdog = 0.0
         self.last_title = 0.0
         broker = Broker(url, redis_settings=config.redis, defaults=config.defaults)
+        self.figures = LocalFigures(self._worker_states, lambda: self.duties.reclaims)
+        self.controls: deque[Control] = deque()
         self.duties = Duties(broker, config.supervisor.lease_timeout, list(config.worker.queues),
-                             self._held, self._state)
+                             self._held, self._state, self._control_arrived)
 
     # -- setup ------------------------------------------------------------------------------
 
@@ -89,6 +95,12 @@ class Arbiter:
     def _enqueue_signal(self, signum: int, frame: object) -> None:
         self.signals.append(signum)
 
+    def _control_arrived(self, message: Control) -> None:
+        """Called on the duties thread: hand the message to the loop and wake it."""
+        self.controls.append(message)
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"c")
+
     def run(self) -> int:
         unset_environment()
         try:
@@ -96,6 +108,8 @@ class Arbiter:
             self._install_signals()
             Path(self.config.supervisor.data_dir).mkdir(parents=True, exist_ok=True)
             self.duties.start()
+            if self.config.metrics.address:
+                serve(self.config.metrics.address, self.duties.broker, self.figures)
             log.info("supervisor %d starting %d workers on %s", os.getpid(), self.target,
                      ",".join(self.config.worker.queues))
             while True:
@@ -117,7 +131,8 @@ class Arbiter:
         return int(ExitCode.OK)
 
     def _shutdown(self) -> None:
-        self.notifier.stopping()
+        if not self.stopping:
+            self.notifier.stopping()
         self.duties.shutdown()
 
     # -- waiting ----------------------------------------------------------------------------
@@ -138,7 +153,7 @@ class Arbiter:
         return max(0.0, soonest - now)
 
     def _wait(self) -> None:
-        if self.signals:
+        if self.signals or self.controls:
             return
         try:
             ready, _, _ = select.select([self._wake_r], [], [], self._next_timeout())
@@ -154,6 +169,15 @@ class Arbiter:
     # -- signals ------------------------------------------------------------------------------
 
     def _dispatch(self) -> None:
+        while self.controls:
+            message = self.controls.popleft()
+            if isinstance(message, Scale):
+                limit = self.config.supervisor.max_workers or MAX_SLOTS
+                self.target = max(1, min(message.workers, limit))
+                log.info("control message: scale to %d workers", self.target)
+            elif isinstance(message, Reload):
+                log.info("control message: reload")
+                self.handle_hup()
         while self.signals:
             signum = self.signals.popleft()
             name = signal.Signals(signum).name
@@ -200,7 +224,7 @@ class Arbiter:
         self.generation += 1
         log.info("reloaded configuration (version %d): rolling restart of %d workers",
                  self.config_version, self.target)
-        self.notifier.ready(self._status())
+        self.ready = False  # READY=1 again once the new generation is up (manage)
 
     def handle_ttin(self) -> None:
         limit = self.config.supervisor.max_workers or MAX_SLOTS
@@ -240,6 +264,7 @@ class Arbiter:
         self.children[pid] = ChildInfo(pid=pid, slot=slot, age=self.age,
                                        generation=self.generation, spawned=time.monotonic())
         log.info("worker %d started (slot %d)", pid, slot)
+        self.duties.settle(Event({"e": "worker_started", "pid": pid, "host": self.host}))
 
     def _signal(self, pid: int, sig: int) -> None:
         try:
@@ -293,6 +318,14 @@ class Arbiter:
             self.boot_failures = 0
         log.log(logging.INFO if code in (0, ExitCode.RECYCLE) else logging.WARNING,
                 "worker %d %s (peak RSS %d MiB)", info.pid, how, maxrss_kib // 1024)
+        killed = info.kill_reason.message if info.kill_reason else ""
+        if info.kill_reason:
+            self.figures.kills[_KILL_REASONS.get(info.kill_reason.type, "crash")] += 1
+        elif view.state is ChildState.BUSY and not info.release_on_kill:
+            self.figures.kills["crash"] += 1
+        self.duties.settle(Event({
+            "e": "worker_killed" if killed else "worker_stopped", "pid": info.pid,
+            "host": self.host, "reason": killed or how}))
         if view.state is ChildState.BUSY and view.job_id:
             held = Held(view.job_id, view.queue, view.token)
             if info.release_on_kill:
@@ -366,7 +399,8 @@ class Arbiter:
         if not self.ready and len(booted_new) >= min(self.target, 1):
             self.ready = True
             self.notifier.ready(self._status())
-            log.info("supervisor ready: %d workers", len(booted_new))
+            if self.config_version == 1:
+                log.info("supervisor ready: %d workers", len(booted_new))
 
     def _booted(self, c: ChildInfo) -> bool:
         return self.slots.read(c.slot).state in (ChildState.IDLE, ChildState.BUSY)
@@ -377,6 +411,10 @@ class Arbiter:
         self._signal(c.pid, signal.SIGTERM)
 
     # -- reporting -------------------------------------------------------------------------
+
+    def _worker_states(self) -> Counter[str]:
+        return Counter(self.slots.read(c.slot).state.name.lower()
+                       for c in list(self.children.values()))
 
     def _held(self) -> list[Held]:
         out = []
@@ -439,6 +477,9 @@ class Arbiter:
                 self.target -= 1
                 log.info("autoscale: a worker idle for over %.0f s: shrinking to %d",
                          s.idle_timeout, self.target)
+
+
+_KILL_REASONS = {"HardTimeout": "hard_timeout", "HeartbeatLost": "heartbeat_lost"}
 
 
 def _describe_exit(status: int, by_us: bool) -> str:

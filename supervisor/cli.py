@@ -7,25 +7,13 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 import jobs
-from jobs import Broker, Job, JobsError, Queue
-from jobs.connection import embedded_url
-from supervisor.config import Config, config_path, load_config
+from jobs import JobsError
+from supervisor import cli_jobs, cli_ops
+from supervisor.cli_common import load
 from supervisor.errors import ConfigError, ExitCode, HaltServer
 from supervisor.logs import configure
-
-
-def _load(args: argparse.Namespace) -> tuple[Config, str | None]:
-    path = config_path(args.config)
-    return load_config(path), str(path) if path else None
-
-
-def _broker(config: Config) -> Broker:
-    url = config.redis.url or os.environ.get("JOBVISOR_REDIS_URL") or embedded_url(
-        config.supervisor.data_dir)
-    return jobs.connect(url, redis_settings=config.redis, defaults=config.defaults)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -33,7 +21,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from supervisor.embedded import EmbeddedServer
 
     reopen = configure(args.log_level, args.log_format, args.log_file)
-    config, path = _load(args)
+    config, path = load(args)
     data_dir = Path(config.supervisor.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     url = config.redis.url or os.environ.get("JOBVISOR_REDIS_URL", "")
@@ -52,70 +40,38 @@ def cmd_run(args: argparse.Namespace) -> int:
         pidfile.unlink(missing_ok=True)
 
 
-def cmd_enqueue(args: argparse.Namespace) -> int:
-    config, _ = _load(args)
-    broker = _broker(config)
-    values = [json.loads(a) for a in args.args]
-    kwargs = json.loads(args.kwargs) if args.kwargs else {}
-    if not isinstance(kwargs, dict):
-        raise ConfigError("--kwargs must be a JSON object")
-    opts: dict[str, Any] = {k: v for k, v in (
-        ("priority", args.priority), ("delay", args.delay), ("timeout", args.timeout),
-        ("max_attempts", args.max_attempts), ("job_id", args.id)) if v is not None}
-    job = Queue(args.queue, broker).options(**opts).enqueue(args.name, *values, **kwargs)
-    print(job.id)
-    return 0
-
-
-def cmd_show(args: argparse.Namespace) -> int:
-    config, _ = _load(args)
-    job = Job.fetch(args.id, _broker(config))
-    r = job.record
-    errors = [{"attempt": e.attempt, "kind": e.kind.value, "type": e.type,
-               "message": e.message, "traceback": e.traceback} for e in r.errors]
-    data: dict[str, Any] = {
-        "id": r.id, "function": job.function, "queue": r.queue, "priority": r.priority,
-        "state": r.state.value, "attempts": r.attempts,
-        "args": r.spec.args if r.spec else None, "kwargs": r.spec.kwargs if r.spec else None,
-        "errors": errors,
-        "result": jobs.records.any_decoder.decode(r.result) if r.result else None,
-        "enqueued_at": r.enqueued_at, "started_at": r.started_at, "finished_at": r.finished_at,
-    }
-    if args.json:
-        print(json.dumps(data, default=str))
-    else:
-        for key, value in data.items():
-            if key != "errors":
-                print(f"{key:12} {value}")
-        for e in errors:
-            print(f"error #{e['attempt']} ({e['kind']}) {e['type']}: {e['message']}")
-    return 0
-
-
-def cmd_wait(args: argparse.Namespace) -> int:
-    config, _ = _load(args)
-    value = Job(args.id, _broker(config)).result(timeout=args.timeout)
-    print(json.dumps(value, default=str))
-    return 0
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     from supervisor.demo import run_demo
 
     return run_demo(args)
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="jobvisor", description=__doc__)
-    p.add_argument("--config", help="config file (default: $JOBVISOR_CONFIG or ./config.toml)")
-    sub = p.add_subparsers(dest="command", required=True)
+def cmd_top(args: argparse.Namespace) -> int:
+    from supervisor.top import run_top
 
-    run = sub.add_parser("run", help="run the supervisor (and the embedded server)")
-    run.add_argument("--log-level", default="INFO")
-    run.add_argument("--log-format", choices=["text", "json"], default="text")
-    run.add_argument("--log-file", help="log to this file (SIGUSR1 reopens it)")
-    run.set_defaults(func=cmd_run)
+    return run_top(args)
 
+
+def _json_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def _dead_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    dead = sub.add_parser("dead", help="dead-letter queue: list, show, requeue, purge")
+    dead.add_argument("action", choices=["list", "show", "requeue", "purge"])
+    dead.add_argument("id", nargs="?", help="one job id")
+    dead.add_argument("--queue", default="default")
+    dead.add_argument("--function", help="only jobs of this module:function")
+    dead.add_argument("--error-type", help="only jobs whose last error has this type or kind")
+    dead.add_argument("--older-than", type=float, help="only jobs dead longer than N seconds")
+    dead.add_argument("--newer-than", type=float, help="only jobs dead at most N seconds")
+    dead.add_argument("--limit", type=int, default=100)
+    dead.add_argument("--all", action="store_true", help="requeue/purge every dead job")
+    _json_flag(dead)
+    dead.set_defaults(func=cli_ops.cmd_dead)
+
+
+def _job_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     enq = sub.add_parser("enqueue", help="enqueue a job by name; prints its id")
     enq.add_argument("name", help="module:function")
     enq.add_argument("args", nargs="*", help="arguments, each a JSON value")
@@ -123,24 +79,75 @@ def parser() -> argparse.ArgumentParser:
     enq.add_argument("--queue", default="default")
     enq.add_argument("--priority", help="LOW, NORMAL, HIGH, CRITICAL or 0..1000")
     enq.add_argument("--delay", type=float, help="seconds from now")
-    enq.add_argument("--timeout", type=float)
+    enq.add_argument("--at", help="ISO 8601 time with offset, e.g. 2026-12-01T09:00:00+00:00")
+    enq.add_argument("--timeout", type=float, help="hard timeout in seconds")
     enq.add_argument("--max-attempts", type=int)
-    enq.add_argument("--id", help="custom job id (idempotent enqueue)")
-    enq.set_defaults(func=cmd_enqueue)
-
-    show = sub.add_parser("show", help="everything about one job")
-    show.add_argument("id")
-    show.add_argument("--json", action="store_true")
-    show.set_defaults(func=cmd_show)
-
-    wait = sub.add_parser("wait", help="block until a job ends; print its result")
+    enq.add_argument("--id", help="custom job id (enqueueing it again returns the same job)")
+    enq.set_defaults(func=cli_jobs.cmd_enqueue)
+    for name, func, text in (("show", cli_jobs.cmd_show, "everything about one job"),
+                             ("result", cli_jobs.cmd_result, "print a completed job's result")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("id")
+        _json_flag(p)
+        p.set_defaults(func=func)
+    wait = sub.add_parser("wait", help="live progress until a job ends; exit code says how")
     wait.add_argument("id")
-    wait.add_argument("--timeout", type=float)
-    wait.set_defaults(func=cmd_wait)
+    wait.add_argument("--timeout", type=float, help="give up after N seconds (exit 12)")
+    _json_flag(wait)
+    wait.set_defaults(func=cli_jobs.cmd_wait)
+    cancel = sub.add_parser("cancel", help="cancel a waiting, scheduled or queued job")
+    cancel.add_argument("id")
+    cancel.add_argument("--reason", default="canceled from the command line")
+    cancel.set_defaults(func=cli_jobs.cmd_cancel)
 
+
+def _ops_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    for name, func, text in (("stats", cli_ops.cmd_stats, "per-queue counts and rates"),
+                             ("hosts", cli_ops.cmd_hosts, "live supervisors"),
+                             ("workers", cli_ops.cmd_workers, "every live worker")):
+        p = sub.add_parser(name, help=text)
+        _json_flag(p)
+        p.set_defaults(func=func)
+    _dead_parser(sub)
+    for name in ("pause", "resume"):
+        p = sub.add_parser(name, help=f"{name} claiming from a queue")
+        p.add_argument("queue")
+        p.set_defaults(func=cli_ops.cmd_pause)
+    scale = sub.add_parser("scale", help="set a running supervisor's worker count")
+    scale.add_argument("workers", type=int)
+    scale.add_argument("--host", help="supervisor id (host:pid, see `jobvisor hosts`)")
+    scale.set_defaults(func=cli_ops.cmd_scale)
+    reload = sub.add_parser("reload", help="reload a running supervisor (SIGHUP or remote)")
+    reload.add_argument("--host", help="supervisor id (host:pid) to reload through Redis")
+    reload.set_defaults(func=cli_ops.cmd_reload)
+    events = sub.add_parser("events", help="the event stream")
+    events.add_argument("--follow", "-f", action="store_true")
+    events.add_argument("--queue")
+    events.add_argument("--job")
+    events.add_argument("--count", type=int, default=20, help="recent events shown first")
+    events.add_argument("--for", dest="for_seconds", type=float, help="stop following after N s")
+    _json_flag(events)
+    events.set_defaults(func=cli_ops.cmd_events)
+    top = sub.add_parser("top", help="live view of queues and workers")
+    top.add_argument("--once", action="store_true", help="render once and exit")
+    top.add_argument("--interval", type=float, default=1.0)
+    top.set_defaults(func=cmd_top)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="jobvisor", description=__doc__)
+    p.add_argument("--config", help="config file (default: $JOBVISOR_CONFIG or ./config.toml)")
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the supervisor (and the embedded server)")
+    run.add_argument("--log-level", default="INFO")
+    run.add_argument("--log-format", choices=["text", "json"], default="text")
+    run.add_argument("--log-file", help="log to this file (SIGUSR1 reopens it)")
+    run.set_defaults(func=cmd_run)
     demo = sub.add_parser("demo", help="start a supervisor, run example jobs, show a summary")
-    demo.add_argument("--jobs", type=int, default=40, help="CPU-bound jobs to run")
+    demo.add_argument("--jobs", type=int, default=40, help="prime-counting jobs to run")
     demo.set_defaults(func=cmd_demo)
+    _job_parsers(sub)
+    _ops_parsers(sub)
     return p
 
 
@@ -162,4 +169,6 @@ def main(argv: list[str] | None = None) -> None:
         code = int(ExitCode.ERROR)
     except KeyboardInterrupt:
         code = 130
+    except BrokenPipeError:
+        code = 0
     sys.exit(code)

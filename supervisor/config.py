@@ -48,11 +48,16 @@ class WorkerSettings(Table, frozen=True, kw_only=True, forbid_unknown_fields=Tru
             raise ValueError("weights must give one number per queue (or be empty: strict order)")
 
 
+class MetricsSettings(Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    address: Annotated[str, Meta(pattern=r"^$|^[A-Za-z0-9_.\-\[\]:]*:[0-9]{1,5}$")] = ""
+
+
 class Config(Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
     redis: RedisSettings = RedisSettings()
     supervisor: SupervisorSettings = SupervisorSettings()
     worker: WorkerSettings = WorkerSettings()
     defaults: JobDefaults = JobDefaults()
+    metrics: MetricsSettings = MetricsSettings()
 
     def pool_size(self) -> int:
         """The fixed pool size, or the starting size when autoscaling."""

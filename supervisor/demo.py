@@ -1,5 +1,5 @@
 """``jobvisor demo``: a supervisor on a private embedded server, a mix of example jobs,
-a live line of counts while they run, and a summary of what happened."""
+the live ``top`` view while they run, and a summary of what happened."""
 
 from __future__ import annotations
 
@@ -13,8 +13,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from jobs import Broker, Job, JobState, Priority, Queue, RedisSettings
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from jobs import Broker, Job, Priority, Queue, RedisSettings
 from jobs.connection import embedded_url
+from supervisor.top import render
 
 DEMO_CONFIG = """\
 [supervisor]
@@ -42,7 +48,7 @@ def _wait_ready(broker: Broker, proc: subprocess.Popen[bytes], timeout: float = 
 
 def _enqueue(q: Queue, n: int) -> list[Job]:
     levels = list(Priority)
-    out = [q.options(priority=levels[i % 4]).enqueue("examples.cpu:count_primes", 150_000 + i)
+    out = [q.options(priority=levels[i % 4]).enqueue("examples.cpu:count_primes", 300_000 + i)
            for i in range(n)]
     out += [q.options(priority=Priority.HIGH).enqueue("examples.cpu:mandelbrot", 60, 40)
             for _ in range(4)]
@@ -53,12 +59,65 @@ def _enqueue(q: Queue, n: int) -> list[Job]:
     return out
 
 
+def _progress_line(jobs_: list[Job]) -> Text:
+    states = collections.Counter(j.refresh().state.value for j in jobs_)
+    return Text("  ".join(f"{s}={states.get(s, 0)}" for s in
+                          ("queued", "scheduled", "active", "completed", "dead")))
+
+
+def _follow(console: Console, broker: Broker, jobs_: list[Job], timeout: float) -> None:
+    """The live top view on a terminal; a line of counts per second when piped."""
+    deadline = time.monotonic() + timeout
+    if console.is_terminal:
+        with Live(console=console, auto_refresh=False) as view:
+            while time.monotonic() < deadline:
+                view.update(Group(render(broker), _progress_line(jobs_)), refresh=True)
+                if all(j.state.is_final for j in jobs_):
+                    return
+                time.sleep(0.5)
+        return
+    while time.monotonic() < deadline:
+        console.print(_progress_line(jobs_))
+        if all(j.state.is_final for j in jobs_):
+            break
+        time.sleep(1.0)
+    console.print(render(broker))
+
+
+def _summary(console: Console, jobs_: list[Job], elapsed: float) -> None:
+    outcomes = collections.Counter(j.state.value for j in jobs_)
+    done = outcomes.get("completed", 0)
+    console.print(f"\nsummary: {dict(outcomes)}, {done / elapsed:.1f} completed jobs/s "
+                  f"over {elapsed:.1f} s")
+    prio = Table(title="prime counting by priority (higher runs first)")
+    for col in ("priority", "jobs", "mean wait before start"):
+        prio.add_column(col)
+    by_level: dict[str, list[float]] = collections.defaultdict(list)
+    for j in jobs_:
+        if j.function.endswith("count_primes") and j.started_at and j.enqueued_at:
+            by_level[Priority(j.priority).name].append(j.started_at - j.enqueued_at)
+    for level in ("CRITICAL", "HIGH", "NORMAL", "LOW"):
+        waits = by_level.get(level, [])
+        if waits:
+            prio.add_row(level, str(len(waits)), f"{sum(waits) / len(waits):.2f} s")
+    console.print(prio)
+    reasons = Table(title="kills, crashes and retries")
+    for col in ("job", "attempt", "what happened", "then"):
+        reasons.add_column(col)
+    for j in jobs_:
+        for e in j.errors:
+            then = "dead" if e is j.errors[-1] and j.state.value == "dead" else "retried"
+            reasons.add_row(j.function, str(e.attempt), f"{e.type}: {e.message}", then)
+    console.print(reasons)
+
+
 def run_demo(args: argparse.Namespace) -> int:
+    console = Console() if sys.stdout.isatty() else Console(width=140)
     with tempfile.TemporaryDirectory(prefix="jobvisor-demo-") as tmp:
         data_dir = Path(tmp) / "var"
         config = Path(tmp) / "config.toml"
         config.write_text(DEMO_CONFIG.format(data_dir=data_dir))
-        print(f"starting a supervisor with 2 workers (data in {data_dir})")
+        console.print(f"starting a supervisor with 2 workers (embedded server in {data_dir})")
         proc = subprocess.Popen([sys.executable, "-m", "supervisor", "--config", str(config),
                                  "run", "--log-file", str(Path(tmp) / "supervisor.log")])
         broker = Broker(embedded_url(data_dir), redis_settings=RedisSettings())
@@ -66,11 +125,11 @@ def run_demo(args: argparse.Namespace) -> int:
             _wait_ready(broker, proc)
             started = time.monotonic()
             jobs_ = _enqueue(Queue("default", broker), args.jobs)
-            print(f"enqueued {len(jobs_)} jobs: prime counting at every priority, Mandelbrot, "
-                  "delayed hashing, one runaway loop, one flaky job, one crashing job")
-            _follow(jobs_, timeout=120)
-            elapsed = time.monotonic() - started
-            _summary(jobs_, elapsed)
+            console.print(f"enqueued {len(jobs_)} jobs: prime counting at every priority, "
+                          "Mandelbrot, delayed hashing, one runaway loop (hard timeout 1 s), "
+                          "one flaky job (retries), one job that crashes its worker")
+            _follow(console, broker, jobs_, timeout=120)
+            _summary(console, jobs_, time.monotonic() - started)
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -79,31 +138,3 @@ def run_demo(args: argparse.Namespace) -> int:
                 proc.kill()
                 proc.wait()
     return 0
-
-
-def _follow(jobs_: list[Job], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        states = collections.Counter(j.refresh().state.value for j in jobs_)
-        line = "  ".join(f"{s}={states.get(s, 0)}" for s in
-                         ("queued", "scheduled", "active", "completed", "dead"))
-        print(f"\r{line}   ", end="", flush=True)
-        if all(JobState(s).is_final for s in states):
-            print()
-            return
-        time.sleep(0.25)
-    print("\njobvisor demo: some jobs did not finish in time")
-
-
-def _summary(jobs_: list[Job], elapsed: float) -> None:
-    outcomes = collections.Counter(j.state.value for j in jobs_)
-    by_priority = collections.Counter(Priority(j.priority).name for j in jobs_
-                                      if j.function.endswith("count_primes"))
-    done = outcomes.get("completed", 0)
-    print("\nsummary")
-    print(f"  outcomes:      {dict(outcomes)}")
-    print(f"  prime jobs by priority: {dict(by_priority)}")
-    print(f"  throughput:    {done / elapsed:.1f} completed jobs/s over {elapsed:.1f} s")
-    for j in jobs_:
-        for e in j.errors:
-            print(f"  {j.function:26} attempt {e.attempt}: {e.type}: {e.message}")

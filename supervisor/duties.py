@@ -21,6 +21,7 @@ from typing import Any
 import msgspec
 
 from jobs import Broker, reclaim, run_promoter
+from jobs.cluster import Control, take_control
 from jobs.records import AttemptError
 from jobs.worker import account_failure
 
@@ -40,23 +41,32 @@ class Settlement(msgspec.Struct, frozen=True):
     error: AttemptError | None  # None: release without spending an attempt
 
 
+class Event(msgspec.Struct, frozen=True):
+    """A worker lifecycle event for the events stream."""
+
+    fields: dict[str, str | int | float]
+
+
 class Duties:
     def __init__(self, broker: Broker, lease: float, queues: list[str],
-                 held: Callable[[], list[Held]], state: Callable[[], dict[str, Any]]) -> None:
+                 held: Callable[[], list[Held]], state: Callable[[], dict[str, Any]],
+                 on_control: Callable[[Control], None]) -> None:
         self.broker = broker
         self.lease = lease
         self.queues = queues
         self.held = held
         self.state = state
+        self.on_control = on_control
+        self.reclaims = 0
         self.tick = min(1.0, lease / 3)
         self.backlog = 0
         self.stop = threading.Event()
         self._wake = threading.Event()
-        self._outbox: deque[Settlement] = deque()
+        self._outbox: deque[Settlement | Event] = deque()
         self._threads: list[threading.Thread] = []
         self.ident = f"{socket.gethostname()}:{os.getpid()}"
 
-    def settle(self, item: Settlement) -> None:
+    def settle(self, item: Settlement | Event) -> None:
         self._outbox.append(item)
         self._wake.set()
 
@@ -111,9 +121,12 @@ class Duties:
                 if time.monotonic() - last_reclaim > self.lease / 2:
                     last_reclaim = time.monotonic()
                     for job_id, state in reclaim(self.broker, self.broker.known_queues()):
+                        self.reclaims += 1
                         log.warning("job %s reclaimed after its lease expired: now %s",
                                     job_id, state)
                 self._publish()
+                for message in take_control(self.ident, self.broker):
+                    self.on_control(message)
             except Exception as exc:  # keep the thread alive through any Redis trouble
                 log.warning("redis duties: %s", exc)
 
@@ -121,6 +134,10 @@ class Duties:
         while self._outbox:
             item = self._outbox[0]
             try:
+                if isinstance(item, Event):
+                    self.broker.event(**item.fields)
+                    self._outbox.popleft()
+                    continue
                 h = item.held
                 if item.error is None:
                     self.broker.release_held(h.job_id, h.queue, h.token)
@@ -130,7 +147,7 @@ class Duties:
                     log.warning("job %s: %s -> %s", h.job_id, item.error.message,
                                 state or "already settled")
             except Exception as exc:
-                log.warning("cannot settle job %s yet, will retry: %s", item.held.job_id, exc)
+                log.warning("cannot write to Redis yet, will retry: %s", exc)
                 return False
             self._outbox.popleft()
         return True

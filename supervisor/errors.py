@@ -12,6 +12,9 @@ class ExitCode(IntEnum):
     BOOT_ERROR = 3
     REDIS_UNAVAILABLE = 4
     RECYCLE = 5
+    JOB_DEAD = 10
+    JOB_CANCELED = 11
+    JOB_NOT_DONE = 12
 
 
 class SupervisorError(Exception):

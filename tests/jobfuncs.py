@@ -183,3 +183,15 @@ def cyclic() -> list[object]:
 @job(max_attempts=2)
 def retry_forever() -> None:
     raise Retry(after=float("inf"))
+
+
+@job
+def reports_progress(ctx, steps: int) -> int:  # type: ignore[no-untyped-def]
+    """Declares ``ctx``: progress for every step (throttled), a log line, its attempt."""
+    from jobs import current
+
+    assert current() is ctx
+    for i in range(1, steps + 1):
+        ctx.progress(i, steps, f"step {i}")
+    ctx.log(f"attempt {ctx.attempt} of {ctx.max_attempts}")
+    return steps

@@ -28,17 +28,19 @@ lease_timeout = 3.0
 [worker]
 modules = {modules}
 queues = ["default"]
+{tail}
 """
 
 
 class Running:
     def __init__(self, tmp: Path, server, ns: str, workers: int = 2, graceful: float = 10.0,
                  modules: str = '["examples.cpu", "tests.jobfuncs"]', extra: str = "",
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, tail: str = "") -> None:
         self.config = tmp / "config.toml"
         self.log = tmp / "supervisor.log"
         self.text = CONFIG.format(url=server.url, ns=ns, data=tmp / "var", workers=workers,
-                                  graceful=graceful, modules=modules, sup_extra=extra)
+                                  graceful=graceful, modules=modules, sup_extra=extra,
+                                  tail=tail)
         self.config.write_text(self.text)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "supervisor", "--config", str(self.config), "run",

@@ -411,3 +411,36 @@ def test_backoff_kinds_and_cap():
     assert all(5 <= s <= 15 for s in samples) and len(set(samples)) > 100
     capped = Backoff(kind="fixed", base=10, cap=10, jitter=0.5)
     assert all(capped.delay(1, rng) <= 10 for _ in range(100))
+
+
+def test_progress_context_and_log(broker):
+    j = jobfuncs.reports_progress.enqueue(10_000)
+    run(broker)
+    assert j.result(timeout=1) == 10_000
+    assert j.refresh().progress == {"done": 10_000, "total": 10_000, "message": "step 10000"}
+    events = broker.client.xrange(broker.keys.events())
+    progress = [e for _, e in events if e[b"e"] == b"progress"]
+    assert 1 <= len(progress) < 20  # throttled: 10,000 reports became a handful of writes
+    assert broker.job_log(j.id)[0].endswith("attempt 1 of 3")
+
+
+def test_current_outside_a_job_is_an_error():
+    from jobs import JobsError, current
+
+    with pytest.raises(JobsError, match="only available inside a running job"):
+        current()
+
+
+def test_events_and_counters(broker):
+    ok = jobfuncs.add.enqueue(1, 1)
+    bad = jobfuncs.gives_up.enqueue()
+    run(broker)
+    kinds = [(e[b"e"].decode(), e.get(b"id", b"").decode())
+             for _, e in broker.client.xrange(broker.keys.events())]
+    assert ("enqueued", ok.id) in kinds and ("started", ok.id) in kinds
+    assert ("completed", ok.id) in kinds and ("dead", bad.id) in kinds
+    from jobs.broker import minute
+
+    stats = broker.client.hgetall(broker.keys.stats(minute()))
+    assert stats[b"default|completed"] == b"1" and stats[b"default|dead"] == b"1"
+    assert stats[b"fn|tests.jobfuncs:add|completed"] == b"1"

@@ -49,6 +49,27 @@ local function notify(waiters_key, done_key)
     end
 end
 
+-- Append an event to the capped events stream (max_len 0: events are off).
+local function emit(events_key, max_len, ...)
+    if tonumber(max_len) > 0 then
+        redis.call('XADD', events_key, 'MAXLEN', '~', max_len, '*', ...)
+    end
+end
+
+-- Count an outcome in this minute's statistics hash (kept two hours) and in the
+-- never-reset totals hash (Prometheus counters must only grow).
+local function count(stats_key, totals_key, queue, fn, outcome, duration_ms, bucket)
+    for _, key in ipairs({stats_key, totals_key}) do
+        redis.call('HINCRBY', key, queue .. '|' .. outcome, 1)
+        redis.call('HINCRBY', key, 'fn|' .. fn .. '|' .. outcome, 1)
+        if bucket ~= '' then
+            redis.call('HINCRBY', key, queue .. '|d|' .. bucket, 1)
+            redis.call('HINCRBY', key, queue .. '|dsum', duration_ms)
+        end
+    end
+    redis.call('EXPIRE', stats_key, 7200, 'NX')
+end
+
 -- Signal the promoter that the earliest due time may have moved earlier.
 local function poke_timers(scheduled_key, timers_key, id)
     local first = redis.call('ZRANGE', scheduled_key, 0, 0)

@@ -4,6 +4,7 @@
 -- KEYS[6] result waiters counter  KEYS[7] result done list  KEYS[8] wake list
 -- ARGV[1] job id  ARGV[2] reason  ARGV[3] job record prefix
 -- ARGV[4] canceled TTL ms  ARGV[5] most canceled jobs to keep
+-- KEYS[9] events stream  ARGV[6] events stream length (0: off)  ARGV[7] queue name
 -- Returns 1 when canceled, else the job's state (or false when there is no such job).
 
 local st = redis.call('HGET', KEYS[1], 'st')
@@ -18,4 +19,5 @@ redis.call('HDEL', KEYS[1], 'due')
 redis.call('ZADD', KEYS[5], now, ARGV[1])
 trim_index(KEYS[5], ARGV[3], 'canceled', now - tonumber(ARGV[4]), tonumber(ARGV[5]))
 notify(KEYS[6], KEYS[7])
+emit(KEYS[9], ARGV[6], 'e', 'canceled', 'id', ARGV[1], 'q', ARGV[7], 'reason', ARGV[2])
 return 1

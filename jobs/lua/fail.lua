@@ -4,10 +4,13 @@
 -- ARGV[1] job id  ARGV[2] claim token  ARGV[3] encoded list of every attempt's error
 -- ARGV[4] retry delay ms, or -1 for dead  ARGV[5] 1: only if the lease has expired (reclaim)
 -- ARGV[6] job record prefix  ARGV[7] dead TTL ms  ARGV[8] most dead jobs to keep
+-- KEYS[8] events stream  KEYS[9] this minute's statistics hash  KEYS[10] totals hash
+-- ARGV[9] events stream length (0: off)  ARGV[10] queue name  ARGV[11] function name
+-- ARGV[12] duration ms  ARGV[13] duration bucket  ARGV[14] error summary
 -- With an on_dead hook, enqueued in the same step as the death (so it runs exactly once):
--- KEYS[8] hook job record  KEYS[9] hook queue's queued index  KEYS[10] its wake list
--- KEYS[11] sequence counter  KEYS[12] set of queue names
--- ARGV[9] hook job id  ARGV[10] hook spec  ARGV[11] hook priority  ARGV[12] hook queue name
+-- KEYS[11] hook job record  KEYS[12] hook queue's queued index  KEYS[13] its wake list
+-- KEYS[14] sequence counter  KEYS[15] set of queue names
+-- ARGV[15] hook job id  ARGV[16] hook spec  ARGV[17] hook priority  ARGV[18] hook queue name
 -- Returns 'scheduled' or 'dead' when written, 0 for a stale token or a live lease.
 
 local st, tok = unpack(redis.call('HMGET', KEYS[1], 'st', 'tok'))
@@ -27,17 +30,22 @@ if delay >= 0 then
     redis.call('HSET', KEYS[1], 'st', 'scheduled', 'errs', ARGV[3], 'due', due)
     redis.call('ZADD', KEYS[3], due, ARGV[1])
     poke_timers(KEYS[3], KEYS[7], ARGV[1])
+    count(KEYS[9], KEYS[10], ARGV[10], ARGV[11], 'retried', ARGV[12], ARGV[13])
+    emit(KEYS[8], ARGV[9], 'e', 'retrying', 'id', ARGV[1], 'q', ARGV[10], 'in_ms', delay,
+        'error', ARGV[14])
     return 'scheduled'
 end
 redis.call('HSET', KEYS[1], 'st', 'dead', 'errs', ARGV[3], 'tf', now)
 redis.call('ZADD', KEYS[4], now, ARGV[1])
 trim_index(KEYS[4], ARGV[6], 'dead', now - tonumber(ARGV[7]), tonumber(ARGV[8]))
 notify(KEYS[5], KEYS[6])
-if KEYS[8] and redis.call('EXISTS', KEYS[8]) == 0 then
-    redis.call('SADD', KEYS[12], ARGV[12])
-    redis.call('HSET', KEYS[8], 'spec', ARGV[10], 'q', ARGV[12], 'pri', ARGV[11], 'att', 0,
+count(KEYS[9], KEYS[10], ARGV[10], ARGV[11], 'dead', ARGV[12], ARGV[13])
+emit(KEYS[8], ARGV[9], 'e', 'dead', 'id', ARGV[1], 'q', ARGV[10], 'error', ARGV[14])
+if KEYS[11] and redis.call('EXISTS', KEYS[11]) == 0 then
+    redis.call('SADD', KEYS[15], ARGV[18])
+    redis.call('HSET', KEYS[11], 'spec', ARGV[16], 'q', ARGV[18], 'pri', ARGV[17], 'att', 0,
         'te', now, 'st', 'queued')
-    redis.call('ZADD', KEYS[9], queue_score(ARGV[11], redis.call('INCR', KEYS[11])), ARGV[9])
-    wake(KEYS[10], KEYS[9])
+    redis.call('ZADD', KEYS[12], queue_score(ARGV[17], redis.call('INCR', KEYS[14])), ARGV[15])
+    wake(KEYS[13], KEYS[12])
 end
 return 'dead'

@@ -1,6 +1,7 @@
 -- Give a claimed job back to the front of its priority without spending an attempt.
 -- KEYS[1] job record  KEYS[2] active index  KEYS[3] queued index  KEYS[4] wake list
 -- ARGV[1] job id  ARGV[2] claim token
+-- KEYS[5] events stream  ARGV[3] events stream length (0: off)  ARGV[4] queue name
 -- Returns 1 when released, 0 for a stale token.
 
 local st, tok, pri = unpack(redis.call('HMGET', KEYS[1], 'st', 'tok', 'pri'))
@@ -10,4 +11,5 @@ redis.call('HINCRBY', KEYS[1], 'att', -1)
 redis.call('HSET', KEYS[1], 'st', 'queued')
 redis.call('ZADD', KEYS[3], queue_score(pri, 0), ARGV[1])
 wake(KEYS[4], KEYS[3])
+emit(KEYS[5], ARGV[3], 'e', 'released', 'id', ARGV[1], 'q', ARGV[4])
 return 1

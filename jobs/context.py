@@ -1,0 +1,77 @@
+"""The running job's context: ``jobs.current()`` or a ``ctx`` parameter of the function."""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from jobs.errors import JobsError
+from jobs.records import Claimed, encoder
+
+if TYPE_CHECKING:
+    from jobs.broker import Broker
+
+log = logging.getLogger("jobs.job")
+
+PROGRESS_EVERY = 0.25  # seconds between progress writes; a tight loop cannot flood Redis
+LOG_LINES = 200
+
+
+class Progress(msgspec.Struct, frozen=True, omit_defaults=True):
+    done: float
+    total: float | None = None
+    message: str | None = None
+
+
+class JobContext:
+    """What a running job may know and do: its id, attempt, and progress reports."""
+
+    def __init__(self, job: Claimed, max_attempts: int, broker: Broker) -> None:
+        self._job = job
+        self._broker = broker
+        self.job_id = job.id
+        self.queue = job.queue
+        self.function = job.spec.function if job.spec else "?"
+        self.attempt = job.attempt
+        self.max_attempts = max_attempts
+        self._last_write = 0.0
+
+    def progress(self, done: float, total: float | None = None,
+                 message: str | None = None) -> None:
+        """Report progress; writes are throttled except the first and the final one."""
+        now = time.monotonic()
+        final = total is not None and done >= total
+        if not final and self._last_write and now - self._last_write < PROGRESS_EVERY:
+            return
+        self._last_write = now
+        text = (message or "")[:500]
+        data = encoder.encode(Progress(done=done, total=total, message=text or None))
+        self._broker.progress(self._job, data, done, total, text)
+
+    def log(self, message: str) -> None:
+        """A line in the worker's log and in the job's own log (last 200 lines kept)."""
+        log.info("job %s: %s", self.job_id, message)
+        self._broker.append_log(self.job_id, message[:2000], LOG_LINES)
+
+
+_current: ContextVar[JobContext | None] = ContextVar("jobvisor_job", default=None)
+
+
+def current() -> JobContext:
+    """The context of the job running in this process; an error outside a job."""
+    ctx = _current.get()
+    if ctx is None:
+        raise JobsError("jobs.current() is only available inside a running job")
+    return ctx
+
+
+def set_current(ctx: JobContext | None) -> Any:
+    return _current.set(ctx)
+
+
+def reset_current(token: Any) -> None:
+    _current.reset(token)

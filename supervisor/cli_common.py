@@ -1,0 +1,84 @@
+"""What every CLI command shares: config, the broker, output as text or JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jobs
+from jobs import Broker
+from jobs.connection import embedded_url
+from supervisor.config import Config, config_path, load_config
+from supervisor.errors import ConfigError
+
+
+def load(args: argparse.Namespace) -> tuple[Config, str | None]:
+    path = config_path(args.config)
+    return load_config(path), str(path) if path else None
+
+
+def broker_for(config: Config) -> Broker:
+    """The broker the supervisor of this config uses (same URL rules as ``jobvisor run``)."""
+    url = config.redis.url or os.environ.get("JOBVISOR_REDIS_URL") or embedded_url(
+        config.supervisor.data_dir)
+    return jobs.connect(url, redis_settings=config.redis, defaults=config.defaults)
+
+
+def connect(args: argparse.Namespace) -> Broker:
+    return broker_for(load(args)[0])
+
+
+def output(args: argparse.Namespace, data: Any, text: Callable[[Any], str]) -> None:
+    if getattr(args, "json", False):
+        print(json.dumps(data, default=str))
+    else:
+        print(text(data))
+
+
+def local_pid(config: Config) -> int:
+    """The pid of the supervisor of this config on this host, from its pid file."""
+    pidfile = Path(config.supervisor.data_dir) / "jobvisor.pid"
+    try:
+        pid = int(pidfile.read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        raise ConfigError(
+            f"no running supervisor found through {pidfile}: start one with `jobvisor run`, "
+            "or give --host ID (see `jobvisor hosts`)"
+        ) from None
+    return pid
+
+
+def local_ident(config: Config) -> str:
+    return f"{socket.gethostname()}:{local_pid(config)}"
+
+
+def ago(ts: float | None) -> str:
+    if not ts:
+        return "-"
+    return duration(time.time() - ts) + " ago"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 120:
+        return f"{seconds:.1f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(header, widths, strict=True))]
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(line.rstrip() for line in lines)

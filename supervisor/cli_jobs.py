@@ -1,0 +1,141 @@
+"""CLI commands about single jobs: enqueue, show, wait, result, cancel."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import datetime
+from typing import Any
+
+from jobs import Job, JobState, Queue
+from jobs.errors import ConfigurationError
+from jobs.records import JobRecord, any_decoder
+from supervisor.cli_common import connect, output
+from supervisor.errors import ExitCode
+
+
+def _parse_at(text: str) -> datetime:
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigurationError(
+            f"--at {text!r} is not an ISO 8601 time (e.g. 2026-12-01T09:30:00+00:00)"
+        ) from None
+    if at.tzinfo is None:
+        raise ConfigurationError(f"--at {text!r} needs a time zone offset (e.g. +00:00)")
+    return at
+
+
+def cmd_enqueue(args: argparse.Namespace) -> int:
+    broker = connect(args)
+    try:
+        values = [json.loads(a) for a in args.args]
+        kwargs = json.loads(args.kwargs) if args.kwargs else {}
+    except json.JSONDecodeError as exc:
+        raise ConfigurationError(f"arguments must be JSON values: {exc}") from None
+    if not isinstance(kwargs, dict):
+        raise ConfigurationError("--kwargs must be a JSON object")
+    opts: dict[str, Any] = {k: v for k, v in (
+        ("priority", args.priority), ("delay", args.delay), ("timeout", args.timeout),
+        ("max_attempts", args.max_attempts), ("job_id", args.id),
+        ("at", _parse_at(args.at) if args.at else None)) if v is not None}
+    job = Queue(args.queue, broker).options(**opts).enqueue(args.name, *values, **kwargs)
+    print(job.id)
+    return 0
+
+
+def job_dict(r: JobRecord, log: list[str] | None = None) -> dict[str, Any]:
+    result = None
+    if r.result:
+        try:
+            result = any_decoder.decode(r.result)
+        except Exception:
+            result = "<undecodable>"
+    last = r.errors[-1] if r.errors else None
+    return {
+        "id": r.id, "function": r.spec.function if r.spec else None, "queue": r.queue,
+        "priority": r.priority, "state": r.state.value, "attempts": r.attempts,
+        "max_attempts": r.spec.max_attempts if r.spec else None,
+        "args": r.spec.args if r.spec else None, "kwargs": r.spec.kwargs if r.spec else None,
+        "error": {"type": last.type, "kind": last.kind.value, "message": last.message,
+                  "traceback": last.traceback} if last else None,
+        "errors": [{"attempt": e.attempt, "kind": e.kind.value, "type": e.type,
+                    "message": e.message, "duration": e.duration, "worker": e.worker}
+                   for e in r.errors],
+        "result": result, "progress": r.progress, "enqueued_at": r.enqueued_at,
+        "started_at": r.started_at, "finished_at": r.finished_at, "due_at": r.due_at,
+        "cancel_reason": r.cancel_reason, "log": log or [],
+    }
+
+
+def _show_text(d: dict[str, Any]) -> str:
+    lines = [f"{k:13} {d[k]}" for k in ("id", "function", "queue", "priority", "state",
+                                          "attempts", "args", "kwargs", "result", "progress")]
+    for key in ("enqueued_at", "started_at", "finished_at", "due_at"):
+        if d[key]:
+            lines.append(f"{key:13} {datetime.fromtimestamp(d[key]).isoformat(sep=' ')}")
+    if d["cancel_reason"]:
+        lines.append(f"{'canceled':13} {d['cancel_reason']}")
+    for e in d["errors"]:
+        lines.append(f"attempt {e['attempt']} failed ({e['kind']}) {e['type']}: {e['message']}")
+    if d["error"] and d["error"]["traceback"]:
+        lines.append(d["error"]["traceback"].rstrip())
+    lines += [f"log  {line}" for line in d["log"]]
+    return "\n".join(lines)
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    broker = connect(args)
+    job = Job.fetch(args.id, broker)
+    output(args, job_dict(job.record, broker.job_log(args.id)), _show_text)
+    return 0
+
+
+def _exit_code(state: JobState) -> int:
+    return {JobState.COMPLETED: 0, JobState.DEAD: ExitCode.JOB_DEAD,
+            JobState.CANCELED: ExitCode.JOB_CANCELED}.get(state, ExitCode.JOB_NOT_DONE)
+
+
+def cmd_wait(args: argparse.Namespace) -> int:
+    """A live progress bar until the job is final; the exit code says how it ended."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    broker = connect(args)
+    job = Job.fetch(args.id, broker)
+    deadline = None if args.timeout is None else time.monotonic() + args.timeout
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[msg]}"),
+               TimeElapsedColumn())
+    with Progress(*columns, transient=False, disable=args.json or not sys.stderr.isatty(),
+                  console=None) as bar:
+        task = bar.add_task(f"{job.function} {job.id}", total=None, msg="")
+        while not job.refresh().state.is_final:
+            p = job.progress or {}
+            bar.update(task, completed=p.get("done", 0), total=p.get("total"),
+                       msg=f"[{job.state}] {p.get('message') or ''}")
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            broker.wait_done(job.id, 0.2)  # wakes at once when the job finishes
+    d = job_dict(job.record)
+    output(args, d, lambda d: f"{d['state']}: {json.dumps(d['result']) if d['state'] == 'completed' else (d['error'] or {}).get('message') or d['cancel_reason'] or ''}")  # noqa: E501
+    return _exit_code(job.state)
+
+
+def cmd_result(args: argparse.Namespace) -> int:
+    job = Job.fetch(args.id, connect(args))
+    if job.state is not JobState.COMPLETED:
+        print(f"jobvisor: job {args.id} is {job.state}, no result", file=sys.stderr)
+        return _exit_code(job.state)
+    print(json.dumps(any_decoder.decode(job.record.result) if job.record.result else None))
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    job = Job.fetch(args.id, connect(args))
+    if job.cancel(args.reason):
+        print(f"canceled {args.id}")
+        return 0
+    print(f"jobvisor: job {args.id} is {job.refresh().state}: only waiting, scheduled or "
+          "queued jobs can be canceled", file=sys.stderr)
+    return int(ExitCode.ERROR)

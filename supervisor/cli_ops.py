@@ -1,0 +1,164 @@
+"""CLI commands for operators: stats, hosts, workers, dead letters, pause, scale, events."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from datetime import datetime
+from typing import Any
+
+from jobs import Queue
+from jobs.cluster import Reload, Scale, pause, resume, send_control, supervisors
+from jobs.errors import ConfigurationError
+from jobs.events import follow, recent_events
+from jobs.stats import as_dict, queue_stats
+from supervisor.cli_common import (
+    ago,
+    broker_for,
+    connect,
+    duration,
+    load,
+    local_ident,
+    local_pid,
+    output,
+    table,
+)
+from supervisor.cli_jobs import job_dict
+
+
+def _stats_text(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "no queues yet"
+    return table([[r["queue"] + (" (paused)" if r["paused"] else ""), r["queued"],
+                   r["scheduled"], r["active"], r["waiting"], r["dead"],
+                   r["last_minute"]["completed"], r["last_minute"]["retried"] +
+                   r["last_minute"]["dead"], r["last_hour"]["completed"],
+                   r["last_hour"]["retried"] + r["last_hour"]["dead"],
+                   f"{r['throughput']:.1f}/s", duration(r["oldest_queued_age"])]
+                  for r in rows],
+                 ["QUEUE", "QUEUED", "SCHEDULED", "ACTIVE", "WAITING", "DEAD", "DONE/1M",
+                  "FAILED/1M", "DONE/1H", "FAILED/1H", "THROUGHPUT", "OLDEST"])
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    rows = [as_dict(s) for s in queue_stats(connect(args))]
+    output(args, rows, _stats_text)
+    return 0
+
+
+def cmd_hosts(args: argparse.Namespace) -> int:
+    entries = supervisors(connect(args))
+    rows = [{"id": e["id"], "host": e["host"], "pid": e["pid"], "started": e["started"],
+             "config_version": e["config_version"], "queues": e["queues"],
+             "workers": len(e["workers"]),
+             "busy": sum(1 for w in e["workers"] if w["state"] == "busy")} for e in entries]
+    output(args, rows, lambda rows: table(
+        [[r["id"], ago(r["started"]), r["config_version"], ",".join(r["queues"]),
+          f"{r['busy']}/{r['workers']}"] for r in rows],
+        ["SUPERVISOR", "STARTED", "CONFIG", "QUEUES", "BUSY"]) if rows else "no live supervisors")
+    return 0
+
+
+def cmd_workers(args: argparse.Namespace) -> int:
+    rows = [{"supervisor": e["id"], **w} for e in supervisors(connect(args)) for w in e["workers"]]
+    output(args, rows, lambda rows: table(
+        [[r["supervisor"], r["pid"], r["state"], r["function"] or "-", r["job"] or "-",
+          duration(r["elapsed"]) if r["state"] == "busy" else "-",
+          f"{r['rss'] / 2**20:.0f}MiB", r["jobs_done"]] for r in rows],
+        ["SUPERVISOR", "PID", "STATE", "FUNCTION", "JOB", "ELAPSED", "RSS", "DONE"])
+        if rows else "no live workers")
+    return 0
+
+
+def _filters(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: v for k, v in (("function", args.function), ("error_type", args.error_type),
+                              ("older_than", args.older_than), ("newer_than", args.newer_than))
+            if v is not None}
+
+
+def cmd_dead(args: argparse.Namespace) -> int:
+    broker = connect(args)
+    q = Queue(args.queue, broker)
+    if args.action == "list":
+        rows = [job_dict(r) for r in q.dead(limit=args.limit, **_filters(args))]
+        output(args, rows, lambda rows: table(
+            [[r["id"], r["function"], r["attempts"], (r["error"] or {}).get("type", "-"),
+              ((r["error"] or {}).get("message") or "")[:60], ago(r["finished_at"])]
+             for r in rows], ["ID", "FUNCTION", "ATTEMPTS", "ERROR", "MESSAGE", "DIED"])
+            if rows else f"no dead jobs in {args.queue}")
+        return 0
+    if args.action == "show":
+        if not args.id:
+            raise ConfigurationError("dead show needs a job id")
+        from supervisor.cli_jobs import cmd_show
+
+        return cmd_show(args)
+    if not (args.id or _filters(args) or args.all):
+        raise ConfigurationError(
+            f"dead {args.action} needs a job id, a filter (--function, --error-type, "
+            "--older-than, --newer-than) or --all"
+        )
+    act = q.requeue_dead if args.action == "requeue" else q.purge_dead
+    n = act(args.id, **_filters(args)) if args.id else act(**_filters(args))
+    verb = "requeued" if args.action == "requeue" else "purged"
+    output(args, {verb: n}, lambda d: f"{verb} {n} dead job(s) of {args.queue}")
+    return 0
+
+
+def cmd_pause(args: argparse.Namespace) -> int:
+    broker = connect(args)
+    if args.command == "pause":
+        pause(args.queue, broker)
+    else:
+        resume(args.queue, broker)
+    print(f"{args.command}d {args.queue}")
+    return 0
+
+
+def cmd_scale(args: argparse.Namespace) -> int:
+    config, _ = load(args)
+    if args.workers < 1:
+        raise ConfigurationError("scale needs at least 1 worker")
+    broker = broker_for(config)
+    ident = args.host or local_ident(config)
+    send_control(ident, Scale(workers=args.workers), broker)
+    print(f"asked {ident} to run {args.workers} workers")
+    return 0
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    config, _ = load(args)
+    if args.host:
+        send_control(args.host, Reload(), broker_for(config))
+        print(f"asked {args.host} to reload")
+    else:
+        pid = local_pid(config)
+        os.kill(pid, signal.SIGHUP)
+        print(f"sent SIGHUP to supervisor {pid}")
+    return 0
+
+
+def _event_text(e: dict[str, Any]) -> str:
+    when = datetime.fromtimestamp(e["time"]).strftime("%H:%M:%S.%f")[:-3]
+    extra = " ".join(f"{k}={v}" for k, v in e.items()
+                     if k not in ("event_id", "time", "e", "id", "q"))
+    return f"{when} {e['e']:<14} {e.get('q', '-'):<10} {e.get('id', '-'):<18} {extra}".rstrip()
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    broker = connect(args)
+    for e in recent_events(broker, args.count, args.queue, args.job):
+        output(args, e, _event_text)
+    if not args.follow:
+        return 0
+    deadline = None if args.for_seconds is None else time.monotonic() + args.for_seconds
+    for item in follow(broker, queue=args.queue, job=args.job):
+        if item is not None:
+            output(args, item, _event_text)
+            sys.stdout.flush()
+        if deadline is not None and time.monotonic() >= deadline:
+            break
+    return 0

@@ -1,0 +1,203 @@
+"""Every CLI command against a real supervisor and server: output, JSON and exit codes."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from jobs import JobState, Queue
+from tests.helpers import wait_until
+from tests.procs import start_and_wait
+
+ROOT = Path(__file__).parent.parent
+
+
+def cli(r, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "supervisor", "--config", str(r.config), *args],
+                          capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+@pytest.fixture
+def r(sup):
+    return start_and_wait(sup)
+
+
+def test_enqueue_show_wait_result(r):
+    out = cli(r, "enqueue", "tests.jobfuncs:add", "2", "40", "--priority", "HIGH")
+    assert out.returncode == 0, out.stderr
+    job_id = out.stdout.strip()
+    waited = cli(r, "wait", job_id, "--json")
+    assert waited.returncode == 0 and json.loads(waited.stdout)["result"] == 42
+    shown = json.loads(cli(r, "show", job_id, "--json").stdout)
+    for key in ("id", "function", "queue", "priority", "state", "attempts", "max_attempts",
+                "error", "result", "progress", "enqueued_at", "started_at", "finished_at"):
+        assert key in shown
+    assert (shown["state"], shown["priority"], shown["result"]) == ("completed", 20, 42)
+    assert cli(r, "result", job_id).stdout.strip() == "42"
+    text = cli(r, "show", job_id).stdout
+    assert "state         completed" in text and "function      tests.jobfuncs:add" in text
+
+
+def test_enqueue_options_and_bad_input(r):
+    out = cli(r, "enqueue", "tests.jobfuncs:add", "1", "--kwargs", '{"b": 2}', "--delay", "60",
+              "--id", "my-id", "--max-attempts", "2", "--timeout", "9")
+    assert out.stdout.strip() == "my-id"
+    shown = json.loads(cli(r, "show", "my-id", "--json").stdout)
+    assert shown["state"] == "scheduled" and shown["kwargs"] == {"b": 2}
+    bad = cli(r, "enqueue", "tests.jobfuncs:add", "not-json")
+    assert bad.returncode == 1 and "arguments must be JSON values" in bad.stderr
+    bad = cli(r, "enqueue", "tests.jobfuncs:add", "--priority", "urgent")
+    assert bad.returncode == 1 and "neither a level" in bad.stderr
+    bad = cli(r, "enqueue", "tests.jobfuncs:add", "--at", "2030-01-01T00:00:00")
+    assert bad.returncode == 1 and "time zone offset" in bad.stderr
+    missing = cli(r, "show", "nope")
+    assert missing.returncode == 1 and "no job 'nope'" in missing.stderr
+
+
+def test_wait_reports_progress_and_exit_codes(r):
+    job_id = cli(r, "enqueue", "tests.jobfuncs:reports_progress", "300").stdout.strip()
+    done = cli(r, "wait", job_id, "--json")
+    assert done.returncode == 0
+    assert json.loads(done.stdout)["progress"]["message"] == "step 300"
+    dead = cli(r, "enqueue", "tests.jobfuncs:gives_up").stdout.strip()
+    out = cli(r, "wait", dead)
+    assert out.returncode == 10 and "cannot ever work" in out.stdout
+    assert cli(r, "result", dead).returncode == 10
+    later = cli(r, "enqueue", "tests.jobfuncs:add", "1", "1", "--delay", "600").stdout.strip()
+    assert cli(r, "wait", later, "--timeout", "0.3").returncode == 12
+    assert cli(r, "cancel", later).returncode == 0
+    assert cli(r, "wait", later).returncode == 11
+
+
+def test_stats_hosts_workers(r):
+    q = Queue("default", r.broker)
+    q.enqueue("tests.jobfuncs:add", 1, 1).result(timeout=10)
+    q.options(delay=600).enqueue("tests.jobfuncs:add", 1, 1)
+    rows = json.loads(cli(r, "stats", "--json").stdout)
+    row = next(x for x in rows if x["queue"] == "default")
+    assert row["scheduled"] == 1 and row["last_minute"]["completed"] >= 1
+    assert row["last_hour"]["completed"] >= 1 and row["throughput"] > 0
+    assert "QUEUE" in cli(r, "stats").stdout
+    hosts = json.loads(cli(r, "hosts", "--json").stdout)
+    assert [h["pid"] for h in hosts] == [r.proc.pid] and hosts[0]["workers"] == 2
+    workers = json.loads(cli(r, "workers", "--json").stdout)
+    assert len(workers) == 2 and {w["state"] for w in workers} <= {"idle", "busy"}
+    assert "SUPERVISOR" in cli(r, "workers").stdout
+
+
+def test_busy_worker_is_listed(r):
+    j = Queue("default", r.broker).enqueue("examples.cpu:spin", 3)
+    wait_until(lambda: j.refresh().state is JobState.ACTIVE, timeout=10)
+    workers = wait_until(lambda: [w for w in json.loads(cli(r, "workers", "--json").stdout)
+                                  if w["state"] == "busy"], timeout=10)
+    assert workers[0]["job"] == j.id and workers[0]["function"] == "examples.cpu:spin"
+
+
+def test_dead_letter_commands(r):
+    q = Queue("default", r.broker)
+    ids = [q.enqueue("tests.jobfuncs:gives_up").id for _ in range(3)]
+    other = q.enqueue("tests.jobfuncs:key_error").id
+    for i in [*ids, other]:
+        wait_until(lambda i=i: r.broker.state_of(i) == "dead", timeout=10)
+    listed = json.loads(cli(r, "dead", "list", "--json").stdout)
+    assert {d["id"] for d in listed} == {*ids, other}
+    only = json.loads(cli(r, "dead", "list", "--function", "tests.jobfuncs:key_error",
+                          "--json").stdout)
+    assert [d["id"] for d in only] == [other]
+    assert "Fail" in cli(r, "dead", "show", ids[0]).stdout
+    refused = cli(r, "dead", "purge")
+    assert refused.returncode == 1 and "--all" in refused.stderr
+    assert "requeued 1" in cli(r, "dead", "requeue", other).stdout
+    purged = json.loads(cli(r, "dead", "purge", "--error-type", "jobs.errors.Fail",
+                            "--json").stdout)
+    assert purged == {"purged": 3}
+
+
+def test_pause_and_resume(r):
+    assert cli(r, "pause", "default").returncode == 0
+    j = Queue("default", r.broker).enqueue("tests.jobfuncs:add", 1, 2)
+    with pytest.raises(Exception, match="still queued"):
+        j.result(timeout=1.5)
+    assert json.loads(cli(r, "stats", "--json").stdout)[0]["paused"] is True
+    assert cli(r, "resume", "default").returncode == 0
+    assert j.result(timeout=10) == 3
+
+
+def test_scale_and_reload_local_and_remote(r):
+    assert cli(r, "scale", "3").returncode == 0
+    r.wait_workers(3)
+    ident = f"{socket.gethostname()}:{r.proc.pid}"
+    assert cli(r, "scale", "1", "--host", ident).returncode == 0
+    r.wait_workers(1)
+    assert cli(r, "reload", "--host", ident).returncode == 0
+    wait_until(lambda: "control message: reload" in r.logs(), timeout=10)
+    assert cli(r, "reload").returncode == 0
+    wait_until(lambda: "got SIGHUP" in r.logs(), timeout=10)
+    bad = cli(r, "scale", "0")
+    assert bad.returncode == 1 and "at least 1" in bad.stderr
+
+
+def test_events(r):
+    j = Queue("default", r.broker).enqueue("tests.jobfuncs:add", 1, 2)
+    j.result(timeout=10)
+    wait_until(lambda: "worker_started" in cli(r, "events", "--count", "50").stdout, 10)
+    events = [json.loads(line) for line in
+              cli(r, "events", "--json", "--job", j.id).stdout.splitlines()]
+    assert [e["e"] for e in events] == ["enqueued", "started", "completed"]
+    follow = subprocess.Popen(
+        [sys.executable, "-m", "supervisor", "--config", str(r.config), "events", "--follow",
+         "--count", "0", "--json", "--for", "4"], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    # The follower is blocked in XREAD on the server before the next job is enqueued.
+    wait_until(lambda: any(c.get("cmd") == "xread" and "b" in c.get("flags", "")
+                           for c in r.broker.client.client_list()), timeout=10)
+    k = Queue("default", r.broker).enqueue("tests.jobfuncs:add", 5, 5)
+    k.result(timeout=10)
+    out, _ = follow.communicate(timeout=20)
+    seen = [json.loads(line) for line in out.splitlines()]
+    assert ("completed", k.id) in {(e["e"], e.get("id")) for e in seen}
+
+
+def test_top_renders_once(r):
+    Queue("default", r.broker).enqueue("tests.jobfuncs:add", 1, 2).result(timeout=10)
+    out = cli(r, "top", "--once")
+    assert out.returncode == 0
+    assert "queues" in out.stdout and "workers" in out.stdout and "default" in out.stdout
+
+
+def test_metrics_endpoint(sup):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    r = start_and_wait(sup, tail=f'[metrics]\naddress = "127.0.0.1:{port}"')
+    q = Queue("default", r.broker)
+    q.enqueue("tests.jobfuncs:add", 1, 2).result(timeout=10)
+    j = q.enqueue("examples.cpu:runaway")
+    wait_until(lambda: j.refresh().state is JobState.DEAD, timeout=15)
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for f in families.values() for s in f.samples}
+    assert samples[("jobvisor_jobs_total", (("outcome", "completed"), ("queue", "default")))] >= 1
+    assert samples[("jobvisor_worker_kills_total", (("reason", "hard_timeout"),))] == 1
+    assert samples[("jobvisor_job_duration_seconds_count", (("queue", "default"),))] >= 1
+    assert ("jobvisor_queue_jobs", (("queue", "default"), ("state", "queued"))) in samples
+    assert sum(v for (n, _), v in samples.items() if n == "jobvisor_workers") == 2
+    assert "jobvisor_lease_reclaims_total" in {n for n, _ in samples}
+
+
+def test_demo_short_run():
+    out = subprocess.run([sys.executable, "-m", "supervisor", "demo", "--jobs", "4"],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert "summary" in out.stdout
+    assert "HardTimeout: hard timeout after 1 s" in out.stdout
+    assert "WorkerCrashed" in out.stdout and "transient failure" in out.stdout
+    assert "'completed': 12" in out.stdout and "'dead': 2" in out.stdout
+    assert "CRITICAL" in out.stdout and "queues" in out.stdout
