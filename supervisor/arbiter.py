@@ -6,10 +6,8 @@ nearest deadline, and never talks to Redis itself (``Duties`` threads do).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import select
 import signal
 import socket
 import time
@@ -18,20 +16,30 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import psutil
 
 from jobs import Broker
 from jobs.cluster import Control, Reload, Scale
-from jobs.records import AttemptError, ErrorKind
+from jobs.records import AttemptError
 from supervisor.child import Child, child_main
 from supervisor.config import Config, load_config
 from supervisor.duties import Duties, Event, Held, Settlement
 from supervisor.errors import ConfigError, ExitCode, HaltServer
 from supervisor.metrics import LocalFigures, serve
+from supervisor.pool_report import held, status_line, worker_states, worker_views
 from supervisor.preload import preload
 from supervisor.proctitle import set_title
+from supervisor.reasons import (
+    KILL_METRIC,
+    crashed,
+    describe_exit,
+    hard_timeout,
+    heartbeat_lost,
+    oom_kills,
+)
+from supervisor.scaling import autoscale_step
 from supervisor.slots import ChildState, Slots
 from supervisor.systemd import Notifier, unset_environment
+from supervisor.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +72,8 @@ class Arbiter:
         self.target = config.pool_size()
         self.children: dict[int, ChildInfo] = {}
         self.slots = Slots(MAX_SLOTS)
-        self.signals: deque[int] = deque()
+        self.wakeup = Wakeup()
+        self.signals = self.wakeup.signals
         self.age = 0
         self.generation = 0
         self.boot_failures = 0
@@ -73,6 +82,7 @@ class Arbiter:
         self.stop_deadline = 0.0
         self.started = time.time()
         self.host = socket.gethostname()
+        self.oom_baseline = oom_kills()
         self.notifier = Notifier()
         self.ready = False
         self.config_version = 1
@@ -86,26 +96,16 @@ class Arbiter:
 
     # -- setup ------------------------------------------------------------------------------
 
-    def _install_signals(self) -> None:
-        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
-        for sig in HANDLED:
-            signal.signal(sig, self._enqueue_signal)
-
-    def _enqueue_signal(self, signum: int, frame: object) -> None:
-        self.signals.append(signum)
-
     def _control_arrived(self, message: Control) -> None:
         """Called on the duties thread: hand the message to the loop and wake it."""
         self.controls.append(message)
-        with contextlib.suppress(OSError):
-            os.write(self._wake_w, b"c")
+        self.wakeup.poke()
 
     def run(self) -> int:
         unset_environment()
         try:
             preload(self.config.worker.modules)
-            self._install_signals()
+            self.wakeup.install(HANDLED)
             Path(self.config.supervisor.data_dir).mkdir(parents=True, exist_ok=True)
             self.duties.start()
             if self.config.metrics.address:
@@ -124,11 +124,19 @@ class Arbiter:
         except HaltServer as halt:
             log.error("halting: %s", halt.reason)
             self._kill_all(release=True)
+            self._reap_all(timeout=5.0)
             self._shutdown()
             return int(halt.code)
         self._shutdown()
         log.info("supervisor %d stopped", os.getpid())
         return int(ExitCode.OK)
+
+    def _reap_all(self, timeout: float) -> None:
+        """Reap (and so account) every child before leaving; bounded by ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while self.children and time.monotonic() < deadline:
+            self.reap()
+            self.wakeup.wait(0.05)
 
     def _shutdown(self) -> None:
         if not self.stopping:
@@ -153,18 +161,8 @@ class Arbiter:
         return max(0.0, soonest - now)
 
     def _wait(self) -> None:
-        if self.signals or self.controls:
-            return
-        try:
-            ready, _, _ = select.select([self._wake_r], [], [], self._next_timeout())
-        except InterruptedError:
-            return
-        if ready:
-            try:
-                while os.read(self._wake_r, 4096):
-                    pass
-            except BlockingIOError:
-                pass
+        if not (self.signals or self.controls):
+            self.wakeup.wait(self._next_timeout())
 
     # -- signals ------------------------------------------------------------------------------
 
@@ -255,9 +253,7 @@ class Arbiter:
         try:
             pid = os.fork()
             if pid == 0:
-                os.close(self._wake_r)
-                os.close(self._wake_w)
-                signal.set_wakeup_fd(-1)
+                self.wakeup.close_in_child()
                 child_main(child, parent)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
@@ -309,7 +305,8 @@ class Arbiter:
 
     def _account_exit(self, info: ChildInfo, status: int, maxrss_kib: int) -> None:
         view = self.slots.read(info.slot)
-        how = _describe_exit(status, info.kill_reason is not None or info.release_on_kill)
+        how = describe_exit(status, info.kill_reason is not None or info.release_on_kill,
+                            self.oom_baseline)
         booted = view.state in (ChildState.IDLE, ChildState.BUSY)
         code = os.waitstatus_to_exitcode(status)
         if not booted and not self.stopping and not info.retiring:
@@ -320,7 +317,7 @@ class Arbiter:
                 "worker %d %s (peak RSS %d MiB)", info.pid, how, maxrss_kib // 1024)
         killed = info.kill_reason.message if info.kill_reason else ""
         if info.kill_reason:
-            self.figures.kills[_KILL_REASONS.get(info.kill_reason.type, "crash")] += 1
+            self.figures.kills[KILL_METRIC.get(info.kill_reason.type, "crash")] += 1
         elif view.state is ChildState.BUSY and not info.release_on_kill:
             self.figures.kills["crash"] += 1
         self.duties.settle(Event({
@@ -331,12 +328,8 @@ class Arbiter:
             if info.release_on_kill:
                 self.duties.settle(Settlement(held, None))
             else:
-                error = info.kill_reason or AttemptError(
-                    attempt=view.attempt, kind=ErrorKind.CRASH, type="WorkerCrashed",
-                    message=f"worker {how} while running the job "
-                            f"(peak RSS {maxrss_kib // 1024} MiB)",
-                    at=time.time(), worker=f"{socket.gethostname()}:{info.pid}",
-                )
+                error = info.kill_reason or crashed(view, how, maxrss_kib,
+                                                    f"{self.host}:{info.pid}")
                 self.duties.settle(Settlement(held, error))
         self.slots.clear(info.slot)
 
@@ -361,20 +354,12 @@ class Arbiter:
                 self._signal(info.pid, signal.SIGKILL)
             if info.kill_reason is not None or info.release_on_kill:
                 continue
-            worker = f"{socket.gethostname()}:{info.pid}"
+            worker = f"{self.host}:{info.pid}"
             overdue = view.deadline and now >= view.deadline
             if view.state is ChildState.BUSY and overdue:
-                limit = view.deadline - view.started
-                self.kill(info, AttemptError(
-                    attempt=view.attempt, kind=ErrorKind.TIMEOUT, type="HardTimeout",
-                    message=f"hard timeout after {limit:g} s", duration=now - view.started,
-                    at=time.time(), worker=worker), grace=s.kill_grace)
+                self.kill(info, hard_timeout(view, now, worker), grace=s.kill_grace)
             elif view.heartbeat and now - view.heartbeat > s.heartbeat_timeout:
-                self.kill(info, AttemptError(
-                    attempt=view.attempt, kind=ErrorKind.CRASH, type="HeartbeatLost",
-                    message=f"heartbeat lost: worker silent for {now - view.heartbeat:.1f} s",
-                    duration=now - view.started if view.started else 0.0, at=time.time(),
-                    worker=worker))
+                self.kill(info, heartbeat_lost(view, now, worker))
         if self.stopping and now >= self.stop_deadline:
             self._kill_all(release=True)
 
@@ -394,13 +379,18 @@ class Arbiter:
             for _ in range(self.target - len(current)):
                 self.spawn()
         elif len(current) > self.target:
-            for c in sorted(current, key=lambda c: c.age)[: len(current) - self.target]:
+            # Idle workers go first, oldest first among them.
+            order = sorted(current, key=lambda c: (self._busy(c), c.age))
+            for c in order[: len(current) - self.target]:
                 self._retire(c, "pool shrinks")
         if not self.ready and len(booted_new) >= min(self.target, 1):
             self.ready = True
             self.notifier.ready(self._status())
             if self.config_version == 1:
                 log.info("supervisor ready: %d workers", len(booted_new))
+
+    def _busy(self, c: ChildInfo) -> bool:
+        return self.slots.read(c.slot).state is ChildState.BUSY
 
     def _booted(self, c: ChildInfo) -> bool:
         return self.slots.read(c.slot).state in (ChildState.IDLE, ChildState.BUSY)
@@ -413,41 +403,19 @@ class Arbiter:
     # -- reporting -------------------------------------------------------------------------
 
     def _worker_states(self) -> Counter[str]:
-        return Counter(self.slots.read(c.slot).state.name.lower()
-                       for c in list(self.children.values()))
+        return worker_states(self.children.values(), self.slots)
 
     def _held(self) -> list[Held]:
-        out = []
-        for info in list(self.children.values()):
-            v = self.slots.read(info.slot)
-            if v.state is ChildState.BUSY and v.job_id:
-                out.append(Held(v.job_id, v.queue, v.token))
-        return out
-
-    def _views(self) -> list[dict[str, Any]]:
-        now = time.monotonic()
-        out = []
-        for info in list(self.children.values()):
-            v = self.slots.read(info.slot)
-            try:
-                rss = psutil.Process(info.pid).memory_info().rss
-            except psutil.Error:
-                rss = 0
-            out.append({"pid": info.pid, "state": v.state.name.lower(), "job": v.job_id,
-                        "function": v.function, "elapsed": round(now - v.started, 3)
-                        if v.state is ChildState.BUSY else 0.0, "jobs_done": v.jobs_done,
-                        "rss": rss})
-        return out
+        return held(self.children.values(), self.slots)
 
     def _state(self) -> dict[str, Any]:
-        return {"host": socket.gethostname(), "pid": os.getpid(), "started": self.started,
+        return {"host": self.host, "pid": os.getpid(), "started": self.started,
                 "config_version": self.config_version, "queues": self.config.worker.queues,
-                "target": self.target, "workers": self._views()}
+                "target": self.target,
+                "workers": worker_views(self.children.values(), self.slots)}
 
     def _status(self) -> str:
-        views = [self.slots.read(c.slot) for c in self.children.values()]
-        busy = sum(1 for v in views if v.state is ChildState.BUSY)
-        return f"{busy}/{len(views)} busy [{','.join(self.config.worker.queues)}]"
+        return status_line(self.children.values(), self.slots, self.config.worker.queues)
 
     def _report(self) -> None:
         now = time.monotonic()
@@ -465,30 +433,10 @@ class Arbiter:
 
     def _autoscale(self, now: float) -> None:
         s = self.config.supervisor
-        views = [(c, self.slots.read(c.slot)) for c in self.children.values() if not c.retiring]
-        idle = [(c, v) for c, v in views if v.state is ChildState.IDLE]
-        if self.duties.backlog > 0 and not idle and self.target < s.max_workers:
-            self.target += 1
-            log.info("autoscale: %d jobs waiting and no idle worker: growing to %d",
-                     self.duties.backlog, self.target)
-        elif self.target > s.min_workers:
-            stale = [c for c, v in idle if v.idle_since and now - v.idle_since > s.idle_timeout]
-            if stale:
-                self.target -= 1
-                log.info("autoscale: a worker idle for over %.0f s: shrinking to %d",
-                         s.idle_timeout, self.target)
-
-
-_KILL_REASONS = {"HardTimeout": "hard_timeout", "HeartbeatLost": "heartbeat_lost"}
-
-
-def _describe_exit(status: int, by_us: bool) -> str:
-    if os.WIFSIGNALED(status):
-        sig = os.WTERMSIG(status)
-        name = signal.Signals(sig).name
-        if sig == signal.SIGKILL and not by_us:
-            return f"was killed by {name}, not sent by jobvisor: possibly OOM-killed"
-        return f"was killed by {name}"
-    code = os.WEXITSTATUS(status)
-    return f"exited with code {code}"
-
+        views = [self.slots.read(c.slot) for c in self.children.values() if not c.retiring]
+        idle_for = [now - v.idle_since for v in views
+                    if v.state is ChildState.IDLE and v.idle_since]
+        self.target, why = autoscale_step(self.target, s.min_workers, s.max_workers,
+                                          self.duties.backlog, idle_for, s.idle_timeout)
+        if why:
+            log.info("autoscale: %s", why)

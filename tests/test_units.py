@@ -1,0 +1,97 @@
+"""Pure logic: autoscaling rules, exit descriptions, config validation, slots."""
+
+import os
+import signal
+
+import pytest
+
+from supervisor.config import Config, load_config
+from supervisor.errors import ConfigError
+from supervisor.reasons import describe_exit
+from supervisor.scaling import autoscale_step
+from supervisor.slots import ChildState, Slots
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ((2, 1, 4, 5, [], 60), 3),        # backlog and nobody idle: grow
+        ((4, 1, 4, 5, [], 60), 4),        # already at max
+        ((2, 1, 4, 5, [0.5], 60), 2),     # backlog but someone idle: wait
+        ((3, 1, 4, 0, [61.0], 60), 2),    # idle past the timeout: shrink
+        ((1, 1, 4, 0, [600.0], 60), 1),   # never below min
+        ((3, 1, 4, 0, [59.0], 60), 3),    # idle, but not long enough
+        ((0, 1, 4, 0, [], 60), 1),        # below min: back to min
+        ((9, 1, 4, 0, [], 60), 4),        # above max: back to max
+    ],
+)
+def test_autoscale_step(args, expected):
+    target, why = autoscale_step(*args)
+    assert target == expected
+    assert (why == "") == (target == args[0])
+
+
+def test_describe_exit():
+    assert describe_exit(3 << 8, by_us=False) == "exited with code 3"
+    assert describe_exit(signal.SIGSEGV, by_us=False) == "was killed by SIGSEGV"
+    assert "possibly OOM-killed" in describe_exit(signal.SIGKILL, by_us=False)
+    assert describe_exit(signal.SIGKILL, by_us=True) == "was killed by SIGKILL"
+
+
+def test_slots_roundtrip():
+    s = Slots(3)
+    s.write(2, ChildState.BUSY, 42, 7, job_id="j" * 200, queue="q", token="t", function="m:f",
+            attempt=2, started=1.0, deadline=3.0)
+    v = s.read(2)
+    assert (v.state, v.pid, v.jobs_done, v.job_id, v.attempt, v.deadline) == (
+        ChildState.BUSY, 42, 7, "j" * 128, 2, 3.0)
+    before = v.heartbeat
+    s.beat(2)
+    assert s.read(2).heartbeat >= before and s.read(2).job_id == "j" * 128
+    s.clear(2)
+    assert s.read(2).state is ChildState.EMPTY
+
+
+def test_default_config_and_shipped_file_agree():
+    shipped = load_config("config.toml")
+    assert shipped == Config()
+    assert shipped.pool_size() == (os.cpu_count() or 1)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[supervisor]\nworkers = 5000\n", "<= 1024 - at `$.supervisor.workers`"),
+        ("[supervisor]\nworkers = 'two'\n", "Expected `int`"),
+        ("[supervisor]\nbogus = 1\n", "unknown field `bogus`"),
+        ("[worker]\nqueues = []\n", "length >= 1"),
+        ("[worker]\nqueues = ['a', 'b']\nweights = [1]\n", "one number per queue"),
+        ("[supervisor]\nmin_workers = 4\nmax_workers = 2\n", "must not exceed"),
+        ("[redis]\npassword = 'x'\n", "not allowed in config.toml"),
+        ("[defaults]\nmax_attempts = 0\n", ">= 1 - at `$.defaults.max_attempts`"),
+        ("[metrics]\naddress = 'nonsense'\n", "$.metrics.address"),
+        ("not toml = = \n", "not valid TOML"),
+    ],
+)
+def test_bad_config_names_the_key(tmp_path, text, message):
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert message in str(info.value)
+
+
+def test_environment_overrides(tmp_path, monkeypatch):
+    monkeypatch.setenv("JOBVISOR_SUPERVISOR_WORKERS", "3")
+    monkeypatch.setenv("JOBVISOR_REDIS_NAMESPACE", "envns")
+    monkeypatch.setenv("JOBVISOR_WORKER_QUEUES", '["a", "b"]')
+    c = load_config(None)
+    assert (c.supervisor.workers, c.redis.namespace, c.worker.queues) == (3, "envns", ["a", "b"])
+    monkeypatch.setenv("JOBVISOR_SUPERVISOR_WORKERS", "-1")
+    with pytest.raises(ConfigError, match="supervisor.workers"):
+        load_config(None)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.toml")
