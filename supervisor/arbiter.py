@@ -123,6 +123,7 @@ class Arbiter:
                 self._report()
         except HaltServer as halt:
             log.error("halting: %s", halt.reason)
+            self.stopping = True
             self._kill_all(release=True)
             self._reap_all(timeout=5.0)
             self._shutdown()
