@@ -70,11 +70,12 @@ def oldest_queued_age(broker: Broker, queue: str) -> float | None:
 def queue_stats(broker: Broker | None = None, queues: list[str] | None = None) -> list[QueueStats]:
     b = broker or default_broker()
     names = queues if queues is not None else b.known_queues()
-    minute_counts = recent(b, 1)
+    # "Last minute" is the current clock minute plus the previous one: a sliding window
+    # of 60-120 s, so a job finished a moment ago is never missing from it.
+    minute_counts = recent(b, 2)
     hour_counts = recent(b, 60)
     with translated(b.url):
         paused = {q.decode() for q in b.client.smembers(b.keys.paused())}
-    two = recent(b, 2)
     out = []
     for q in names:
         counts = b.counts(q, [s.value for s in COUNTED_STATES])
@@ -85,7 +86,7 @@ def queue_stats(broker: Broker | None = None, queues: list[str] | None = None) -
             queue=q, paused=q in paused,
             last_minute=last_minute,
             last_hour={o: hour_counts.get(f"{q}|{o}", 0) for o in OUTCOMES},
-            throughput=round(two.get(f"{q}|completed", 0) / seconds, 3),
+            throughput=round(minute_counts.get(f"{q}|completed", 0) / seconds, 3),
             oldest_queued_age=oldest_queued_age(b, q),
             **counts,
         ))

@@ -46,7 +46,8 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     return 0
 
 
-def job_dict(r: JobRecord, log: list[str] | None = None) -> dict[str, Any]:
+def job_dict(r: JobRecord, log: list[str] | None = None,
+             default_attempts: int | None = None) -> dict[str, Any]:
     result = None
     if r.result:
         try:
@@ -57,7 +58,7 @@ def job_dict(r: JobRecord, log: list[str] | None = None) -> dict[str, Any]:
     return {
         "id": r.id, "function": r.spec.function if r.spec else None, "queue": r.queue,
         "priority": r.priority, "state": r.state.value, "attempts": r.attempts,
-        "max_attempts": r.spec.max_attempts if r.spec else None,
+        "max_attempts": (r.spec.max_attempts if r.spec else None) or default_attempts,
         "args": r.spec.args if r.spec else None, "kwargs": r.spec.kwargs if r.spec else None,
         "error": {"type": last.type, "kind": last.kind.value, "message": last.message,
                   "traceback": last.traceback} if last else None,
@@ -70,9 +71,21 @@ def job_dict(r: JobRecord, log: list[str] | None = None) -> dict[str, Any]:
     }
 
 
+def _max_attempts(job: Job) -> int:
+    """The enqueue option, else the function's @job option if this process knows it,
+    else the configured default."""
+    from jobs.policy import resolve
+    from jobs.registry import registered
+
+    spec = job.record.spec
+    fn = registered().get(spec.function) if spec else None
+    return resolve(spec, fn, job.broker.defaults).max_attempts
+
+
 def _show_text(d: dict[str, Any]) -> str:
-    lines = [f"{k:13} {d[k]}" for k in ("id", "function", "queue", "priority", "state",
-                                          "attempts", "args", "kwargs", "result", "progress")]
+    lines = [f"{k:13} {d[k]}" for k in ("id", "function", "queue", "priority", "state")]
+    lines.append(f"{'attempts':13} {d['attempts']} of {d['max_attempts']}")
+    lines += [f"{k:13} {d[k]}" for k in ("args", "kwargs", "result", "progress")]
     for key in ("enqueued_at", "started_at", "finished_at", "due_at"):
         if d[key]:
             lines.append(f"{key:13} {datetime.fromtimestamp(d[key]).isoformat(sep=' ')}")
@@ -89,7 +102,7 @@ def _show_text(d: dict[str, Any]) -> str:
 def cmd_show(args: argparse.Namespace) -> int:
     broker = connect(args)
     job = Job.fetch(args.id, broker)
-    output(args, job_dict(job.record, broker.job_log(args.id)), _show_text)
+    output(args, job_dict(job.record, broker.job_log(args.id), _max_attempts(job)), _show_text)
     return 0
 
 
