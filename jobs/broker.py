@@ -24,6 +24,7 @@ from jobs.records import (
     record_from_hash,
     spec_decoder,
 )
+from jobs.runner import ScriptRunner
 from jobs.scripts import Scripts
 from jobs.settings import JobDefaults, RedisSettings
 
@@ -45,21 +46,11 @@ class Broker:
         self.url = url or resolve_url(self.settings, data_dir)
         # Typed as Any: redis-py's reply types are unions we convert at each call site.
         self.client: Any = client if client is not None else make_client(self.url, self.settings)
-        self._own_client = client is None
         self.keys = Keys(self.settings.namespace)
         self.prefix = self.keys.job("")
         self.events_len = self.settings.events_max_len
         self.scripts = Scripts(self.client)
-        self._claim_scripts: Scripts | None = None
-
-    @property
-    def claim_scripts(self) -> Scripts:
-        """Scripts on a second client without automatic retries (for claims only)."""
-        if self._claim_scripts is None:
-            client = make_client(self.url, self.settings, retries=0) \
-                if self._own_client else self.client
-            self._claim_scripts = Scripts(client)
-        return self._claim_scripts
+        self.runner = ScriptRunner(self.client)
 
     def __repr__(self) -> str:
         return f"<Broker {redact(self.url)} namespace={self.keys.ns}>"
@@ -74,7 +65,8 @@ class Broker:
         """Write jobs of one queue in one script call; per job 1 (new) or the existing state."""
         keys, args = self._enqueue_args(queue, jobs)
         with translated(self.url):
-            return list(self.scripts.enqueue(keys=keys, args=args))
+            # Safe to resend: ids are fixed before the call, an existing id is left alone.
+            return list(self.runner.run(self.scripts.enqueue, keys, args))
 
     def enqueue_batches(self, batches: Sequence[tuple[str, Sequence[Prepared]]]) -> None:
         """Several enqueue script calls in one pipelined round trip."""
@@ -97,18 +89,34 @@ class Broker:
 
     # -- claim and outcomes ----------------------------------------------------------------
 
-    def claim(self, queues: Sequence[str], token: str, lease: float) -> Claimed | None:
-        """Take the first job of the first non-empty queue, with a lease of ``lease`` seconds."""
+    def _queue_keys(self, queues: Sequence[str]) -> list[str]:
         keys: list[str] = []
         for q in queues:
             keys += [self.keys.queued(q), self.keys.active(q), self.keys.wake(q)]
-        keys += [self.keys.paused(), self.keys.events()]
+        return keys
+
+    def claim(self, queues: Sequence[str], token: str, lease: float) -> Claimed | None:
+        """Take the first job of the first non-empty queue, with a lease of ``lease`` seconds."""
+        keys = [*self._queue_keys(queues), self.keys.paused(), self.keys.events()]
+        args = [self.prefix, token, int(lease * 1000), self.events_len, *queues]
         with translated(self.url):
-            # No client-side retry here: a resent claim whose first reply was lost would
-            # hold a second job under the same token. The caller retries with a new token.
-            reply = self.claim_scripts.claim(
-                keys=keys,
-                args=[self.prefix, token, int(lease * 1000), self.events_len, *queues])
+            # No resend: a resent claim whose first reply was lost would hold a second
+            # job under the same token. The caller retries with a new token.
+            reply = self.runner.run(self.scripts.claim, keys, args, retry=False)
+        return self._claimed(reply, queues, token)
+
+    def finish_and_claim(self, job: Claimed, result: bytes, result_ttl: float, duration: float,
+                         queues: Sequence[str], token: str,
+                         lease: float) -> tuple[bool, Claimed | None]:
+        """Complete ``job`` and claim the next one in one round trip (the hot path)."""
+        keys = [*self._complete_keys(job), *self._queue_keys(queues), self.keys.paused()]
+        args = [*self._complete_args(job, result, result_ttl, duration),
+                self.prefix, token, int(lease * 1000), self.events_len, *queues]
+        with translated(self.url):
+            done, reply = self.runner.run(self.scripts.finish_claim, keys, args, retry=False)
+        return bool(done), self._claimed(reply or None, queues, token)
+
+    def _claimed(self, reply: Any, queues: Sequence[str], token: str) -> Claimed | None:
         if reply is None:
             return None
         pos, job_id, spec, attempt, priority, errs, enqueued, now = reply
@@ -130,17 +138,23 @@ class Broker:
         with translated(self.url):
             return self.client.blpop([self.keys.wake(q) for q in queues], timeout=wait) is not None
 
+    def _complete_keys(self, job: Claimed) -> list[str]:
+        k = self.keys
+        return [k.job(job.id), k.active(job.queue), k.completed(job.queue), k.waiters(job.id),
+                k.done(job.id), k.events()]
+
+    def _complete_args(self, job: Claimed, result: bytes, result_ttl: float,
+                       duration: float) -> list[Any]:
+        return [job.id, job.token, result, max(1, int(result_ttl * 1000)), self.prefix,
+                self.defaults.max_completed, self.events_len, job.queue, int(duration * 1000)]
+
     def complete(self, job: Claimed, result: bytes, result_ttl: float,
                  duration: float = 0.0) -> bool:
-        k = self.keys
-        keys = [k.job(job.id), k.active(job.queue), k.completed(job.queue), k.waiters(job.id),
-                k.done(job.id), k.events(), k.stats(minute()), k.totals()]
-        function = job.spec.function if job.spec else "?"
-        args: list[Any] = [job.id, job.token, result, max(1, int(result_ttl * 1000)),
-                           self.prefix, self.defaults.max_completed, self.events_len,
-                           job.queue, function, int(duration * 1000), bucket(duration)]
+        keys = self._complete_keys(job)
+        args = self._complete_args(job, result, result_ttl, duration)
         with translated(self.url):
-            return bool(self.scripts.complete(keys=keys, args=args))
+            # Safe to resend: a second write with the same token reports success, no change.
+            return bool(self.runner.run(self.scripts.complete, keys, args))
 
     def fail(
         self,
@@ -174,7 +188,7 @@ class Broker:
             keys += [k.job(on_dead.id), k.queued(hq), k.wake(hq), k.seq(), k.queues()]
             args += [on_dead.id, on_dead.spec, on_dead.priority, hq]
         with translated(self.url):
-            reply = self.scripts.fail(keys=keys, args=args)
+            reply = self.runner.run(self.scripts.fail, keys, args)
         return reply.decode() if isinstance(reply, bytes) else None
 
     def release(self, job: Claimed) -> bool:
@@ -202,6 +216,25 @@ class Broker:
         return [int(i) - 1 for i in lost]
 
     # -- maintenance -------------------------------------------------------------------------
+
+    def trim(self, queue: str) -> None:
+        """Sweep a queue's finished indexes of expired entries (maintenance)."""
+        k = self.keys
+        d = self.defaults
+        with translated(self.url):
+            self.scripts.trim(keys=[k.completed(queue), k.dead(queue), k.canceled(queue)],
+                              args=[self.prefix, int(d.dead_ttl * 1000), d.max_completed,
+                                    d.max_dead])
+
+    def add_counts(self, minute_key: str, counts: dict[str, int]) -> None:
+        """Add outcome counters to a minute's statistics hash and to the totals."""
+        with translated(self.url):
+            pipe = self.client.pipeline(transaction=False)
+            for key in (minute_key, self.keys.totals()):
+                for field, n in counts.items():
+                    pipe.hincrby(key, field, n)
+            pipe.expire(minute_key, 7200)
+            pipe.execute()
 
     def known_queues(self) -> list[str]:
         with translated(self.url):

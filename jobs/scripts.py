@@ -24,6 +24,8 @@ SCRIPT_NAMES = (
     "resume",
     "progress",
     "event",
+    "finish_claim",
+    "trim",
 )
 
 
@@ -53,6 +55,8 @@ class Scripts:
         self.resume = self._load(client, "resume")
         self.progress = self._load(client, "progress")
         self.event = self._load(client, "event")
+        self.finish_claim = self._load(client, "finish_claim")
+        self.trim = self._load(client, "trim")
 
     @staticmethod
     def _load(client: redis.Redis, name: str) -> Script:

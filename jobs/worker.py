@@ -29,6 +29,7 @@ from jobs.options import Call, EnqueueOptions, Prepared, prepare
 from jobs.policy import Outcome, Policy, Verdict, after_failure, resolve
 from jobs.records import AttemptError, Claimed, ErrorKind, ExpiredLease, JobSpec
 from jobs.registry import JobFunction, lookup
+from jobs.tally import Tally
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +163,7 @@ class Worker:
         self.name = name or worker_name()
         self.lease = lease
         self._tokens = itertools.count(1)
+        self.tally = Tally()
 
     def _order(self) -> list[str]:
         if not self.weights:
@@ -170,16 +172,50 @@ class Worker:
         keys = [random.random() ** (1.0 / w) if w > 0 else 0.0 for w in self.weights]
         return [q for _, q in sorted(zip(keys, self.queues, strict=True), reverse=True)]
 
+    def _token(self) -> str:
+        return f"{self.name}#{next(self._tokens)}"
+
     def claim(self, wait: float = 0.0) -> Claimed | None:
         """One job with a lease, or None after ``wait`` seconds; blocks on Redis, never polls."""
         deadline = time.monotonic() + wait
         while True:
-            token = f"{self.name}#{next(self._tokens)}"
-            job = self.broker.claim(self._order(), token, self.lease)
+            job = self.broker.claim(self._order(), self._token(), self.lease)
             remaining = deadline - time.monotonic()
             if job is not None or remaining <= 0:
                 return job
+            self.flush_counts()  # going idle: publish what was counted
             self.broker.wait_for_work(self.queues, remaining)
+
+    def flush_counts(self) -> None:
+        self.tally.flush(self.broker)
+
+    def finish_and_claim(self, job: Claimed, outcome: Outcome,
+                         policy: Policy) -> tuple[str | None, Claimed | None]:
+        """Write the outcome and claim the next job: one round trip when the job succeeded.
+
+        Returns the job's new state (None when its token no longer held it) and the next
+        claimed job, if any.
+        """
+        if outcome.verdict is not Verdict.COMPLETED:
+            try:
+                state: str | None = self.finish(job, outcome, policy)
+            except StaleToken as exc:
+                log.warning("%s", exc)
+                state = None
+            return state, self.claim()
+        done, following = self.broker.finish_and_claim(
+            job, outcome.result, policy.result_ttl, outcome.duration, self._order(),
+            self._token(), self.lease)
+        self._count(job, outcome)
+        if not done:
+            log.warning("job %s was taken back before this worker wrote its result; the result "
+                        "was discarded", job.id)
+        return ("completed" if done else None), following
+
+    def _count(self, job: Claimed, outcome: Outcome) -> None:
+        self.tally.completed(job.queue, job.spec.function if job.spec else "?", outcome.duration)
+        if self.tally.due():
+            self.flush_counts()
 
     def execute(self, job: Claimed) -> tuple[Outcome, Policy]:
         return execute(job, self.broker, self.name)
@@ -190,6 +226,8 @@ class Worker:
         if outcome.verdict is Verdict.COMPLETED:
             ok = b.complete(job, outcome.result, policy.result_ttl, outcome.duration)
             state: str | None = "completed" if ok else None
+            if ok:
+                self._count(job, outcome)
         else:
             assert outcome.error is not None
             hook = on_dead_job(policy, job.id, b) if outcome.verdict is Verdict.DEAD else None
@@ -228,4 +266,5 @@ class Worker:
             except StaleToken as exc:
                 log.warning("%s", exc)
                 done["stale"] += 1
+        self.flush_counts()
         return done

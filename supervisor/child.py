@@ -22,6 +22,7 @@ import psutil
 from jobs import Broker, BrokerUnavailable, JobTimeout, StaleToken, Worker
 from jobs.execute import find
 from jobs.policy import resolve
+from jobs.records import Claimed
 from supervisor.config import Config
 from supervisor.errors import ExitCode
 from supervisor.proctitle import set_title
@@ -64,25 +65,46 @@ class Child:
         worker = Worker(self.config.worker.queues, broker=broker, lease=s.lease_timeout,
                         weights=self.config.worker.weights or None)
         threading.Thread(target=self._heartbeat, daemon=True, name="heartbeat").start()
-        idle_since = time.monotonic()
-        self._publish(ChildState.IDLE, idle_since=idle_since)
-        set_title(f"worker idle [{','.join(worker.queues)}]")
+        self._idle(worker)
+        job: Claimed | None = None
         while not self.stopping:
-            try:
-                job = worker.claim(wait=CLAIM_WAIT)
-            except BrokerUnavailable as exc:
-                self._redis_down(exc)
-                continue
-            self.outage = 0
             if job is None:
-                continue
-            self._run_job(worker, job)
-            idle_since = time.monotonic()
-            self._publish(ChildState.IDLE, idle_since=idle_since)
-            set_title(f"worker idle [{','.join(worker.queues)}] done={self.jobs_done}")
-            if self._should_recycle():
+                try:
+                    job = worker.claim(wait=CLAIM_WAIT)
+                except BrokerUnavailable as exc:
+                    self._redis_down(exc)
+                    continue
+                self.outage = 0
+                if job is None:
+                    continue
+            job = self._run_job(worker, job)
+            if job is None:
+                self._idle(worker)
+            recycle = self._should_recycle()
+            if job is not None and (self.stopping or recycle):
+                self._give_back(worker, job)  # claimed with the last result: not ours to run
+                job = None
+            if recycle:
+                self._flush(worker)
                 return ExitCode.RECYCLE
+        self._flush(worker)
         return ExitCode.OK
+
+    def _idle(self, worker: Worker) -> None:
+        self._publish(ChildState.IDLE, idle_since=time.monotonic())
+        set_title(f"worker idle [{','.join(worker.queues)}] done={self.jobs_done}")
+
+    def _give_back(self, worker: Worker, job: Claimed) -> None:
+        try:
+            worker.release(job)
+        except BrokerUnavailable as exc:
+            log.warning("job %s could not be released (%s); its lease will expire", job.id, exc)
+
+    def _flush(self, worker: Worker) -> None:
+        try:
+            worker.flush_counts()
+        except Exception as exc:
+            log.warning("outcome counters not written: %s", exc)
 
     def _after_fork(self, parent: int) -> None:
         for sig in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1,
@@ -114,10 +136,8 @@ class Child:
     def _publish(self, state: ChildState, **fields: object) -> None:
         self.slots.write(self.slot, state, os.getpid(), self.jobs_done, **fields)  # type: ignore[arg-type]
 
-    def _run_job(self, worker: Worker, job: object) -> None:
-        from jobs.records import Claimed
-
-        assert isinstance(job, Claimed)
+    def _run_job(self, worker: Worker, job: Claimed) -> Claimed | None:
+        """Run one job, write its outcome, and return the next job claimed with it."""
         fn, _ = find(job)
         policy = resolve(job.spec, fn, worker.broker.defaults)
         now = time.monotonic()
@@ -136,14 +156,21 @@ class Child:
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
         self.jobs_done += 1
+        if not self.stopping:
+            try:
+                _, following = worker.finish_and_claim(job, outcome, policy)
+                self.outage = 0
+                return following
+            except BrokerUnavailable as exc:
+                self._redis_down(exc)  # unknown whether it applied: fall back to finish
         while True:  # the outcome is kept until written: the supervisor renews the lease
             try:
                 worker.finish(job, outcome, policy)
                 self.outage = 0
-                return
+                return None
             except StaleToken as exc:
                 log.warning("%s", exc)
-                return
+                return None
             except BrokerUnavailable as exc:
                 self._redis_down(exc)
 

@@ -120,7 +120,10 @@ class Duties:
                                 held[i].job_id)
                 if time.monotonic() - last_reclaim > self.lease / 2:
                     last_reclaim = time.monotonic()
-                    for job_id, state in reclaim(self.broker, self.broker.known_queues()):
+                    queues = self.broker.known_queues()
+                    for q in queues:
+                        self.broker.trim(q)
+                    for job_id, state in reclaim(self.broker, queues):
                         self.reclaims += 1
                         log.warning("job %s reclaimed after its lease expired: now %s",
                                     job_id, state)

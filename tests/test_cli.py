@@ -80,8 +80,10 @@ def test_stats_hosts_workers(r):
     q = Queue("default", r.broker)
     q.enqueue("tests.jobfuncs:add", 1, 1).result(timeout=10)
     q.options(delay=600).enqueue("tests.jobfuncs:add", 1, 1)
-    rows = json.loads(cli(r, "stats", "--json").stdout)
-    row = next(x for x in rows if x["queue"] == "default")
+    # Workers add their completion counts when they go idle (at most a second later).
+    row = wait_until(lambda: next(x for x in json.loads(cli(r, "stats", "--json").stdout)
+                                  if x["queue"] == "default" and x["last_minute"]["completed"]),
+                     timeout=10)
     assert row["scheduled"] == 1 and row["last_minute"]["completed"] >= 1
     assert row["last_hour"]["completed"] >= 1 and row["throughput"] > 0
     assert "QUEUE" in cli(r, "stats").stdout

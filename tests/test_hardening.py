@@ -80,7 +80,9 @@ def test_result_registers_one_waiter_per_call(broker):
     for _ in range(5):
         with pytest.raises(Exception, match="still queued"):
             j.result(timeout=0.05)
-    assert int(broker.client.get(broker.keys.waiters(j.id))) <= 5
+    assert int(broker.client.hget(broker.keys.job(j.id), "w")) <= 5
+    Worker(broker=broker).run_until_empty()
+    assert broker.client.hget(broker.keys.job(j.id), "w") is None  # cleared at completion
 
 
 def test_orphan_active_entry_is_dropped_by_reclaim(broker):

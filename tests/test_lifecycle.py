@@ -332,9 +332,8 @@ def test_result_ttl_expiry(broker):
     wait_until(lambda: broker.fetch(j.id) is None, timeout=5)
     with pytest.raises(JobNotFound):
         Job.fetch(j.id)
-    broker.promote(["default"])
-    jobfuncs.add.enqueue(1, 1)
-    run(broker)  # the next completion trims the expired index entry
+    assert broker.client.zscore(broker.keys.completed("default"), j.id) is not None
+    broker.trim("default")  # the supervisors' maintenance sweep
     assert broker.client.zscore(broker.keys.completed("default"), j.id) is None
 
 
@@ -345,6 +344,8 @@ def test_completed_index_bounded_by_count(server, namespace):
     q = Queue("default", b)
     ids = [q.enqueue(jobfuncs.add, i, i).id for i in range(12)]
     Worker(broker=b).run_until_empty()
+    assert q.counts()["completed"] == 12
+    b.trim("default")  # the supervisors' sweep bounds the index, deleting the oldest
     assert q.counts()["completed"] == 5
     assert b.fetch(ids[0]) is None and b.fetch(ids[-1]) is not None
 
@@ -444,3 +445,43 @@ def test_events_and_counters(broker):
     stats = broker.client.hgetall(broker.keys.stats(minute()))
     assert stats[b"default|completed"] == b"1" and stats[b"default|dead"] == b"1"
     assert stats[b"fn|tests.jobfuncs:add|completed"] == b"1"
+
+
+def test_finish_and_claim_in_one_round_trip(broker):
+    a = jobfuncs.add.enqueue(1, 1)
+    b = jobfuncs.add.enqueue(2, 2)
+    w = Worker(broker=broker)
+    first = w.claim()
+    outcome, policy = w.execute(first)
+    state, following = w.finish_and_claim(first, outcome, policy)
+    assert state == "completed" and following.id == b.id
+    assert a.result(timeout=1) == 2 and b.refresh().state is JobState.ACTIVE
+    outcome, policy = w.execute(following)
+    state, nothing = w.finish_and_claim(following, outcome, policy)
+    assert (state, nothing) == ("completed", None)
+    assert b.result(timeout=1) == 4
+    for j in (a, b):
+        assert_consistent(broker, j.id, "default")
+
+
+def test_finish_and_claim_with_a_stale_token_still_claims(broker):
+    jobfuncs.add.enqueue(1, 1)
+    nxt = jobfuncs.add.enqueue(2, 2)
+    w = Worker(broker=broker, lease=0.0)
+    first = w.claim()
+    assert reclaim(broker) == [(first.id, "scheduled")]
+    w.lease = 60
+    outcome, policy = w.execute(first)
+    state, following = w.finish_and_claim(first, outcome, policy)
+    assert state is None and following.id == nxt.id
+    assert_consistent(broker, first.id, "default")
+
+
+def test_completed_counts_are_flushed_by_the_worker(broker):
+    from jobs.broker import minute
+
+    jobfuncs.add.enqueue(1, 1)
+    run(broker)
+    stats = broker.client.hgetall(broker.keys.stats(minute()))
+    assert stats[b"default|completed"] == b"1"
+    assert int(broker.client.hget(broker.keys.totals(), "default|completed")) == 1

@@ -37,15 +37,17 @@ local function trim_wake(wake_key, queued_key)
 end
 
 -- Tell result waiters (Job.result blocks on BLPOP of the done list) the job is final.
-local function notify(waiters_key, done_key)
-    local n = tonumber(redis.call('GET', waiters_key) or '0')
+-- Waiters are counted in the record's 'w' field; ``known`` is that count when the
+-- caller already read it.
+local function notify(job_key, done_key, known)
+    local n = tonumber(known or redis.call('HGET', job_key, 'w') or '0')
     if n > 0 then
         if n > 1000 then n = 1000 end
         local tokens = {}
         for i = 1, n do tokens[i] = 1 end
         redis.call('RPUSH', done_key, unpack(tokens))
         redis.call('PEXPIRE', done_key, 60000)
-        redis.call('DEL', waiters_key)
+        redis.call('HDEL', job_key, 'w')
     end
 end
 
@@ -104,5 +106,79 @@ local function trim_index(index_key, prefix, state, min_score, max_count)
         end
         redis.call('ZREMRANGEBYRANK', index_key, 0, excess - 1)
     end
+end
+
+
+-- The success path: record the result if the claim token still holds the job.
+-- k = {job, active, completed, waiters, done, events}
+-- a = {id, token, result, ttl_ms, prefix, max_completed, events_len, queue, duration_ms}
+-- Returns 1 when written (or already written with this token), 0 for a stale token.
+local function complete_job(k, a, now)
+    -- Every redis.call costs several microseconds of script overhead: this path makes
+    -- as few as it can. The waiter count lives in the record ('w') for the same reason.
+    local st, tok, waiting = unpack(redis.call('HMGET', k[1], 'st', 'tok', 'w'))
+    if tok ~= a[2] then return 0 end
+    if st == 'completed' then return 1 end
+    if st ~= 'active' then return 0 end
+    local ttl = tonumber(a[4])
+    redis.call('ZREM', k[2], a[1])
+    redis.call('HSET', k[1], 'st', 'completed', 'res', a[3], 'tf', now)
+    redis.call('PEXPIRE', k[1], ttl)
+    redis.call('ZADD', k[3], now + ttl, a[1])
+    -- The completed index is bounded (count and age) by the supervisors' sweep
+    -- (trim.lua, every few seconds); each record also expires on its own TTL.
+    if waiting then notify(k[1], k[5], waiting) end
+    emit(k[6], a[7], 'e', 'completed', 'id', a[1], 'q', a[8], 'ms', a[9])
+    return 1
+end
+
+-- Claim at most one job from the first non-empty, unpaused queue, in the order given.
+-- queues = list of {queued, active, wake, name}
+-- Returns nil, or {queue position, id, spec, attempts, priority, errors, enqueued ms, now}.
+local function claim_job(queues, paused, events, prefix, token, lease_ms, events_len, now)
+    local n = #queues
+    for q = 1, n do
+        local queued, active, wake_key, name = unpack(queues[q])
+        if redis.call('SISMEMBER', paused, name) == 0 then
+            while true do
+                local popped = redis.call('ZPOPMIN', queued, 1)
+                local id = popped[1]
+                if not id then break end
+                local job = prefix .. id
+                local f = redis.call('HMGET', job, 'st', 'spec', 'pri', 'errs', 'te', 'att')
+                -- An entry whose record is gone or not queued (deleted by hand) is dropped.
+                if f[1] == 'queued' then
+                    local attempts = tonumber(f[6] or '0') + 1
+                    redis.call('HSET', job, 'st', 'active', 'tok', token, 'ts', now,
+                        'att', attempts)
+                    redis.call('ZADD', active, now + tonumber(lease_ms), id)
+                    -- Wake tokens only need trimming once the queue is empty: while it has
+                    -- jobs, workers are busy, not blocked, so extra tokens cost nothing.
+                    if redis.call('ZCARD', queued) == 0 then
+                        redis.call('DEL', wake_key)
+                    end
+                    -- A wake token of another queue may have brought this worker here:
+                    -- keep the other queues' tokens topped up so their workers still wake.
+                    for o = 1, n do
+                        if o ~= q then wake(queues[o][3], queues[o][1]) end
+                    end
+                    emit(events, events_len, 'e', 'started', 'id', id, 'q', name,
+                        'att', attempts, 'w', token)
+                    return {q, id, f[2], attempts, f[3], f[4], f[5], now}
+                end
+            end
+        end
+    end
+    return nil
+end
+
+-- KEYS from offset+1 as (queued, active, wake) triples, names from ARGV[name_offset+1].
+local function queue_list(first_key, last_key, name_offset)
+    local queues = {}
+    for i = first_key, last_key, 3 do
+        local q = #queues + 1
+        queues[q] = {KEYS[i], KEYS[i + 1], KEYS[i + 2], ARGV[name_offset + q]}
+    end
+    return queues
 end
 

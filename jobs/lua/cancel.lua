@@ -1,7 +1,7 @@
 -- Cancel a job that has not started: waiting, scheduled or queued.
 -- KEYS[1] job record  KEYS[2] queued index  KEYS[3] scheduled index
 -- KEYS[4] waiting index  KEYS[5] canceled index
--- KEYS[6] result waiters counter  KEYS[7] result done list  KEYS[8] wake list
+-- KEYS[6] (unused: waiters are counted in the record)  KEYS[7] result done list  KEYS[8] wake list
 -- ARGV[1] job id  ARGV[2] reason  ARGV[3] job record prefix
 -- ARGV[4] canceled TTL ms  ARGV[5] most canceled jobs to keep
 -- KEYS[9] events stream  ARGV[6] events stream length (0: off)  ARGV[7] queue name
@@ -18,6 +18,6 @@ redis.call('HSET', KEYS[1], 'st', 'canceled', 'why', ARGV[2], 'tf', now)
 redis.call('HDEL', KEYS[1], 'due')
 redis.call('ZADD', KEYS[5], now, ARGV[1])
 trim_index(KEYS[5], ARGV[3], 'canceled', now - tonumber(ARGV[4]), tonumber(ARGV[5]))
-notify(KEYS[6], KEYS[7])
+notify(KEYS[1], KEYS[7])
 emit(KEYS[9], ARGV[6], 'e', 'canceled', 'id', ARGV[1], 'q', ARGV[7], 'reason', ARGV[2])
 return 1

@@ -1,6 +1,6 @@
 -- Record a failed attempt: retry later (scheduled) or dead, if the token holds the job.
 -- KEYS[1] job record  KEYS[2] active index  KEYS[3] scheduled index  KEYS[4] dead index
--- KEYS[5] result waiters counter  KEYS[6] result done list  KEYS[7] promoter timers list
+-- KEYS[5] (unused: waiters are counted in the record)  KEYS[6] result done list  KEYS[7] promoter timers list
 -- ARGV[1] job id  ARGV[2] claim token  ARGV[3] encoded list of every attempt's error
 -- ARGV[4] retry delay ms, or -1 for dead  ARGV[5] 1: only if the lease has expired (reclaim)
 -- ARGV[6] job record prefix  ARGV[7] dead TTL ms  ARGV[8] most dead jobs to keep
@@ -38,7 +38,7 @@ end
 redis.call('HSET', KEYS[1], 'st', 'dead', 'errs', ARGV[3], 'tf', now)
 redis.call('ZADD', KEYS[4], now, ARGV[1])
 trim_index(KEYS[4], ARGV[6], 'dead', now - tonumber(ARGV[7]), tonumber(ARGV[8]))
-notify(KEYS[5], KEYS[6])
+notify(KEYS[1], KEYS[6])
 count(KEYS[9], KEYS[10], ARGV[10], ARGV[11], 'dead', ARGV[12], ARGV[13])
 emit(KEYS[8], ARGV[9], 'e', 'dead', 'id', ARGV[1], 'q', ARGV[10], 'error', ARGV[14])
 if KEYS[11] and redis.call('EXISTS', KEYS[11]) == 0 then
