@@ -58,10 +58,7 @@ def take_control(ident: str, broker: Broker) -> list[Control]:
     """Messages waiting for supervisor ``ident``; unreadable ones are dropped."""
     key = broker.keys.control(ident)
     with translated(broker.url):
-        pipe = broker.client.pipeline(transaction=True)
-        pipe.lrange(key, 0, -1)
-        pipe.delete(key)
-        raw, _ = pipe.execute()
+        raw = broker.client.lpop(key, 100) or []
     out: list[Control] = []
     for item in raw:
         try:

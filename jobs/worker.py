@@ -34,6 +34,7 @@ from jobs.tally import Tally
 log = logging.getLogger(__name__)
 
 DEFAULT_LEASE = 30.0
+IDLE_WAIT = 3.0  # the promoter's longest sleep when nothing is scheduled
 
 
 def worker_name() -> str:
@@ -145,8 +146,9 @@ def run_promoter(broker: Broker, stop: threading.Event,
             stop.wait(next_in)
         else:
             # BLPOP timeouts fire on the server's timer tick (~100 ms): wake early, then
-            # finish the wait locally above.
-            broker.wait_for_timers(1.0 if next_in is None else min(next_in - 0.15, 1.0))
+            # finish the wait locally above. An earlier due time wakes the BLPOP at once.
+            broker.wait_for_timers(IDLE_WAIT if next_in is None
+                                   else min(next_in - 0.15, IDLE_WAIT))
 
 
 class Worker:

@@ -321,9 +321,6 @@ class Arbiter:
             self.figures.kills[KILL_METRIC.get(info.kill_reason.type, "crash")] += 1
         elif view.state is ChildState.BUSY and not info.release_on_kill:
             self.figures.kills["crash"] += 1
-        self.duties.settle(Event({
-            "e": "worker_killed" if killed else "worker_stopped", "pid": info.pid,
-            "host": self.host, "reason": killed or how}))
         if view.state is ChildState.BUSY and view.job_id:
             held = Held(view.job_id, view.queue, view.token)
             if info.release_on_kill:
@@ -332,6 +329,9 @@ class Arbiter:
                 error = info.kill_reason or crashed(view, how, maxrss_kib,
                                                     f"{self.host}:{info.pid}")
                 self.duties.settle(Settlement(held, error))
+        self.duties.settle(Event({
+            "e": "worker_killed" if killed else "worker_stopped", "pid": info.pid,
+            "host": self.host, "reason": killed or how}))
         self.slots.clear(info.slot)
 
     def _boot_failed(self, info: ChildInfo, how: str, code: int) -> None:

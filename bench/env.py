@@ -1,0 +1,107 @@
+"""The benchmark's own server and supervisors (the same parts users run)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from jobs import Broker, RedisSettings
+from tests.server import ValkeyServer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Bench:
+    """A server in a temp dir, plus helpers to start supervisors against it."""
+
+    def __init__(self) -> None:
+        self.tmp = Path(tempfile.mkdtemp(prefix="jobvisor-bench-"))
+        self.server = ValkeyServer(self.tmp / "server")
+        self.server.start()
+        self._ns = 0
+        self.sups: list[subprocess.Popen[bytes]] = []
+
+    def broker(self, namespace: str | None = None) -> Broker:
+        self._ns += 1
+        ns = namespace or f"b{self._ns}"
+        return Broker(self.server.url, redis_settings=RedisSettings(namespace=ns))
+
+    def supervisor(self, broker: Broker, workers: int = 2, extra: str = "",
+                   name: str = "s") -> subprocess.Popen[bytes]:
+        d = self.tmp / f"{name}{len(self.sups)}"
+        d.mkdir()
+        cfg = d / "config.toml"
+        cfg.write_text(
+            f'[redis]\nurl = "{self.server.url}"\nnamespace = "{broker.keys.ns}"\n'
+            f'[supervisor]\nworkers = {workers}\ndata_dir = "{d / "var"}"\n{extra}\n'
+            '[worker]\nmodules = ["examples.cpu", "bench.jobs"]\n')
+        proc = subprocess.Popen([sys.executable, "-m", "supervisor", "--config", str(cfg), "run",
+                                 "--log-file", str(d / "log")], cwd=ROOT)
+        self.sups.append(proc)
+        wait_for(lambda: len(children(proc)) == workers and all_idle(broker, proc), 30)
+        return proc
+
+    def stop(self, proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+        if proc.poll() is None:
+            proc.send_signal(sig)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def close(self) -> None:
+        for p in self.sups:
+            self.stop(p)
+        self.server.stop()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def children(proc: subprocess.Popen[bytes]) -> list[psutil.Process]:
+    try:
+        return psutil.Process(proc.pid).children()
+    except psutil.NoSuchProcess:
+        return []
+
+
+def all_idle(broker: Broker, proc: subprocess.Popen[bytes]) -> bool:
+    return all("idle" in " ".join(c.cmdline()) for c in children(proc))
+
+
+def wait_for(check: Any, timeout: float, interval: float = 0.005) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError("benchmark condition not met in time")
+        time.sleep(interval)
+
+
+def server_time(broker: Broker) -> float:
+    s, us = broker.client.time()
+    return float(s) + float(us) / 1e6
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            t = psutil.Process(pid).cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+_ = os

@@ -1,0 +1,243 @@
+"""The scenarios of the performance issue; each returns its figures as a dict."""
+
+from __future__ import annotations
+
+import os
+import signal
+import statistics
+import time
+from typing import Any
+
+import psutil
+
+from bench import ceiling
+from bench.env import Bench, children, cpu_seconds, server_time, wait_for
+from jobs import Broker, JobState, Queue, Worker
+from jobs.stats import recent
+
+
+def _pct(values: list[float], p: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
+
+
+def _drained(q: Queue) -> bool:
+    c = q.counts()
+    return c["queued"] == 0 and c["active"] == 0 and c["scheduled"] == 0
+
+
+def throughput(b: Bench, n: int) -> dict[str, Any]:
+    broker = b.broker()
+    sup = b.supervisor(broker)
+    q = Queue("default", broker)
+    q.enqueue_many([("examples.cpu:noop",) for _ in range(n)])
+    start = time.perf_counter()
+    wait_for(lambda: _drained(q), 600, 0.01)
+    rate = n / (time.perf_counter() - start)
+    b.stop(sup)
+    one = ceiling.drain_rate(str(b.server.socket), n, one_trip=True)
+    two = ceiling.drain_rate(str(b.server.socket), n, one_trip=False)
+    return {"jobs_per_s": rate, "ceiling_one_trip": one, "ceiling_two_trips": two,
+            "ratio_one_trip": rate / one}
+
+
+def enqueue_one_by_one(b: Bench, n: int) -> dict[str, Any]:
+    q = Queue("default", b.broker())
+    start = time.perf_counter()
+    for _ in range(n):
+        q.enqueue("examples.cpu:noop")
+    rate = n / (time.perf_counter() - start)
+    ping = ceiling.ping_rate(str(b.server.socket), n)
+    return {"jobs_per_s": rate, "ping_per_s": ping, "ratio": rate / ping}
+
+
+def bulk_enqueue(b: Bench, n: int) -> dict[str, Any]:
+    q = Queue("default", b.broker())
+    calls = [q.call("examples.cpu:noop") for _ in range(n)]
+    start = time.perf_counter()
+    q.enqueue_many(calls)
+    rate = n / (time.perf_counter() - start)
+    raw = ceiling.pipelined_write_rate(str(b.server.socket), n)
+    return {"jobs_per_s": rate, "raw_pipelined_per_s": raw, "ratio": rate / raw}
+
+
+def cpu_efficiency(b: Bench, n: int, seconds: float = 0.05) -> dict[str, Any]:
+    broker = b.broker()
+    sup = b.supervisor(broker)
+    q = Queue("default", broker)
+    q.enqueue_many([q.call("examples.cpu:spin", seconds) for _ in range(n)])
+    start = time.perf_counter()
+    wait_for(lambda: _drained(q), 600, 0.01)
+    elapsed = time.perf_counter() - start
+    b.stop(sup)
+    ideal = n * seconds / 2
+    return {"elapsed_s": elapsed, "ideal_s": ideal, "efficiency": ideal / elapsed}
+
+
+def latency(b: Bench, n: int) -> dict[str, Any]:
+    broker = b.broker()
+    sup = b.supervisor(broker)
+    q = Queue("default", broker)
+    lat = []
+    for _ in range(n):
+        sent = time.time()
+        started = q.enqueue("bench.jobs:stamp").result(timeout=10)
+        lat.append(started - sent)  # one host, one clock: from enqueue() to the job's first line
+    b.stop(sup)
+    rt = 1 / ceiling.ping_rate(str(b.server.socket), 2000)
+    return {"p50_ms": _pct(lat, 50) * 1000, "p99_ms": _pct(lat, 99) * 1000,
+            "round_trip_ms": rt * 1000}
+
+
+def delayed(b: Bench, n: int) -> dict[str, Any]:
+    broker = b.broker()
+    sup = b.supervisor(broker)
+    q = Queue("default", broker)
+    jobs_ = [(q.options(delay=0.5 + 1.5 * i / n).enqueue("examples.cpu:noop"), 0.5 + 1.5 * i / n)
+             for i in range(n)]
+    for j, _ in jobs_:
+        j.result(timeout=30)
+    late = []
+    for j, d in jobs_:
+        r = j.refresh().record
+        late.append((r.started_at or 0) - ((r.enqueued_at or 0) + d))
+    b.stop(sup)
+    return {"p50_ms": _pct(late, 50) * 1000, "p99_ms": _pct(late, 99) * 1000,
+            "max_ms": max(late) * 1000}
+
+
+def hard_timeout(b: Bench, n: int) -> dict[str, Any]:
+    broker = b.broker()
+    sup = b.supervisor(broker)
+    q = Queue("default", broker)
+    out: dict[str, Any] = {}
+    for fn in ("bench.jobs:forever", "bench.jobs:gil_forever"):
+        kill, account = [], []
+        for _ in range(n):
+            j = q.options(timeout=0.5).enqueue(fn)
+            wait_for(lambda j=j: j.refresh().state is JobState.DEAD, 30, 0.002)
+            e = j.errors[-1]
+            kill.append(e.duration - 0.5)  # measured by the supervisor at the kill
+            r = j.record
+            account.append((r.finished_at or 0) - (r.started_at or 0) - 0.5)
+        label = "python" if fn.endswith(":forever") else "gil"
+        out[f"{label}_kill_p99_ms"] = _pct(kill, 99) * 1000
+        out[f"{label}_kill_min_ms"] = min(kill) * 1000
+        out[f"{label}_accounted_p99_ms"] = _pct(account, 99) * 1000
+    b.stop(sup)
+    return out
+
+
+def crash_recovery(b: Bench, n: int) -> dict[str, Any]:
+    broker = b.broker()
+    sup = b.supervisor(broker)
+    q = Queue("default", broker)
+    took = []
+    for _ in range(n):
+        j = q.options(max_attempts=5).enqueue("examples.cpu:spin", 60)
+        wait_for(lambda j=j: j.refresh().state is JobState.ACTIVE, 10, 0.001)
+        busy = wait_for(lambda: [c for c in children(sup) if "busy" in " ".join(c.cmdline())],
+                        10, 0.001)
+        t0 = time.monotonic()
+        os.kill(busy[0].pid, signal.SIGKILL)
+        wait_for(lambda j=j: j.refresh().state is not JobState.ACTIVE, 10, 0.0005)
+        took.append(time.monotonic() - t0)
+        j.cancel()
+        wait_for(lambda: len(children(sup)) == 2, 10)
+    b.stop(sup)
+    return {"p50_ms": _pct(took, 50) * 1000, "p99_ms": _pct(took, 99) * 1000}
+
+
+def host_loss(b: Bench, lease: float = 3.0) -> dict[str, Any]:
+    broker = b.broker()
+    extra = f"lease_timeout = {lease}"
+    a = b.supervisor(broker, extra=extra)
+    q = Queue("default", broker)
+    j = q.options(max_attempts=3).enqueue("examples.cpu:spin", 30)
+    wait_for(lambda: j.refresh().state is JobState.ACTIVE, 10, 0.001)
+    survivor = b.supervisor(broker, extra=extra)
+    t0 = time.monotonic()
+    a.kill()
+    a.wait()
+    wait_for(lambda: j.refresh().state is not JobState.ACTIVE, lease + 10, 0.005)
+    took = time.monotonic() - t0
+    j.cancel()
+    b.stop(survivor)
+    return {"reclaimed_after_s": took, "lease_s": lease, "over_lease_s": took - lease}
+
+
+def scale_up(b: Bench, n: int) -> dict[str, Any]:
+    broker = b.broker()
+    sup = b.supervisor(broker, workers=1)
+    q = Queue("default", broker)
+    took = []
+    for i in range(n):
+        before = {c.pid for c in children(sup)}
+        q.enqueue_many([q.call("examples.cpu:spin", 0.3) for _ in range(len(before) + 1)])
+        t0 = time.monotonic()
+        sup.send_signal(signal.SIGTTIN)
+        new = wait_for(lambda before=before: [c for c in children(sup) if c.pid not in before
+                                              and "busy" in " ".join(c.cmdline())], 10, 0.0005)
+        took.append(time.monotonic() - t0)
+        wait_for(lambda: _drained(q), 30, 0.01)
+        _ = new, i
+    b.stop(sup)
+    return {"p50_ms": _pct(took, 50) * 1000, "p99_ms": _pct(took, 99) * 1000,
+            "note": "SIGTTIN to the new worker's title showing its first job"}
+
+
+def memory(b: Bench, n: int) -> dict[str, Any]:
+    broker = b.broker()
+    before = broker.client.info("memory")["used_memory"]
+    Queue("default", broker).enqueue_many([("examples.cpu:noop",) for _ in range(n)])
+    after = broker.client.info("memory")["used_memory"]
+    broker2 = b.broker()
+    sup = b.supervisor(broker2)
+    time.sleep(1.0)  # let the idle pool settle before measuring
+    uss = 0
+    for p in [psutil.Process(sup.pid), *children(sup)]:
+        uss += p.memory_full_info().uss
+    b.stop(sup)
+    return {"bytes_per_queued_job": (after - before) / n, "pool_uss_mib": uss / 2**20}
+
+
+def _claim_rate(broker: Broker, n: int) -> float:
+    w = Worker(["deep"], broker=broker, lease=3600)
+    start = time.perf_counter()
+    for _ in range(n):
+        job = w.claim()
+        assert job is not None
+        broker.complete(job, b"\xc0", 60)
+    return n / (time.perf_counter() - start)
+
+
+def deep_queue(b: Bench, deep: int, n: int) -> dict[str, Any]:
+    rates = {}
+    for depth in (1_000, deep):
+        broker = b.broker()
+        q = Queue("deep", broker)
+        for i in range(0, depth + n, 10_000):
+            q.enqueue_many([("examples.cpu:noop",)] * min(10_000, depth + n - i))
+        rates[depth] = _claim_rate(broker, n)
+        broker.client.flushdb()
+    return {"claims_per_s_shallow": rates[1_000], "claims_per_s_deep": rates[deep],
+            "depth": deep, "ratio": rates[deep] / rates[1_000]}
+
+
+def idle_cost(b: Bench, seconds: float) -> dict[str, Any]:
+    broker = b.broker()
+    sup = b.supervisor(broker)
+    time.sleep(1.0)
+    pids = [sup.pid, *(c.pid for c in children(sup))]
+    calls0 = sum(v["calls"] for v in broker.client.info("commandstats").values())
+    cpu0, t0 = cpu_seconds(pids), time.monotonic()
+    time.sleep(seconds)
+    cpu1, t1 = cpu_seconds(pids), time.monotonic()
+    calls1 = sum(v["calls"] for v in broker.client.info("commandstats").values())
+    b.stop(sup)
+    return {"cpu_percent_of_a_core": (cpu1 - cpu0) / (t1 - t0) * 100,
+            "redis_commands_per_s": (calls1 - calls0 - 1) / (t1 - t0),
+            "seconds": seconds}
+
+
+_ = (statistics, server_time, recent)
