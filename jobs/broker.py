@@ -84,7 +84,7 @@ class Broker:
         keys += [k.job(p.id) for p in jobs]
         args: list[Any] = [queue, len(jobs), self.events_len]
         for p in jobs:
-            args += [p.id, p.spec, p.priority, p.delay_ms, p.at_ms]
+            args += [p.id, p.spec, p.priority, p.delay_ms, p.at_ms, 1 if p.custom_id else 0]
         return keys, args
 
     # -- claim and outcomes ----------------------------------------------------------------

@@ -53,6 +53,7 @@ class Prepared(msgspec.Struct, frozen=True):
     spec: bytes
     delay_ms: int
     at_ms: int
+    custom_id: bool = False
 
 
 def new_job_id() -> str:
@@ -169,4 +170,5 @@ def prepare(call: Call, *, default_queue: str, default_priority: int, max_bytes:
         spec=_encode_spec(spec, max_bytes),
         delay_ms=_delay_ms(opts.delay),
         at_ms=_at_ms(opts.at),
+        custom_id=opts.job_id is not None,
     )

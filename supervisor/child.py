@@ -31,7 +31,7 @@ from supervisor.slots import ChildState, Slots
 log = logging.getLogger(__name__)
 
 HEARTBEAT_EVERY = 1.0
-CLAIM_WAIT = 1.0
+CLAIM_WAIT = 2.0  # an idle worker's blocking wait: also how soon it notices a stop
 _PR_SET_PDEATHSIG = 1
 
 
@@ -138,6 +138,8 @@ class Child:
 
     def _run_job(self, worker: Worker, job: Claimed) -> Claimed | None:
         """Run one job, write its outcome, and return the next job claimed with it."""
+        if worker.tally.due():
+            self._flush(worker)  # before the job: it may be killed and take the counts along
         fn, _ = find(job)
         policy = resolve(job.spec, fn, worker.broker.defaults)
         now = time.monotonic()

@@ -27,6 +27,8 @@ from jobs.worker import account_failure
 
 log = logging.getLogger(__name__)
 
+TRIM_EVERY = 10.0  # seconds between sweeps of the finished-jobs indexes
+
 
 class Held(msgspec.Struct, frozen=True):
     job_id: str
@@ -107,7 +109,9 @@ class Duties:
                 self.stop.wait(1.0)
 
     def _loop(self) -> None:
-        last_reclaim = 0.0
+        last_reclaim = last_trim = 0.0
+        # A dead host's jobs come back within lease + this cadence.
+        reclaim_every = min(1.0, self.lease / 3)
         while not self.stop.is_set():
             self._wake.wait(self.tick)
             self._wake.clear()
@@ -118,11 +122,14 @@ class Duties:
                 for i in lost:
                     log.warning("job %s is no longer held by its worker (reclaimed or canceled)",
                                 held[i].job_id)
-                if time.monotonic() - last_reclaim > self.lease / 2:
-                    last_reclaim = time.monotonic()
+                now = time.monotonic()
+                if now - last_reclaim >= reclaim_every:
+                    last_reclaim = now
                     queues = self.broker.known_queues()
-                    for q in queues:
-                        self.broker.trim(q)
+                    if now - last_trim >= TRIM_EVERY:
+                        last_trim = now
+                        for q in queues:
+                            self.broker.trim(q)
                     for job_id, state in reclaim(self.broker, queues):
                         self.reclaims += 1
                         log.warning("job %s reclaimed after its lease expired: now %s",

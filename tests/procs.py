@@ -35,7 +35,8 @@ queues = ["default"]
 class Running:
     def __init__(self, tmp: Path, server, ns: str, workers: int = 2, graceful: float = 10.0,
                  modules: str = '["examples.cpu", "tests.jobfuncs"]', extra: str = "",
-                 env: dict[str, str] | None = None, tail: str = "") -> None:
+                 env: dict[str, str] | None = None, tail: str = "",
+                 args: tuple[str, ...] = ()) -> None:
         self.config = tmp / "config.toml"
         self.log = tmp / "supervisor.log"
         self.text = CONFIG.format(url=server.url, ns=ns, data=tmp / "var", workers=workers,
@@ -44,7 +45,7 @@ class Running:
         self.config.write_text(self.text)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "supervisor", "--config", str(self.config), "run",
-             "--log-file", str(self.log)], cwd=Path(__file__).parent.parent,
+             "--log-file", str(self.log), *args], cwd=Path(__file__).parent.parent,
             env={**os.environ, **(env or {})})
         self.broker = Broker(server.url, redis_settings=RedisSettings(namespace=ns))
 

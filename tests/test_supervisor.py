@@ -132,3 +132,24 @@ def test_killed_supervisor_jobs_are_reclaimed_by_another(sup):
     assert j.attempts == 2
     b.stop()
     _ = Job
+
+
+def test_sigusr1_reopens_the_log_file(sup):
+    r = _start(sup)
+    moved = r.log.with_suffix(".1")
+    r.log.rename(moved)
+    r.proc.send_signal(signal.SIGUSR1)
+    wait_until(lambda: r.log.exists(), timeout=10)
+    r.proc.send_signal(signal.SIGTTIN)
+    wait_until(lambda: "SIGTTIN" in r.logs(), timeout=10)
+    assert "got SIGUSR1" in moved.read_text()
+
+
+def test_json_logs(sup):
+    import json
+
+    r = _start(sup, args=("--log-format", "json"))
+    wait_until(lambda: "supervisor ready" in r.logs(), timeout=10)
+    lines = [json.loads(line) for line in r.logs().splitlines() if line.strip()]
+    assert {"time", "level", "pid", "logger", "message"} <= set(lines[0])
+    assert any("supervisor ready" in line["message"] for line in lines)

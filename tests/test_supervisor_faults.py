@@ -104,7 +104,12 @@ def test_autoscale_grows_with_backlog_and_shrinks_when_idle(sup):
 def test_registry_entry_describes_the_pool(sup):
     r = _start(sup)
     key = wait_until(lambda: r.broker.client.keys(r.broker.keys.supervisors_pattern()), 10)[0]
-    entry = json.loads(r.broker.client.get(key))
+
+    def settled():
+        e = json.loads(r.broker.client.get(key))
+        return e if {w["state"] for w in e["workers"]} <= {"idle", "busy"} else None
+
+    entry = wait_until(settled, timeout=10)
     assert entry["pid"] == r.proc.pid and entry["config_version"] == 1
     assert {w["state"] for w in entry["workers"]} <= {"idle", "busy"}
     assert len(entry["workers"]) == 2 and all(w["rss"] > 0 for w in entry["workers"])

@@ -95,3 +95,15 @@ def test_environment_overrides(tmp_path, monkeypatch):
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.toml")
+
+
+def test_log_lines_redact_passwords():
+    import logging
+
+    from supervisor.logs import JsonFormatter, TextFormatter
+
+    record = logging.LogRecord("x", logging.WARNING, __file__, 1,
+                               "cannot reach redis://app:hunter2@db:6379/0 now", None, None)
+    for formatter in (TextFormatter(), JsonFormatter()):
+        line = formatter.format(record)
+        assert "hunter2" not in line and "app:***@db:6379" in line

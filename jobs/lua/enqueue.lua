@@ -5,8 +5,9 @@
 -- KEYS[10] events stream
 -- KEYS[10+i] record of job i
 -- ARGV[1] queue name  ARGV[2] number of jobs n  ARGV[3] events stream length (0: off)
--- then for each job i, 5 values at ARGV[4 + 5*(i-1)]:
---   id, encoded spec, priority, delay in ms (-1: none), absolute due ms (-1: none)
+-- then for each job i, 6 values at ARGV[4 + 6*(i-1)]:
+--   id, encoded spec, priority, delay in ms (-1: none), absolute due ms (-1: none),
+--   1 when the id was chosen by the caller (it may have been used before), else 0
 -- Returns, per job, 1 when created or the existing job's state when the id was taken.
 
 local n = tonumber(ARGV[2])
@@ -15,7 +16,7 @@ local seq = redis.call('INCRBY', KEYS[4], n) - n
 redis.call('SADD', KEYS[5], ARGV[1])
 local out = {}
 for i = 1, n do
-    local base = 4 + 5 * (i - 1)
+    local base = 4 + 6 * (i - 1)
     local id, spec, pri = ARGV[base], ARGV[base + 1], ARGV[base + 2]
     local delay, at = tonumber(ARGV[base + 3]), tonumber(ARGV[base + 4])
     local job = KEYS[10 + i]
@@ -24,9 +25,11 @@ for i = 1, n do
         out[i] = existing
     else
         -- A reused custom id whose old record expired may linger in a finished index.
-        redis.call('ZREM', KEYS[7], id)
-        redis.call('ZREM', KEYS[8], id)
-        redis.call('ZREM', KEYS[9], id)
+        if ARGV[base + 5] == '1' then
+            redis.call('ZREM', KEYS[7], id)
+            redis.call('ZREM', KEYS[8], id)
+            redis.call('ZREM', KEYS[9], id)
+        end
         local due = -1
         if at >= 0 then due = at elseif delay > 0 then due = now + delay end
         if due > now then
