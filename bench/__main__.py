@@ -27,13 +27,14 @@ from bench.env import Bench
 
 SIZES = {
     "smoke": dict(noop=300, enqueue=200, bulk=1000, cpu=6, probes=10, delayed=20, kills=2,
-                  crashes=2, scale=2, memory=2000, deep=5000, claims=200, idle=2.0, repeats=1),
+                  crashes=2, scale=2, memory=2000, deep=3000, claims=200, idle=1.0, repeats=1,
+                  lease=1.0),
     "quick": dict(noop=5000, enqueue=2000, bulk=20000, cpu=40, probes=200, delayed=100, kills=5,
                   crashes=5, scale=5, memory=20000, deep=100_000, claims=2000, idle=10.0,
-                  repeats=1),
+                  repeats=1, lease=3.0),
     "full": dict(noop=20000, enqueue=10000, bulk=100000, cpu=200, probes=1000, delayed=500,
                  kills=20, crashes=20, scale=10, memory=100000, deep=1_000_000, claims=5000,
-                 idle=60.0, repeats=3),
+                 idle=60.0, repeats=3, lease=3.0),
 }
 
 # (figure, target, higher is better)
@@ -65,7 +66,7 @@ def plan(s: dict[str, Any]) -> dict[str, Callable[[Bench], dict[str, Any]]]:
         "delayed": lambda b: sc.delayed(b, s["delayed"]),
         "hard_timeout": lambda b: sc.hard_timeout(b, s["kills"]),
         "crash_recovery": lambda b: sc.crash_recovery(b, s["crashes"]),
-        "host_loss": lambda b: sc.host_loss(b),
+        "host_loss": lambda b: sc.host_loss(b, s["lease"]),
         "scale_up": lambda b: sc.scale_up(b, s["scale"]),
         "memory": lambda b: sc.memory(b, s["memory"]),
         "deep_queue": lambda b: sc.deep_queue(b, s["deep"], s["claims"]),

@@ -166,6 +166,9 @@ class Worker:
         self.lease = lease
         self._tokens = itertools.count(1)
         self.tally = Tally()
+        # True only while blocked waiting for work: a stop request may interrupt then,
+        # and at no other moment (never between a claim and its reply).
+        self.waiting = False
 
     def _order(self) -> list[str]:
         if not self.weights:
@@ -186,7 +189,11 @@ class Worker:
             if job is not None or remaining <= 0:
                 return job
             self.flush_counts()  # going idle: publish what was counted
-            self.broker.wait_for_work(self.queues, remaining)
+            self.waiting = True
+            try:
+                self.broker.wait_for_work(self.queues, remaining)
+            finally:
+                self.waiting = False
 
     def flush_counts(self) -> None:
         self.tally.flush(self.broker)

@@ -30,6 +30,10 @@ from supervisor.slots import ChildState, Slots
 
 log = logging.getLogger(__name__)
 
+
+class StopWaiting(BaseException):
+    """Raised by the SIGTERM handler to end an idle worker's blocking wait at once."""
+
 HEARTBEAT_EVERY = 1.0
 CLAIM_WAIT = 2.0  # an idle worker's blocking wait: also how soon it notices a stop
 _PR_SET_PDEATHSIG = 1
@@ -54,6 +58,7 @@ class Child:
         self.slot = slot
         self.url = url
         self.stopping = False
+        self.worker: Worker | None = None
         self.jobs_done = 0
         self.outage = 0
 
@@ -64,6 +69,7 @@ class Child:
         broker = Broker(self.url, redis_settings=self.config.redis, defaults=self.config.defaults)
         worker = Worker(self.config.worker.queues, broker=broker, lease=s.lease_timeout,
                         weights=self.config.worker.weights or None)
+        self.worker = worker
         threading.Thread(target=self._heartbeat, daemon=True, name="heartbeat").start()
         self._idle(worker)
         job: Claimed | None = None
@@ -74,6 +80,8 @@ class Child:
                 except BrokerUnavailable as exc:
                     self._redis_down(exc)
                     continue
+                except StopWaiting:
+                    break
                 self.outage = 0
                 if job is None:
                     continue
@@ -124,6 +132,8 @@ class Child:
 
     def _on_term(self, signum: int, frame: object) -> None:
         self.stopping = True
+        if self.worker is not None and self.worker.waiting:
+            raise StopWaiting  # idle in BLPOP: leave now instead of after the wait
 
     def _on_soft_timeout(self, signum: int, frame: object) -> None:
         raise JobTimeout("soft timeout reached")
