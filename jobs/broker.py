@@ -135,8 +135,9 @@ class Broker:
     def wait_for_work(self, queues: Sequence[str], timeout: float) -> bool:
         """Block until an enqueue wakes one of ``queues`` or ``timeout`` passes."""
         wait = max(0.01, min(timeout, self.settings.socket_timeout * 0.6))
+        keys = [self.keys.wake(q) for q in queues]
         with translated(self.url):
-            return self.client.blpop([self.keys.wake(q) for q in queues], timeout=wait) is not None
+            return self.runner.command("BLPOP", *keys, wait) is not None
 
     def _complete_keys(self, job: Claimed) -> list[str]:
         k = self.keys

@@ -36,16 +36,32 @@ class ScriptRunner:
     def run(self, script: Script, keys: list[str], args: list[Any], retry: bool = True) -> Any:
         """EVALSHA ``script``; with ``retry``, resend after a lost connection (idempotent
         scripts only: a resent claim could hold a second job under the same token)."""
+        return self._on_connection(lambda conn: self._eval(conn, script, keys, args), retry)
+
+    def command(self, *args: Any) -> Any:
+        """Any command on this thread's connection (used for the workers' blocking wait)."""
+        def send(conn: Any) -> Any:
+            conn.send_command(*args)
+            return conn.read_response()
+
+        return self._on_connection(send, retry=False)
+
+    def _on_connection(self, call: Any, retry: bool) -> Any:
         attempts = len(_RECONNECT_PAUSE) if retry else 0
         for attempt in range(attempts + 1):
             conn = self._connection()
             try:
-                return self._eval(conn, script, keys, args)
+                return call(conn)
             except (redis.ConnectionError, redis.TimeoutError):
                 conn.disconnect()
                 if attempt >= attempts:
                     raise
                 time.sleep(_RECONNECT_PAUSE[attempt])
+            except redis.RedisError:
+                raise  # an error reply: the connection is still in step
+            except BaseException:
+                conn.disconnect()  # interrupted mid-reply (e.g. a stop signal): start clean
+                raise
         raise AssertionError("unreachable")
 
     @staticmethod
