@@ -9,7 +9,7 @@ import msgspec
 
 from jobs.broker import Broker
 from jobs.context import JobContext, reset_current, set_current
-from jobs.errors import UnknownFunction
+from jobs.errors import JobTimeout, UnknownFunction
 from jobs.policy import Outcome, Policy, Verdict, after_failure, error_of, resolve, safe_str
 from jobs.records import AttemptError, Claimed, ErrorKind, encoder
 from jobs.registry import JobFunction, lookup
@@ -36,18 +36,29 @@ def find(job: Claimed) -> tuple[JobFunction[Any, Any] | None, str]:
 
 def execute(job: Claimed, broker: Broker, worker: str) -> tuple[Outcome, Policy]:
     """Run the job's function; never raises for anything the job itself does."""
-    defaults = broker.defaults
-    fn, problem = find(job)
-    policy = resolve(job.spec, fn, defaults)
+    fn, _ = find(job)
+    policy = resolve(job.spec, fn, broker.defaults)
+    try:
+        return _execute(job, fn, policy, broker, worker), policy
+    except JobTimeout as exc:
+        # The soft timeout fired outside the function (binding or encoding its result).
+        retry_in = after_failure(policy, job.attempt, exc)
+        return Outcome(verdict=Verdict.DEAD if retry_in is None else Verdict.RETRY,
+                       error=error_of(exc, job.attempt, 0.0, worker), retry_in=retry_in), policy
+
+
+def _execute(job: Claimed, fn: JobFunction[Any, Any] | None, policy: Policy,
+             broker: Broker, worker: str) -> Outcome:
     if fn is None or job.spec is None:
+        _, problem = find(job)
         kind = "UnknownFunction" if job.spec else "CorruptRecord"
-        return invalid(job, problem, worker, kind), policy
+        return invalid(job, problem, worker, kind)
     ctx = JobContext(job, policy.max_attempts, broker)
     try:
         args, kwargs = fn.binder.bind(job.spec.args, job.spec.kwargs, ctx)
     except (TypeError, msgspec.ValidationError) as exc:
         return invalid(job, f"arguments do not match {fn.name}: {safe_str(exc)}", worker,
-                       "ValidationError"), policy
+                       "ValidationError")
     token = set_current(ctx)
     started = time.perf_counter()
     try:
@@ -57,7 +68,7 @@ def execute(job: Claimed, broker: Broker, worker: str) -> tuple[Outcome, Policy]
         retry_in = after_failure(policy, job.attempt, exc)
         verdict = Verdict.DEAD if retry_in is None else Verdict.RETRY
         return Outcome(verdict=verdict, error=error_of(exc, job.attempt, duration, worker),
-                       retry_in=retry_in, duration=duration), policy
+                       retry_in=retry_in, duration=duration)
     finally:
         reset_current(token)
     duration = time.perf_counter() - started
@@ -65,5 +76,5 @@ def execute(job: Claimed, broker: Broker, worker: str) -> tuple[Outcome, Policy]
         result = encoder.encode(value)
     except (TypeError, OverflowError, ValueError, RecursionError) as exc:
         return invalid(job, f"return value of {fn.name} cannot be stored: {safe_str(exc)}", worker,
-                       "UnencodableResult"), policy
-    return Outcome(verdict=Verdict.COMPLETED, result=result, duration=duration), policy
+                       "UnencodableResult")
+    return Outcome(verdict=Verdict.COMPLETED, result=result, duration=duration)

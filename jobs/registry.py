@@ -204,3 +204,9 @@ def lookup(name: str) -> JobFunction[Any, Any]:
 def registered() -> dict[str, JobFunction[Any, Any]]:
     return dict(_REGISTRY)
 
+
+def restore(snapshot: dict[str, JobFunction[Any, Any]]) -> None:
+    """Put the registry back as ``registered()`` returned it (a refused reload)."""
+    _REGISTRY.clear()
+    _REGISTRY.update(snapshot)
+

@@ -6,6 +6,7 @@ nearest deadline, and never talks to Redis itself (``Duties`` threads do).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -45,7 +46,8 @@ log = logging.getLogger(__name__)
 
 HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTTIN,
            signal.SIGTTOU, signal.SIGUSR1, signal.SIGCHLD)
-MAX_SLOTS = 1024
+POOL_MAX = 1024  # the most workers one supervisor runs (config allows 0..1024)
+MAX_SLOTS = 2 * POOL_MAX  # a rolling restart runs two generations side by side
 SLOT_POLL = 0.2  # how often busy slots are read for new deadlines
 
 
@@ -109,7 +111,11 @@ class Arbiter:
             Path(self.config.supervisor.data_dir).mkdir(parents=True, exist_ok=True)
             self.duties.start()
             if self.config.metrics.address:
-                serve(self.config.metrics.address, self.duties.broker, self.figures)
+                try:
+                    serve(self.config.metrics.address, self.duties.broker, self.figures)
+                except OSError as exc:
+                    log.error("metrics endpoint %s not served: %s", self.config.metrics.address,
+                              exc)
             log.info("supervisor %d starting %d workers on %s", os.getpid(), self.target,
                      ",".join(self.config.worker.queues))
             while True:
@@ -121,16 +127,25 @@ class Arbiter:
                 self.murder()
                 self.manage()
                 self._report()
+        except Exception as exc:  # a bug or an OS refusal: stop cleanly, never half-way
+            log.exception("supervisor failed: %s", exc)
+            return self._halt(HaltServer(f"internal error: {exc}", ExitCode.ERROR))
         except HaltServer as halt:
-            log.error("halting: %s", halt.reason)
-            self.stopping = True
-            self._kill_all(release=True)
-            self._reap_all(timeout=5.0)
-            self._shutdown()
-            return int(halt.code)
+            return self._halt(halt)
         self._shutdown()
         log.info("supervisor %d stopped", os.getpid())
         return int(ExitCode.OK)
+
+    def _halt(self, halt: HaltServer) -> int:
+        """Kill the children, account their jobs, flush what Redis still needs to hear."""
+        log.error("halting: %s", halt.reason)
+        try:
+            self.stopping = True
+            self._kill_all(release=True)
+            self._reap_all(timeout=5.0)
+        finally:
+            self._shutdown()
+        return int(halt.code)
 
     def _reap_all(self, timeout: float) -> None:
         """Reap (and so account) every child before leaving; bounded by ``timeout``."""
@@ -150,12 +165,14 @@ class Arbiter:
         now = time.monotonic()
         soonest = now + SLOT_POLL
         for info in self.children.values():
+            if info.kill_at:
+                soonest = min(soonest, info.kill_at)
+            if info.kill_reason is not None or info.release_on_kill:
+                continue  # already being killed: its deadline is history
             view = self.slots.read(info.slot)
             if view.state is ChildState.BUSY and view.deadline:
                 soonest = min(soonest, view.deadline)
-            if info.kill_at:
-                soonest = min(soonest, info.kill_at)
-        if self.stopping:
+        if self.stopping and self.stop_deadline > now:
             soonest = min(soonest, self.stop_deadline)
         if self.spawn_not_before > now:
             soonest = min(soonest, self.spawn_not_before)
@@ -171,7 +188,7 @@ class Arbiter:
         while self.controls:
             message = self.controls.popleft()
             if isinstance(message, Scale):
-                limit = self.config.supervisor.max_workers or MAX_SLOTS
+                limit = self.config.supervisor.max_workers or POOL_MAX
                 self.target = max(1, min(message.workers, limit))
                 log.info("control message: scale to %d workers", self.target)
             elif isinstance(message, Reload):
@@ -218,7 +235,11 @@ class Arbiter:
             return
         self.config = new
         self.config_version += 1
-        self.target = new.pool_size()
+        if new.autoscale:  # keep the running size, within the new bounds
+            s = new.supervisor
+            self.target = max(s.min_workers, min(self.target, s.max_workers))
+        else:
+            self.target = new.pool_size()
         self.duties.queues = list(new.worker.queues)
         self.generation += 1
         log.info("reloaded configuration (version %d): rolling restart of %d workers",
@@ -226,7 +247,7 @@ class Arbiter:
         self.ready = False  # READY=1 again once the new generation is up (manage)
 
     def handle_ttin(self) -> None:
-        limit = self.config.supervisor.max_workers or MAX_SLOTS
+        limit = self.config.supervisor.max_workers or POOL_MAX
         self.target = min(self.target + 1, limit)
         log.info("SIGTTIN: %d workers wanted", self.target)
 
@@ -251,25 +272,37 @@ class Arbiter:
         child = Child(self.config, self.slots, slot, self.url)
         parent = os.getpid()
         old = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
+        # Hold every log handler's lock across fork(): no other thread can be half-way
+        # through a write whose stream lock the child would inherit locked.
+        handlers = list(logging.getLogger().handlers)
+        for h in handlers:
+            h.acquire()
+        pid = -1
         try:
             pid = os.fork()
             if pid == 0:
+                # The child's handler locks were re-created by logging's own fork hook.
                 self.wakeup.close_in_child()
                 child_main(child, parent)
         finally:
+            if pid != 0:
+                for h in handlers:
+                    h.release()
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        with contextlib.suppress(OSError):
+            os.setpgid(pid, pid)  # also done by the child: whichever runs first wins
         self.children[pid] = ChildInfo(pid=pid, slot=slot, age=self.age,
                                        generation=self.generation, spawned=time.monotonic())
         log.info("worker %d started (slot %d)", pid, slot)
         self.duties.settle(Event({"e": "worker_started", "pid": pid, "host": self.host}))
 
     def _signal(self, pid: int, sig: int) -> None:
+        """Signal the child's process group (its subprocesses too), else the child itself."""
         try:
             os.killpg(pid, sig)
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
 
     def kill(self, info: ChildInfo, error: AttemptError | None, release: bool = False,
              grace: float = 0.0) -> None:
@@ -308,6 +341,8 @@ class Arbiter:
         view = self.slots.read(info.slot)
         how = describe_exit(status, info.kill_reason is not None or info.release_on_kill,
                             self.oom_baseline)
+        if "OOM-killed (cgroup" in how:
+            self.oom_baseline = oom_kills()
         booted = view.state in (ChildState.IDLE, ChildState.BUSY)
         code = os.waitstatus_to_exitcode(status)
         if not booted and not self.stopping and not info.retiring:
@@ -353,6 +388,7 @@ class Arbiter:
             view = self.slots.read(info.slot)
             if info.kill_at and now >= info.kill_at:
                 self._signal(info.pid, signal.SIGKILL)
+                info.kill_at = 0.0
             if info.kill_reason is not None or info.release_on_kill:
                 continue
             worker = f"{self.host}:{info.pid}"

@@ -19,7 +19,8 @@ import time
 
 import psutil
 
-from jobs import Broker, BrokerUnavailable, JobTimeout, StaleToken, Worker
+import jobs
+from jobs import BrokerError, BrokerUnavailable, JobTimeout, StaleToken, Worker
 from jobs.execute import find
 from jobs.policy import resolve
 from jobs.records import Claimed
@@ -66,7 +67,9 @@ class Child:
         """Child main; returns the exit code. Never returns into the supervisor's code."""
         self._after_fork(parent)
         s = self.config.supervisor
-        broker = Broker(self.url, redis_settings=self.config.redis, defaults=self.config.defaults)
+        # The process default, so job code calling fn.enqueue() uses this configuration.
+        broker = jobs.connect(self.url, redis_settings=self.config.redis,
+                              defaults=self.config.defaults)
         worker = Worker(self.config.worker.queues, broker=broker, lease=s.lease_timeout,
                         weights=self.config.worker.weights or None)
         self.worker = worker
@@ -77,7 +80,7 @@ class Child:
             if job is None:
                 try:
                     job = worker.claim(wait=CLAIM_WAIT)
-                except BrokerUnavailable as exc:
+                except (BrokerUnavailable, BrokerError) as exc:
                     self._redis_down(exc)
                     continue
                 except StopWaiting:
@@ -105,7 +108,7 @@ class Child:
     def _give_back(self, worker: Worker, job: Claimed) -> None:
         try:
             worker.release(job)
-        except BrokerUnavailable as exc:
+        except (BrokerUnavailable, BrokerError) as exc:
             log.warning("job %s could not be released (%s); its lease will expire", job.id, exc)
 
     def _flush(self, worker: Worker) -> None:
@@ -115,10 +118,12 @@ class Child:
             log.warning("outcome counters not written: %s", exc)
 
     def _after_fork(self, parent: int) -> None:
-        for sig in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1,
-                    signal.SIGCHLD, signal.SIGQUIT):
+        for sig in (signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD, signal.SIGQUIT):
             signal.signal(sig, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides on Ctrl-C
+        # Signals meant for the supervisor may reach the whole group or cgroup
+        # (Ctrl-C, `systemctl kill`): the supervisor decides, workers carry on.
+        for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+            signal.signal(sig, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGALRM, self._on_soft_timeout)
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
@@ -173,7 +178,7 @@ class Child:
                 _, following = worker.finish_and_claim(job, outcome, policy)
                 self.outage = 0
                 return following
-            except BrokerUnavailable as exc:
+            except (BrokerUnavailable, BrokerError) as exc:
                 self._redis_down(exc)  # unknown whether it applied: fall back to finish
         while True:  # the outcome is kept until written: the supervisor renews the lease
             try:
@@ -183,10 +188,10 @@ class Child:
             except StaleToken as exc:
                 log.warning("%s", exc)
                 return None
-            except BrokerUnavailable as exc:
+            except (BrokerUnavailable, BrokerError) as exc:
                 self._redis_down(exc)
 
-    def _redis_down(self, exc: BrokerUnavailable) -> None:
+    def _redis_down(self, exc: BrokerUnavailable | BrokerError) -> None:
         """Back off (up to 5 s) while Redis is unreachable, logging once per outage."""
         if self.outage == 0:
             log.warning("worker %d: %s; retrying", os.getpid(), exc)

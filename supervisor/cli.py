@@ -20,6 +20,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from supervisor.arbiter import Arbiter
     from supervisor.embedded import EmbeddedServer
 
+    if args.log_file and not Path(args.log_file).parent.is_dir():
+        raise ConfigError(f"--log-file {args.log_file}: its directory does not exist")
     reopen = configure(args.log_level, args.log_format, args.log_file)
     config, path = load(args)
     data_dir = Path(config.supervisor.data_dir)
@@ -50,6 +52,13 @@ def cmd_top(args: argparse.Namespace) -> int:
     from supervisor.top import run_top
 
     return run_top(args)
+
+
+def _positive_seconds(text: str) -> float:
+    value = float(text)
+    if not 0.05 <= value <= 3600:
+        raise argparse.ArgumentTypeError("must be between 0.05 and 3600 seconds")
+    return value
 
 
 def _json_flag(p: argparse.ArgumentParser) -> None:
@@ -130,7 +139,7 @@ def _ops_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     events.set_defaults(func=cli_ops.cmd_events)
     top = sub.add_parser("top", help="live view of queues and workers")
     top.add_argument("--once", action="store_true", help="render once and exit")
-    top.add_argument("--interval", type=float, default=1.0)
+    top.add_argument("--interval", type=_positive_seconds, default=1.0)
     top.set_defaults(func=cmd_top)
 
 
@@ -139,7 +148,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="config file (default: $JOBVISOR_CONFIG or ./config.toml)")
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the supervisor (and the embedded server)")
-    run.add_argument("--log-level", default="INFO")
+    run.add_argument("--log-level", default="INFO", type=str.upper,
+                     choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     run.add_argument("--log-format", choices=["text", "json"], default="text")
     run.add_argument("--log-file", help="log to this file (SIGUSR1 reopens it)")
     run.set_defaults(func=cmd_run)

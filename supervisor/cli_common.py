@@ -11,6 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 import jobs
 from jobs import Broker
 from jobs.connection import embedded_url
@@ -46,8 +48,11 @@ def local_pid(config: Config) -> int:
     pidfile = Path(config.supervisor.data_dir) / "jobvisor.pid"
     try:
         pid = int(pidfile.read_text().strip())
-        os.kill(pid, 0)
-    except (OSError, ValueError):
+        # A stale file may name a reused pid: only a jobvisor process counts.
+        seen = " ".join(psutil.Process(pid).cmdline())
+        if "jobvisor" not in seen and "supervisor" not in seen:
+            raise ValueError(pid)
+    except (OSError, ValueError, psutil.Error):
         raise ConfigError(
             f"no running supervisor found through {pidfile}: start one with `jobvisor run`, "
             "or give --host ID (see `jobvisor hosts`)"

@@ -51,6 +51,10 @@ class WorkerSettings(Table, frozen=True, kw_only=True, forbid_unknown_fields=Tru
 class MetricsSettings(Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
     address: Annotated[str, Meta(pattern=r"^$|^[A-Za-z0-9_.\-\[\]:]*:[0-9]{1,5}$")] = ""
 
+    def __post_init__(self) -> None:
+        if self.address and not 0 < int(self.address.rpartition(":")[2]) < 65536:
+            raise ValueError("metrics.address needs a port from 1 to 65535")
+
 
 class Config(Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
     redis: RedisSettings = RedisSettings()

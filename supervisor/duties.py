@@ -64,6 +64,7 @@ class Duties:
         self.backlog = 0
         self.stop = threading.Event()
         self._wake = threading.Event()
+        self._flushing = threading.Lock()  # the loop and shutdown may both flush
         self._outbox: deque[Settlement | Event] = deque()
         self._threads: list[threading.Thread] = []
         self.ident = f"{socket.gethostname()}:{os.getpid()}"
@@ -95,6 +96,8 @@ class Duties:
         while self._outbox and time.monotonic() < deadline:
             if not self._flush():
                 time.sleep(0.1)
+        for item in self._outbox:
+            log.error("could not write before stopping, left to lease expiry: %s", item)
         try:
             self.broker.client.delete(self.broker.keys.supervisor(self.ident))
         except Exception:
@@ -141,6 +144,10 @@ class Duties:
                 log.warning("redis duties: %s", exc)
 
     def _flush(self) -> bool:
+        with self._flushing:
+            return self._flush_locked()
+
+    def _flush_locked(self) -> bool:
         while self._outbox:
             item = self._outbox[0]
             try:

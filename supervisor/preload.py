@@ -8,6 +8,7 @@ import logging
 import sys
 import traceback
 
+from jobs.registry import registered, restore
 from supervisor.errors import ExitCode, HaltServer
 
 log = logging.getLogger(__name__)
@@ -20,6 +21,7 @@ def _packages(modules: list[str]) -> set[str]:
 def preload(modules: list[str], reload: bool = False) -> None:
     """Import ``modules``; on reload, drop their packages first and restore them on error."""
     saved: dict[str, object] = {}
+    registry = registered()
     if reload:
         roots = _packages(modules)
         for name in list(sys.modules):
@@ -31,6 +33,7 @@ def preload(modules: list[str], reload: bool = False) -> None:
             importlib.import_module(name)
     except BaseException as exc:
         sys.modules.update(saved)  # type: ignore[arg-type]
+        restore(registry)  # modules imported before the failing one re-registered jobs
         detail = "".join(traceback.format_exception_only(exc)).strip()
         raise HaltServer(f"cannot import job module {name!r}: {detail}",
                          ExitCode.BOOT_ERROR) from None

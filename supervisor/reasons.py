@@ -31,7 +31,10 @@ def describe_exit(status: int, by_us: bool, oom_before: int | None = None) -> st
     """``exited with code 3``, ``was killed by SIGSEGV``, or an OOM suspicion."""
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
-        name = signal.Signals(sig).name
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:  # real-time signals have no name
+            name = f"signal {sig}"
         if sig == signal.SIGKILL and not by_us:
             now = oom_kills()
             if oom_before is not None and now is not None and now > oom_before:

@@ -107,3 +107,33 @@ def test_log_lines_redact_passwords():
     for formatter in (TextFormatter(), JsonFormatter()):
         line = formatter.format(record)
         assert "hunter2" not in line and "app:***@db:6379" in line
+
+
+def test_describe_exit_of_an_unnamed_signal():
+    assert describe_exit(40, by_us=False) == "was killed by signal 40"
+
+
+def test_refused_reload_restores_the_registry(tmp_path, monkeypatch):
+    from jobs.registry import registered
+    from supervisor.errors import HaltServer
+    from supervisor.preload import preload
+
+    (tmp_path / "rl_good.py").write_text(
+        "from jobs import job\n\n@job\ndef fresh() -> int:\n    return 1\n")
+    (tmp_path / "rl_bad.py").write_text("raise RuntimeError('broken module')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    before = registered()
+    with pytest.raises(HaltServer, match="broken module"):
+        preload(["rl_good", "rl_bad"], reload=True)
+    assert registered() == before and "rl_good:fresh" not in registered()
+
+
+@pytest.mark.parametrize("argv", [["run", "--log-level", "loud"], ["top", "--interval", "-1"]])
+def test_cli_rejects_bad_arguments_cleanly(argv, capsys):
+    from supervisor.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "invalid choice" in err or "must be between" in err
