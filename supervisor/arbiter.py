@@ -19,12 +19,13 @@ from typing import Any
 import msgspec
 
 from jobs import Broker
-from jobs.cluster import Control, Reload, Scale
+from jobs.cluster import Control
 from jobs.records import AttemptError
 from supervisor.child import Child, child_main
-from supervisor.config import Config, load_config
+from supervisor.commands import POOL_MAX, Commands
+from supervisor.config import Config
 from supervisor.duties import Duties, Event, Held, Settlement
-from supervisor.errors import ConfigError, ExitCode, HaltServer
+from supervisor.errors import ExitCode, HaltServer
 from supervisor.metrics import LocalFigures, serve
 from supervisor.pool_report import held, status_line, worker_states, worker_views
 from supervisor.preload import preload
@@ -46,7 +47,6 @@ log = logging.getLogger(__name__)
 
 HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTTIN,
            signal.SIGTTOU, signal.SIGUSR1, signal.SIGCHLD)
-POOL_MAX = 1024  # the most workers one supervisor runs (config allows 0..1024)
 MAX_SLOTS = 2 * POOL_MAX  # a rolling restart runs two generations side by side
 SLOT_POLL = 0.2  # how often busy slots are read for new deadlines
 
@@ -63,7 +63,7 @@ class ChildInfo(msgspec.Struct, kw_only=True):
     kill_at: float = 0.0  # SIGKILL due at this time after a SIGTERM grace (0: none pending)
 
 
-class Arbiter:
+class Arbiter(Commands):
     def __init__(self, config: Config, config_path: str | None, url: str,
                  embedded: Any = None, reopen_logs: Any = None) -> None:
         self.config = config
@@ -181,83 +181,6 @@ class Arbiter:
     def _wait(self) -> None:
         if not (self.signals or self.controls):
             self.wakeup.wait(self._next_timeout())
-
-    # -- signals ------------------------------------------------------------------------------
-
-    def _dispatch(self) -> None:
-        while self.controls:
-            message = self.controls.popleft()
-            if isinstance(message, Scale):
-                limit = self.config.supervisor.max_workers or POOL_MAX
-                self.target = max(1, min(message.workers, limit))
-                log.info("control message: scale to %d workers", self.target)
-            elif isinstance(message, Reload):
-                log.info("control message: reload")
-                self.handle_hup()
-        while self.signals:
-            signum = self.signals.popleft()
-            name = signal.Signals(signum).name
-            if signum != signal.SIGCHLD:
-                log.info("got %s", name)
-            getattr(self, f"handle_{name[3:].lower()}")()
-
-    def handle_chld(self) -> None:
-        pass  # reap() runs every loop
-
-    def handle_term(self) -> None:
-        if self.stopping:
-            log.warning("second stop signal: fast stop")
-            self.handle_quit()
-            return
-        s = self.config.supervisor
-        self.stopping = True
-        self.stop_deadline = time.monotonic() + s.graceful_timeout
-        self.notifier.stopping()
-        log.info("graceful stop: waiting up to %.0f s for running jobs", s.graceful_timeout)
-        for pid in self.children:
-            self._signal(pid, signal.SIGTERM)
-
-    handle_int = handle_term
-
-    def handle_quit(self) -> None:
-        self.stopping = True
-        self.stop_deadline = time.monotonic()
-        self._kill_all(release=True)
-
-    def handle_hup(self) -> None:
-        self.notifier.reloading()
-        try:
-            new = load_config(self.config_path)
-            preload(new.worker.modules, reload=True)
-        except (ConfigError, HaltServer) as exc:
-            log.error("reload refused, keeping the running configuration: %s", exc)
-            self.notifier.ready(self._status())
-            return
-        self.config = new
-        self.config_version += 1
-        if new.autoscale:  # keep the running size, within the new bounds
-            s = new.supervisor
-            self.target = max(s.min_workers, min(self.target, s.max_workers))
-        else:
-            self.target = new.pool_size()
-        self.duties.queues = list(new.worker.queues)
-        self.generation += 1
-        log.info("reloaded configuration (version %d): rolling restart of %d workers",
-                 self.config_version, self.target)
-        self.ready = False  # READY=1 again once the new generation is up (manage)
-
-    def handle_ttin(self) -> None:
-        limit = self.config.supervisor.max_workers or POOL_MAX
-        self.target = min(self.target + 1, limit)
-        log.info("SIGTTIN: %d workers wanted", self.target)
-
-    def handle_ttou(self) -> None:
-        self.target = max(self.target - 1, max(1, self.config.supervisor.min_workers))
-        log.info("SIGTTOU: %d workers wanted", self.target)
-
-    def handle_usr1(self) -> None:
-        if self.reopen_logs:
-            self.reopen_logs()
 
     # -- children ------------------------------------------------------------------------
 

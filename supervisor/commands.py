@@ -1,0 +1,128 @@
+"""What the supervisor does for each signal and control message (gunicorn's handlers).
+
+A mixin of ``Arbiter``: the loop calls ``_dispatch`` after each wait; handlers change
+the desired state (target size, stopping, generation) and ``manage`` acts on it.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from jobs.cluster import Control, Reload, Scale
+from supervisor.config import Config, load_config
+from supervisor.duties import Duties
+from supervisor.errors import ConfigError, HaltServer
+from supervisor.preload import preload
+from supervisor.systemd import Notifier
+
+log = logging.getLogger("supervisor.arbiter")
+
+POOL_MAX = 1024  # the most workers one supervisor runs (config allows 0..1024)
+
+
+class Commands:
+    # Provided by Arbiter.
+    config: Config
+    config_path: str | None
+    target: int
+    stopping: bool
+    stop_deadline: float
+    generation: int
+    config_version: int
+    ready: bool
+    children: dict[int, Any]
+    controls: deque[Control]
+    signals: deque[int]
+    notifier: Notifier
+    duties: Duties
+    reopen_logs: Callable[[], None] | None
+
+    def _signal(self, pid: int, sig: int) -> None:
+        raise NotImplementedError
+
+    def _kill_all(self, release: bool) -> None:
+        raise NotImplementedError
+
+    def _status(self) -> str:
+        raise NotImplementedError
+
+    def _dispatch(self) -> None:
+        while self.controls:
+            message = self.controls.popleft()
+            if isinstance(message, Scale):
+                limit = self.config.supervisor.max_workers or POOL_MAX
+                self.target = max(1, min(message.workers, limit))
+                log.info("control message: scale to %d workers", self.target)
+            elif isinstance(message, Reload):
+                log.info("control message: reload")
+                self.handle_hup()
+        while self.signals:
+            signum = self.signals.popleft()
+            name = signal.Signals(signum).name
+            if signum != signal.SIGCHLD:
+                log.info("got %s", name)
+            getattr(self, f"handle_{name[3:].lower()}")()
+
+    def handle_chld(self) -> None:
+        pass  # reap() runs every loop
+
+    def handle_term(self) -> None:
+        if self.stopping:
+            log.warning("second stop signal: fast stop")
+            self.handle_quit()
+            return
+        s = self.config.supervisor
+        self.stopping = True
+        self.stop_deadline = time.monotonic() + s.graceful_timeout
+        self.notifier.stopping()
+        log.info("graceful stop: waiting up to %.0f s for running jobs", s.graceful_timeout)
+        for pid in self.children:
+            self._signal(pid, signal.SIGTERM)
+
+    handle_int = handle_term
+
+    def handle_quit(self) -> None:
+        self.stopping = True
+        self.stop_deadline = time.monotonic()
+        self._kill_all(release=True)
+
+    def handle_hup(self) -> None:
+        self.notifier.reloading()
+        try:
+            new = load_config(self.config_path)
+            preload(new.worker.modules, reload=True)
+        except (ConfigError, HaltServer) as exc:
+            log.error("reload refused, keeping the running configuration: %s", exc)
+            self.notifier.ready(self._status())
+            return
+        self.config = new
+        self.config_version += 1
+        if new.autoscale:  # keep the running size, within the new bounds
+            s = new.supervisor
+            self.target = max(s.min_workers, min(self.target, s.max_workers))
+        else:
+            self.target = new.pool_size()
+        self.duties.queues = list(new.worker.queues)
+        self.generation += 1
+        log.info("reloaded configuration (version %d): rolling restart of %d workers",
+                 self.config_version, self.target)
+        self.ready = False  # READY=1 again once the new generation is up (manage)
+
+    def handle_ttin(self) -> None:
+        limit = self.config.supervisor.max_workers or POOL_MAX
+        self.target = min(self.target + 1, limit)
+        log.info("SIGTTIN: %d workers wanted", self.target)
+
+    def handle_ttou(self) -> None:
+        self.target = max(self.target - 1, max(1, self.config.supervisor.min_workers))
+        log.info("SIGTTOU: %d workers wanted", self.target)
+
+    def handle_usr1(self) -> None:
+        if self.reopen_logs:
+            self.reopen_logs()
+
