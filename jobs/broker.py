@@ -97,23 +97,24 @@ class Broker:
 
     def claim(self, queues: Sequence[str], token: str, lease: float) -> Claimed | None:
         """Take the first job of the first non-empty queue, with a lease of ``lease`` seconds."""
-        keys = [*self._queue_keys(queues), self.keys.paused(), self.keys.events()]
+        keys = [self.keys.claim(token), self.keys.paused(), self.keys.events(),
+                *self._queue_keys(queues)]
         args = [self.prefix, token, int(lease * 1000), self.events_len, *queues]
         with translated(self.url):
-            # No resend: a resent claim whose first reply was lost would hold a second
-            # job under the same token. The caller retries with a new token.
-            reply = self.runner.run(self.scripts.claim, keys, args, retry=False)
+            # Safe to resend after a lost reply: the script remembers what this token took.
+            reply = self.runner.run(self.scripts.claim, keys, args)
         return self._claimed(reply, queues, token)
 
     def finish_and_claim(self, job: Claimed, result: bytes, result_ttl: float, duration: float,
                          queues: Sequence[str], token: str,
                          lease: float) -> tuple[bool, Claimed | None]:
         """Complete ``job`` and claim the next one in one round trip (the hot path)."""
-        keys = [*self._complete_keys(job), *self._queue_keys(queues), self.keys.paused()]
+        keys = [*self._complete_keys(job), self.keys.claim(token), self.keys.paused(),
+                *self._queue_keys(queues)]
         args = [*self._complete_args(job, result, result_ttl, duration),
                 self.prefix, token, int(lease * 1000), self.events_len, *queues]
         with translated(self.url):
-            done, reply = self.runner.run(self.scripts.finish_claim, keys, args, retry=False)
+            done, reply = self.runner.run(self.scripts.finish_claim, keys, args)
         return bool(done), self._claimed(reply or None, queues, token)
 
     def _claimed(self, reply: Any, queues: Sequence[str], token: str) -> Claimed | None:

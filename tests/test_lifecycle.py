@@ -485,3 +485,14 @@ def test_completed_counts_are_flushed_by_the_worker(broker):
     stats = broker.client.hgetall(broker.keys.stats(minute()))
     assert stats[b"default|completed"] == b"1"
     assert int(broker.client.hget(broker.keys.totals(), "default|completed")) == 1
+
+
+def test_a_resent_claim_returns_the_same_job(broker):
+    a = jobfuncs.add.enqueue(1, 1)
+    b = jobfuncs.add.enqueue(2, 2)
+    first = broker.claim(["default"], "tok-1", 60)
+    again = broker.claim(["default"], "tok-1", 60)  # as if the first reply had been lost
+    assert first.id == again.id == a.id and again.attempt == 1
+    assert b.refresh().state is JobState.QUEUED
+    assert broker.claim(["default"], "tok-2", 60).id == b.id
+    assert broker.claim(["default"], "tok-3", 60) is None

@@ -133,10 +133,25 @@ local function complete_job(k, a, now)
 end
 
 -- Claim at most one job from the first non-empty, unpaused queue, in the order given.
--- queues = list of {queued, active, wake, name}
+-- queues = list of {queued, active, wake, name}; claim_key remembers what this token
+-- claimed, so a resent claim (its first reply lost) returns the same job, not a second.
 -- Returns nil, or {queue position, id, spec, attempts, priority, errors, enqueued ms, now}.
-local function claim_job(queues, paused, events, prefix, token, lease_ms, events_len, now)
+local function claim_job(queues, paused, events, claim_key, prefix, token, lease_ms,
+                         events_len, now)
     local n = #queues
+    local earlier = redis.call('GET', claim_key)
+    if earlier then
+        local f = redis.call('HMGET', prefix .. earlier, 'st', 'spec', 'pri', 'errs', 'te',
+            'att', 'tok', 'q')
+        if f[1] == 'active' and f[7] == token then
+            for q = 1, n do
+                if queues[q][4] == f[8] then
+                    return {q, earlier, f[2], tonumber(f[6]), f[3], f[4], f[5], now}
+                end
+            end
+        end
+        return nil
+    end
     for q = 1, n do
         local queued, active, wake_key, name = unpack(queues[q])
         if redis.call('SISMEMBER', paused, name) == 0 then
@@ -152,6 +167,7 @@ local function claim_job(queues, paused, events, prefix, token, lease_ms, events
                     redis.call('HSET', job, 'st', 'active', 'tok', token, 'ts', now,
                         'att', attempts)
                     redis.call('ZADD', active, now + tonumber(lease_ms), id)
+                    redis.call('SET', claim_key, id, 'PX', math.max(tonumber(lease_ms), 1))
                     -- Wake tokens only need trimming once the queue is empty: while it has
                     -- jobs, workers are busy, not blocked, so extra tokens cost nothing.
                     if redis.call('ZCARD', queued) == 0 then
@@ -172,7 +188,8 @@ local function claim_job(queues, paused, events, prefix, token, lease_ms, events
     return nil
 end
 
--- KEYS from offset+1 as (queued, active, wake) triples, names from ARGV[name_offset+1].
+-- KEYS from first_key to last_key as (queued, active, wake) triples, with the queue
+-- names from ARGV[name_offset + 1] on.
 local function queue_list(first_key, last_key, name_offset)
     local queues = {}
     for i = first_key, last_key, 3 do

@@ -1,12 +1,13 @@
 -- Claim at most one job from the first non-empty, unpaused queue, in the order given.
--- KEYS[3*(i-1)+1] queued index of queue i, KEYS[3*(i-1)+2] its active index,
--- KEYS[3*(i-1)+3] its wake list; KEYS[#KEYS-1] the set of paused queue names,
--- KEYS[#KEYS] the events stream
+-- KEYS[1] what this claim token claimed (makes a resent claim safe)
+-- KEYS[2] the set of paused queue names  KEYS[3] the events stream
+-- KEYS[3*i+1] queued index of queue i, KEYS[3*i+2] its active index, KEYS[3*i+3] its
+-- wake list (i from 1)
 -- ARGV[1] job record prefix  ARGV[2] claim token  ARGV[3] lease in ms
 -- ARGV[4] events stream length (0: off)  ARGV[4+i] name of queue i
 -- Returns nil when every queue is empty or paused, else
 --   {queue position i, id, spec, attempts (this one included), priority,
 --    encoded errors or false, enqueued ms, now ms}
 
-return claim_job(queue_list(1, #KEYS - 2, 4), KEYS[#KEYS - 1], KEYS[#KEYS],
+return claim_job(queue_list(4, #KEYS, 4), KEYS[2], KEYS[3], KEYS[1],
     ARGV[1], ARGV[2], ARGV[3], ARGV[4], now_ms())
