@@ -8,13 +8,12 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
-from typing import Any
 
 import psutil
 
 from jobs import Broker, RedisSettings
+from tests.helpers import wait_until
 from tests.server import ValkeyServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,15 +76,7 @@ def all_idle(broker: Broker, proc: subprocess.Popen[bytes]) -> bool:
     return all("idle" in " ".join(c.cmdline()) for c in children(proc))
 
 
-def wait_for(check: Any, timeout: float, interval: float = 0.005) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError("benchmark condition not met in time")
-        time.sleep(interval)
+wait_for = wait_until  # the same bounded wait the tests use
 
 
 def server_time(broker: Broker) -> float:

@@ -26,13 +26,14 @@ def assert_consistent(broker: Broker, job_id: str, queue: str) -> str:
     return state.decode()
 
 
-def wait_until(check: Callable[[], T], timeout: float = 10.0, interval: float = 0.005) -> T:
-    """Poll a condition that has no event to block on (test-side only), with a bound."""
+def wait_until(check: Callable[[], T], timeout: float = 10.0, interval: float = 0.005,
+               what: str = "condition") -> T:
+    """Poll a condition that has no event to block on (tests and benchmarks), with a bound."""
     deadline = time.monotonic() + timeout
     while True:
         value = check()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(interval)

@@ -49,6 +49,7 @@ import psutil
 import pytest
 
 from jobs import Broker, Queue
+from tests.helpers import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED_UNIT = REPO / "systemd" / "jobvisor.service"
@@ -277,14 +278,7 @@ T = TypeVar("T")
 
 
 def wait_for(what: str, check: Callable[[], T], timeout: float, interval: float = 0.2) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
+    return wait_until(check, timeout, interval, what)
 
 
 class Machine:
