@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
@@ -94,5 +93,3 @@ def cpu_seconds(pids: list[int]) -> float:
             pass
     return total
 
-
-_ = os

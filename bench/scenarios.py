@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
-import statistics
 import time
 from typing import Any
 
 import psutil
 
 from bench import ceiling
-from bench.env import Bench, children, cpu_seconds, server_time, wait_for
+from bench.env import Bench, children, cpu_seconds, wait_for
 from jobs import Broker, JobState, Queue, Worker
-from jobs.stats import recent
 
 
 def _pct(values: list[float], p: float) -> float:
@@ -239,5 +237,3 @@ def idle_cost(b: Bench, seconds: float) -> dict[str, Any]:
             "redis_commands_per_s": (calls1 - calls0 - 1) / (t1 - t0),
             "seconds": seconds}
 
-
-_ = (statistics, server_time, recent)

@@ -34,10 +34,22 @@ def find(job: Claimed) -> tuple[JobFunction[Any, Any] | None, str]:
         return None, str(exc)
 
 
-def execute(job: Claimed, broker: Broker, worker: str) -> tuple[Outcome, Policy]:
-    """Run the job's function; never raises for anything the job itself does."""
+Resolved = tuple[JobFunction[Any, Any] | None, Policy]
+
+
+def resolve_job(job: Claimed, broker: Broker) -> Resolved:
+    """The job's registered function (None if unknown) and its effective options."""
     fn, _ = find(job)
-    policy = resolve(job.spec, fn, broker.defaults)
+    return fn, resolve(job.spec, fn, broker.defaults)
+
+
+def execute(job: Claimed, broker: Broker, worker: str,
+            resolved: Resolved | None = None) -> tuple[Outcome, Policy]:
+    """Run the job's function; never raises for anything the job itself does.
+
+    ``resolved`` is ``resolve_job``'s answer when the caller already needed it.
+    """
+    fn, policy = resolved or resolve_job(job, broker)
     try:
         return _execute(job, fn, policy, broker, worker), policy
     except JobTimeout as exc:

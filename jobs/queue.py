@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from itertools import islice
 from typing import Any
 
@@ -24,11 +24,6 @@ COUNTED_STATES = (JobState.QUEUED, JobState.SCHEDULED, JobState.ACTIVE, JobState
 def _prepare(call: Call, broker: Broker) -> Prepared:
     return prepare(call, default_queue="default", default_priority=int(Priority.NORMAL),
                    max_bytes=broker.defaults.max_payload_bytes)
-
-
-def _jobs_from_replies(prepared: Sequence[Prepared], replies: Sequence[Any],
-                       broker: Broker) -> list[Job]:
-    return [Job(p.id, broker) for p, _ in zip(prepared, replies, strict=True)]
 
 
 def enqueue_call(call: Call, broker: Broker | None = None) -> Job:

@@ -23,7 +23,7 @@ import msgspec
 
 from jobs.broker import Broker, default_broker
 from jobs.errors import ConfigurationError, JobsError, StaleToken, UnknownFunction
-from jobs.execute import execute, find
+from jobs.execute import Resolved, execute, resolve_job
 from jobs.keys import check_name
 from jobs.options import Call, EnqueueOptions, Prepared, prepare
 from jobs.policy import Outcome, Policy, Verdict, after_failure, resolve
@@ -226,8 +226,8 @@ class Worker:
         if self.tally.due():
             self.flush_counts()
 
-    def execute(self, job: Claimed) -> tuple[Outcome, Policy]:
-        return execute(job, self.broker, self.name)
+    def execute(self, job: Claimed, resolved: Resolved | None = None) -> tuple[Outcome, Policy]:
+        return execute(job, self.broker, self.name, resolved)
 
     def finish(self, job: Claimed, outcome: Outcome, policy: Policy) -> str:
         """Write the outcome with the claim token; ``StaleToken`` if the job was taken back."""
@@ -255,11 +255,11 @@ class Worker:
 
     def run_one(self, job: Claimed) -> str:
         """Run a claimed job here; the lease is first stretched past its timeout."""
-        fn, _ = find(job)
-        timeout = resolve(job.spec, fn, self.broker.defaults).timeout
+        resolved = resolve_job(job, self.broker)
+        timeout = resolved[1].timeout
         if timeout + 30 > self.lease:
             self.broker.renew([(job.id, job.queue, job.token)], timeout + 30)
-        outcome, policy = self.execute(job)
+        outcome, policy = self.execute(job, resolved)
         return self.finish(job, outcome, policy)
 
     def run_until_empty(self, max_jobs: int | None = None) -> Counter[str]:

@@ -21,8 +21,7 @@ import psutil
 
 import jobs
 from jobs import BrokerError, BrokerUnavailable, JobTimeout, StaleToken, Worker
-from jobs.execute import find
-from jobs.policy import resolve
+from jobs.execute import resolve_job
 from jobs.records import Claimed
 from supervisor.config import Config
 from supervisor.errors import ExitCode
@@ -155,8 +154,8 @@ class Child:
         """Run one job, write its outcome, and return the next job claimed with it."""
         if worker.tally.due():
             self._flush(worker)  # before the job: it may be killed and take the counts along
-        fn, _ = find(job)
-        policy = resolve(job.spec, fn, worker.broker.defaults)
+        resolved = resolve_job(job, worker.broker)
+        policy = resolved[1]
         now = time.monotonic()
         soft = policy.soft_timeout or 0.0
         if soft >= policy.timeout:
@@ -169,7 +168,7 @@ class Child:
         if soft:
             signal.setitimer(signal.ITIMER_REAL, soft)
         try:
-            outcome, policy = worker.execute(job)
+            outcome, policy = worker.execute(job, resolved)
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
         self.jobs_done += 1
