@@ -6,7 +6,9 @@ Producers need only this package::
 """
 
 from jobs.backoff import Backoff, BackoffKind
+from jobs.batch import Batch, BatchHandle, BatchProgress, batch
 from jobs.broker import Broker, connect, default_broker
+from jobs.chain import Chain, chain
 from jobs.context import JobContext, current
 from jobs.errors import (
     BrokerError,
@@ -38,10 +40,14 @@ __all__ = [
     "AttemptError",
     "Backoff",
     "BackoffKind",
+    "Batch",
+    "BatchHandle",
+    "BatchProgress",
     "Broker",
     "BrokerError",
     "BrokerUnavailable",
     "Call",
+    "Chain",
     "ConfigurationError",
     "EnqueueOptions",
     "ErrorKind",
@@ -66,6 +72,8 @@ __all__ = [
     "StaleToken",
     "UnknownFunction",
     "Worker",
+    "batch",
+    "chain",
     "connect",
     "current",
     "default_broker",

@@ -11,6 +11,7 @@ import msgspec
 import redis
 
 from jobs.connection import make_client, redact, resolve_url, translated
+from jobs.errors import JobNotFound
 from jobs.keys import Keys
 from jobs.options import Prepared
 from jobs.records import (
@@ -61,31 +62,47 @@ class Broker:
 
     # -- enqueue ---------------------------------------------------------------------------
 
-    def enqueue(self, queue: str, jobs: Sequence[Prepared]) -> list[bytes | int]:
-        """Write jobs of one queue in one script call; per job 1 (new) or the existing state."""
+    def enqueue(self, queue: str, jobs: Sequence[Prepared]) -> list[str]:
+        """Write jobs of one queue in one script call; returns the id each call resolved to.
+
+        That is the job's own id, or the id of the job already holding its uniqueness key.
+        """
         keys, args = self._enqueue_args(queue, jobs)
         with translated(self.url):
             # Safe to resend: ids are fixed before the call, an existing id is left alone.
-            return list(self.runner.run(self.scripts.enqueue, keys, args))
+            reply = self.runner.run(self.scripts.enqueue, keys, args)
+        return _enqueued_ids(jobs, reply)
 
-    def enqueue_batches(self, batches: Sequence[tuple[str, Sequence[Prepared]]]) -> None:
-        """Several enqueue script calls in one pipelined round trip."""
+    def enqueue_batches(self, batches: Sequence[tuple[str, Sequence[Prepared]]]) -> list[str]:
+        """Several enqueue script calls in one pipelined round trip, run in the order given."""
         with translated(self.url):
             pipe = self.client.pipeline(transaction=False)
             for queue, jobs in batches:
                 keys, args = self._enqueue_args(queue, jobs)
                 self.scripts.enqueue(keys=keys, args=args, client=pipe)
-            pipe.execute()
+            replies = pipe.execute()
+        ids: list[str] = []
+        for (_, jobs), reply in zip(batches, replies, strict=True):
+            ids += _enqueued_ids(jobs, reply)
+        return ids
 
     def _enqueue_args(self, queue: str, jobs: Sequence[Prepared]) -> tuple[list[str], list[Any]]:
         k = self.keys
         keys = [k.queued(queue), k.scheduled(queue), k.wake(queue), k.seq(), k.queues(),
                 k.timers(), k.completed(queue), k.dead(queue), k.canceled(queue), k.events()]
         keys += [k.job(p.id) for p in jobs]
-        args: list[Any] = [queue, len(jobs), self.events_len]
+        args: list[Any] = [queue, len(jobs), self.events_len, self.prefix]
         for p in jobs:
-            args += [p.id, p.spec, p.priority, p.delay_ms, p.at_ms, 1 if p.custom_id else 0]
+            args += [p.id, p.spec, p.priority, p.delay_ms, p.at_ms, 1 if p.custom_id else 0,
+                     self._extra(p.extra)]
         return keys, args
+
+    def _extra(self, extra: dict[str, Any]) -> bytes:
+        if not extra:
+            return b""
+        if "uk" in extra:
+            extra = {**extra, "uk": self.keys.unique(extra["uk"])}
+        return _json.encode(extra)
 
     # -- claim and outcomes ----------------------------------------------------------------
 
@@ -120,7 +137,7 @@ class Broker:
     def _claimed(self, reply: Any, queues: Sequence[str], token: str) -> Claimed | None:
         if reply is None:
             return None
-        pos, job_id, spec, attempt, priority, errs, enqueued, now = reply
+        pos, job_id, spec, attempt, priority, errs, enqueued, now, *rest = reply
         return Claimed(
             id=job_id.decode(),
             queue=queues[int(pos) - 1],
@@ -131,6 +148,7 @@ class Broker:
             errors=_decode_errors_lenient(errs),
             enqueued_at=int(enqueued or 0) / 1000.0,
             started_at=int(now) / 1000.0,
+            parent_result=rest[0] if rest else None,
         )
 
     def wait_for_work(self, queues: Sequence[str], timeout: float) -> bool:
@@ -186,9 +204,7 @@ class Broker:
             bucket(duration) if last and last.duration else "", summary,
         ]
         if on_dead is not None and retry_in is None:
-            hq = on_dead.queue
-            keys += [k.job(on_dead.id), k.queued(hq), k.wake(hq), k.seq(), k.queues()]
-            args += [on_dead.id, on_dead.spec, on_dead.priority, hq]
+            args += [on_dead.id, on_dead.spec, on_dead.priority, on_dead.queue]
         with translated(self.url):
             reply = self.runner.run(self.scripts.fail, keys, args)
         return reply.decode() if isinstance(reply, bytes) else None
@@ -284,6 +300,14 @@ class Broker:
             fields = self.client.hgetall(self.keys.job(job_id))
         return record_from_hash(job_id, fields) if fields else None
 
+    def exist(self, job_ids: Sequence[str]) -> list[bool]:
+        """Whether each job's record exists (one round trip)."""
+        with translated(self.url):
+            pipe = self.client.pipeline(transaction=False)
+            for job_id in job_ids:
+                pipe.exists(self.keys.job(job_id))
+            return [bool(n) for n in pipe.execute()]
+
     def fetch_many(self, job_ids: Sequence[str]) -> list[dict[bytes, bytes]]:
         with translated(self.url):
             pipe = self.client.pipeline(transaction=False)
@@ -356,7 +380,8 @@ class Broker:
     def cancel(self, job_id: str, queue: str, reason: str) -> int | str | None:
         k = self.keys
         keys = [k.job(job_id), k.queued(queue), k.scheduled(queue), k.state_index(queue, "waiting"),
-                k.canceled(queue), k.waiters(job_id), k.done(job_id), k.wake(queue), k.events()]
+                k.canceled(queue), k.waiters(job_id), k.done(job_id), k.wake(queue), k.events(),
+                k.cancels()]
         args: list[Any] = [job_id, reason, self.prefix, int(self.defaults.dead_ttl * 1000),
                            self.defaults.max_dead, self.events_len, queue]
         with translated(self.url):
@@ -368,7 +393,23 @@ class Broker:
         keys = [k.job(job_id), k.dead(queue), k.queued(queue), k.wake(queue), k.seq(), k.events()]
         with translated(self.url):
             return _state_reply(self.scripts.requeue(
-                keys=keys, args=[job_id, queue, self.events_len]))
+                keys=keys, args=[job_id, queue, self.events_len, self.prefix]))
+
+    def cancel_requests(self, job_ids: Sequence[str]) -> dict[str, str]:
+        """Which of these running jobs someone asked to cancel, with the reason given."""
+        if not job_ids:
+            return {}
+        with translated(self.url):
+            flags = self.client.smismember(self.keys.cancels(), list(job_ids))
+            asked = [j for j, flag in zip(job_ids, flags, strict=True) if flag]
+            if not asked:
+                return {}
+            pipe = self.client.pipeline(transaction=False)
+            for job_id in asked:
+                pipe.hget(self.keys.job(job_id), "cx")
+            reasons = pipe.execute()
+        return {j: (r or b"canceled by request").decode("utf-8", "replace")
+                for j, r in zip(asked, reasons, strict=True)}
 
     def purge(self, job_id: str, queue: str) -> int | str | None:
         """1 when deleted, -1 when the job is on another queue, else its state or None."""
@@ -391,6 +432,20 @@ class Broker:
         wait = max(0.01, min(timeout, self.settings.socket_timeout * 0.6))
         with translated(self.url):
             self.client.blpop([self.keys.done(job_id)], timeout=wait)
+
+
+_json = msgspec.json.Encoder()
+
+
+def _enqueued_ids(jobs: Sequence[Prepared], reply: Any) -> list[str]:
+    """Map the enqueue script's reply to ids; a missing parent raises (nothing was written)."""
+    if reply and reply[0] == b"missing":
+        raise JobNotFound(
+            f"job {reply[1].decode()} depends on job {reply[2].decode()}, which does not exist "
+            "(never enqueued, purged, or its record expired); nothing was enqueued"
+        )
+    return [r[1:].decode() if isinstance(r, bytes) and r.startswith(b"=") else p.id
+            for p, r in zip(jobs, reply, strict=True)]
 
 
 PRIORITY_BAND = 2**42  # as in _lib.lua: sequence numbers per priority level

@@ -11,7 +11,7 @@ from jobs.broker import Broker
 from jobs.context import JobContext, reset_current, set_current
 from jobs.errors import JobTimeout, UnknownFunction
 from jobs.policy import Outcome, Policy, Verdict, after_failure, error_of, resolve, safe_str
-from jobs.records import AttemptError, Claimed, ErrorKind, encoder
+from jobs.records import AttemptError, Claimed, ErrorKind, any_decoder, encoder
 from jobs.registry import JobFunction, lookup
 
 
@@ -66,8 +66,12 @@ def _execute(job: Claimed, fn: JobFunction[Any, Any] | None, policy: Policy,
         kind = "UnknownFunction" if job.spec else "CorruptRecord"
         return invalid(job, problem, worker, kind)
     ctx = JobContext(job, policy.max_attempts, broker)
+    given = job.spec.args
+    if job.parent_result is not None:
+        # A chain link (pass_result=True): the parent's return value comes first.
+        given = [any_decoder.decode(job.parent_result), *given]
     try:
-        args, kwargs = fn.binder.bind(job.spec.args, job.spec.kwargs, ctx)
+        args, kwargs = fn.binder.bind(given, job.spec.kwargs, ctx)
     except (TypeError, msgspec.ValidationError) as exc:
         return invalid(job, f"arguments do not match {fn.name}: {safe_str(exc)}", worker,
                        "ValidationError")

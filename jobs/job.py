@@ -99,12 +99,17 @@ class Job:
         return self.record.finished_at
 
     def cancel(self, reason: str = "canceled by request") -> bool:
-        """Cancel a waiting, scheduled or queued job; False when it already started or ended."""
+        """Cancel this job; False when it had already ended.
+
+        A waiting, scheduled or queued job is canceled at once. A running job is killed by
+        the supervisor running it, on whichever host, within about a second, and then ends
+        ``canceled`` (``result()`` raises ``JobCanceled`` once it has).
+        """
         reply = self.broker.cancel(self.id, self.record.queue, reason)
         self._record = None
         if reply is None:
             raise JobNotFound(f"no job {self.id!r} to cancel")
-        return reply == 1
+        return reply in (1, "active")
 
     def result(self, timeout: float | None = None) -> Any:
         """Block on Redis until the job is final, then return its value.

@@ -71,6 +71,26 @@ class Keys:
     def done(self, job_id: str) -> str:
         return f"{self.ns}:done:{job_id}"
 
+    def kids(self, job_id: str) -> str:
+        """The ids of jobs waiting on ``job_id`` (built in Lua too: _lib.lua after_final)."""
+        return f"{self.ns}:kids:{job_id}"
+
+    def batch(self, batch_id: str) -> str:
+        return f"{self.ns}:batch:{batch_id}"
+
+    def batch_jobs(self, batch_id: str) -> str:
+        return f"{self.ns}:batch:{batch_id}:jobs"
+
+    def batch_done(self, batch_id: str) -> str:
+        return f"{self.ns}:done:batch:{batch_id}"
+
+    def unique(self, digest: str) -> str:
+        return f"{self.ns}:unique:{digest}"
+
+    def cancels(self) -> str:
+        """Running jobs someone asked to cancel; their supervisors kill them."""
+        return f"{self.ns}:cancels"
+
     def supervisor(self, ident: str) -> str:
         return f"{self.ns}:supervisor:{ident}"
 

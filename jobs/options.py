@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
 import secrets
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,6 +30,12 @@ class EnqueueOptions(msgspec.Struct, frozen=True, kw_only=True):
     soft_timeout: float | None = None
     max_attempts: int | None = None
     result_ttl: float | None = None
+    depends_on: Sequence[Any] | None = None  # job ids or Job handles
+    on_parent_failure: str | None = None  # "cancel" (default) or "run"
+    pass_result: bool | None = None  # receive the single parent's result as first argument
+    unique_for: float | None = None
+    unique_key: str | None = None
+    unique_until: str | None = None  # "finished" (default) or "window"
 
     def merged(self, other: EnqueueOptions) -> EnqueueOptions:
         """These options with every field ``other`` sets taken from ``other``."""
@@ -54,6 +62,8 @@ class Prepared(msgspec.Struct, frozen=True):
     delay_ms: int
     at_ms: int
     custom_id: bool = False
+    # Workflow options for the enqueue script (see enqueue.lua); empty for plain jobs.
+    extra: dict[str, Any] = {}
 
 
 def new_job_id() -> str:
@@ -145,6 +155,66 @@ def check_function_name(name: str) -> str:
     return name
 
 
+def _parent_ids(depends_on: Sequence[Any] | None) -> list[str]:
+    if depends_on is None:
+        return []
+    if isinstance(depends_on, str | bytes) or not isinstance(depends_on, Sequence):
+        raise ConfigurationError(
+            f"depends_on must be a list of job ids or Job handles, got {depends_on!r}")
+    ids = []
+    for parent in depends_on:
+        job_id = parent if isinstance(parent, str) else getattr(parent, "id", None)
+        if not isinstance(job_id, str):
+            raise ConfigurationError(
+                f"depends_on takes job ids or Job handles, got {parent!r}")
+        ids.append(check_name("depends_on job id", job_id))
+    return list(dict.fromkeys(ids))
+
+
+def unique_digest(call: Call, key: str | None) -> str:
+    """The uniqueness key: the caller's, else the function with its arguments."""
+    if key is not None:
+        if not isinstance(key, str) or not key:
+            raise ConfigurationError(f"unique_key must be a non-empty string, got {key!r}")
+        material = b"k\0" + key.encode()
+    else:
+        material = b"a\0" + encoder.encode(
+            [call.function, list(call.args), sorted(call.kwargs.items())])
+    return hashlib.blake2b(material, digest_size=16).hexdigest()
+
+
+def workflow_extra(call: Call) -> dict[str, Any]:
+    """What the enqueue script needs for dependencies and uniqueness (empty when unused)."""
+    opts = call.options
+    extra: dict[str, Any] = {}
+    parents = _parent_ids(opts.depends_on)
+    if parents:
+        extra["deps"] = parents
+    if opts.on_parent_failure not in (None, "cancel", "run"):
+        raise ConfigurationError(
+            f"on_parent_failure must be 'cancel' or 'run', got {opts.on_parent_failure!r}")
+    if opts.on_parent_failure == "run":
+        extra["opf"] = "run"
+    if opts.pass_result:
+        if len(parents) != 1:
+            raise ConfigurationError(
+                "pass_result=True needs exactly one job in depends_on (the one whose result "
+                f"is passed), got {len(parents)}")
+        extra["pr"] = parents[0]
+    if opts.unique_key is not None and opts.unique_for is None:
+        raise ConfigurationError("unique_key needs unique_for=seconds (how long the key holds)")
+    if opts.unique_until not in (None, "finished", "window"):
+        raise ConfigurationError(
+            f"unique_until must be 'finished' or 'window', got {opts.unique_until!r}")
+    window = check_seconds("unique_for", opts.unique_for)
+    if window is not None:
+        extra["uk"] = unique_digest(call, opts.unique_key)
+        extra["ut"] = int(window * 1000)
+        if opts.unique_until == "window":
+            extra["uw"] = True
+    return extra
+
+
 def prepare(call: Call, *, default_queue: str, default_priority: int, max_bytes: int) -> Prepared:
     """Check and encode one call; raises before anything is written."""
     opts = call.options
@@ -171,4 +241,5 @@ def prepare(call: Call, *, default_queue: str, default_priority: int, max_bytes:
         delay_ms=_delay_ms(opts.delay),
         at_ms=_at_ms(opts.at),
         custom_id=opts.job_id is not None,
+        extra=workflow_extra(call),
     )

@@ -8,7 +8,7 @@ from itertools import islice
 from typing import Any
 
 from jobs.broker import Broker, default_broker
-from jobs.errors import ConfigurationError
+from jobs.errors import ConfigurationError, JobNotFound
 from jobs.job import Job
 from jobs.options import Call, EnqueueOptions, Prepared, prepare
 from jobs.priority import Priority
@@ -21,7 +21,7 @@ COUNTED_STATES = (JobState.QUEUED, JobState.SCHEDULED, JobState.ACTIVE, JobState
                   JobState.COMPLETED, JobState.DEAD, JobState.CANCELED)
 
 
-def _prepare(call: Call, broker: Broker) -> Prepared:
+def prepare_call(call: Call, broker: Broker) -> Prepared:
     return prepare(call, default_queue="default", default_priority=int(Priority.NORMAL),
                    max_bytes=broker.defaults.max_payload_bytes)
 
@@ -29,28 +29,70 @@ def _prepare(call: Call, broker: Broker) -> Prepared:
 def enqueue_call(call: Call, broker: Broker | None = None) -> Job:
     """Enqueue one call; with an existing ``job_id`` returns that job unchanged."""
     broker = broker or default_broker()
-    p = _prepare(call, broker)
-    broker.enqueue(p.queue, [p])
-    return Job(p.id, broker)
+    p = prepare_call(call, broker)
+    (job_id,) = broker.enqueue(p.queue, [p])
+    return Job(job_id, broker)
 
 
 def enqueue_many(calls: Iterable[Call], broker: Broker | None = None) -> list[Job]:
     """Enqueue many calls: one script call per 1,000 jobs of a queue, all in one pipeline.
 
-    Every call is checked and encoded before anything is written.
+    Every call is checked and encoded before anything is written. A job that depends on
+    another job of the same call must come after it in ``calls``.
     """
     broker = broker or default_broker()
-    prepared = [_prepare(c, broker) for c in calls]
-    by_queue: dict[str, list[Prepared]] = {}
-    for p in prepared:
-        by_queue.setdefault(p.queue, []).append(p)
-    batches = [
-        (queue, list(chunk))
-        for queue, items in by_queue.items()
-        for chunk in _chunks(items, CHUNK)
-    ]
-    broker.enqueue_batches(batches)
-    return [Job(p.id, broker) for p in prepared]
+    prepared = [prepare_call(c, broker) for c in calls]
+    return [Job(i, broker) for i in enqueue_prepared(prepared, broker)]
+
+
+def enqueue_prepared(prepared: list[Prepared], broker: Broker) -> list[str]:
+    """Write prepared jobs, grouped by queue (in first-seen order), one pipeline; their ids.
+
+    Jobs with dependencies keep their relative order, so a parent is written before any
+    job of the same call that waits on it.
+    """
+    if any("deps" in p.extra for p in prepared):
+        _check_parents(prepared, broker)
+        batches = [(p.queue, [p]) for p in prepared]  # order matters: parents first
+        # Runs of one queue still share a script call.
+        merged: list[tuple[str, list[Prepared]]] = []
+        for queue, items in batches:
+            if merged and merged[-1][0] == queue and len(merged[-1][1]) < CHUNK:
+                merged[-1][1].extend(items)
+            else:
+                merged.append((queue, list(items)))
+        order = [p for _, items in merged for p in items]
+        ids = broker.enqueue_batches(merged)
+    else:
+        by_queue: dict[str, list[Prepared]] = {}
+        for p in prepared:
+            by_queue.setdefault(p.queue, []).append(p)
+        grouped = [
+            (queue, list(chunk))
+            for queue, items in by_queue.items()
+            for chunk in _chunks(items, CHUNK)
+        ]
+        order = [p for _, items in grouped for p in items]
+        ids = broker.enqueue_batches(grouped)
+    by_id = {p.id: i for p, i in zip(order, ids, strict=True)}
+    return [by_id[p.id] for p in prepared]
+
+
+def _check_parents(prepared: list[Prepared], broker: Broker) -> None:
+    """Refuse before writing anything when a parent outside this call does not exist.
+
+    The enqueue script checks again atomically; this check keeps a call spanning several
+    queues from being written in part.
+    """
+    ours = {p.id for p in prepared}
+    outside = sorted({d for p in prepared for d in p.extra.get("deps", ()) if d not in ours})
+    for parent, exists in zip(outside, broker.exist(outside), strict=True):
+        if not exists:
+            child = next(p.id for p in prepared if parent in p.extra.get("deps", ()))
+            raise JobNotFound(
+                f"job {child} depends on job {parent}, which does not exist (never enqueued, "
+                "purged, or its record expired); nothing was enqueued"
+            )
 
 
 def _chunks(items: list[Prepared], size: int) -> Iterator[list[Prepared]]:

@@ -59,6 +59,7 @@ class Claimed(msgspec.Struct, frozen=True, kw_only=True):
     errors: tuple[AttemptError, ...]
     enqueued_at: float
     started_at: float
+    parent_result: bytes | None = None  # chains: the parent's encoded return value
 
 
 class ExpiredLease(msgspec.Struct, frozen=True, kw_only=True):
@@ -91,6 +92,9 @@ class JobRecord(msgspec.Struct, frozen=True, kw_only=True):
     cancel_reason: str | None = None
     progress: Any = None
     corrupt: str | None = None
+    waiting_on: int = 0  # parents not yet final (state waiting)
+    batch_id: str | None = None
+    cancel_requested: str | None = None  # a running job asked to stop, with the reason
 
 
 encoder = msgspec.msgpack.Encoder()
@@ -153,4 +157,11 @@ def record_from_hash(job_id: str, fields: dict[bytes, bytes]) -> JobRecord:
         cancel_reason=cancel.decode() if cancel else None,
         progress=_lenient(fields.get(b"prog")),
         corrupt=corrupt,
+        waiting_on=int(fields.get(b"deps", 0)),
+        batch_id=_text(fields.get(b"b")),
+        cancel_requested=_text(fields.get(b"cx")),
     )
+
+
+def _text(raw: bytes | None) -> str | None:
+    return raw.decode() if raw else None

@@ -38,6 +38,7 @@ class JobOptions(msgspec.Struct, frozen=True, kw_only=True):
     dont_retry_on: ExceptionTypes = ()
     result_ttl: float | None = None
     on_dead: str | None = None
+    unique_for: float | None = None
 
 
 class ArgumentBinder:
@@ -111,7 +112,7 @@ class JobFunction(Generic[P, R]):
 
     def _defaults(self) -> EnqueueOptions:
         o = self.job_options
-        return EnqueueOptions(queue=o.queue, priority=o.priority)
+        return EnqueueOptions(queue=o.queue, priority=o.priority, unique_for=o.unique_for)
 
 
 class BoundOptions:
@@ -152,15 +153,18 @@ def job(
     dont_retry_on: Iterable[type[BaseException]] | None = None,
     result_ttl: float | None = None,
     on_dead: JobFunction[Any, Any] | str | None = None,
+    unique_for: float | None = None,
 ) -> Any:
     """Register a plain synchronous function as a job (``@job`` or ``@job(...)``).
 
     ``on_dead`` names another job (a ``@job`` function or ``"module:function"``) that is
     enqueued with the dead job's id, atomically with the death, so it runs exactly once.
+    ``unique_for`` makes every enqueue of this function unique by its arguments (see
+    ``EnqueueOptions.unique_for``).
     """
     check_attempts(max_attempts)
     for label, value in (("timeout", timeout), ("soft_timeout", soft_timeout),
-                         ("result_ttl", result_ttl)):
+                         ("result_ttl", result_ttl), ("unique_for", unique_for)):
         check_seconds(label, value)
     hook = on_dead.name if isinstance(on_dead, JobFunction) else on_dead
     options = JobOptions(
@@ -174,6 +178,7 @@ def job(
         dont_retry_on=_exception_types("dont_retry_on", dont_retry_on),
         result_ttl=result_ttl,
         on_dead=check_function_name(hook) if hook else None,
+        unique_for=unique_for,
     )
 
     def register(f: Callable[P, R]) -> JobFunction[P, R]:

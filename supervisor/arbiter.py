@@ -32,6 +32,7 @@ from supervisor.preload import preload
 from supervisor.proctitle import set_title
 from supervisor.reasons import (
     KILL_METRIC,
+    canceled,
     crashed,
     describe_exit,
     hard_timeout,
@@ -93,8 +94,10 @@ class Arbiter(Commands):
         broker = Broker(url, redis_settings=config.redis, defaults=config.defaults)
         self.figures = LocalFigures(self._worker_states, lambda: self.duties.reclaims)
         self.controls: deque[Control] = deque()
+        self.cancels: deque[tuple[str, str]] = deque()
         self.duties = Duties(broker, config.supervisor.lease_timeout, list(config.worker.queues),
-                             self._held, self._state, self._control_arrived)
+                             self._held, self._state, self._control_arrived,
+                             self._cancel_arrived)
 
     # -- setup ------------------------------------------------------------------------------
 
@@ -102,6 +105,22 @@ class Arbiter(Commands):
         """Called on the duties thread: hand the message to the loop and wake it."""
         self.controls.append(message)
         self.wakeup.poke()
+
+    def _cancel_arrived(self, job_id: str, reason: str) -> None:
+        """Called on the duties thread: a running job of ours is to be canceled."""
+        self.cancels.append((job_id, reason))
+        self.wakeup.poke()
+
+    def cancel_running(self) -> None:
+        """Kill the children running jobs someone canceled; the job then ends canceled."""
+        while self.cancels:
+            job_id, reason = self.cancels.popleft()
+            for info in list(self.children.values()):
+                view = self.slots.read(info.slot)
+                if view.state is ChildState.BUSY and view.job_id == job_id:
+                    log.info("job %s canceled while running (%s): killing worker %d",
+                             job_id, reason, info.pid)
+                    self.kill(info, canceled(view, reason, f"{self.host}:{info.pid}"))
 
     def run(self) -> int:
         unset_environment()
@@ -121,6 +140,7 @@ class Arbiter(Commands):
             while True:
                 self._wait()
                 self._dispatch()
+                self.cancel_running()
                 self.reap()
                 if self.stopping and not self.children:
                     break

@@ -1,9 +1,10 @@
 """Redis duties of the supervisor, on threads so a slow or absent Redis never delays
 the main loop's deadline enforcement.
 
-One pipelined lease renewal per tick for every job the children hold, reclaim of
-expired leases, outcomes of killed children (kept and retried until written), the
-supervisor's registry entry, and the backlog figure autoscaling reads.
+One pipelined lease renewal per tick for every job the children hold, the cancel
+requests for those jobs, reclaim of expired leases, outcomes of killed children (kept
+and retried until written), the supervisor's registry entry, and the backlog figure
+autoscaling reads.
 """
 
 from __future__ import annotations
@@ -52,13 +53,15 @@ class Event(msgspec.Struct, frozen=True):
 class Duties:
     def __init__(self, broker: Broker, lease: float, queues: list[str],
                  held: Callable[[], list[Held]], state: Callable[[], dict[str, Any]],
-                 on_control: Callable[[Control], None]) -> None:
+                 on_control: Callable[[Control], None],
+                 on_cancel: Callable[[str, str], None] = lambda job_id, reason: None) -> None:
         self.broker = broker
         self.lease = lease
         self.queues = queues
         self.held = held
         self.state = state
         self.on_control = on_control
+        self.on_cancel = on_cancel
         self.reclaims = 0
         self.tick = min(1.0, lease / 3)
         self.backlog = 0
@@ -125,6 +128,10 @@ class Duties:
                 for i in lost:
                     log.warning("job %s is no longer held by its worker (reclaimed or canceled)",
                                 held[i].job_id)
+                # Cancel requests for running jobs: checked every tick, only while busy.
+                asked = self.broker.cancel_requests([h.job_id for h in held])
+                for job_id, reason in asked.items():
+                    self.on_cancel(job_id, reason)
                 now = time.monotonic()
                 if now - last_reclaim >= reclaim_every:
                     last_reclaim = now

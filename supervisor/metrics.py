@@ -58,7 +58,7 @@ class JobvisorCollector(Collector):
         yield workers
         kills = CounterMetricFamily("jobvisor_worker_kills", "Workers killed by this supervisor",
                                     labels=["reason"])
-        for reason in ("hard_timeout", "heartbeat_lost", "crash"):
+        for reason in ("hard_timeout", "heartbeat_lost", "canceled", "crash"):
             kills.add_metric([reason], self.local.kills.get(reason, 0))
         yield kills
         yield CounterMetricFamily("jobvisor_lease_reclaims",

@@ -10,7 +10,8 @@ from pathlib import Path
 from jobs.records import AttemptError, ErrorKind
 from supervisor.slots import SlotView
 
-KILL_METRIC = {"HardTimeout": "hard_timeout", "HeartbeatLost": "heartbeat_lost"}
+KILL_METRIC = {"HardTimeout": "hard_timeout", "HeartbeatLost": "heartbeat_lost",
+               "Canceled": "canceled"}
 
 
 def oom_kills() -> int | None:
@@ -62,5 +63,14 @@ def crashed(view: SlotView, how: str, maxrss_kib: int, worker: str) -> AttemptEr
     return AttemptError(
         attempt=view.attempt, kind=ErrorKind.CRASH, type="WorkerCrashed",
         message=f"worker {how} while running the job (peak RSS {maxrss_kib // 1024} MiB)",
+        duration=time.monotonic() - view.started if view.started else 0.0,
+        at=time.time(), worker=worker)
+
+
+def canceled(view: SlotView, reason: str, worker: str) -> AttemptError:
+    """The attempt a cancel request ended; the job itself ends ``canceled`` (fail.lua)."""
+    return AttemptError(
+        attempt=view.attempt, kind=ErrorKind.EXCEPTION, type="Canceled",
+        message=f"canceled while running: {reason}",
         duration=time.monotonic() - view.started if view.started else 0.0,
         at=time.time(), worker=worker)

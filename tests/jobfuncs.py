@@ -195,3 +195,21 @@ def reports_progress(ctx, steps: int) -> int:  # type: ignore[no-untyped-def]
         ctx.progress(i, steps, f"step {i}")
     ctx.log(f"attempt {ctx.attempt} of {ctx.max_attempts}")
     return steps
+
+
+@job
+def batch_callback(path: str, batch_id: str) -> str:
+    """Appends ``batch_id`` to a file: a callback that ran twice would show two lines."""
+    import os
+
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, f"{batch_id}\n".encode())
+    finally:
+        os.close(fd)
+    return batch_id
+
+
+@job(unique_for=60)
+def unique_report(day: str) -> str:
+    return day

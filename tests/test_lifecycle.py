@@ -350,18 +350,28 @@ def test_completed_index_bounded_by_count(server, namespace):
     assert b.fetch(ids[0]) is None and b.fetch(ids[-1]) is not None
 
 
-def test_cancel_queued_scheduled_not_active(broker):
+def test_cancel_queued_and_scheduled_at_once_active_on_request(broker):
     a = jobfuncs.add.enqueue(1, 1)
     b = jobfuncs.add.options(delay=60).enqueue(1, 1)
     c = jobfuncs.add.enqueue(1, 1)
     assert a.cancel() and b.cancel()
-    assert Worker(broker=broker).claim().id == c.id
-    assert not c.cancel()
+    worker = Worker(broker=broker)
+    held = worker.claim()
+    assert held.id == c.id
+    # A running job is only asked to stop: its supervisor kills it (tests/test_workflows.py).
+    assert c.cancel("no longer needed")
     assert c.refresh().state is JobState.ACTIVE
+    assert c.record.cancel_requested == "no longer needed"
+    assert broker.cancel_requests([c.id, a.id]) == {c.id: "no longer needed"}
     for j in (a, b):
         assert j.refresh().state is JobState.CANCELED
         assert_consistent(broker, j.id, "default")
+        assert not j.cancel()  # already final
     assert broker.client.llen(broker.keys.wake("default")) == 0
+    # A job that finished before its supervisor acted keeps its outcome; the request is gone.
+    outcome, policy = worker.execute(held)
+    assert worker.finish(held, outcome, policy) == "completed"
+    assert broker.cancel_requests([c.id]) == {}
 
 
 def test_dead_letter_list_requeue_purge(broker):

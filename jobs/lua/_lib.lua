@@ -2,7 +2,9 @@
 -- call each other, and helpers must be local: Redis forbids script globals).
 --
 -- Keys built here: job records are `prefix .. id` for ids that are only known
--- inside a script (popped from an index). Every other key arrives in KEYS.
+-- inside a script (popped from an index), and the keys of workflows (dependents,
+-- batches, limits) whose names depend on what a record says. They mirror
+-- jobs/keys.py: the namespace base is the record prefix without its "job:".
 
 local PRIORITY_BAND = 4398046511104 -- 2^42 sequence numbers per priority level
 
@@ -109,6 +111,143 @@ local function trim_index(index_key, prefix, state, min_score, max_count)
 end
 
 
+-- "ns:job:" -> "ns:", the start of every key of the namespace.
+local function ns_of(prefix)
+    return string.sub(prefix, 1, -5)
+end
+
+local function qkey(base, queue, kind)
+    return base .. '{' .. queue .. '}:' .. kind
+end
+
+-- Put a job whose record is written on its queue, behind its priority's jobs.
+local function push_queued(base, job, id, queue, priority)
+    local queued = qkey(base, queue, 'queued')
+    redis.call('HSET', job, 'st', 'queued')
+    redis.call('ZADD', queued, queue_score(priority, redis.call('INCR', base .. 'seq')), id)
+    wake(qkey(base, queue, 'wake'), queued)
+end
+
+-- Create a queued job from inside a script (hooks, batch callbacks) unless the id exists,
+-- so a hook is enqueued exactly once however often its trigger is replayed.
+local function create_queued(base, prefix, id, spec, queue, priority, now)
+    local job = prefix .. id
+    if redis.call('EXISTS', job) == 1 then return false end
+    redis.call('SADD', base .. 'queues', queue)
+    redis.call('HSET', job, 'spec', spec, 'q', queue, 'pri', priority, 'att', 0, 'te', now)
+    push_queued(base, job, id, queue, priority)
+    return true
+end
+
+-- A waiting job's last parent is done: queue it, or schedule it when it asked for a delay.
+local function release_waiting(base, prefix, id, now)
+    local job = prefix .. id
+    local queue, pri, dly, at = unpack(redis.call('HMGET', job, 'q', 'pri', 'dly', 'at'))
+    redis.call('ZREM', qkey(base, queue, 'waiting'), id)
+    redis.call('HDEL', job, 'deps', 'dly', 'at')
+    local due = -1
+    if at then due = tonumber(at) elseif dly then due = now + tonumber(dly) end
+    if due > now then
+        local scheduled = qkey(base, queue, 'scheduled')
+        redis.call('HSET', job, 'st', 'scheduled', 'due', due)
+        redis.call('ZADD', scheduled, due, id)
+        poke_timers(scheduled, base .. 'timers', id)
+    else
+        push_queued(base, job, id, queue, pri)
+    end
+end
+
+-- Mark a job canceled (the caller took it out of its index) and tell its waiters.
+local function cancel_record(base, prefix, id, queue, reason, now, events_key, events_len)
+    local job = prefix .. id
+    redis.call('HSET', job, 'st', 'canceled', 'why', reason, 'tf', now)
+    redis.call('HDEL', job, 'due', 'deps')
+    redis.call('ZADD', qkey(base, queue, 'canceled'), now, id)
+    notify(job, base .. 'done:' .. id)
+    emit(events_key, events_len, 'e', 'canceled', 'id', id, 'q', queue, 'reason', reason)
+end
+
+-- Count a member's final outcome in its batch; the member that completes the batch
+-- enqueues the callbacks in the same step, so they are enqueued exactly once.
+local function batch_member_final(base, prefix, bid, id, outcome, now, events_key, events_len)
+    local bkey = base .. 'batch:' .. bid
+    redis.call('HSET', prefix .. id, 'bs', outcome)
+    redis.call('HINCRBY', bkey, outcome, 1)
+    local total, c, d, x, fired, ttl = unpack(redis.call('HMGET', bkey, 'total', 'completed',
+        'dead', 'canceled', 'fired', 'ttl'))
+    if not total or fired then return end
+    c, d, x = tonumber(c or '0'), tonumber(d or '0'), tonumber(x or '0')
+    if c + d + x < tonumber(total) then return end
+    redis.call('HSET', bkey, 'fired', 1, 'tf', now)
+    local kinds = {'complete'}
+    if d + x == 0 then kinds[2] = 'success' else kinds[2] = 'failure' end
+    for _, kind in ipairs(kinds) do
+        local spec, queue, pri = unpack(redis.call('HMGET', bkey, kind .. ':spec',
+            kind .. ':q', kind .. ':pri'))
+        if spec then
+            create_queued(base, prefix, bid .. '.on_' .. kind, spec, queue, pri, now)
+        end
+    end
+    notify(bkey, base .. 'done:batch:' .. bid)
+    if ttl then
+        redis.call('PEXPIRE', bkey, ttl)
+        redis.call('PEXPIRE', bkey .. ':jobs', ttl)
+    end
+    emit(events_key, events_len, 'e', 'batch_finished', 'batch', bid, 'completed', c,
+        'dead', d, 'canceled', x)
+end
+
+-- A job reached a final state (completed, dead or canceled): release or cancel the jobs
+-- waiting on it, count it in its batch, forget a pending request to cancel it.
+-- Callers call it only when the record has one of the fields 'k', 'b' or 'cx'. A canceled dependent is itself final, so the
+-- cancel cascades down a chain in this one step.
+local function after_final(prefix, id, outcome, now, events_key, events_len)
+    local base = ns_of(prefix)
+    local todo = {{id, outcome}}
+    local i = 1
+    while todo[i] do
+        local fid, fout = todo[i][1], todo[i][2]
+        i = i + 1
+        local job = prefix .. fid
+        local has_kids, batch, cancel_asked = unpack(redis.call('HMGET', job, 'k', 'b', 'cx'))
+        if cancel_asked then
+            redis.call('SREM', base .. 'cancels', fid)
+            redis.call('HDEL', job, 'cx')
+        end
+        if has_kids then
+            local kids_key = base .. 'kids:' .. fid
+            local result = nil
+            for _, kid in ipairs(redis.call('SMEMBERS', kids_key)) do
+                local kjob = prefix .. kid
+                local kst, opf, from, kq = unpack(redis.call('HMGET', kjob, 'st', 'opf', 'pr', 'q'))
+                if kst == 'waiting' then
+                    if fout == 'completed' or opf == 'run' then
+                        if from == fid and fout == 'completed' then
+                            if result == nil then
+                                result = redis.call('HGET', job, 'res') or false
+                            end
+                            if result then redis.call('HSET', kjob, 'pres', result) end
+                        end
+                        if redis.call('HINCRBY', kjob, 'deps', -1) <= 0 then
+                            release_waiting(base, prefix, kid, now)
+                        end
+                    else
+                        redis.call('ZREM', qkey(base, kq, 'waiting'), kid)
+                        cancel_record(base, prefix, kid, kq, 'parent ' .. fid .. ' ended ' .. fout,
+                            now, events_key, events_len)
+                        todo[#todo + 1] = {kid, 'canceled'}
+                    end
+                end
+            end
+            redis.call('DEL', kids_key)
+            redis.call('HDEL', job, 'k')
+        end
+        if batch then
+            batch_member_final(base, prefix, batch, fid, fout, now, events_key, events_len)
+        end
+    end
+end
+
 -- The success path: record the result if the claim token still holds the job.
 -- k = {job, active, completed, waiters, done, events}
 -- a = {id, token, result, ttl_ms, prefix, max_completed, events_len, queue, duration_ms}
@@ -116,7 +255,8 @@ end
 local function complete_job(k, a, now)
     -- Every redis.call costs several microseconds of script overhead: this path makes
     -- as few as it can. The waiter count lives in the record ('w') for the same reason.
-    local st, tok, waiting = unpack(redis.call('HMGET', k[1], 'st', 'tok', 'w'))
+    local st, tok, waiting, kids, batch, cx = unpack(redis.call('HMGET', k[1], 'st', 'tok', 'w',
+        'k', 'b', 'cx'))
     if tok ~= a[2] then return 0 end
     if st == 'completed' then return 1 end
     if st ~= 'active' then return 0 end
@@ -129,24 +269,26 @@ local function complete_job(k, a, now)
     -- (trim.lua, every few seconds); each record also expires on its own TTL.
     if waiting then notify(k[1], k[5], waiting) end
     emit(k[6], a[7], 'e', 'completed', 'id', a[1], 'q', a[8], 'ms', a[9])
+    if kids or batch or cx then after_final(a[5], a[1], 'completed', now, k[6], a[7]) end
     return 1
 end
 
 -- Claim at most one job from the first non-empty, unpaused queue, in the order given.
 -- queues = list of {queued, active, wake, name}; claim_key remembers what this token
 -- claimed, so a resent claim (its first reply lost) returns the same job, not a second.
--- Returns nil, or {queue position, id, spec, attempts, priority, errors, enqueued ms, now}.
+-- Returns nil, or {queue position, id, spec, attempts, priority, errors, enqueued ms, now,
+-- the parent's encoded result when the job asked to receive it}.
 local function claim_job(queues, paused, events, claim_key, prefix, token, lease_ms,
                          events_len, now)
     local n = #queues
     local earlier = redis.call('GET', claim_key)
     if earlier then
         local f = redis.call('HMGET', prefix .. earlier, 'st', 'spec', 'pri', 'errs', 'te',
-            'att', 'tok', 'q')
+            'att', 'tok', 'q', 'pres')
         if f[1] == 'active' and f[7] == token then
             for q = 1, n do
                 if queues[q][4] == f[8] then
-                    return {q, earlier, f[2], tonumber(f[6]), f[3], f[4], f[5], now}
+                    return {q, earlier, f[2], tonumber(f[6]), f[3], f[4], f[5], now, f[9]}
                 end
             end
         end
@@ -160,7 +302,8 @@ local function claim_job(queues, paused, events, claim_key, prefix, token, lease
                 local id = popped[1]
                 if not id then break end
                 local job = prefix .. id
-                local f = redis.call('HMGET', job, 'st', 'spec', 'pri', 'errs', 'te', 'att')
+                local f = redis.call('HMGET', job, 'st', 'spec', 'pri', 'errs', 'te', 'att',
+                    'pres')
                 -- An entry whose record is gone or not queued (deleted by hand) is dropped.
                 if f[1] == 'queued' then
                     local attempts = tonumber(f[6] or '0') + 1
@@ -180,7 +323,7 @@ local function claim_job(queues, paused, events, claim_key, prefix, token, lease
                     end
                     emit(events, events_len, 'e', 'started', 'id', id, 'q', name,
                         'att', attempts, 'w', token)
-                    return {q, id, f[2], attempts, f[3], f[4], f[5], now}
+                    return {q, id, f[2], attempts, f[3], f[4], f[5], now, f[7]}
                 end
             end
         end

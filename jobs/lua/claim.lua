@@ -7,7 +7,7 @@
 -- ARGV[4] events stream length (0: off)  ARGV[4+i] name of queue i
 -- Returns nil when every queue is empty or paused, else
 --   {queue position i, id, spec, attempts (this one included), priority,
---    encoded errors or false, enqueued ms, now ms}
+--    encoded errors or false, enqueued ms, now ms, parent's encoded result or false}
 
 return claim_job(queue_list(4, #KEYS, 4), KEYS[2], KEYS[3], KEYS[1],
     ARGV[1], ARGV[2], ARGV[3], ARGV[4], now_ms())

@@ -5,42 +5,118 @@
 -- KEYS[10] events stream
 -- KEYS[10+i] record of job i
 -- ARGV[1] queue name  ARGV[2] number of jobs n  ARGV[3] events stream length (0: off)
--- then for each job i, 6 values at ARGV[4 + 6*(i-1)]:
+-- ARGV[4] job record prefix
+-- then for each job i, 7 values at ARGV[5 + 7*(i-1)]:
 --   id, encoded spec, priority, delay in ms (-1: none), absolute due ms (-1: none),
---   1 when the id was chosen by the caller (it may have been used before), else 0
--- Returns, per job, 1 when created or the existing job's state when the id was taken.
+--   1 when the id was chosen by the caller (it may have been used before), else 0,
+--   workflow options as JSON, or '' for none:
+--     deps: parent ids (the job waits until they are final), opf: 'run' to run even
+--     when a parent ends dead or canceled, pr: the parent whose result it receives,
+--     b: batch id, uk/ut/uw: uniqueness key name, its window in ms, 1 to hold the key
+--     for the whole window rather than until the job is final
+-- Returns, per job: 1 when created, the existing job's state when the id was taken, or
+-- '=' .. id of the job already holding the uniqueness key. When a parent does not exist
+-- nothing is written and the reply is {'missing', job id, parent id}.
 
 local n = tonumber(ARGV[2])
+local prefix = ARGV[4]
+local base = ns_of(prefix)
+local final = {completed = true, dead = true, canceled = true}
+local function arg(i, k) return ARGV[5 + 7 * (i - 1) + k] end
+
+-- Check every parent before writing anything: a parent must exist, or be created
+-- earlier in this same call (a chain enqueued at once).
+local extras = {}
+local earlier = {}
+for i = 1, n do
+    if arg(i, 6) ~= '' then
+        local ex = cjson.decode(arg(i, 6))
+        extras[i] = ex
+        for _, pid in ipairs(ex.deps or {}) do
+            if not earlier[pid] and redis.call('EXISTS', prefix .. pid) == 0 then
+                return {'missing', arg(i, 0), pid}
+            end
+        end
+    end
+    earlier[arg(i, 0)] = true
+end
+
 local now = now_ms()
 local seq = redis.call('INCRBY', KEYS[4], n) - n
 redis.call('SADD', KEYS[5], ARGV[1])
 local out = {}
 for i = 1, n do
-    local base = 4 + 6 * (i - 1)
-    local id, spec, pri = ARGV[base], ARGV[base + 1], ARGV[base + 2]
-    local delay, at = tonumber(ARGV[base + 3]), tonumber(ARGV[base + 4])
+    local id, spec, pri = arg(i, 0), arg(i, 1), arg(i, 2)
+    local delay, at = tonumber(arg(i, 3)), tonumber(arg(i, 4))
+    local ex = extras[i] or {}
     local job = KEYS[10 + i]
     local existing = redis.call('HGET', job, 'st')
+    local holder = nil
+    if not existing and ex.uk then
+        holder = redis.call('GET', ex.uk)
+        if holder then
+            local held = redis.call('HGET', prefix .. holder, 'st')
+            if not ((held and not final[held]) or ex.uw) then holder = nil end
+        end
+    end
     if existing then
         out[i] = existing
+    elseif holder then
+        out[i] = '=' .. holder
     else
         -- A reused custom id whose old record expired may linger in a finished index.
-        if ARGV[base + 5] == '1' then
+        if arg(i, 5) == '1' then
             redis.call('ZREM', KEYS[7], id)
             redis.call('ZREM', KEYS[8], id)
             redis.call('ZREM', KEYS[9], id)
         end
+        local fields = {'spec', spec, 'q', ARGV[1], 'pri', pri, 'att', 0, 'te', now}
+        local function field(k, v) fields[#fields + 1] = k; fields[#fields + 1] = v end
+        if ex.uk then redis.call('SET', ex.uk, id, 'PX', ex.ut) end
+        if ex.b then field('b', ex.b) end
+        if ex.opf then field('opf', ex.opf) end
+        if ex.pr then field('pr', ex.pr) end
+        local pending, failed = 0, nil
+        for _, pid in ipairs(ex.deps or {}) do
+            local pjob = prefix .. pid
+            local pst = redis.call('HGET', pjob, 'st')
+            if pst == 'completed' or (final[pst] and ex.opf == 'run') then
+                if ex.pr == pid and pst == 'completed' then
+                    local res = redis.call('HGET', pjob, 'res')
+                    if res then field('pres', res) end
+                end
+            elseif final[pst] then
+                failed = failed or ('parent ' .. pid .. ' ended ' .. pst)
+            else
+                pending = pending + 1
+                redis.call('SADD', base .. 'kids:' .. pid, id)
+                redis.call('HSET', pjob, 'k', 1)
+            end
+        end
         local due = -1
         if at >= 0 then due = at elseif delay > 0 then due = now + delay end
-        if due > now then
-            redis.call('HSET', job, 'spec', spec, 'q', ARGV[1], 'pri', pri, 'att', 0,
-                'te', now, 'st', 'scheduled', 'due', due)
+        if failed then
+            redis.call('HSET', job, unpack(fields))
+            cancel_record(base, prefix, id, ARGV[1], failed, now, KEYS[10], ARGV[3])
+            if ex.b then after_final(prefix, id, 'canceled', now, KEYS[10], ARGV[3]) end
+        elseif pending > 0 then
+            field('st', 'waiting')
+            field('deps', pending)
+            if at >= 0 then field('at', at) end
+            if delay > 0 then field('dly', delay) end
+            redis.call('HSET', job, unpack(fields))
+            redis.call('ZADD', qkey(base, ARGV[1], 'waiting'), now, id)
+            if n == 1 then emit(KEYS[10], ARGV[3], 'e', 'waiting', 'id', id, 'q', ARGV[1]) end
+        elseif due > now then
+            field('st', 'scheduled')
+            field('due', due)
+            redis.call('HSET', job, unpack(fields))
             redis.call('ZADD', KEYS[2], due, id)
             poke_timers(KEYS[2], KEYS[6], id)
             if n == 1 then emit(KEYS[10], ARGV[3], 'e', 'scheduled', 'id', id, 'q', ARGV[1]) end
         else
-            redis.call('HSET', job, 'spec', spec, 'q', ARGV[1], 'pri', pri, 'att', 0,
-                'te', now, 'st', 'queued')
+            field('st', 'queued')
+            redis.call('HSET', job, unpack(fields))
             redis.call('ZADD', KEYS[1], queue_score(pri, seq + i), id)
             wake(KEYS[3], KEYS[1])
             if n == 1 then emit(KEYS[10], ARGV[3], 'e', 'enqueued', 'id', id, 'q', ARGV[1]) end

@@ -8,15 +8,15 @@
 -- ARGV[9] events stream length (0: off)  ARGV[10] queue name  ARGV[11] function name
 -- ARGV[12] duration ms  ARGV[13] duration bucket  ARGV[14] error summary
 -- With an on_dead hook, enqueued in the same step as the death (so it runs exactly once):
--- KEYS[11] hook job record  KEYS[12] hook queue's queued index  KEYS[13] its wake list
--- KEYS[14] sequence counter  KEYS[15] set of queue names
 -- ARGV[15] hook job id  ARGV[16] hook spec  ARGV[17] hook priority  ARGV[18] hook queue name
--- Returns 'scheduled' or 'dead' when written, 0 for a stale token or a live lease.
+-- A job someone asked to cancel while it ran ends 'canceled' instead; a final outcome
+-- releases or cancels the job's dependents and counts in its batch (after_final).
+-- Returns 'scheduled', 'dead' or 'canceled' when written, 0 for a stale token or a live lease.
 
-local st, tok = unpack(redis.call('HMGET', KEYS[1], 'st', 'tok'))
+local st, tok, kids, batch, cx = unpack(redis.call('HMGET', KEYS[1], 'st', 'tok', 'k', 'b', 'cx'))
 if tok ~= ARGV[2] then return 0 end
 -- A client retry of a write that already went through: report it, change nothing.
-if (st == 'scheduled' or st == 'dead') and ARGV[5] ~= '1' then return st end
+if (st == 'scheduled' or st == 'dead' or st == 'canceled') and ARGV[5] ~= '1' then return st end
 if st ~= 'active' then return 0 end
 local now = now_ms()
 if ARGV[5] == '1' then
@@ -24,6 +24,14 @@ if ARGV[5] == '1' then
     if deadline and tonumber(deadline) > now then return 0 end
 end
 redis.call('ZREM', KEYS[2], ARGV[1])
+-- Someone asked to cancel this running job: whatever ended the attempt, it ends canceled.
+if cx then
+    redis.call('HSET', KEYS[1], 'errs', ARGV[3])
+    cancel_record(ns_of(ARGV[6]), ARGV[6], ARGV[1], ARGV[10], cx, now, KEYS[8], ARGV[9])
+    count(KEYS[9], KEYS[10], ARGV[10], ARGV[11], 'canceled', ARGV[12], ARGV[13])
+    after_final(ARGV[6], ARGV[1], 'canceled', now, KEYS[8], ARGV[9])
+    return 'canceled'
+end
 local delay = tonumber(ARGV[4])
 if delay >= 0 then
     local due = now + delay
@@ -41,11 +49,8 @@ trim_index(KEYS[4], ARGV[6], 'dead', now - tonumber(ARGV[7]), tonumber(ARGV[8]))
 notify(KEYS[1], KEYS[6])
 count(KEYS[9], KEYS[10], ARGV[10], ARGV[11], 'dead', ARGV[12], ARGV[13])
 emit(KEYS[8], ARGV[9], 'e', 'dead', 'id', ARGV[1], 'q', ARGV[10], 'error', ARGV[14])
-if KEYS[11] and redis.call('EXISTS', KEYS[11]) == 0 then
-    redis.call('SADD', KEYS[15], ARGV[18])
-    redis.call('HSET', KEYS[11], 'spec', ARGV[16], 'q', ARGV[18], 'pri', ARGV[17], 'att', 0,
-        'te', now, 'st', 'queued')
-    redis.call('ZADD', KEYS[12], queue_score(ARGV[17], redis.call('INCR', KEYS[14])), ARGV[15])
-    wake(KEYS[13], KEYS[12])
+if ARGV[15] then
+    create_queued(ns_of(ARGV[6]), ARGV[6], ARGV[15], ARGV[16], ARGV[18], ARGV[17], now)
 end
+if kids or batch then after_final(ARGV[6], ARGV[1], 'dead', now, KEYS[8], ARGV[9]) end
 return 'dead'
