@@ -94,7 +94,7 @@ class Broker:
         args: list[Any] = [queue, len(jobs), self.events_len, self.prefix]
         for p in jobs:
             args += [p.id, p.spec, p.priority, p.delay_ms, p.at_ms, 1 if p.custom_id else 0,
-                     self._extra(p.extra)]
+                     self._extra(p.extra), p.function]
         return keys, args
 
     def _extra(self, extra: dict[str, Any]) -> bytes:
@@ -218,7 +218,7 @@ class Broker:
         keys = [k.job(job_id), k.active(queue), k.queued(queue), k.wake(queue), k.events()]
         with translated(self.url):
             return bool(self.scripts.release(
-                keys=keys, args=[job_id, token, self.events_len, queue]))
+                keys=keys, args=[job_id, token, self.events_len, queue, self.prefix]))
 
     def renew(self, held: Sequence[tuple[str, str, str]], lease: float) -> list[int]:
         """Extend leases of ``(job_id, queue, token)``; return the indexes no longer held."""
@@ -266,6 +266,13 @@ class Broker:
         keys.append(self.keys.seq())
         with translated(self.url):
             moved, next_ms = self.scripts.promote(keys=keys, args=[self.prefix, limit])
+        return int(moved), (None if int(next_ms) < 0 else int(next_ms) / 1000.0)
+
+    def release_limits(self) -> tuple[int, float | None]:
+        """Give held jobs of due limits their turn; (released, seconds until the next)."""
+        with translated(self.url):
+            moved, next_ms = self.scripts.limits(keys=[self.keys.limits_due()],
+                                                 args=[self.prefix])
         return int(moved), (None if int(next_ms) < 0 else int(next_ms) / 1000.0)
 
     def wait_for_timers(self, timeout: float) -> None:

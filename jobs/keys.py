@@ -87,6 +87,17 @@ class Keys:
     def unique(self, digest: str) -> str:
         return f"{self.ns}:unique:{digest}"
 
+    def limits(self) -> str:
+        """Limit definitions: ``fn:<function>`` / ``q:<queue>`` -> "count period_ms most"."""
+        return f"{self.ns}:limits"
+
+    def limits_due(self) -> str:
+        return f"{self.ns}:limits:due"
+
+    def limit(self, name: str) -> str:
+        """The prefix of one limit's keys (``:tat``, ``:active``, ``:held``)."""
+        return f"{self.ns}:limit:{name}"
+
     def cancels(self) -> str:
         """Running jobs someone asked to cancel; their supervisors kill them."""
         return f"{self.ns}:cancels"

@@ -62,6 +62,7 @@ class Prepared(msgspec.Struct, frozen=True):
     delay_ms: int
     at_ms: int
     custom_id: bool = False
+    function: str = ""
     # Workflow options for the enqueue script (see enqueue.lua); empty for plain jobs.
     extra: dict[str, Any] = {}
 
@@ -241,5 +242,6 @@ def prepare(call: Call, *, default_queue: str, default_priority: int, max_bytes:
         delay_ms=_delay_ms(opts.delay),
         at_ms=_at_ms(opts.at),
         custom_id=opts.job_id is not None,
+        function=call.function,
         extra=workflow_extra(call),
     )

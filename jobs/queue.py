@@ -7,13 +7,15 @@ from collections.abc import Iterable, Iterator
 from itertools import islice
 from typing import Any
 
+import msgspec
+
 from jobs.broker import Broker, default_broker
 from jobs.errors import ConfigurationError, JobNotFound
 from jobs.job import Job
 from jobs.options import Call, EnqueueOptions, Prepared, prepare
 from jobs.priority import Priority
 from jobs.records import JobRecord, record_from_hash
-from jobs.registry import JobFunction
+from jobs.registry import JobFunction, registered
 from jobs.states import JobState
 
 CHUNK = 1000
@@ -22,8 +24,13 @@ COUNTED_STATES = (JobState.QUEUED, JobState.SCHEDULED, JobState.ACTIVE, JobState
 
 
 def prepare_call(call: Call, broker: Broker) -> Prepared:
-    return prepare(call, default_queue="default", default_priority=int(Priority.NORMAL),
-                   max_bytes=broker.defaults.max_payload_bytes)
+    p = prepare(call, default_queue="default", default_priority=int(Priority.NORMAL),
+                max_bytes=broker.defaults.max_payload_bytes)
+    fn = registered().get(call.function)
+    if fn is not None and fn.job_options.limit is not None:
+        # Publish the function's limit with its jobs, so it holds before any worker starts.
+        p = msgspec.structs.replace(p, extra={**p.extra, "ldef": fn.job_options.limit})
+    return p
 
 
 def enqueue_call(call: Call, broker: Broker | None = None) -> Job:

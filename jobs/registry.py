@@ -13,6 +13,7 @@ from jobs.errors import ConfigurationError, UnknownFunction
 from jobs.keys import check_name
 from jobs.options import Call, EnqueueOptions, check_attempts, check_function_name, check_seconds
 from jobs.priority import Priority, parse_priority
+from jobs.rates import definition
 
 if TYPE_CHECKING:
     from jobs.job import Job
@@ -39,6 +40,7 @@ class JobOptions(msgspec.Struct, frozen=True, kw_only=True):
     result_ttl: float | None = None
     on_dead: str | None = None
     unique_for: float | None = None
+    limit: str | None = None  # rate and concurrency limit, stored form (jobs.limits)
 
 
 class ArgumentBinder:
@@ -154,13 +156,16 @@ def job(
     result_ttl: float | None = None,
     on_dead: JobFunction[Any, Any] | str | None = None,
     unique_for: float | None = None,
+    rate_limit: str | None = None,
+    max_concurrency: int | None = None,
 ) -> Any:
     """Register a plain synchronous function as a job (``@job`` or ``@job(...)``).
 
     ``on_dead`` names another job (a ``@job`` function or ``"module:function"``) that is
     enqueued with the dead job's id, atomically with the death, so it runs exactly once.
     ``unique_for`` makes every enqueue of this function unique by its arguments (see
-    ``EnqueueOptions.unique_for``).
+    ``EnqueueOptions.unique_for``). ``rate_limit="100/m"`` and ``max_concurrency=N`` hold
+    across the whole cluster (``jobs.limits``).
     """
     check_attempts(max_attempts)
     for label, value in (("timeout", timeout), ("soft_timeout", soft_timeout),
@@ -179,6 +184,7 @@ def job(
         result_ttl=result_ttl,
         on_dead=check_function_name(hook) if hook else None,
         unique_for=unique_for,
+        limit=definition(rate_limit, max_concurrency),
     )
 
     def register(f: Callable[P, R]) -> JobFunction[P, R]:

@@ -26,6 +26,7 @@ SCRIPT_NAMES = (
     "event",
     "finish_claim",
     "trim",
+    "limits",
 )
 
 
@@ -57,6 +58,7 @@ class Scripts:
         self.event = self._load(client, "event")
         self.finish_claim = self._load(client, "finish_claim")
         self.trim = self._load(client, "trim")
+        self.limits = self._load(client, "limits")
 
     @staticmethod
     def _load(client: redis.Redis, name: str) -> Script:

@@ -20,6 +20,7 @@ import msgspec
 
 from jobs import Broker
 from jobs.cluster import Control
+from jobs.limits import registered_limits
 from jobs.records import AttemptError
 from supervisor.child import Child, child_main
 from supervisor.commands import POOL_MAX, Commands
@@ -126,6 +127,7 @@ class Arbiter(Commands):
         unset_environment()
         try:
             preload(self.config.worker.modules)
+            self.duties.set_limits(registered_limits())
             self.wakeup.install(HANDLED)
             Path(self.config.supervisor.data_dir).mkdir(parents=True, exist_ok=True)
             self.duties.start()

@@ -104,7 +104,7 @@ def _job_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     wait.add_argument("--timeout", type=float, help="give up after N seconds (exit 12)")
     _json_flag(wait)
     wait.set_defaults(func=cli_jobs.cmd_wait)
-    cancel = sub.add_parser("cancel", help="cancel a waiting, scheduled or queued job")
+    cancel = sub.add_parser("cancel", help="cancel a job (a running one is killed)")
     cancel.add_argument("id")
     cancel.add_argument("--reason", default="canceled from the command line")
     cancel.set_defaults(func=cli_jobs.cmd_cancel)

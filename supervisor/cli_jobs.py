@@ -147,8 +147,12 @@ def cmd_result(args: argparse.Namespace) -> int:
 def cmd_cancel(args: argparse.Namespace) -> int:
     job = Job.fetch(args.id, connect(args))
     if job.cancel(args.reason):
-        print(f"canceled {args.id}")
+        if job.refresh().state is JobState.ACTIVE:
+            print(f"cancel requested for running job {args.id}: its supervisor kills it "
+                  "within about a second")
+        else:
+            print(f"canceled {args.id}")
         return 0
-    print(f"jobvisor: job {args.id} is {job.refresh().state}: only waiting, scheduled or "
-          "queued jobs can be canceled", file=sys.stderr)
+    print(f"jobvisor: job {args.id} already ended ({job.refresh().state}): nothing to cancel",
+          file=sys.stderr)
     return int(ExitCode.ERROR)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from jobs.cluster import Control, Reload, Scale
+from jobs.limits import registered_limits
 from supervisor.config import Config, load_config
 from supervisor.duties import Duties
 from supervisor.errors import ConfigError, HaltServer
@@ -108,6 +109,7 @@ class Commands:
         else:
             self.target = new.pool_size()
         self.duties.queues = list(new.worker.queues)
+        self.duties.set_limits(registered_limits())
         self.generation += 1
         log.info("reloaded configuration (version %d): rolling restart of %d workers",
                  self.config_version, self.target)

@@ -23,6 +23,7 @@ import msgspec
 
 from jobs import Broker, reclaim, run_promoter
 from jobs.cluster import Control, take_control
+from jobs.limits import publish as publish_limits
 from jobs.records import AttemptError
 from jobs.worker import account_failure
 
@@ -69,8 +70,14 @@ class Duties:
         self._wake = threading.Event()
         self._flushing = threading.Lock()  # the loop and shutdown may both flush
         self._outbox: deque[Settlement | Event] = deque()
+        self._limits: dict[str, str | None] | None = None
         self._threads: list[threading.Thread] = []
         self.ident = f"{socket.gethostname()}:{os.getpid()}"
+
+    def set_limits(self, definitions: dict[str, str | None]) -> None:
+        """Publish the loaded functions' rate and concurrency limits on the next tick."""
+        self._limits = definitions
+        self._wake.set()
 
     def settle(self, item: Settlement | Event) -> None:
         self._outbox.append(item)
@@ -123,6 +130,9 @@ class Duties:
             self._wake.clear()
             try:
                 self._flush()
+                if self._limits is not None:
+                    publish_limits(self.broker, self._limits)
+                    self._limits = None
                 held = self.held()
                 lost = self.broker.renew([(h.job_id, h.queue, h.token) for h in held], self.lease)
                 for i in lost:

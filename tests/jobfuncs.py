@@ -213,3 +213,26 @@ def batch_callback(path: str, batch_id: str) -> str:
 @job(unique_for=60)
 def unique_report(day: str) -> str:
     return day
+
+
+@job(rate_limit="5/s")
+def rate_limited(tag: str) -> float:
+    import time
+
+    return time.time()
+
+
+@job(max_concurrency=2)
+def capped(counter_url: str, key: str, seconds: float) -> int:
+    """Counts how many run at once in a shared Redis counter and logs each count seen."""
+    import time
+
+    import redis
+
+    client = redis.Redis.from_url(counter_url)
+    running = int(client.incr(key))
+    client.rpush(f"{key}:seen", running)
+    time.sleep(seconds)
+    client.decr(key)
+    client.close()
+    return running

@@ -248,6 +248,92 @@ local function after_final(prefix, id, outcome, now, events_key, events_len)
     end
 end
 
+-- Rate and concurrency limits. A definition lives in the hash base..'limits' under
+-- 'fn:<function>' or 'q:<queue>' as "<count> <period ms> <most running>" (0: none).
+-- A job under limits carries their names in its record ('lim', separated by '|').
+local function limit_def(base, name)
+    local raw = redis.call('HGET', base .. 'limits', name)
+    if not raw then return nil end
+    local n, period, most = string.match(raw, '^(%d+) (%d+) (%d+)$')
+    return tonumber(n), tonumber(period), tonumber(most)
+end
+
+-- 0 when a job under limit `name` may start now, else the ms time to look again.
+-- The rate is a token bucket holding `n` tokens, refilled at n per period (GCRA form:
+-- one stored "theoretical arrival time" per limit).
+local function limit_check(base, name, now)
+    local n, period, most = limit_def(base, name)
+    if not n then return 0 end
+    local lk = base .. 'limit:' .. name
+    if most > 0 and redis.call('SCARD', lk .. ':active') >= most then
+        return now + 1000 -- a finishing job frees a slot first; this is the safety net
+    end
+    if n > 0 then
+        local interval = period / n
+        local tat = tonumber(redis.call('GET', lk .. ':tat') or '0')
+        if tat < now then tat = now end
+        local allowed = tat - (period - interval)
+        if allowed > now then return math.ceil(allowed) end
+    end
+    return 0
+end
+
+-- Take a token and a running slot of limit `name` for job `id` (after limit_check).
+local function limit_take(base, name, id, now)
+    local n, period, most = limit_def(base, name)
+    if not n then return end
+    local lk = base .. 'limit:' .. name
+    if n > 0 then
+        local tat = tonumber(redis.call('GET', lk .. ':tat') or '0')
+        if tat < now then tat = now end
+        redis.call('SET', lk .. ':tat', tostring(tat + period / n), 'PX', period * 2)
+    end
+    if most > 0 then redis.call('SADD', lk .. ':active', id) end
+end
+
+-- Park a queued job that a limit holds back (state stays queued, out of the queue index
+-- so it never blocks the jobs behind it); the promoter looks again at `until_ms`.
+local function limit_hold(base, prefix, name, id, score, until_ms)
+    local lk = base .. 'limit:' .. name
+    redis.call('ZADD', lk .. ':held', score, id)
+    redis.call('HSET', prefix .. id, 'hold', name)
+    local due_key = base .. 'limits:due'
+    redis.call('ZADD', due_key, 'LT', until_ms, name)
+    if redis.call('ZRANGE', due_key, 0, 0)[1] == name
+            and redis.call('LLEN', base .. 'timers') == 0 then
+        redis.call('RPUSH', base .. 'timers', 1)
+    end
+end
+
+-- Put up to `count` held jobs of limit `name` back in their queues, in their old places.
+local function limit_release(base, prefix, name, count)
+    if count < 1 then return 0 end
+    local popped = redis.call('ZPOPMIN', base .. 'limit:' .. name .. ':held', count)
+    local moved = 0
+    for i = 1, #popped, 2 do
+        local id, score = popped[i], popped[i + 1]
+        local job = prefix .. id
+        local st, queue, hold = unpack(redis.call('HMGET', job, 'st', 'q', 'hold'))
+        if st == 'queued' and hold == name then
+            redis.call('HDEL', job, 'hold')
+            local queued = qkey(base, queue, 'queued')
+            redis.call('ZADD', queued, score, id)
+            wake(qkey(base, queue, 'wake'), queued)
+            moved = moved + 1
+        end
+    end
+    return moved
+end
+
+-- A job under limits stopped running: free its slots, each to the oldest held job.
+local function limit_free(base, prefix, lim, id)
+    for name in string.gmatch(lim, '[^|]+') do
+        if redis.call('SREM', base .. 'limit:' .. name .. ':active', id) == 1 then
+            limit_release(base, prefix, name, 1)
+        end
+    end
+end
+
 -- The success path: record the result if the claim token still holds the job.
 -- k = {job, active, completed, waiters, done, events}
 -- a = {id, token, result, ttl_ms, prefix, max_completed, events_len, queue, duration_ms}
@@ -255,8 +341,8 @@ end
 local function complete_job(k, a, now)
     -- Every redis.call costs several microseconds of script overhead: this path makes
     -- as few as it can. The waiter count lives in the record ('w') for the same reason.
-    local st, tok, waiting, kids, batch, cx = unpack(redis.call('HMGET', k[1], 'st', 'tok', 'w',
-        'k', 'b', 'cx'))
+    local st, tok, waiting, kids, batch, cx, lim = unpack(redis.call('HMGET', k[1], 'st', 'tok',
+        'w', 'k', 'b', 'cx', 'lim'))
     if tok ~= a[2] then return 0 end
     if st == 'completed' then return 1 end
     if st ~= 'active' then return 0 end
@@ -270,6 +356,7 @@ local function complete_job(k, a, now)
     if waiting then notify(k[1], k[5], waiting) end
     emit(k[6], a[7], 'e', 'completed', 'id', a[1], 'q', a[8], 'ms', a[9])
     if kids or batch or cx then after_final(a[5], a[1], 'completed', now, k[6], a[7]) end
+    if lim then limit_free(ns_of(a[5]), a[5], lim, a[1]) end
     return 1
 end
 
@@ -294,6 +381,7 @@ local function claim_job(queues, paused, events, claim_key, prefix, token, lease
         end
         return nil
     end
+    local parked = 0
     for q = 1, n do
         local queued, active, wake_key, name = unpack(queues[q])
         if redis.call('SISMEMBER', paused, name) == 0 then
@@ -303,9 +391,29 @@ local function claim_job(queues, paused, events, claim_key, prefix, token, lease
                 if not id then break end
                 local job = prefix .. id
                 local f = redis.call('HMGET', job, 'st', 'spec', 'pri', 'errs', 'te', 'att',
-                    'pres')
+                    'pres', 'lim')
+                local held = false
+                if f[1] == 'queued' and f[8] then
+                    local base = ns_of(prefix)
+                    for name in string.gmatch(f[8], '[^|]+') do
+                        local wait_until = limit_check(base, name, now)
+                        if wait_until > 0 then
+                            limit_hold(base, prefix, name, id, popped[2], wait_until)
+                            held = true
+                            break
+                        end
+                    end
+                    if not held then
+                        for name in string.gmatch(f[8], '[^|]+') do
+                            limit_take(base, name, id, now)
+                        end
+                    end
+                end
+                if held then
+                    parked = parked + 1
+                    if parked >= 200 then return nil end -- bounded work per call
                 -- An entry whose record is gone or not queued (deleted by hand) is dropped.
-                if f[1] == 'queued' then
+                elseif f[1] == 'queued' then
                     local attempts = tonumber(f[6] or '0') + 1
                     redis.call('HSET', job, 'st', 'active', 'tok', token, 'ts', now,
                         'att', attempts)

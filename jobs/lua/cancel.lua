@@ -11,7 +11,7 @@
 -- Returns 1 when canceled, 'active' when a running job was asked to stop, else the job's
 -- state (or false when there is no such job).
 
-local st = redis.call('HGET', KEYS[1], 'st')
+local st, hold = unpack(redis.call('HMGET', KEYS[1], 'st', 'hold'))
 if not st then return false end
 if st == 'active' then
     redis.call('HSET', KEYS[1], 'cx', ARGV[2])
@@ -22,6 +22,8 @@ if st == 'active' then
 end
 local index = ({queued = KEYS[2], scheduled = KEYS[3], waiting = KEYS[4]})[st]
 if not index then return st end
+-- A queued job a rate or concurrency limit holds back sits in that limit's held set.
+if hold then index = ns_of(ARGV[3]) .. 'limit:' .. hold .. ':held' end
 local now = now_ms()
 redis.call('ZREM', index, ARGV[1])
 if st == 'queued' then trim_wake(KEYS[8], KEYS[2]) end

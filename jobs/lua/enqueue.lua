@@ -6,14 +6,16 @@
 -- KEYS[10+i] record of job i
 -- ARGV[1] queue name  ARGV[2] number of jobs n  ARGV[3] events stream length (0: off)
 -- ARGV[4] job record prefix
--- then for each job i, 7 values at ARGV[5 + 7*(i-1)]:
+-- then for each job i, 8 values at ARGV[5 + 8*(i-1)]:
 --   id, encoded spec, priority, delay in ms (-1: none), absolute due ms (-1: none),
 --   1 when the id was chosen by the caller (it may have been used before), else 0,
 --   workflow options as JSON, or '' for none:
 --     deps: parent ids (the job waits until they are final), opf: 'run' to run even
 --     when a parent ends dead or canceled, pr: the parent whose result it receives,
 --     b: batch id, uk/ut/uw: uniqueness key name, its window in ms, 1 to hold the key
---     for the whole window rather than until the job is final
+--     for the whole window rather than until the job is final, ldef: the function's
+--     limit definition (see limit_def), published so the limit holds from this job on,
+--   the function name (for its rate and concurrency limits)
 -- Returns, per job: 1 when created, the existing job's state when the id was taken, or
 -- '=' .. id of the job already holding the uniqueness key. When a parent does not exist
 -- nothing is written and the reply is {'missing', job id, parent id}.
@@ -22,7 +24,7 @@ local n = tonumber(ARGV[2])
 local prefix = ARGV[4]
 local base = ns_of(prefix)
 local final = {completed = true, dead = true, canceled = true}
-local function arg(i, k) return ARGV[5 + 7 * (i - 1) + k] end
+local function arg(i, k) return ARGV[5 + 8 * (i - 1) + k] end
 
 -- Check every parent before writing anything: a parent must exist, or be created
 -- earlier in this same call (a chain enqueued at once).
@@ -40,6 +42,17 @@ for i = 1, n do
     end
     earlier[arg(i, 0)] = true
 end
+
+-- Limits are looked up only when any exist: plain queues pay one EXISTS per call.
+local limits_key = base .. 'limits'
+for i = 1, n do
+    if extras[i] and extras[i].ldef then
+        redis.call('HSET', limits_key, 'fn:' .. arg(i, 7), extras[i].ldef)
+    end
+end
+local queue_limit = false
+local has_limits = redis.call('EXISTS', limits_key) == 1
+if has_limits then queue_limit = redis.call('HEXISTS', limits_key, 'q:' .. ARGV[1]) == 1 end
 
 local now = now_ms()
 local seq = redis.call('INCRBY', KEYS[4], n) - n
@@ -76,6 +89,14 @@ for i = 1, n do
         if ex.b then field('b', ex.b) end
         if ex.opf then field('opf', ex.opf) end
         if ex.pr then field('pr', ex.pr) end
+        if has_limits then
+            local lim = {}
+            if redis.call('HEXISTS', limits_key, 'fn:' .. arg(i, 7)) == 1 then
+                lim[1] = 'fn:' .. arg(i, 7)
+            end
+            if queue_limit then lim[#lim + 1] = 'q:' .. ARGV[1] end
+            if #lim > 0 then field('lim', table.concat(lim, '|')) end
+        end
         local pending, failed = 0, nil
         for _, pid in ipairs(ex.deps or {}) do
             local pjob = prefix .. pid

@@ -13,7 +13,8 @@
 -- releases or cancels the job's dependents and counts in its batch (after_final).
 -- Returns 'scheduled', 'dead' or 'canceled' when written, 0 for a stale token or a live lease.
 
-local st, tok, kids, batch, cx = unpack(redis.call('HMGET', KEYS[1], 'st', 'tok', 'k', 'b', 'cx'))
+local st, tok, kids, batch, cx, lim = unpack(redis.call('HMGET', KEYS[1], 'st', 'tok', 'k', 'b',
+    'cx', 'lim'))
 if tok ~= ARGV[2] then return 0 end
 -- A client retry of a write that already went through: report it, change nothing.
 if (st == 'scheduled' or st == 'dead' or st == 'canceled') and ARGV[5] ~= '1' then return st end
@@ -24,6 +25,7 @@ if ARGV[5] == '1' then
     if deadline and tonumber(deadline) > now then return 0 end
 end
 redis.call('ZREM', KEYS[2], ARGV[1])
+if lim then limit_free(ns_of(ARGV[6]), ARGV[6], lim, ARGV[1]) end
 -- Someone asked to cancel this running job: whatever ended the attempt, it ends canceled.
 if cx then
     redis.call('HSET', KEYS[1], 'errs', ARGV[3])

@@ -1,0 +1,92 @@
+"""Rate limits and cluster-wide concurrency limits, per function or per queue.
+
+A limit is checked atomically when a worker claims a job (``claim_job`` in ``_lib.lua``).
+A job the limit holds back stays ``queued`` but leaves the queue's index for the limit's
+held set, so the jobs behind it run; it goes back in its old place when a running job of
+the limit finishes or the bucket has tokens again (the promoter, ``limits.lua``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from jobs.broker import Broker, default_broker
+from jobs.connection import translated
+from jobs.errors import ConfigurationError
+from jobs.keys import check_name
+from jobs.rates import definition
+from jobs.registry import registered
+
+
+class LimitStatus(msgspec.Struct, frozen=True, kw_only=True):
+    name: str  # "fn:<function>" or "q:<queue>"
+    rate: str  # "100/60s", or "" for no rate limit
+    max_concurrency: int  # 0: no concurrency limit
+    running: int
+    held: int
+
+
+def _name(queue: str | None, function: str | None) -> str:
+    if (queue is None) == (function is None):
+        raise ConfigurationError("give exactly one of queue= or function=")
+    if queue is not None:
+        return f"q:{check_name('queue', queue)}"
+    assert function is not None
+    return f"fn:{function}"
+
+
+def set_limit(*, queue: str | None = None, function: str | None = None,
+              rate_limit: str | None = None, max_concurrency: int | None = None,
+              broker: Broker | None = None) -> None:
+    """Limit a queue or a function across the cluster; both None removes the limit.
+
+    Jobs enqueued from now on carry the limit (jobs already queued do not).
+    """
+    broker = broker or default_broker()
+    name = _name(queue, function)
+    value = definition(rate_limit, max_concurrency)
+    with translated(broker.url):
+        if value is None:
+            broker.client.hdel(broker.keys.limits(), name)
+            broker.client.zadd(broker.keys.limits_due(), {name: 0})  # release what it held
+        else:
+            broker.client.hset(broker.keys.limits(), name, value)
+
+
+def publish(broker: Broker, definitions: dict[str, str | None]) -> None:
+    """Write the function limits of the loaded modules (a supervisor at start and reload)."""
+    with translated(broker.url):
+        pipe = broker.client.pipeline(transaction=False)
+        for function, value in definitions.items():
+            if value is None:
+                pipe.hdel(broker.keys.limits(), f"fn:{function}")
+            else:
+                pipe.hset(broker.keys.limits(), f"fn:{function}", value)
+        pipe.execute()
+
+
+def status(broker: Broker | None = None) -> list[LimitStatus]:
+    """Every limit with its running and held job counts."""
+    broker = broker or default_broker()
+    with translated(broker.url):
+        defs: dict[bytes, bytes] = broker.client.hgetall(broker.keys.limits())
+        pipe = broker.client.pipeline(transaction=False)
+        names = sorted(k.decode() for k in defs)
+        for name in names:
+            pipe.scard(f"{broker.keys.limit(name)}:active")
+            pipe.zcard(f"{broker.keys.limit(name)}:held")
+        counts: list[Any] = pipe.execute()
+    out = []
+    for i, name in enumerate(names):
+        count, period, most = (int(x) for x in defs[name.encode()].split())
+        out.append(LimitStatus(name=name, rate=f"{count}/{period / 1000:g}s" if count else "",
+                               max_concurrency=most, running=counts[2 * i],
+                               held=counts[2 * i + 1]))
+    return out
+
+
+def registered_limits() -> dict[str, str | None]:
+    """The limit of every function registered in this process (None: unlimited)."""
+    return {name: fn.job_options.limit for name, fn in registered().items()}
