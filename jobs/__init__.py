@@ -32,6 +32,7 @@ from jobs.priority import Priority
 from jobs.queue import Queue, enqueue_many, queue_counts
 from jobs.records import AttemptError, ErrorKind, JobRecord
 from jobs.registry import JobFunction, job
+from jobs.schedules import Schedule
 from jobs.settings import JobDefaults, RedisSettings
 from jobs.states import JobState
 from jobs.worker import Worker, reclaim, run_promoter
@@ -69,6 +70,7 @@ __all__ = [
     "RedisSettings",
     "ResultTimeout",
     "Retry",
+    "Schedule",
     "StaleToken",
     "UnknownFunction",
     "Worker",

@@ -25,6 +25,7 @@ from jobs.records import AttemptError
 from supervisor.child import Child, child_main
 from supervisor.commands import POOL_MAX, Commands
 from supervisor.config import Config
+from supervisor.cron import CronThread
 from supervisor.duties import Duties, Event, Held, Settlement
 from supervisor.errors import ExitCode, HaltServer
 from supervisor.metrics import LocalFigures, serve
@@ -99,6 +100,7 @@ class Arbiter(Commands):
         self.duties = Duties(broker, config.supervisor.lease_timeout, list(config.worker.queues),
                              self._held, self._state, self._control_arrived,
                              self._cancel_arrived)
+        self.cron = CronThread(broker, config.schedules)
 
     # -- setup ------------------------------------------------------------------------------
 
@@ -131,6 +133,7 @@ class Arbiter(Commands):
             self.wakeup.install(HANDLED)
             Path(self.config.supervisor.data_dir).mkdir(parents=True, exist_ok=True)
             self.duties.start()
+            self.cron.start()
             if self.config.metrics.address:
                 try:
                     serve(self.config.metrics.address, self.duties.broker, self.figures)
@@ -179,6 +182,7 @@ class Arbiter(Commands):
     def _shutdown(self) -> None:
         if not self.stopping:
             self.notifier.stopping()
+        self.cron.shutdown()
         self.duties.shutdown()
 
     # -- waiting ----------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import jobs
 from jobs import JobsError
-from supervisor import cli_jobs, cli_ops
+from supervisor import cli_jobs, cli_ops, cli_schedules
 from supervisor.cli_common import load
 from supervisor.errors import ConfigError, ExitCode, HaltServer
 from supervisor.logs import configure
@@ -141,6 +141,10 @@ def _ops_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     top.add_argument("--once", action="store_true", help="render once and exit")
     top.add_argument("--interval", type=_positive_seconds, default=1.0)
     top.set_defaults(func=cmd_top)
+    schedules = sub.add_parser("schedules", help="cron schedules: next fire times, last run")
+    schedules.add_argument("--next", type=int, default=3, help="fire times shown (default 3)")
+    _json_flag(schedules)
+    schedules.set_defaults(func=cli_schedules.cmd_schedules)
 
 
 def parser() -> argparse.ArgumentParser:

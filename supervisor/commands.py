@@ -16,6 +16,7 @@ from typing import Any
 from jobs.cluster import Control, Reload, Scale
 from jobs.limits import registered_limits
 from supervisor.config import Config, load_config
+from supervisor.cron import CronThread
 from supervisor.duties import Duties
 from supervisor.errors import ConfigError, HaltServer
 from supervisor.preload import preload
@@ -41,6 +42,7 @@ class Commands:
     signals: deque[int]
     notifier: Notifier
     duties: Duties
+    cron: CronThread
     reopen_logs: Callable[[], None] | None
 
     def _signal(self, pid: int, sig: int) -> None:
@@ -110,6 +112,7 @@ class Commands:
             self.target = new.pool_size()
         self.duties.queues = list(new.worker.queues)
         self.duties.set_limits(registered_limits())
+        self.cron.update(new.schedules)
         self.generation += 1
         log.info("reloaded configuration (version %d): rolling restart of %d workers",
                  self.config_version, self.target)

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
+from jobs.schedules import Schedule
 from jobs.settings import JobDefaults, RedisSettings, Table
 from supervisor.errors import ConfigError
 
@@ -62,6 +63,14 @@ class Config(Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
     worker: WorkerSettings = WorkerSettings()
     defaults: JobDefaults = JobDefaults()
     metrics: MetricsSettings = MetricsSettings()
+    # [[schedules]]: cron schedules every supervisor fires (jobs.schedules.Schedule).
+    schedules: list[Schedule] = msgspec.field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        names = [s.name for s in self.schedules]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"schedules: each name must be used once, {twice[0]!r} is not")
 
     def pool_size(self) -> int:
         """The fixed pool size, or the starting size when autoscaling."""
@@ -93,8 +102,8 @@ def _env_overrides(data: dict[str, Any]) -> None:
         if not name.startswith("JOBVISOR_") or name in ("JOBVISOR_CONFIG",):
             continue
         parts = name[len("JOBVISOR_"):].lower().split("_", 1)
-        if len(parts) != 2 or parts[0] not in Config.__struct_fields__:
-            continue
+        if len(parts) != 2 or parts[0] not in Config.__struct_fields__ or parts[0] == "schedules":
+            continue  # [[schedules]] is a list of tables: not settable from the environment
         section, key = parts
         if key == "password":
             continue  # read by the connection code, never stored in the config object

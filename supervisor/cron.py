@@ -1,0 +1,97 @@
+"""The supervisor's cron thread: fires config and API schedules (``jobs.firing``).
+
+A thread of its own, like the Redis duties, so a slow or absent Redis never delays the
+main loop. It sleeps until the next tick of any schedule, at most ``REFRESH`` seconds
+so schedules added through the API are picked up, and wakes at once on reload or stop.
+Every supervisor runs one; the claim script makes each tick fire once in total.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from datetime import datetime
+
+from jobs import Broker
+from jobs.firing import Clock, Firer, Pass
+from jobs.registry import registered
+from jobs.schedules import Schedule
+
+log = logging.getLogger(__name__)
+
+REFRESH = 1.0  # longest sleep: API schedule changes and clock corrections apply this fast
+RETRY = 1.0  # pause after a failed pass (Redis down): its ticks follow the misfire policy
+
+
+class CronThread:
+    def __init__(self, broker: Broker, schedules: Sequence[Schedule],
+                 clock: Clock | None = None) -> None:
+        self.firer = Firer(broker, clock)
+        self.schedules = list(schedules)
+        self.stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._failing = False
+
+    def start(self) -> None:
+        _warn_unregistered(self.schedules)
+        self._thread = threading.Thread(target=self._loop, name="cron", daemon=True)
+        self._thread.start()
+
+    def update(self, schedules: Sequence[Schedule]) -> None:
+        """Fire these config schedules from now on (reload); API ones are re-read anyway."""
+        self.schedules = list(schedules)
+        _warn_unregistered(self.schedules)
+        log.info("cron: %d schedule(s) in the configuration", len(self.schedules))
+        self._wake.set()
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        self.stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while not self.stop.is_set():
+            wait = REFRESH
+            try:
+                done = self.firer.run(self.schedules)
+                self._report(done)
+                if done.wait is not None:
+                    wait = min(wait, done.wait)
+                if self._failing:
+                    log.info("cron: firing again")
+                self._failing = False
+            except Exception as exc:  # keep firing through any Redis trouble
+                if not self._failing:
+                    log.warning("cron: cannot fire schedules: %s (retrying every %.0f s)",
+                                exc, RETRY)
+                self._failing = True
+                wait = RETRY
+            self._wake.wait(wait)
+            self._wake.clear()
+
+    def _report(self, done: Pass) -> None:
+        for f in done.fired:
+            log.info("schedule %s fired for %s: job %s%s", f.schedule, _when(f.tick),
+                     f.job_id, f" ({f.late:.1f} s late)" if f.late > 1 else "")
+        for s in done.skipped:
+            log.warning("schedule %s missed %s by %.0f s: skipped (misfire policy)",
+                        s.schedule, _when(s.tick), s.late)
+        for e in done.failed:
+            log.error("schedule %s could not enqueue the job for %s: %s", e.schedule,
+                      _when(e.tick), e.error)
+
+
+def _when(tick: int) -> str:
+    return datetime.fromtimestamp(tick).astimezone().isoformat(timespec="seconds")
+
+
+def _warn_unregistered(schedules: Sequence[Schedule]) -> None:
+    """A schedule naming a function no loaded module registers would only make dead jobs."""
+    known = registered()
+    for s in schedules:
+        if s.job not in known:
+            log.warning("schedule %s names %s, which no module in [worker].modules "
+                        "registers: its jobs will fail", s.name, s.job)
