@@ -268,6 +268,15 @@ class Broker:
             moved, next_ms = self.scripts.promote(keys=keys, args=[self.prefix, limit])
         return int(moved), (None if int(next_ms) < 0 else int(next_ms) / 1000.0)
 
+    def age(self, queues: Sequence[str], after: float, step: int, limit: int = 100) -> int:
+        """Starvation guard: each ``after`` seconds queued adds ``step`` to a job's priority."""
+        if not queues:
+            return 0
+        keys = [self.keys.queued(q) for q in queues]
+        with translated(self.url):
+            return int(self.scripts.age(keys=keys, args=[self.prefix, int(after * 1000), step,
+                                                         limit]))
+
     def release_limits(self) -> tuple[int, float | None]:
         """Give held jobs of due limits their turn; (released, seconds until the next)."""
         with translated(self.url):

@@ -56,14 +56,19 @@ def set_limit(*, queue: str | None = None, function: str | None = None,
 
 
 def publish(broker: Broker, definitions: dict[str, str | None]) -> None:
-    """Write the function limits of the loaded modules (a supervisor at start and reload)."""
+    """Write limits by name (``fn:<function>``, ``q:<queue>``); None removes one.
+
+    A supervisor publishes its modules' function limits and its config's queue limits
+    at start and on reload. A removed limit lets the jobs it held go.
+    """
     with translated(broker.url):
         pipe = broker.client.pipeline(transaction=False)
-        for function, value in definitions.items():
+        for name, value in definitions.items():
             if value is None:
-                pipe.hdel(broker.keys.limits(), f"fn:{function}")
+                pipe.hdel(broker.keys.limits(), name)
+                pipe.zadd(broker.keys.limits_due(), {name: 0})
             else:
-                pipe.hset(broker.keys.limits(), f"fn:{function}", value)
+                pipe.hset(broker.keys.limits(), name, value)
         pipe.execute()
 
 
@@ -89,4 +94,4 @@ def status(broker: Broker | None = None) -> list[LimitStatus]:
 
 def registered_limits() -> dict[str, str | None]:
     """The limit of every function registered in this process (None: unlimited)."""
-    return {name: fn.job_options.limit for name, fn in registered().items()}
+    return {f"fn:{name}": fn.job_options.limit for name, fn in registered().items()}

@@ -27,6 +27,7 @@ SCRIPT_NAMES = (
     "finish_claim",
     "trim",
     "limits",
+    "age",
 )
 
 
@@ -59,6 +60,7 @@ class Scripts:
         self.finish_claim = self._load(client, "finish_claim")
         self.trim = self._load(client, "trim")
         self.limits = self._load(client, "limits")
+        self.age = self._load(client, "age")
 
     @staticmethod
     def _load(client: redis.Redis, name: str) -> Script:

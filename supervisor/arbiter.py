@@ -100,6 +100,7 @@ class Arbiter(Commands):
         self.duties = Duties(broker, config.supervisor.lease_timeout, list(config.worker.queues),
                              self._held, self._state, self._control_arrived,
                              self._cancel_arrived)
+        self.duties.aging = (config.supervisor.aging_after, config.supervisor.aging_step)
         self.cron = CronThread(broker, config.schedules)
 
     # -- setup ------------------------------------------------------------------------------
@@ -129,7 +130,7 @@ class Arbiter(Commands):
         unset_environment()
         try:
             preload(self.config.worker.modules)
-            self.duties.set_limits(registered_limits())
+            self.duties.set_limits({**registered_limits(), **self.config.limit_definitions()})
             self.wakeup.install(HANDLED)
             Path(self.config.supervisor.data_dir).mkdir(parents=True, exist_ok=True)
             self.duties.start()

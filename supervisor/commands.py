@@ -103,6 +103,7 @@ class Commands:
             log.error("reload refused, keeping the running configuration: %s", exc)
             self.notifier.ready(self._status())
             return
+        dropped = {name: None for name in self.config.limit_definitions()}
         self.config = new
         self.config_version += 1
         if new.autoscale:  # keep the running size, within the new bounds
@@ -111,7 +112,8 @@ class Commands:
         else:
             self.target = new.pool_size()
         self.duties.queues = list(new.worker.queues)
-        self.duties.set_limits(registered_limits())
+        self.duties.aging = (new.supervisor.aging_after, new.supervisor.aging_step)
+        self.duties.set_limits({**dropped, **registered_limits(), **new.limit_definitions()})
         self.cron.update(new.schedules)
         self.generation += 1
         log.info("reloaded configuration (version %d): rolling restart of %d workers",

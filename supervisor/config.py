@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
+from jobs.rates import definition
 from jobs.schedules import Schedule
 from jobs.settings import JobDefaults, RedisSettings, Table
 from supervisor.errors import ConfigError
@@ -32,21 +33,40 @@ class SupervisorSettings(Table, frozen=True, kw_only=True, forbid_unknown_fields
     max_memory_per_child: Annotated[int, Meta(ge=0)] = 0
     job_memory_limit: Annotated[int, Meta(ge=0)] = 0
     max_boot_failures: Annotated[int, Meta(ge=1, le=1000)] = 5
+    aging_after: Annotated[float, Meta(ge=0, le=86400 * 7)] = 0.0
+    aging_step: Annotated[int, Meta(ge=1, le=1000)] = 10
 
     def __post_init__(self) -> None:
         if (self.min_workers or self.max_workers) and self.min_workers > self.max_workers:
             raise ValueError("min_workers must not exceed max_workers")
 
 
+QueueName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.:\-]{1,128}$")]
+
+
 class WorkerSettings(Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
     modules: list[str] = msgspec.field(default_factory=lambda: ["examples.cpu"])
-    queues: Annotated[list[Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.:\-]{1,128}$")]],
-                      Meta(min_length=1)] = msgspec.field(default_factory=lambda: ["default"])
+    queues: Annotated[list[QueueName], Meta(min_length=1)] = msgspec.field(
+        default_factory=lambda: ["default"])
     weights: list[Annotated[float, Meta(gt=0)]] = msgspec.field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.weights and len(self.weights) != len(self.queues):
             raise ValueError("weights must give one number per queue (or be empty: strict order)")
+
+
+class QueueLimit(Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``[queue_limits.<queue>]``: a cluster-wide limit on every job of one queue."""
+
+    rate_limit: str | None = None
+    max_concurrency: int | None = None
+
+    def __post_init__(self) -> None:
+        definition(self.rate_limit, self.max_concurrency)  # raises naming what is wrong
+
+    @property
+    def stored(self) -> str | None:
+        return definition(self.rate_limit, self.max_concurrency)
 
 
 class MetricsSettings(Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -65,6 +85,11 @@ class Config(Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
     metrics: MetricsSettings = MetricsSettings()
     # [[schedules]]: cron schedules every supervisor fires (jobs.schedules.Schedule).
     schedules: list[Schedule] = msgspec.field(default_factory=list)
+    queue_limits: dict[QueueName, QueueLimit] = msgspec.field(default_factory=dict)
+
+    def limit_definitions(self) -> dict[str, str | None]:
+        """The queue limits in their stored form, keyed ``q:<queue>`` (jobs.limits)."""
+        return {f"q:{queue}": limit.stored for queue, limit in self.queue_limits.items()}
 
     def __post_init__(self) -> None:
         names = [s.name for s in self.schedules]

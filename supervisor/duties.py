@@ -71,6 +71,7 @@ class Duties:
         self._flushing = threading.Lock()  # the loop and shutdown may both flush
         self._outbox: deque[Settlement | Event] = deque()
         self._limits: dict[str, str | None] | None = None
+        self.aging: tuple[float, int] = (0.0, 10)  # (seconds, priority step); 0 s: off
         self._threads: list[threading.Thread] = []
         self.ident = f"{socket.gethostname()}:{os.getpid()}"
 
@@ -101,7 +102,9 @@ class Duties:
         with contextlib.suppress(Exception):
             self.broker.client.rpush(self.broker.keys.timers(), 1)
         for t in self._threads:
-            t.join(timeout)
+            # The promoter may sit in a BLPOP another supervisor's wake-up token went to:
+            # it is a daemon with nothing to flush, so it is not waited for long.
+            t.join(timeout if t.name == "duties" else 0.2)
         deadline = time.monotonic() + timeout
         while self._outbox and time.monotonic() < deadline:
             if not self._flush():
@@ -122,7 +125,7 @@ class Duties:
                 self.stop.wait(1.0)
 
     def _loop(self) -> None:
-        last_reclaim = last_trim = 0.0
+        last_reclaim = last_trim = last_aging = 0.0
         # A dead host's jobs come back within lease + this cadence.
         reclaim_every = min(1.0, self.lease / 3)
         while not self.stop.is_set():
@@ -143,6 +146,10 @@ class Duties:
                 for job_id, reason in asked.items():
                     self.on_cancel(job_id, reason)
                 now = time.monotonic()
+                after, step = self.aging
+                if after > 0 and now - last_aging >= min(1.0, after / 2):
+                    last_aging = now
+                    self.broker.age(self.queues, after, step)
                 if now - last_reclaim >= reclaim_every:
                     last_reclaim = now
                     queues = self.broker.known_queues()

@@ -108,3 +108,17 @@ def test_rate_strings():
     assert parse_rate("1000 / hour") == (1000, 3_600_000)
     with pytest.raises(ConfigurationError, match="max_concurrency"):
         job(max_concurrency=0)
+
+
+def test_queue_limit_from_config(sup, server, namespace):
+    r = sup(workers=3, tail="\n[queue_limits.default]\nmax_concurrency = 1\n")
+    r.wait_workers(3)
+    # Published by the supervisor at start; jobs enqueued from then on carry the limit.
+    wait_until(lambda: "q:default" in {s.name for s in status(r.broker)}, timeout=10)
+    key = f"{namespace}:test:one-at-a-time"
+    q = Queue("default", r.broker)
+    capped = [q.enqueue(jobfuncs.capped, server.url, key, 0.05) for _ in range(5)]
+    for j in capped:
+        j.result(timeout=20)
+    assert [int(x) for x in r.broker.client.lrange(f"{key}:seen", 0, -1)] == [1] * 5
+    assert {s.name: s.max_concurrency for s in status(r.broker)}["q:default"] == 1

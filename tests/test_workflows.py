@@ -282,3 +282,32 @@ def test_cancel_running_job_kills_its_worker(sup):
     r.wait_workers(2)
     assert q.enqueue("tests.jobfuncs:add", 2, 2).result(timeout=10) == 4
     assert "canceled while running (operator said stop)" in r.logs()
+
+
+# -- starvation guard ---------------------------------------------------------------------------
+
+def test_starvation_guard_lifts_jobs_that_waited_too_long(broker):
+    low = jobfuncs.add.options(priority="low").enqueue(0, 0)
+    high = [jobfuncs.add.options(priority="high").enqueue(i, i) for i in range(3)]
+    assert broker.age(["default"], after=5, step=15) == 0  # nobody has waited 5 s yet
+    # The low job has waited 10 s (its enqueue time moved back, as a clock would):
+    # two periods of 5 s lift it by 2 x 15 to 30, above HIGH (20).
+    te = int(broker.client.hget(broker.keys.job(low.id), "te"))
+    broker.client.hset(broker.keys.job(low.id), "te", te - 10_000)
+    assert broker.age(["default"], after=5, step=15) == 1
+    assert broker.age(["default"], after=5, step=15) == 0  # already at that level
+    w = Worker(broker=broker)
+    order = [w.claim().id for _ in range(4)]
+    assert order == [low.id] + [j.id for j in high]
+    assert low.refresh().priority == 0  # the record keeps the job's own priority
+    assert_consistent(broker, low.id, "default")
+
+
+def test_starvation_guard_caps_at_the_top_level_and_keeps_fifo(broker):
+    jobs_ = [jobfuncs.add.options(priority=p).enqueue(1, 1) for p in (0, 1000, 5, 1000)]
+    for j in jobs_:
+        te = int(broker.client.hget(broker.keys.job(j.id), "te"))
+        broker.client.hset(broker.keys.job(j.id), "te", te - 3_600_000)
+    assert broker.age(["default"], after=1, step=1000) == 2
+    w = Worker(broker=broker)
+    assert [w.claim().id for _ in range(4)] == [j.id for j in jobs_]  # all at 1000: FIFO
