@@ -311,3 +311,14 @@ def test_starvation_guard_caps_at_the_top_level_and_keeps_fifo(broker):
     assert broker.age(["default"], after=1, step=1000) == 2
     w = Worker(broker=broker)
     assert [w.claim().id for _ in range(4)] == [j.id for j in jobs_]  # all at 1000: FIFO
+
+
+def test_a_released_job_that_was_asked_to_cancel_ends_canceled(broker):
+    j = jobfuncs.add.enqueue(1, 1)
+    w = Worker(broker=broker)
+    held = w.claim()
+    assert j.cancel("stop it")
+    assert w.release(held)  # a graceful stop gives it back: it must not run again
+    assert j.refresh().state is JobState.CANCELED and j.record.cancel_reason == "stop it"
+    assert broker.cancel_requests([j.id]) == {}
+    assert_consistent(broker, j.id, "default")
