@@ -95,6 +95,7 @@ class JobRecord(msgspec.Struct, frozen=True, kw_only=True):
     waiting_on: int = 0  # parents not yet final (state waiting)
     batch_id: str | None = None
     cancel_requested: str | None = None  # a running job asked to stop, with the reason
+    held_by: str | None = None  # the limit holding a queued job back ("fn:..." or "q:...")
 
 
 encoder = msgspec.msgpack.Encoder()
@@ -160,6 +161,7 @@ def record_from_hash(job_id: str, fields: dict[bytes, bytes]) -> JobRecord:
         waiting_on=int(fields.get(b"deps", 0)),
         batch_id=_text(fields.get(b"b")),
         cancel_requested=_text(fields.get(b"cx")),
+        held_by=_text(fields.get(b"hold")),
     )
 
 

@@ -67,7 +67,11 @@ def job_dict(r: JobRecord, log: list[str] | None = None,
                    for e in r.errors],
         "result": result, "progress": r.progress, "enqueued_at": r.enqueued_at,
         "started_at": r.started_at, "finished_at": r.finished_at, "due_at": r.due_at,
-        "cancel_reason": r.cancel_reason, "log": log or [],
+        "cancel_reason": r.cancel_reason, "waiting_on": r.waiting_on, "batch_id": r.batch_id,
+        "cancel_requested": r.cancel_requested,
+        # A limit's mark outlives the hold on a job canceled while held: only queued counts.
+        "held_by": r.held_by if r.state is JobState.QUEUED else None,
+        "log": log or [],
     }
 
 
@@ -84,6 +88,7 @@ def _max_attempts(job: Job) -> int:
 
 def _show_text(d: dict[str, Any]) -> str:
     lines = [f"{k:13} {d[k]}" for k in ("id", "function", "queue", "priority", "state")]
+    lines += _workflow_lines(d)
     lines.append(f"{'attempts':13} {d['attempts']} of {d['max_attempts']}")
     lines += [f"{k:13} {d[k]}" for k in ("args", "kwargs", "result", "progress")]
     for key in ("enqueued_at", "started_at", "finished_at", "due_at"):
@@ -97,6 +102,20 @@ def _show_text(d: dict[str, Any]) -> str:
         lines.append(d["error"]["traceback"].rstrip())
     lines += [f"log  {line}" for line in d["log"]]
     return "\n".join(lines)
+
+
+def _workflow_lines(d: dict[str, Any]) -> list[str]:
+    """Why a job is where it is: parents awaited, a limit holding it, a pending cancel."""
+    lines = []
+    if d["waiting_on"]:
+        lines.append(f"{'waiting_on':13} {d['waiting_on']} parent job(s) not final yet")
+    if d["held_by"]:
+        lines.append(f"{'held_by':13} limit {d['held_by']}")
+    if d["cancel_requested"]:
+        lines.append(f"{'cancel':13} requested: {d['cancel_requested']}")
+    if d["batch_id"]:
+        lines.append(f"{'batch':13} {d['batch_id']}")
+    return lines
 
 
 def cmd_show(args: argparse.Namespace) -> int:

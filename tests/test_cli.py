@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from jobs import JobState, Queue
+from jobs import JobState, Queue, Worker, batch
+from jobs.limits import set_limit
 from tests.helpers import wait_until
 from tests.procs import start_and_wait
 
@@ -43,6 +44,35 @@ def test_enqueue_show_wait_result(r):
     assert cli(r, "result", job_id).stdout.strip() == "42"
     text = cli(r, "show", job_id).stdout
     assert "state         completed" in text and "function      tests.jobfuncs:add" in text
+
+
+def test_show_tells_what_holds_a_job(r):
+    """Parents awaited, the batch, a limit holding a queued job, a pending cancel request."""
+    set_limit(queue="side", max_concurrency=1, broker=r.broker)
+    q = Queue("side", r.broker)  # no supervisor serves it: only the worker below claims
+    first, second = batch([q.call("tests.jobfuncs:add", 1, 1),
+                           q.call("tests.jobfuncs:add", 2, 2)]).enqueue(r.broker,
+                                                                        batch_id="b-7").jobs()
+    child = q.options(depends_on=[first]).enqueue("tests.jobfuncs:add", 3, 3)
+    w = Worker(["side"], broker=r.broker)
+    assert w.claim().id == first.id and w.claim() is None  # the limit holds the second
+    assert first.cancel("operator said stop") and first.refresh().state is JobState.ACTIVE
+
+    running = cli(r, "show", first.id).stdout
+    assert "cancel        requested: operator said stop" in running
+    assert "batch         b-7" in running
+    held = cli(r, "show", second.id).stdout
+    assert "state         queued" in held and "held_by       limit q:side" in held
+    waiting = cli(r, "show", child.id).stdout
+    assert "waiting_on    1 parent job(s) not final yet" in waiting
+    assert "batch" not in waiting and "held_by" not in waiting and "cancel " not in waiting
+
+    shown = {j.id: json.loads(cli(r, "show", j.id, "--json").stdout)
+             for j in (first, second, child)}
+    assert [(d["waiting_on"], d["batch_id"], d["held_by"], d["cancel_requested"])
+            for d in shown.values()] == [(0, "b-7", None, "operator said stop"),
+                                         (0, "b-7", "q:side", None),
+                                         (1, None, None, None)]
 
 
 def test_enqueue_options_and_bad_input(r):
