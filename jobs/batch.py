@@ -7,10 +7,12 @@ are enqueued exactly once even when members finish at the same instant on many h
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
 import msgspec
+import redis
 
 from jobs.broker import Broker, default_broker
 from jobs.chain import as_call
@@ -20,7 +22,7 @@ from jobs.job import Job
 from jobs.keys import check_name
 from jobs.options import Call, EnqueueOptions, Prepared, new_job_id, prepare
 from jobs.priority import Priority
-from jobs.queue import enqueue_prepared, prepare_call
+from jobs.queue import by_queue, prepare_call
 from jobs.registry import JobFunction
 
 CALLBACKS = ("success", "failure", "complete")
@@ -120,7 +122,7 @@ class Batch:
         self.hooks = {"success": on_success, "failure": on_failure, "complete": on_complete}
 
     def enqueue(self, broker: Broker | None = None, batch_id: str | None = None) -> BatchHandle:
-        """Record the batch, then enqueue its members (pipelined); returns its handle.
+        """Record the batch and enqueue its members in one transaction; returns its handle.
 
         With ``batch_id`` the enqueue is idempotent: a batch with that id is left alone.
         """
@@ -139,14 +141,20 @@ class Batch:
                            f"{kind}:pri": spec.priority}
         members = [prepare_call(c, broker) for c in self.calls]
         members = [msgspec.structs.replace(p, extra={**p.extra, "b": bid}) for p in members]
-        with translated(broker.url):
-            if batch_id and broker.client.exists(broker.keys.batch(bid)):
+        key = broker.keys.batch(bid)
+        # One MULTI transaction: the batch and all its members, or nothing. WATCH makes
+        # two enqueues of one batch_id at the same moment write it once.
+        with translated(broker.url), broker.client.pipeline(transaction=True) as pipe:
+            pipe.watch(key)
+            if pipe.exists(key):
                 return BatchHandle(bid, broker)  # enqueued before: a resend changes nothing
-            pipe = broker.client.pipeline(transaction=True)
-            pipe.hset(broker.keys.batch(bid), mapping=fields)
+            pipe.multi()
+            pipe.hset(key, mapping=fields)
             pipe.rpush(broker.keys.batch_jobs(bid), *(p.id for p in members))
-            pipe.execute()
-        enqueue_prepared(members, broker)
+            broker.enqueue_into(pipe, by_queue(members))
+            # A WatchError: the same batch_id was enqueued concurrently, and that one stands.
+            with contextlib.suppress(redis.WatchError):
+                pipe.execute()
         return BatchHandle(bid, broker)
 
     @staticmethod

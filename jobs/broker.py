@@ -77,14 +77,18 @@ class Broker:
         """Several enqueue script calls in one pipelined round trip, run in the order given."""
         with translated(self.url):
             pipe = self.client.pipeline(transaction=False)
-            for queue, jobs in batches:
-                keys, args = self._enqueue_args(queue, jobs)
-                self.scripts.enqueue(keys=keys, args=args, client=pipe)
+            self.enqueue_into(pipe, batches)
             replies = pipe.execute()
         ids: list[str] = []
         for (_, jobs), reply in zip(batches, replies, strict=True):
             ids += _enqueued_ids(jobs, reply)
         return ids
+
+    def enqueue_into(self, pipe: Any, batches: Sequence[tuple[str, Sequence[Prepared]]]) -> None:
+        """Add enqueue script calls to a pipeline (or a MULTI transaction) of the caller's."""
+        for queue, jobs in batches:
+            keys, args = self._enqueue_args(queue, jobs)
+            self.scripts.enqueue(keys=keys, args=args, client=pipe)
 
     def _enqueue_args(self, queue: str, jobs: Sequence[Prepared]) -> tuple[list[str], list[Any]]:
         k = self.keys
@@ -315,6 +319,11 @@ class Broker:
         with translated(self.url):
             fields = self.client.hgetall(self.keys.job(job_id))
         return record_from_hash(job_id, fields) if fields else None
+
+    def held(self, queue: str) -> int:
+        """Queued jobs of ``queue`` that a rate or concurrency limit holds back."""
+        with translated(self.url):
+            return int(self.client.hget(self.keys.held(), queue) or 0)
 
     def exist(self, job_ids: Sequence[str]) -> list[bool]:
         """Whether each job's record exists (one round trip)."""

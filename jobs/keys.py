@@ -91,6 +91,10 @@ class Keys:
         """Limit definitions: ``fn:<function>`` / ``q:<queue>`` -> "count period_ms most"."""
         return f"{self.ns}:limits"
 
+    def held(self) -> str:
+        """Per queue, how many queued jobs limits hold back."""
+        return f"{self.ns}:held"
+
     def limits_due(self) -> str:
         return f"{self.ns}:limits:due"
 

@@ -16,7 +16,7 @@ from jobs.broker import Broker, default_broker
 from jobs.connection import translated
 from jobs.errors import ConfigurationError
 from jobs.keys import check_name
-from jobs.rates import definition
+from jobs.rates import DECLARED, definition
 from jobs.registry import registered
 
 
@@ -26,6 +26,7 @@ class LimitStatus(msgspec.Struct, frozen=True, kw_only=True):
     max_concurrency: int  # 0: no concurrency limit
     running: int
     held: int
+    declared: bool  # from @job or config.toml (published by supervisors), else set_limit
 
 
 def _name(queue: str | None, function: str | None) -> str:
@@ -56,19 +57,22 @@ def set_limit(*, queue: str | None = None, function: str | None = None,
 
 
 def publish(broker: Broker, definitions: dict[str, str | None]) -> None:
-    """Write limits by name (``fn:<function>``, ``q:<queue>``); None removes one.
+    """Write declared limits by name (``fn:<function>``, ``q:<queue>``); None removes one.
 
     A supervisor publishes its modules' function limits and its config's queue limits
-    at start and on reload. A removed limit lets the jobs it held go.
+    at start and on reload; a declared limit wins over one set with ``set_limit``.
+    None removes only a declared limit (one taken out of the code or the config), never
+    one set with ``set_limit``. A removed limit lets the jobs it held go.
     """
     with translated(broker.url):
+        stored = broker.client.hgetall(broker.keys.limits())
         pipe = broker.client.pipeline(transaction=False)
         for name, value in definitions.items():
-            if value is None:
+            if value is not None:
+                pipe.hset(broker.keys.limits(), name, value + DECLARED)
+            elif stored.get(name.encode(), b"").endswith(DECLARED.encode()):
                 pipe.hdel(broker.keys.limits(), name)
                 pipe.zadd(broker.keys.limits_due(), {name: 0})
-            else:
-                pipe.hset(broker.keys.limits(), name, value)
         pipe.execute()
 
 
@@ -85,10 +89,11 @@ def status(broker: Broker | None = None) -> list[LimitStatus]:
         counts: list[Any] = pipe.execute()
     out = []
     for i, name in enumerate(names):
-        count, period, most = (int(x) for x in defs[name.encode()].split())
+        raw = defs[name.encode()].decode()
+        count, period, most = (int(x) for x in raw.split()[:3])
         out.append(LimitStatus(name=name, rate=f"{count}/{period / 1000:g}s" if count else "",
                                max_concurrency=most, running=counts[2 * i],
-                               held=counts[2 * i + 1]))
+                               held=counts[2 * i + 1], declared=raw.endswith(DECLARED)))
     return out
 
 

@@ -14,6 +14,7 @@ from jobs.errors import ConfigurationError, JobNotFound
 from jobs.job import Job
 from jobs.options import Call, EnqueueOptions, Prepared, prepare
 from jobs.priority import Priority
+from jobs.rates import DECLARED
 from jobs.records import JobRecord, record_from_hash
 from jobs.registry import JobFunction, registered
 from jobs.states import JobState
@@ -29,7 +30,8 @@ def prepare_call(call: Call, broker: Broker) -> Prepared:
     fn = registered().get(call.function)
     if fn is not None and fn.job_options.limit is not None:
         # Publish the function's limit with its jobs, so it holds before any worker starts.
-        p = msgspec.structs.replace(p, extra={**p.extra, "ldef": fn.job_options.limit})
+        p = msgspec.structs.replace(p, extra={**p.extra,
+                                              "ldef": fn.job_options.limit + DECLARED})
     return p
 
 
@@ -71,18 +73,20 @@ def enqueue_prepared(prepared: list[Prepared], broker: Broker) -> list[str]:
         order = [p for _, items in merged for p in items]
         ids = broker.enqueue_batches(merged)
     else:
-        by_queue: dict[str, list[Prepared]] = {}
-        for p in prepared:
-            by_queue.setdefault(p.queue, []).append(p)
-        grouped = [
-            (queue, list(chunk))
-            for queue, items in by_queue.items()
-            for chunk in _chunks(items, CHUNK)
-        ]
+        grouped = by_queue(prepared)
         order = [p for _, items in grouped for p in items]
         ids = broker.enqueue_batches(grouped)
     by_id = {p.id: i for p, i in zip(order, ids, strict=True)}
     return [by_id[p.id] for p in prepared]
+
+
+def by_queue(prepared: list[Prepared]) -> list[tuple[str, list[Prepared]]]:
+    """Jobs grouped by queue in chunks of ``CHUNK``: one enqueue script call each."""
+    queues: dict[str, list[Prepared]] = {}
+    for p in prepared:
+        queues.setdefault(p.queue, []).append(p)
+    return [(queue, list(chunk)) for queue, items in queues.items()
+            for chunk in _chunks(items, CHUNK)]
 
 
 def _check_parents(prepared: list[Prepared], broker: Broker) -> None:
@@ -159,8 +163,15 @@ class Queue:
         return enqueue_many(normal, self.broker)
 
     def counts(self) -> dict[str, int]:
-        """How many jobs of this queue are in each state right now."""
-        return self.broker.counts(self.name, [s.value for s in COUNTED_STATES])
+        """How many jobs of this queue are in each state right now.
+
+        ``queued`` includes the jobs a rate or concurrency limit holds back, which are
+        also counted on their own as ``held``.
+        """
+        counts = self.broker.counts(self.name, [s.value for s in COUNTED_STATES])
+        counts["held"] = self.broker.held(self.name)
+        counts["queued"] += counts["held"]
+        return counts
 
     def cancel(self, job_id: str, reason: str = "canceled by request") -> bool:
         return Job(job_id, self.broker).cancel(reason)

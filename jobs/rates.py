@@ -6,6 +6,8 @@ import re
 
 from jobs.errors import ConfigurationError
 
+DECLARED = " declared"  # marks limits from @job or config.toml (vs. jobs.limits.set_limit)
+
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*\.?\d*)\s*([a-z]+)\s*$")
 _UNITS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60,
           "h": 3600, "hour": 3600, "d": 86400, "day": 86400}

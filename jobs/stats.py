@@ -11,7 +11,7 @@ from jobs.broker import PRIORITY_BAND, Broker, default_broker, minute
 from jobs.connection import translated
 from jobs.queue import COUNTED_STATES
 
-OUTCOMES = ("completed", "retried", "dead")
+OUTCOMES = ("completed", "retried", "dead", "canceled")
 
 
 class QueueStats(msgspec.Struct, kw_only=True):

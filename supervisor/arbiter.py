@@ -124,7 +124,8 @@ class Arbiter(Commands):
                 if view.state is ChildState.BUSY and view.job_id == job_id:
                     log.info("job %s canceled while running (%s): killing worker %d",
                              job_id, reason, info.pid)
-                    self.kill(info, canceled(view, reason, f"{self.host}:{info.pid}"))
+                    self.kill(info, canceled(view, reason, f"{self.host}:{info.pid}"),
+                              grace=self.config.supervisor.kill_grace)
 
     def run(self) -> int:
         unset_environment()

@@ -136,15 +136,7 @@ class Duties:
                 if self._limits is not None:
                     publish_limits(self.broker, self._limits)
                     self._limits = None
-                held = self.held()
-                lost = self.broker.renew([(h.job_id, h.queue, h.token) for h in held], self.lease)
-                for i in lost:
-                    log.warning("job %s is no longer held by its worker (reclaimed or canceled)",
-                                held[i].job_id)
-                # Cancel requests for running jobs: checked every tick, only while busy.
-                asked = self.broker.cancel_requests([h.job_id for h in held])
-                for job_id, reason in asked.items():
-                    self.on_cancel(job_id, reason)
+                self._renew()
                 now = time.monotonic()
                 after, step = self.aging
                 if after > 0 and now - last_aging >= min(1.0, after / 2):
@@ -166,6 +158,19 @@ class Duties:
                     self.on_control(message)
             except Exception as exc:  # keep the thread alive through any Redis trouble
                 log.warning("redis duties: %s", exc)
+
+    def _renew(self) -> None:
+        """Renew the leases of the jobs the children hold; pass on cancel requests."""
+        held = self.held()
+        lost = self.broker.renew([(h.job_id, h.queue, h.token) for h in held], self.lease)
+        still = set(self.held())  # a job that just ended is not lost
+        for i in lost:
+            if held[i] in still:
+                log.warning("job %s is no longer held by its worker (its lease expired and it "
+                            "was reclaimed)", held[i].job_id)
+        # Cancel requests for running jobs: checked every tick, only while busy.
+        for job_id, reason in self.broker.cancel_requests([h.job_id for h in held]).items():
+            self.on_cancel(job_id, reason)
 
     def _flush(self) -> bool:
         with self._flushing:

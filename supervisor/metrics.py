@@ -25,7 +25,7 @@ from jobs.queue import COUNTED_STATES
 
 log = logging.getLogger(__name__)
 
-OUTCOMES = ("completed", "retried", "dead")
+OUTCOMES = ("completed", "retried", "dead", "canceled")
 
 
 class LocalFigures:

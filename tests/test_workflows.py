@@ -322,3 +322,45 @@ def test_a_released_job_that_was_asked_to_cancel_ends_canceled(broker):
     assert j.refresh().state is JobState.CANCELED and j.record.cancel_reason == "stop it"
     assert broker.cancel_requests([j.id]) == {}
     assert_consistent(broker, j.id, "default")
+
+
+def test_limit_fixes_held_counts_declared_limits_and_failed_parent_results(broker):
+    from jobs.limits import publish, set_limit, status
+
+    # Held jobs are counted: queued includes them, and held says how many.
+    set_limit(queue="solo", max_concurrency=1, broker=broker)
+    q = Queue("solo", broker)
+    for i in range(3):
+        q.enqueue(jobfuncs.add, i, i)
+    w = Worker(["solo"], broker=broker)
+    assert w.claim() is not None and w.claim() is None
+    counts = q.counts()
+    assert (counts["queued"], counts["held"], counts["active"]) == (2, 2, 1)
+    # A supervisor publishing "no limit" for a function never removes a set_limit one.
+    set_limit(function="tests.jobfuncs:add", max_concurrency=3, broker=broker)
+    publish(broker, {"fn:tests.jobfuncs:add": None, "q:solo": None})
+    names = {s.name: s.declared for s in status(broker)}
+    assert names == {"fn:tests.jobfuncs:add": False, "q:solo": False}
+    publish(broker, {"fn:tests.jobfuncs:add": "0 0 5"})
+    publish(broker, {"fn:tests.jobfuncs:add": None})
+    assert "fn:tests.jobfuncs:add" not in {s.name for s in status(broker)}
+
+
+def test_failed_parent_passes_none_to_a_dependent_that_runs_anyway(broker):
+    parent = jobfuncs.gives_up.enqueue()
+    child = jobfuncs.untyped.options(depends_on=[parent], pass_result=True,
+                                     on_parent_failure="run").enqueue()
+    run_all(broker)
+    assert child.result(timeout=1) == [None, 2]
+    late = jobfuncs.untyped.options(depends_on=[parent], pass_result=True,
+                                    on_parent_failure="run").enqueue()
+    run_all(broker)
+    assert late.result(timeout=1) == [None, 2]
+
+
+def test_window_uniqueness_ends_when_the_holding_job_is_gone(broker):
+    opts = {"unique_for": 60, "unique_until": "window"}
+    a = jobfuncs.add.options(**opts).enqueue(4, 4)
+    broker.client.delete(broker.keys.job(a.id))  # its record expired or was purged
+    b = jobfuncs.add.options(**opts).enqueue(4, 4)
+    assert b.id != a.id and b.refresh().state is JobState.QUEUED

@@ -7,6 +7,7 @@
 -- jobs/keys.py: the namespace base is the record prefix without its "job:".
 
 local PRIORITY_BAND = 4398046511104 -- 2^42 sequence numbers per priority level
+local MSGPACK_NIL = string.char(192) -- what a parent that failed passes on (None)
 
 local function now_ms()
     local t = redis.call('TIME')
@@ -161,7 +162,7 @@ end
 local function cancel_record(base, prefix, id, queue, reason, now, events_key, events_len)
     local job = prefix .. id
     redis.call('HSET', job, 'st', 'canceled', 'why', reason, 'tf', now)
-    redis.call('HDEL', job, 'due', 'deps')
+    redis.call('HDEL', job, 'due', 'deps', 'hold')
     redis.call('ZADD', qkey(base, queue, 'canceled'), now, id)
     notify(job, base .. 'done:' .. id)
     emit(events_key, events_len, 'e', 'canceled', 'id', id, 'q', queue, 'reason', reason)
@@ -222,11 +223,12 @@ local function after_final(prefix, id, outcome, now, events_key, events_len)
                 local kst, opf, from, kq = unpack(redis.call('HMGET', kjob, 'st', 'opf', 'pr', 'q'))
                 if kst == 'waiting' then
                     if fout == 'completed' or opf == 'run' then
-                        if from == fid and fout == 'completed' then
+                        if from == fid then
                             if result == nil then
-                                result = redis.call('HGET', job, 'res') or false
+                                result = fout == 'completed' and redis.call('HGET', job, 'res')
+                                    or MSGPACK_NIL
                             end
-                            if result then redis.call('HSET', kjob, 'pres', result) end
+                            redis.call('HSET', kjob, 'pres', result)
                         end
                         if redis.call('HINCRBY', kjob, 'deps', -1) <= 0 then
                             release_waiting(base, prefix, kid, now)
@@ -254,7 +256,7 @@ end
 local function limit_def(base, name)
     local raw = redis.call('HGET', base .. 'limits', name)
     if not raw then return nil end
-    local n, period, most = string.match(raw, '^(%d+) (%d+) (%d+)$')
+    local n, period, most = string.match(raw, '^(%d+) (%d+) (%d+)')
     return tonumber(n), tonumber(period), tonumber(most)
 end
 
@@ -297,6 +299,7 @@ local function limit_hold(base, prefix, name, id, score, until_ms)
     local lk = base .. 'limit:' .. name
     redis.call('ZADD', lk .. ':held', score, id)
     redis.call('HSET', prefix .. id, 'hold', name)
+    redis.call('HINCRBY', base .. 'held', redis.call('HGET', prefix .. id, 'q'), 1)
     local due_key = base .. 'limits:due'
     redis.call('ZADD', due_key, 'LT', until_ms, name)
     if redis.call('ZRANGE', due_key, 0, 0)[1] == name
@@ -316,6 +319,7 @@ local function limit_release(base, prefix, name, count)
         local st, queue, hold = unpack(redis.call('HMGET', job, 'st', 'q', 'hold'))
         if st == 'queued' and hold == name then
             redis.call('HDEL', job, 'hold')
+            redis.call('HINCRBY', base .. 'held', queue, -1)
             local queued = qkey(base, queue, 'queued')
             redis.call('ZADD', queued, score, id)
             wake(qkey(base, queue, 'wake'), queued)

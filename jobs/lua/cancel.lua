@@ -23,7 +23,10 @@ end
 local index = ({queued = KEYS[2], scheduled = KEYS[3], waiting = KEYS[4]})[st]
 if not index then return st end
 -- A queued job a rate or concurrency limit holds back sits in that limit's held set.
-if hold then index = ns_of(ARGV[3]) .. 'limit:' .. hold .. ':held' end
+if hold then
+    index = ns_of(ARGV[3]) .. 'limit:' .. hold .. ':held'
+    redis.call('HINCRBY', ns_of(ARGV[3]) .. 'held', ARGV[7], -1)
+end
 local now = now_ms()
 redis.call('ZREM', index, ARGV[1])
 if st == 'queued' then trim_wake(KEYS[8], KEYS[2]) end

@@ -69,7 +69,8 @@ for i = 1, n do
         holder = redis.call('GET', ex.uk)
         if holder then
             local held = redis.call('HGET', prefix .. holder, 'st')
-            if not ((held and not final[held]) or ex.uw) then holder = nil end
+            -- A holder whose record is gone (purged, expired) holds nothing any more.
+            if not (held and (not final[held] or ex.uw)) then holder = nil end
         end
     end
     if existing then
@@ -102,9 +103,10 @@ for i = 1, n do
             local pjob = prefix .. pid
             local pst = redis.call('HGET', pjob, 'st')
             if pst == 'completed' or (final[pst] and ex.opf == 'run') then
-                if ex.pr == pid and pst == 'completed' then
-                    local res = redis.call('HGET', pjob, 'res')
-                    if res then field('pres', res) end
+                if ex.pr == pid then
+                    local res = MSGPACK_NIL
+                    if pst == 'completed' then res = redis.call('HGET', pjob, 'res') end
+                    field('pres', res or MSGPACK_NIL)
                 end
             elseif final[pst] then
                 failed = failed or ('parent ' .. pid .. ' ended ' .. pst)
