@@ -37,6 +37,10 @@ class Tally:
     def flush(self, broker: Broker) -> None:
         """Write the counts; on failure they are kept for the next flush."""
         with self._lock:
+            if not self._by_minute:
+                # Nothing written, so the clock keeps running: the first job after an idle
+                # spell is counted in Redis at once, before the worker takes another.
+                return
             pending, self._by_minute = self._by_minute, {}
             self._last_flush = time.monotonic()
         try:
