@@ -120,10 +120,11 @@ class Broker:
         """Take the first job of the first non-empty queue, with a lease of ``lease`` seconds."""
         keys = [self.keys.claim(token), self.keys.paused(), self.keys.events(),
                 *self._queue_keys(queues)]
-        args = [self.prefix, token, int(lease * 1000), self.events_len, *queues]
+        args = [self.prefix, token, int(lease * 1000), self.events_len, "0", *queues]
         with translated(self.url):
-            # Safe to resend after a lost reply: the script remembers what this token took.
-            reply = self.runner.run(self.scripts.claim, keys, args)
+            # Safe to resend after a lost reply: the script remembers what this token took
+            # and, told it is a resend, looks that up.
+            reply = self.runner.run(self.scripts.claim, keys, args, resend_flag=4)
         return self._claimed(reply, queues, token)
 
     def finish_and_claim(self, job: Claimed, result: bytes, result_ttl: float, duration: float,
@@ -133,9 +134,9 @@ class Broker:
         keys = [*self._complete_keys(job), self.keys.claim(token), self.keys.paused(),
                 *self._queue_keys(queues)]
         args = [*self._complete_args(job, result, result_ttl, duration),
-                self.prefix, token, int(lease * 1000), self.events_len, *queues]
+                self.prefix, token, int(lease * 1000), self.events_len, "0", *queues]
         with translated(self.url):
-            done, reply = self.runner.run(self.scripts.finish_claim, keys, args)
+            done, reply = self.runner.run(self.scripts.finish_claim, keys, args, resend_flag=13)
         return bool(done), self._claimed(reply or None, queues, token)
 
     def _claimed(self, reply: Any, queues: Sequence[str], token: str) -> Claimed | None:

@@ -9,13 +9,23 @@ from jobs.broker import Broker, default_broker
 from jobs.connection import translated
 
 
-def _decode(entry_id: bytes, fields: dict[bytes, bytes]) -> dict[str, Any]:
-    event: dict[str, Any] = {"event_id": entry_id.decode()}
+def _decode(entry_id: bytes, fields: dict[bytes, bytes]) -> list[dict[str, Any]]:
+    """The events of one stream entry: one, or two when a worker's completion of a job
+    and its start of the next were written together (the first as ``p.*`` fields)."""
+    event_id = entry_id.decode()
+    when = int(event_id.split("-", 1)[0]) / 1000.0
+    event: dict[str, Any] = {"event_id": event_id}
+    earlier: dict[str, Any] = {}
     for k, v in fields.items():
-        event[k.decode()] = v.decode("utf-8", "replace")
-    ms = int(event["event_id"].split("-", 1)[0])
-    event["time"] = ms / 1000.0
-    return event
+        name, value = k.decode(), v.decode("utf-8", "replace")
+        if name.startswith("p."):
+            earlier[name[2:]] = value
+        else:
+            event[name] = value
+    event["time"] = when
+    if not earlier:
+        return [event]
+    return [{"event_id": event_id, **earlier, "time": when}, event]
 
 
 def _wanted(event: dict[str, Any], queue: str | None, job: str | None) -> bool:
@@ -34,9 +44,9 @@ def recent_events(broker: Broker | None = None, count: int = 50, queue: str | No
             if not page:
                 break
             for entry_id, fields in page:
-                event = _decode(entry_id, fields)
-                if _wanted(event, queue, job):
-                    out.append(event)
+                for event in reversed(_decode(entry_id, fields)):  # page is newest first
+                    if _wanted(event, queue, job):
+                        out.append(event)
             last = f"({page[-1][0].decode()}"
     return list(reversed(out[:count]))
 
@@ -55,6 +65,6 @@ def follow(broker: Broker | None = None, since: str = "$", queue: str | None = N
             continue
         for entry_id, fields in reply[0][1]:
             last = entry_id.decode()
-            event = _decode(entry_id, fields)
-            if _wanted(event, queue, job):
-                yield event
+            for event in _decode(entry_id, fields):
+                if _wanted(event, queue, job):
+                    yield event

@@ -33,10 +33,21 @@ class ScriptRunner:
             local.pid = os.getpid()
         return local.conn
 
-    def run(self, script: Script, keys: list[str], args: list[Any], retry: bool = True) -> Any:
+    def run(self, script: Script, keys: list[str], args: list[Any], retry: bool = True,
+            resend_flag: int | None = None) -> Any:
         """EVALSHA ``script``; with ``retry``, resend after a lost connection (idempotent
-        scripts only: a resent claim could hold a second job under the same token)."""
-        return self._on_connection(lambda conn: self._eval(conn, script, keys, args), retry)
+        scripts only). ``resend_flag``: the index of an argument set to "1" in a resend,
+        so a script that must recognise a replay (claims) looks only then."""
+        sent = [False]
+
+        def call(conn: Any) -> Any:
+            given = args
+            if sent[0] and resend_flag is not None:
+                given = [*args[:resend_flag], "1", *args[resend_flag + 1:]]
+            sent[0] = True
+            return self._eval(conn, script, keys, given)
+
+        return self._on_connection(call, retry)
 
     def command(self, *args: Any) -> Any:
         """Any command on this thread's connection (used for the workers' blocking wait)."""

@@ -367,6 +367,8 @@ def test_cancel_queued_and_scheduled_at_once_active_on_request(broker):
         assert j.refresh().state is JobState.CANCELED
         assert_consistent(broker, j.id, "default")
         assert not j.cancel()  # already final
+    # Stale wake tokens are trimmed by the next claim that finds nothing.
+    assert Worker(broker=broker).claim() is None
     assert broker.client.llen(broker.keys.wake("default")) == 0
     # A job that finished before its supervisor acted keeps its outcome; the request is gone.
     outcome, policy = worker.execute(held)
@@ -500,9 +502,25 @@ def test_completed_counts_are_flushed_by_the_worker(broker):
 def test_a_resent_claim_returns_the_same_job(broker):
     a = jobfuncs.add.enqueue(1, 1)
     b = jobfuncs.add.enqueue(2, 2)
-    first = broker.claim(["default"], "tok-1", 60)
-    again = broker.claim(["default"], "tok-1", 60)  # as if the first reply had been lost
-    assert first.id == again.id == a.id and again.attempt == 1
+    k = broker.keys
+
+    def claim(token: str, resent: str):
+        keys = [k.claim(token), k.paused(), k.events(), k.queued("default"),
+                k.active("default"), k.wake("default")]
+        return broker.runner.run(broker.scripts.claim, keys,
+                                 [broker.prefix, token, 60_000, 100, resent, "default"])
+
+    first = claim("tok-1", "0")
+    again = claim("tok-1", "1")  # the runner's resend after the first reply was lost
+    assert first[1] == again[1] == a.id.encode() and int(again[3]) == 1
     assert b.refresh().state is JobState.QUEUED
     assert broker.claim(["default"], "tok-2", 60).id == b.id
     assert broker.claim(["default"], "tok-3", 60) is None
+
+
+def test_the_runner_flags_a_resend(broker):
+    script = broker.client.register_script("return ARGV[2]")
+    assert broker.runner.run(script, [], ["x", "0"], resend_flag=1) == b"0"
+    broker.runner._connection()._sock.close()  # the connection drops before the next send
+    assert broker.runner.run(script, [], ["x", "0"], resend_flag=1) == b"1"
+    assert broker.runner.run(script, [], ["x", "0"], resend_flag=1) == b"0"

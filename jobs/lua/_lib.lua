@@ -342,14 +342,16 @@ end
 -- k = {job, active, completed, waiters, done, events}
 -- a = {id, token, result, ttl_ms, prefix, max_completed, events_len, queue, duration_ms}
 -- Returns 1 when written (or already written with this token), 0 for a stale token.
-local function complete_job(k, a, now)
+-- ``quiet``: leave the 'completed' event to the caller (finish_claim merges it with the
+-- next job's 'started' into one stream entry); the second result says it was written now.
+local function complete_job(k, a, now, quiet)
     -- Every redis.call costs several microseconds of script overhead: this path makes
     -- as few as it can. The waiter count lives in the record ('w') for the same reason.
     local st, tok, waiting, kids, batch, cx, lim = unpack(redis.call('HMGET', k[1], 'st', 'tok',
         'w', 'k', 'b', 'cx', 'lim'))
-    if tok ~= a[2] then return 0 end
-    if st == 'completed' then return 1 end
-    if st ~= 'active' then return 0 end
+    if tok ~= a[2] then return 0, false end
+    if st == 'completed' then return 1, false end
+    if st ~= 'active' then return 0, false end
     local ttl = tonumber(a[4])
     redis.call('ZREM', k[2], a[1])
     redis.call('HSET', k[1], 'st', 'completed', 'res', a[3], 'tf', now)
@@ -358,21 +360,23 @@ local function complete_job(k, a, now)
     -- The completed index is bounded (count and age) by the supervisors' sweep
     -- (trim.lua, every few seconds); each record also expires on its own TTL.
     if waiting then notify(k[1], k[5], waiting) end
-    emit(k[6], a[7], 'e', 'completed', 'id', a[1], 'q', a[8], 'ms', a[9])
+    if not quiet then emit(k[6], a[7], 'e', 'completed', 'id', a[1], 'q', a[8], 'ms', a[9]) end
     if kids or batch or cx then after_final(a[5], a[1], 'completed', now, k[6], a[7]) end
     if lim then limit_free(ns_of(a[5]), a[5], lim, a[1]) end
-    return 1
+    return 1, true
 end
 
 -- Claim at most one job from the first non-empty, unpaused queue, in the order given.
 -- queues = list of {queued, active, wake, name}; claim_key remembers what this token
--- claimed, so a resent claim (its first reply lost) returns the same job, not a second.
--- Returns nil, or {queue position, id, spec, attempts, priority, errors, enqueued ms, now,
--- the parent's encoded result when the job asked to receive it}.
+-- claimed, so a resent claim (its first reply lost; ``resent`` is '1') returns the same
+-- job, not a second. ``before``: fields of an event to merge into the 'started' entry
+-- (prefixed 'p.'), or nil. Returns nil, or {queue position, id, spec, attempts,
+-- priority, errors, enqueued ms, now, the parent's encoded result when the job asked
+-- to receive it}.
 local function claim_job(queues, paused, events, claim_key, prefix, token, lease_ms,
-                         events_len, now)
+                         events_len, now, resent, before)
     local n = #queues
-    local earlier = redis.call('GET', claim_key)
+    local earlier = resent == '1' and redis.call('GET', claim_key)
     if earlier then
         local f = redis.call('HMGET', prefix .. earlier, 'st', 'spec', 'pri', 'errs', 'te',
             'att', 'tok', 'q', 'pres')
@@ -423,23 +427,31 @@ local function claim_job(queues, paused, events, claim_key, prefix, token, lease
                         'att', attempts)
                     redis.call('ZADD', active, now + tonumber(lease_ms), id)
                     redis.call('SET', claim_key, id, 'PX', math.max(tonumber(lease_ms), 1))
-                    -- Wake tokens only need trimming once the queue is empty: while it has
-                    -- jobs, workers are busy, not blocked, so extra tokens cost nothing.
-                    if redis.call('ZCARD', queued) == 0 then
-                        redis.call('DEL', wake_key)
-                    end
                     -- A wake token of another queue may have brought this worker here:
                     -- keep the other queues' tokens topped up so their workers still wake.
                     for o = 1, n do
                         if o ~= q then wake(queues[o][3], queues[o][1]) end
                     end
-                    emit(events, events_len, 'e', 'started', 'id', id, 'q', name,
-                        'att', attempts, 'w', token)
+                    if tonumber(events_len) > 0 then
+                        local fields = {'e', 'started', 'id', id, 'q', name, 'att', attempts,
+                            'w', token}
+                        for i = 1, #(before or {}), 2 do
+                            fields[#fields + 1] = 'p.' .. before[i]
+                            fields[#fields + 1] = before[i + 1]
+                        end
+                        emit(events, events_len, unpack(fields))
+                    end
                     return {q, id, f[2], attempts, f[3], f[4], f[5], now, f[7]}
                 end
             end
         end
     end
+    -- Nothing to claim: the wake tokens of the queues looked at are stale (they are
+    -- trimmed here, off the hot path, so a busy worker never counts its queue).
+    for q = 1, n do
+        if redis.call('ZCARD', queues[q][1]) == 0 then redis.call('DEL', queues[q][3]) end
+    end
+    if before then emit(events, events_len, unpack(before)) end
     return nil
 end
 

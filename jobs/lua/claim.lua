@@ -4,10 +4,11 @@
 -- KEYS[3*i+1] queued index of queue i, KEYS[3*i+2] its active index, KEYS[3*i+3] its
 -- wake list (i from 1)
 -- ARGV[1] job record prefix  ARGV[2] claim token  ARGV[3] lease in ms
--- ARGV[4] events stream length (0: off)  ARGV[4+i] name of queue i
+-- ARGV[4] events stream length (0: off)  ARGV[5] '1' when this call is a resend
+-- ARGV[5+i] name of queue i
 -- Returns nil when every queue is empty or paused, else
 --   {queue position i, id, spec, attempts (this one included), priority,
 --    encoded errors or false, enqueued ms, now ms, parent's encoded result or false}
 
-return claim_job(queue_list(4, #KEYS, 4), KEYS[2], KEYS[3], KEYS[1],
-    ARGV[1], ARGV[2], ARGV[3], ARGV[4], now_ms())
+return claim_job(queue_list(4, #KEYS, 5), KEYS[2], KEYS[3], KEYS[1],
+    ARGV[1], ARGV[2], ARGV[3], ARGV[4], now_ms(), ARGV[5], nil)
