@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from importlib import resources
 
@@ -31,11 +32,41 @@ SCRIPT_NAMES = (
 )
 
 
+_DEFINITION = re.compile(r"^local (?:function )?([A-Za-z_]\w*)", re.MULTILINE)
+_WORD = re.compile(r"[A-Za-z_]\w*")
+
+
 @cache
 def source(name: str) -> str:
-    """The script's text with the shared helpers in front of it."""
+    """The script's text with the shared helpers it uses in front of it.
+
+    Each helper a script carries is created anew on every call (Lua closures), so only
+    the helpers the script reaches, directly or through other helpers, are included.
+    """
     lua = resources.files("jobs") / "lua"
-    return (lua / "_lib.lua").read_text() + (lua / f"{name}.lua").read_text()
+    body = (lua / f"{name}.lua").read_text()
+    return "".join(used_helpers((lua / "_lib.lua").read_text(), body)) + body
+
+
+def used_helpers(lib: str, body: str) -> list[str]:
+    """The top-level definitions of ``lib`` that ``body`` needs, in their original order."""
+    starts = [m.start() for m in _DEFINITION.finditer(lib)]
+    chunks: dict[str, str] = {}
+    for i, start in enumerate(starts):
+        # A definition runs to the next one; its leading comments stay with the next.
+        end = starts[i + 1] if i + 1 < len(starts) else len(lib)
+        text = lib[start:end]
+        match = _DEFINITION.match(text)
+        assert match is not None
+        chunks[match.group(1)] = text
+    needed: set[str] = set()
+    todo = [w for w in _WORD.findall(body) if w in chunks]
+    while todo:
+        word = todo.pop()
+        if word not in needed:
+            needed.add(word)
+            todo += [w for w in _WORD.findall(chunks[word]) if w in chunks and w not in needed]
+    return [text for defined, text in chunks.items() if defined in needed]
 
 
 class Scripts:

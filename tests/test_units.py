@@ -137,3 +137,14 @@ def test_cli_rejects_bad_arguments_cleanly(argv, capsys):
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert "invalid choice" in err or "must be between" in err
+
+
+def test_scripts_carry_only_the_helpers_they_use():
+    from jobs.scripts import source, used_helpers
+
+    lib = "local A = 1\n-- b's comment\nlocal function b() return A end\nlocal function c() end\n"
+    assert used_helpers(lib, "return b()") == ["local A = 1\n-- b's comment\n",
+                                               "local function b() return A end\n"]
+    assert used_helpers(lib, "return 1") == []
+    assert "local function after_final" not in source("renew")
+    assert "local function after_final" in source("finish_claim")
