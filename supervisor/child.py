@@ -7,6 +7,7 @@ job that holds the GIL (C code) stops the heartbeat and gets the child killed.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -16,6 +17,7 @@ import signal
 import sys
 import threading
 import time
+from typing import Any
 
 import psutil
 
@@ -35,6 +37,9 @@ class StopWaiting(BaseException):
     """Raised by the SIGTERM handler to end an idle worker's blocking wait at once."""
 
 HEARTBEAT_EVERY = 1.0
+# Handlers the worker relies on; a job that replaces one gets it put back after it.
+GUARDED_SIGNALS = (signal.SIGTERM, signal.SIGALRM, signal.SIGINT, signal.SIGHUP,
+                   signal.SIGUSR1, signal.SIGCHLD)
 CLAIM_WAIT = 2.0  # an idle worker's blocking wait: also how soon it notices a stop
 _PR_SET_PDEATHSIG = 1
 
@@ -61,6 +66,7 @@ class Child:
         self.worker: Worker | None = None
         self.jobs_done = 0
         self.outage = 0
+        self.pid = 0  # set in the child after the fork
 
     def run(self, parent: int) -> int:
         """Child main; returns the exit code. Never returns into the supervisor's code."""
@@ -117,6 +123,7 @@ class Child:
             log.warning("outcome counters not written: %s", exc)
 
     def _after_fork(self, parent: int) -> None:
+        self.pid = os.getpid()
         for sig in (signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD, signal.SIGQUIT):
             signal.signal(sig, signal.SIG_DFL)
         # Signals meant for the supervisor may reach the whole group or cgroup
@@ -167,10 +174,12 @@ class Child:
         set_title(f"worker busy {name} {job.id}")
         if soft:
             signal.setitimer(signal.ITIMER_REAL, soft)
+        handlers = [signal.getsignal(sig) for sig in GUARDED_SIGNALS]
         try:
             outcome, policy = worker.execute(job, resolved)
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
+            self._contain(job, handlers)
         self.jobs_done += 1
         if not self.stopping:
             try:
@@ -189,6 +198,22 @@ class Child:
                 return None
             except (BrokerUnavailable, BrokerError) as exc:
                 self._redis_down(exc)
+
+    def _contain(self, job: Claimed, handlers: list[Any]) -> None:
+        """Undo what a job may do to its worker: fork, replace signal handlers, leave
+        children behind."""
+        if os.getpid() != self.pid:
+            # A process the job forked has returned from the function: it must not go on
+            # as a second worker holding the same job. Only the worker writes outcomes.
+            os._exit(0)
+        for sig, handler in zip(GUARDED_SIGNALS, handlers, strict=True):
+            if signal.getsignal(sig) is not handler:
+                signal.signal(sig, handler)
+                log.warning("job %s changed the worker's %s handler: restored", job.id,
+                            signal.Signals(sig).name)
+        with contextlib.suppress(ChildProcessError):
+            while os.waitpid(-1, os.WNOHANG)[0] > 0:  # reap what the job started and left
+                pass
 
     def _redis_down(self, exc: BrokerUnavailable | BrokerError) -> None:
         """Back off (up to 5 s) while Redis is unreachable, logging once per outage."""

@@ -236,3 +236,39 @@ def capped(counter_url: str, key: str, seconds: float) -> int:
     client.decr(key)
     client.close()
     return running
+
+
+@job(max_attempts=1)
+def prints_a_lot(mib: int) -> int:
+    import sys
+
+    line = "x" * 1023 + "\n"
+    for _ in range(mib * 1024):
+        sys.stdout.write(line)
+    sys.stdout.flush()
+    return mib
+
+
+@job(max_attempts=1)
+def forks_and_returns() -> int:
+    """The forked copy returns from the function too, as careless code would."""
+    import os
+
+    os.fork()
+    return 1
+
+
+@job(max_attempts=1)
+def ignores_sigterm() -> str:
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGALRM, signal.SIG_IGN)
+    return "changed"
+
+
+@job(max_attempts=1)
+def hard_exit() -> None:
+    import os
+
+    os._exit(7)
