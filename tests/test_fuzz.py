@@ -48,7 +48,7 @@ def _clear(exc: BaseException) -> None:
 def test_enqueue_gives_clear_errors(broker, args, kwargs, opts, target):
     try:
         job = Queue("default", broker).options(**opts).enqueue(target, *args, **kwargs)
-    except BaseException as exc:  # noqa: BLE001 - the point is to see what comes out
+    except BaseException as exc:  # the point: see what comes out
         _clear(exc)
     else:
         assert Job.fetch(job.id, broker).id == job.id
@@ -67,7 +67,7 @@ def test_queues_jobs_and_limits_give_clear_errors(broker, name, job_id, rate, mo
                                    broker=broker)):
         try:
             call()
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             _clear(exc)
 
 
@@ -80,7 +80,7 @@ def test_chains_and_batches_give_clear_errors(broker, items, hook, flag):
                  lambda: batch(items, on_success=hook, name=hook).enqueue(broker)):
         try:
             call()
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             _clear(exc)
 
 
@@ -169,5 +169,5 @@ def test_hostile_config_is_refused_with_the_key(tmp_path_factory, data):
         message = str(exc)
         assert f"$.{section}" in message or "not valid TOML" in message \
             or "not allowed" in message, message
-    except BaseException as exc:  # noqa: BLE001
+    except BaseException as exc:
         raise AssertionError(f"{type(exc).__name__} for\n{text}: {exc}") from exc
