@@ -92,6 +92,13 @@ def _job_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     enq.add_argument("--timeout", type=float, help="hard timeout in seconds")
     enq.add_argument("--max-attempts", type=int)
     enq.add_argument("--id", help="custom job id (enqueueing it again returns the same job)")
+    enq.add_argument("--depends-on", action="append", metavar="ID",
+                     help="wait until this job completes (repeat for several parents)")
+    enq.add_argument("--on-parent-failure", choices=["cancel", "run"],
+                     help="when a parent ends dead or canceled (default: cancel)")
+    enq.add_argument("--unique-for", type=float, metavar="SECONDS",
+                     help="return the existing job while one with these arguments is pending")
+    enq.add_argument("--unique-key", help="uniqueness key instead of function and arguments")
     enq.set_defaults(func=cli_jobs.cmd_enqueue)
     for name, func, text in (("show", cli_jobs.cmd_show, "everything about one job"),
                              ("result", cli_jobs.cmd_result, "print a completed job's result")):

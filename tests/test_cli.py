@@ -89,6 +89,16 @@ def test_enqueue_options_and_bad_input(r):
     assert bad.returncode == 1 and "time zone offset" in bad.stderr
     missing = cli(r, "show", "nope")
     assert missing.returncode == 1 and "no job 'nope'" in missing.stderr
+    # Workflow options: a dependent waits on the scheduled job; uniqueness returns it.
+    child = cli(r, "enqueue", "tests.jobfuncs:add", "1", "1", "--depends-on", "my-id",
+                "--on-parent-failure", "run").stdout.strip()
+    assert json.loads(cli(r, "show", child, "--json").stdout)["state"] == "waiting"
+    first = cli(r, "enqueue", "tests.jobfuncs:add", "5", "5", "--delay", "60",
+                "--unique-for", "60").stdout.strip()
+    again = cli(r, "enqueue", "tests.jobfuncs:add", "5", "5", "--unique-for", "60")
+    assert again.stdout.strip() == first
+    bad = cli(r, "enqueue", "tests.jobfuncs:add", "--depends-on", "nope")
+    assert bad.returncode == 1 and "depends on job nope, which does not exist" in bad.stderr
 
 
 def test_wait_reports_progress_and_exit_codes(r):
