@@ -116,11 +116,17 @@ class Broker:
             keys += [self.keys.queued(q), self.keys.active(q), self.keys.wake(q)]
         return keys
 
-    def claim(self, queues: Sequence[str], token: str, lease: float) -> Claimed | None:
-        """Take the first job of the first non-empty queue, with a lease of ``lease`` seconds."""
+    def claim(self, queues: Sequence[str], token: str, lease: float,
+              resent: bool = False) -> Claimed | None:
+        """Take the first job of the first non-empty queue, with a lease of ``lease`` seconds.
+
+        ``resent``: this token may have claimed already (a reply was lost); that job is
+        returned if it did.
+        """
         keys = [self.keys.claim(token), self.keys.paused(), self.keys.events(),
                 *self._queue_keys(queues)]
-        args = [self.prefix, token, int(lease * 1000), self.events_len, "0", *queues]
+        args = [self.prefix, token, int(lease * 1000), self.events_len, "1" if resent else "0",
+                *queues]
         with translated(self.url):
             # Safe to resend after a lost reply: the script remembers what this token took
             # and, told it is a resend, looks that up.
@@ -174,12 +180,15 @@ class Broker:
                 self.defaults.max_completed, self.events_len, job.queue, int(duration * 1000)]
 
     def complete(self, job: Claimed, result: bytes, result_ttl: float,
-                 duration: float = 0.0) -> bool:
+                 duration: float = 0.0) -> str | None:
+        """"now" when written by this call, "before" when an earlier call with this token
+        wrote it (a resend), None when the token no longer holds the job."""
         keys = self._complete_keys(job)
         args = self._complete_args(job, result, result_ttl, duration)
         with translated(self.url):
             # Safe to resend: a second write with the same token reports success, no change.
-            return bool(self.runner.run(self.scripts.complete, keys, args))
+            reply = int(self.runner.run(self.scripts.complete, keys, args))
+        return {1: "now", 2: "before"}.get(reply)
 
     def fail(
         self,

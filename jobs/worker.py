@@ -172,6 +172,7 @@ class Worker:
         # True only while blocked waiting for work: a stop request may interrupt then,
         # and at no other moment (never between a claim and its reply).
         self.waiting = False
+        self.pending_token: str | None = None
 
     def _order(self) -> list[str]:
         if not self.weights:
@@ -215,19 +216,38 @@ class Worker:
                 log.warning("%s", exc)
                 state = None
             return state, self.claim()
+        # Remembered until the reply arrives: if it never does, ``recover_claim`` asks
+        # the server what this token took, so a job claimed with it is not stranded.
+        self.pending_token = self._token()
         done, following = self.broker.finish_and_claim(
             job, outcome.result, policy.result_ttl, outcome.duration, self._order(),
-            self._token(), self.lease)
+            self.pending_token, self.lease)
+        self.pending_token = None
         self._count(job, outcome)
         if not done:
             log.warning("job %s was taken back before this worker wrote its result; the result "
                         "was discarded", job.id)
         return ("completed" if done else None), following
 
+    def recover_claim(self) -> Claimed | None:
+        """After a ``finish_and_claim`` whose reply was lost (and the outcome written
+        since with ``finish``): the job that call claimed, if it ran, else a new claim."""
+        if self.pending_token is None:
+            return None
+        job = self.broker.claim(self._order(), self.pending_token, self.lease, resent=True)
+        self.pending_token = None
+        return job
+
     def _count(self, job: Claimed, outcome: Outcome) -> None:
+        """Count a written completion. Counting never fails the caller: a flush Redis
+        refuses (full, outage) keeps its counts for the next one."""
         self.tally.completed(job.queue, job.spec.function if job.spec else "?", outcome.duration)
         if self.tally.due():
-            self.flush_counts()
+            try:
+                self.flush_counts()
+            except JobsError as exc:
+                log.warning("outcome counters not written yet (kept for the next flush): %s",
+                            exc)
 
     def execute(self, job: Claimed, resolved: Resolved | None = None) -> tuple[Outcome, Policy]:
         return execute(job, self.broker, self.name, resolved)
@@ -236,9 +256,9 @@ class Worker:
         """Write the outcome with the claim token; ``StaleToken`` if the job was taken back."""
         b = self.broker
         if outcome.verdict is Verdict.COMPLETED:
-            ok = b.complete(job, outcome.result, policy.result_ttl, outcome.duration)
-            state: str | None = "completed" if ok else None
-            if ok:
+            written = b.complete(job, outcome.result, policy.result_ttl, outcome.duration)
+            state: str | None = "completed" if written else None
+            if written == "now":  # not when a resend finds it written: count it once
                 self._count(job, outcome)
         else:
             assert outcome.error is not None

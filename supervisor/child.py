@@ -192,10 +192,15 @@ class Child:
             try:
                 worker.finish(job, outcome, policy)
                 self.outage = 0
-                return None
+                break
             except StaleToken as exc:
                 log.warning("%s", exc)
-                return None
+                break
+            except (BrokerUnavailable, BrokerError) as exc:
+                self._redis_down(exc)
+        while True:  # the combined call may have claimed a job before its reply was lost
+            try:
+                return worker.recover_claim()
             except (BrokerUnavailable, BrokerError) as exc:
                 self._redis_down(exc)
 

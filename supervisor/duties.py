@@ -163,11 +163,12 @@ class Duties:
         """Renew the leases of the jobs the children hold; pass on cancel requests."""
         held = self.held()
         lost = self.broker.renew([(h.job_id, h.queue, h.token) for h in held], self.lease)
-        still = set(self.held())  # a job that just ended is not lost
         for i in lost:
-            if held[i] in still:
+            # A job its worker just finished is not lost (its slot lags a moment behind).
+            state = self.broker.state_of(held[i].job_id)
+            if state not in ("completed", "dead", "canceled"):
                 log.warning("job %s is no longer held by its worker (its lease expired and it "
-                            "was reclaimed)", held[i].job_id)
+                            "was reclaimed: now %s)", held[i].job_id, state)
         # Cancel requests for running jobs: checked every tick, only while busy.
         for job_id, reason in self.broker.cancel_requests([h.job_id for h in held]).items():
             self.on_cancel(job_id, reason)

@@ -4,6 +4,9 @@
 -- ARGV[1] job id  ARGV[2] claim token  ARGV[3] encoded result  ARGV[4] result TTL ms
 -- ARGV[5] job record prefix  ARGV[6] most completed jobs to keep in the index
 -- ARGV[7] events stream length (0: off)  ARGV[8] queue name  ARGV[9] duration ms
--- Returns 1 when written (or already written with this token), 0 for a stale token.
+-- Returns 1 when written, 2 when already written with this token (a resend), 0 for a
+-- stale token.
 
-return complete_job(KEYS, ARGV, now_ms())
+local done, fresh = complete_job(KEYS, ARGV, now_ms())
+if done == 1 and not fresh then return 2 end
+return done
