@@ -223,6 +223,17 @@ class Broker:
             reply = self.runner.run(self.scripts.fail, keys, args)
         return reply.decode() if isinstance(reply, bytes) else None
 
+    def claimed_by(self, token: str) -> tuple[str, str] | None:
+        """(job id, queue) of the job claim ``token`` took and still holds, if any."""
+        with translated(self.url):
+            job_id = self.client.get(self.keys.claim(token))
+            if job_id is None:
+                return None
+            st, tok, queue = self.client.hmget(self.keys.job(job_id.decode()), "st", "tok", "q")
+        if st != b"active" or tok != token.encode() or queue is None:
+            return None
+        return job_id.decode(), queue.decode()
+
     def release(self, job: Claimed) -> bool:
         return self.release_held(job.id, job.queue, job.token)
 

@@ -173,6 +173,9 @@ class Worker:
         # and at no other moment (never between a claim and its reply).
         self.waiting = False
         self.pending_token: str | None = None
+        # Told each claim token before the claim is sent (the supervisor's child publishes
+        # it, so a job claimed by a worker killed before it could say so is given back).
+        self.before_claim: Callable[[str], None] = lambda token: None
 
     def _order(self) -> list[str]:
         if not self.weights:
@@ -188,7 +191,9 @@ class Worker:
         """One job with a lease, or None after ``wait`` seconds; blocks on Redis, never polls."""
         deadline = time.monotonic() + wait
         while True:
-            job = self.broker.claim(self._order(), self._token(), self.lease)
+            token = self._token()
+            self.before_claim(token)
+            job = self.broker.claim(self._order(), token, self.lease)
             remaining = deadline - time.monotonic()
             if job is not None or remaining <= 0:
                 return job
@@ -219,6 +224,7 @@ class Worker:
         # Remembered until the reply arrives: if it never does, ``recover_claim`` asks
         # the server what this token took, so a job claimed with it is not stranded.
         self.pending_token = self._token()
+        self.before_claim(self.pending_token)
         done, following = self.broker.finish_and_claim(
             job, outcome.result, policy.result_ttl, outcome.duration, self._order(),
             self.pending_token, self.lease)

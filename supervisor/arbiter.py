@@ -26,7 +26,7 @@ from supervisor.child import Child, child_main
 from supervisor.commands import POOL_MAX, Commands
 from supervisor.config import Config
 from supervisor.cron import CronThread
-from supervisor.duties import Duties, Event, Held, Settlement
+from supervisor.duties import Duties, Event, Held, InFlight, Settlement
 from supervisor.errors import ExitCode, HaltServer
 from supervisor.metrics import LocalFigures, serve
 from supervisor.pool_report import held, status_line, worker_states, worker_views
@@ -315,6 +315,9 @@ class Arbiter(Commands):
                 error = info.kill_reason or crashed(view, how, maxrss_kib,
                                                     f"{self.host}:{info.pid}")
                 self.duties.settle(Settlement(held, error))
+        if view.next_token:
+            # Killed with a claim in flight: a job it took but never showed goes back.
+            self.duties.settle(InFlight(view.next_token))
         self.duties.settle(Event({
             "e": "worker_killed" if killed else "worker_stopped", "pid": info.pid,
             "host": self.host, "reason": killed or how}))

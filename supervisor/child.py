@@ -78,6 +78,7 @@ class Child:
         worker = Worker(self.config.worker.queues, broker=broker, lease=s.lease_timeout,
                         weights=self.config.worker.weights or None)
         self.worker = worker
+        worker.before_claim = lambda token: self.slots.claiming(self.slot, token)
         threading.Thread(target=self._heartbeat, daemon=True, name="heartbeat").start()
         self._idle(worker)
         job: Claimed | None = None

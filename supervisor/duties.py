@@ -45,6 +45,12 @@ class Settlement(msgspec.Struct, frozen=True):
     error: AttemptError | None  # None: release without spending an attempt
 
 
+class InFlight(msgspec.Struct, frozen=True):
+    """A claim a child sent just before it died: the job it took, if any, goes back."""
+
+    token: str
+
+
 class Event(msgspec.Struct, frozen=True):
     """A worker lifecycle event for the events stream."""
 
@@ -69,7 +75,7 @@ class Duties:
         self.stop = threading.Event()
         self._wake = threading.Event()
         self._flushing = threading.Lock()  # the loop and shutdown may both flush
-        self._outbox: deque[Settlement | Event] = deque()
+        self._outbox: deque[Settlement | InFlight | Event] = deque()
         self._limits: dict[str, str | None] | None = None
         self.aging: tuple[float, int] = (0.0, 10)  # (seconds, priority step); 0 s: off
         self._threads: list[threading.Thread] = []
@@ -80,7 +86,7 @@ class Duties:
         self._limits = definitions
         self._wake.set()
 
-    def settle(self, item: Settlement | Event) -> None:
+    def settle(self, item: Settlement | InFlight | Event) -> None:
         self._outbox.append(item)
         self._wake.set()
 
@@ -183,6 +189,14 @@ class Duties:
             try:
                 if isinstance(item, Event):
                     self.broker.event(**item.fields)
+                    self._outbox.popleft()
+                    continue
+                if isinstance(item, InFlight):
+                    taken = self.broker.claimed_by(item.token)
+                    if taken is not None:
+                        self.broker.release_held(taken[0], taken[1], item.token)
+                        log.info("job %s, claimed by a worker that died before running it, "
+                                 "released back to %s", *taken)
                     self._outbox.popleft()
                     continue
                 h = item.held

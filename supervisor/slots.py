@@ -17,9 +17,11 @@ from enum import IntEnum
 import msgspec
 
 # seq, jobs_done, started, deadline, soft_deadline, heartbeat, idle_since, state, pid,
-# attempt, padding, then job id, queue, token, function as fixed-size byte strings.
-_LAYOUT = struct.Struct("<QQdddddiiii128s128s128s200s")
+# attempt, padding, then job id, queue, token, function, and the token of the claim in
+# flight as fixed-size byte strings.
+_LAYOUT = struct.Struct("<QQdddddiiii128s128s128s200s128s")
 _HEARTBEAT = 40
+_NEXT_TOKEN = _LAYOUT.size - 128
 SLOT_SIZE = _LAYOUT.size
 
 
@@ -45,6 +47,7 @@ class SlotView(msgspec.Struct, frozen=True, kw_only=True):
     queue: str
     token: str
     function: str
+    next_token: str  # a claim sent with this token may hold a job the slot does not show
 
 
 def _text(raw: bytes) -> str:
@@ -75,7 +78,7 @@ class Slots:
                 self._map, off, seq + 1, jobs_done, started, deadline, soft_deadline,
                 time.monotonic(), idle_since, int(state), pid, attempt, 0,
                 job_id.encode()[:128], queue.encode()[:128], token.encode()[:128],
-                function.encode()[:200],
+                function.encode()[:200], b"",
             )
             struct.pack_into("<Q", self._map, off, seq + 2)
 
@@ -88,6 +91,16 @@ class Slots:
             struct.pack_into("<d", self._map, off + _HEARTBEAT, time.monotonic())
             struct.pack_into("<Q", self._map, off, seq + 2)
 
+    def claiming(self, i: int, token: str) -> None:
+        """Publish the token of a claim about to be sent (cleared by the next ``write``):
+        if the child dies before it can show the job, the supervisor gives it back."""
+        off = i * SLOT_SIZE
+        with self._lock:
+            seq = struct.unpack_from("<Q", self._map, off)[0]
+            struct.pack_into("<Q", self._map, off, seq + 1)
+            struct.pack_into("128s", self._map, off + _NEXT_TOKEN, token.encode()[:128])
+            struct.pack_into("<Q", self._map, off, seq + 2)
+
     def read(self, i: int) -> SlotView:
         off = i * SLOT_SIZE
         for _ in range(1000):
@@ -95,9 +108,10 @@ class Slots:
             if values[0] % 2 == 0 and struct.unpack_from("<Q", self._map, off)[0] == values[0]:
                 break
         (_, done, started, deadline, soft, beat, idle, state, pid, attempt, _pad,
-         job_id, queue, token, function) = values
+         job_id, queue, token, function, next_token) = values
         return SlotView(
             state=ChildState(state), pid=pid, jobs_done=done, attempt=attempt, started=started,
             deadline=deadline, soft_deadline=soft, heartbeat=beat, idle_since=idle,
             job_id=_text(job_id), queue=_text(queue), token=_text(token), function=_text(function),
+            next_token=_text(next_token),
         )

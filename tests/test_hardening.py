@@ -140,3 +140,17 @@ def test_server_out_of_memory_is_a_clear_error_and_writes_nothing(tmp_path):
         assert Job.fetch(q.enqueue(jobfuncs.add, 3, 3).id, b).state is JobState.QUEUED
     finally:
         srv.stop()
+
+
+def test_a_claim_in_flight_of_a_dead_worker_is_given_back(broker):
+    """A worker killed after sending a claim but before showing the job in its slot."""
+    from supervisor.duties import Duties, InFlight
+
+    job = jobfuncs.add.enqueue(1, 1)
+    assert broker.claim(["default"], "host:1:ab#7", 60).id == job.id
+    duties = Duties(broker, 60, ["default"], lambda: [], dict, lambda message: None)
+    duties.settle(InFlight("host:1:ab#7"))
+    duties.settle(InFlight("host:1:ab#8"))  # a claim that took nothing: nothing to do
+    assert duties._flush() and duties.pending == 0
+    assert job.refresh().state is JobState.QUEUED and job.attempts == 0
+    assert_consistent(broker, job.id, "default")
