@@ -16,6 +16,8 @@ from jobs.settings import JobDefaults, RedisSettings, Table
 from supervisor.errors import ConfigError
 
 Seconds = Annotated[float, Meta(gt=0, le=86400 * 7)]
+# [redis] secrets: from the environment or a file only, never from config.toml.
+SECRETS = ("password", "sentinel_password")
 Count = Annotated[int, Meta(ge=0, le=1024)]
 
 
@@ -130,7 +132,7 @@ def _env_overrides(data: dict[str, Any]) -> None:
         if len(parts) != 2 or parts[0] not in Config.__struct_fields__ or parts[0] == "schedules":
             continue  # [[schedules]] is a list of tables: not settable from the environment
         section, key = parts
-        if key == "password":
+        if key in SECRETS:
             continue  # read by the connection code, never stored in the config object
         try:
             value = tomllib.loads(f"v = {raw}")["v"]
@@ -151,11 +153,12 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
             raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    if "password" in data.get("redis", {}):
-        raise ConfigError(
-            f"{path}: redis.password is not allowed in config.toml; set JOBVISOR_REDIS_PASSWORD "
-            "or redis.password_file"
-        )
+    for key in SECRETS:
+        if key in data.get("redis", {}):
+            raise ConfigError(
+                f"{path}: redis.{key} is not allowed in config.toml; set "
+                f"JOBVISOR_REDIS_{key.upper()} or redis.{key}_file"
+            )
     _env_overrides(data)
     try:
         return msgspec.convert(data, Config)
