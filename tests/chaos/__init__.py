@@ -1,0 +1,1 @@
+"""The chaos suite: real workloads, real faults, and a ledger that proves no job is lost."""

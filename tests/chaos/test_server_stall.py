@@ -1,0 +1,75 @@
+"""Chaos 4: freeze the job server (SIGSTOP) for longer than the lease, then SIGCONT.
+
+A stalled server is worse than a dead one: connections stay open and commands hang
+until the client's socket timeout. Here the lease is 1 s, the clients' socket timeout
+1 s, and the stall 2.5 s, so every kind of client times out mid-command, reconnects,
+retries with backoff and resends, while short jobs stream in. Two long jobs (3 s) run
+through each stall: when the server wakes up its clock (``TIME``) has jumped past every
+lease deadline, and if one supervisor's reclaim reaches the server before the other's
+lease renewal, a long job still running on a healthy worker is put back ("worker
+lost") and runs again; the late outcome of the first run is then refused (stale
+token). Whether that happens depends on the order the woken server serves its
+clients, so the test counts it rather than requiring it. Nothing may be lost, no
+worker may crash, and every duplicate must be explained by a lease expiry.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from tests.chaos.ledger import assert_ledger, audit, report, wait_settled
+from tests.chaos.rig import job_ids
+from tests.chaos.workload import Producer, completed_count, keep_running, percentile, wait_progress
+from tests.helpers import wait_until
+
+LEASE = 1.0
+SOCKET_TIMEOUT = 1.0
+STALL = 2.5
+LONG_MS = (STALL + 0.5) * 1000
+
+
+def test_server_stalled_longer_than_the_lease(private_server, namespace, ledger, cluster,
+                                              duration, soak):
+    began = time.monotonic()
+    srv = private_server()
+    sups = [cluster(srv.url, workers=2, lease=LEASE, socket_timeout=SOCKET_TIMEOUT)
+            for _ in range(2)]
+    kids = {c.pid for s in sups for c in s.children()}
+    producer = Producer(srv.url, namespace, ledger.url, ledger.key, tag="stall", rate=300,
+                        work_ms=8.0, socket_timeout=SOCKET_TIMEOUT).start()
+    broker = producer.broker
+    producer.wait_for(100)
+    stalls = 0
+    recoveries: list[float] = []
+    end = time.monotonic() + duration
+    while True:
+        keep_running(min(duration / 4, 5.0), *sups, producer=producer)
+        long_ids = job_ids("long", 2 * stalls, 2)
+        producer.send(long_ids, work_ms=LONG_MS, priority=100)
+        wait_until(lambda ids=long_ids: set(ids) <= {j for s in sups for _, j in s.busy()},
+                   timeout=20, what="both long jobs to run")
+        srv.stall()
+        stalls += 1
+        threading.Event().wait(STALL)  # the stall itself: its length is the fault
+        srv.resume()
+        recoveries.append(wait_progress(broker, completed_count(broker)))
+        if not soak or time.monotonic() >= end:
+            break
+    keep_running(max(0.0, min(duration / 2, end - time.monotonic())), *sups, producer=producer)
+    producer.stop()
+    drain = wait_settled(broker, timeout=60)
+    f = audit(broker, ledger, producer.acked, maybe=producer.unacked)
+    report("server-stall", f, fault=f"SIGSTOP server {STALL:g} s (lease {LEASE:g} s)",
+           faults=stalls, stall_s=STALL, lease_s=LEASE, recovery_s=percentile(recoveries, 1.0),
+           producer_errors=dict(producer.errors), duration_s=duration,
+           reclaims=sum(s.logs().count("reclaimed after its lease expired") for s in sups),
+           producer_longest_wait_s=round(producer.longest_wait, 3),
+           drain_s=round(drain, 3), wall_s=round(time.monotonic() - began, 2))
+    assert_ledger(f)
+    assert set(f.causes) <= {"WorkerLost"}, f.causes
+    assert all(s.alive() for s in sups)
+    assert {c.pid for s in sups for c in s.children()} == kids, "a worker crashed in the stall"
+    for s in sups:
+        assert "Traceback" not in s.logs()
+    assert producer.longest_wait >= STALL * 0.8
