@@ -26,8 +26,8 @@ from bench import scenarios as sc
 from bench.env import Bench
 
 SIZES = {
-    "smoke": dict(noop=300, enqueue=200, bulk=1000, cpu=6, probes=10, delayed=20, kills=2,
-                  crashes=2, scale=2, memory=2000, deep=3000, claims=200, idle=1.0, repeats=1,
+    "smoke": dict(noop=300, enqueue=200, bulk=1000, cpu=6, probes=10, delayed=20, kills=1,
+                  crashes=1, scale=2, memory=2000, deep=3000, claims=200, idle=1.0, repeats=1,
                   lease=1.0),
     "quick": dict(noop=5000, enqueue=2000, bulk=20000, cpu=40, probes=200, delayed=100, kills=5,
                   crashes=5, scale=5, memory=20000, deep=100_000, claims=2000, idle=10.0,

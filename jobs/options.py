@@ -113,7 +113,7 @@ def _at_ms(at: datetime | None) -> int:
 def _encode_spec(spec: JobSpec, max_bytes: int) -> bytes:
     try:
         data = encoder.encode(spec)
-    except TypeError:
+    except (TypeError, OverflowError):
         _raise_unencodable(spec)
         raise
     if len(data) > max_bytes:
@@ -131,10 +131,11 @@ def _raise_unencodable(spec: JobSpec) -> None:
     for label, value in named:
         try:
             encoder.encode(value)
-        except TypeError as exc:
+        except (TypeError, OverflowError) as exc:
             raise TypeError(
                 f"{label} of {spec.function} cannot be stored ({exc}): pass MessagePack types "
-                "(None, bool, int, float, str, bytes, list, dict) or msgspec Structs"
+                "(None, bool, int from -2**63 to 2**64-1, float, str, bytes, list, dict) or "
+                "msgspec Structs"
             ) from None
 
 

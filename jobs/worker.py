@@ -173,9 +173,10 @@ class Worker:
         # and at no other moment (never between a claim and its reply).
         self.waiting = False
         self.pending_token: str | None = None
-        # Told each claim token before the claim is sent (the supervisor's child publishes
-        # it, so a job claimed by a worker killed before it could say so is given back).
-        self.before_claim: Callable[[str], None] = lambda token: None
+        # Told each claim token before the claim is sent, and "" once a claim came back
+        # empty (the supervisor's child publishes it, so a job claimed by a worker killed
+        # before it could say so is given back).
+        self.claiming: Callable[[str], None] = lambda token: None
 
     def _order(self) -> list[str]:
         if not self.weights:
@@ -192,8 +193,10 @@ class Worker:
         deadline = time.monotonic() + wait
         while True:
             token = self._token()
-            self.before_claim(token)
+            self.claiming(token)
             job = self.broker.claim(self._order(), token, self.lease)
+            if job is None:
+                self.claiming("")
             remaining = deadline - time.monotonic()
             if job is not None or remaining <= 0:
                 return job
@@ -224,11 +227,13 @@ class Worker:
         # Remembered until the reply arrives: if it never does, ``recover_claim`` asks
         # the server what this token took, so a job claimed with it is not stranded.
         self.pending_token = self._token()
-        self.before_claim(self.pending_token)
+        self.claiming(self.pending_token)
         done, following = self.broker.finish_and_claim(
             job, outcome.result, policy.result_ttl, outcome.duration, self._order(),
             self.pending_token, self.lease)
         self.pending_token = None
+        if following is None:
+            self.claiming("")
         self._count(job, outcome)
         if not done:
             log.warning("job %s was taken back before this worker wrote its result; the result "

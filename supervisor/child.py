@@ -78,7 +78,7 @@ class Child:
         worker = Worker(self.config.worker.queues, broker=broker, lease=s.lease_timeout,
                         weights=self.config.worker.weights or None)
         self.worker = worker
-        worker.before_claim = lambda token: self.slots.claiming(self.slot, token)
+        worker.claiming = lambda token: self.slots.claiming(self.slot, token)
         threading.Thread(target=self._heartbeat, daemon=True, name="heartbeat").start()
         self._idle(worker)
         job: Claimed | None = None
@@ -87,7 +87,7 @@ class Child:
                 try:
                     job = worker.claim(wait=CLAIM_WAIT)
                 except (BrokerUnavailable, BrokerError) as exc:
-                    self._redis_down(exc)
+                    self._redis_down(exc, holding=False)
                     continue
                 except StopWaiting:
                     break
@@ -221,12 +221,18 @@ class Child:
             while os.waitpid(-1, os.WNOHANG)[0] > 0:  # reap what the job started and left
                 pass
 
-    def _redis_down(self, exc: BrokerUnavailable | BrokerError) -> None:
-        """Back off (up to 5 s) while Redis is unreachable, logging once per outage."""
+    def _redis_down(self, exc: BrokerUnavailable | BrokerError, holding: bool = True) -> None:
+        """Back off (up to 5 s) while Redis is unreachable, logging once per outage.
+
+        A worker holding nothing (``holding=False``) cuts the pause short when asked to
+        stop; one keeping an outcome to write sleeps it out and tries again.
+        """
         if self.outage == 0:
             log.warning("worker %d: %s; retrying", os.getpid(), exc)
         self.outage += 1
-        time.sleep(min(0.1 * 2 ** min(self.outage, 6), 5.0))
+        until = time.monotonic() + min(0.1 * 2 ** min(self.outage, 6), 5.0)
+        while (left := until - time.monotonic()) > 0 and (holding or not self.stopping):
+            time.sleep(min(left, 0.05))
 
     def _should_recycle(self) -> bool:
         s = self.config.supervisor

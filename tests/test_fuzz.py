@@ -16,7 +16,7 @@ from jobs.limits import set_limit
 from jobs.options import EnqueueOptions
 from tests import jobfuncs
 
-FUZZ = settings(max_examples=150, deadline=None,
+FUZZ = settings(max_examples=60, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 # What a caller may get from a bad call: the library's errors, or TypeError for an

@@ -19,7 +19,7 @@ from jobs import Broker, RedisSettings
 from tests.chaos.ledger import RESULTS, Ledger, summary
 from tests.chaos.rig import PrivateServer, Supervisor
 
-CI_DURATION = 2.0
+CI_DURATION = 1.0
 HERE = Path(__file__).parent
 
 
