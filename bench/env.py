@@ -65,14 +65,26 @@ class Bench:
 
 
 def children(proc: subprocess.Popen[bytes]) -> list[psutil.Process]:
+    """Live children (a worker that just exited is a zombie until it is reaped)."""
     try:
-        return psutil.Process(proc.pid).children()
+        kids = psutil.Process(proc.pid).children()
     except psutil.NoSuchProcess:
         return []
+    return [c for c in kids if _alive(c)]
+
+
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def all_idle(broker: Broker, proc: subprocess.Popen[bytes]) -> bool:
-    return all("idle" in " ".join(c.cmdline()) for c in children(proc))
+    try:
+        return all("idle" in " ".join(c.cmdline()) for c in children(proc))
+    except psutil.Error:  # one exited between the listing and the read: look again
+        return False
 
 
 wait_for = wait_until  # the same bounded wait the tests use

@@ -284,11 +284,12 @@ class Broker:
             return sorted(q.decode() for q in self.client.smembers(self.keys.queues()))
 
     def promote(self, queues: Sequence[str], limit: int = 1000) -> tuple[int, float | None]:
-        """Queue due scheduled jobs; return (moved, seconds until the next is due or None)."""
+        """Queue due scheduled jobs and limit-held jobs whose turn came; return (moved,
+        seconds until the next is due or None)."""
         keys: list[str] = []
         for q in queues:
             keys += [self.keys.scheduled(q), self.keys.queued(q), self.keys.wake(q)]
-        keys.append(self.keys.seq())
+        keys += [self.keys.seq(), self.keys.limits_due()]
         with translated(self.url):
             moved, next_ms = self.scripts.promote(keys=keys, args=[self.prefix, limit])
         return int(moved), (None if int(next_ms) < 0 else int(next_ms) / 1000.0)

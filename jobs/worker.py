@@ -141,10 +141,7 @@ def run_promoter(broker: Broker, stop: threading.Event,
     """
     while not stop.is_set():
         names = list(queues()) if queues else broker.known_queues()
-        _, next_in = broker.promote(names) if names else (0, None)
-        _, limit_in = broker.release_limits()
-        if limit_in is not None:
-            next_in = limit_in if next_in is None else min(next_in, limit_in)
+        _, next_in = broker.promote(names) if names else broker.release_limits()
         if next_in is not None and next_in < 0.25:
             stop.wait(next_in)
         else:
@@ -301,7 +298,6 @@ class Worker:
         done: Counter[str] = Counter()
         while max_jobs is None or sum(done.values()) < max_jobs:
             self.broker.promote(self.queues)
-            self.broker.release_limits()
             job = self.claim()
             if job is None:
                 break

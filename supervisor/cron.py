@@ -21,6 +21,8 @@ from jobs.schedules import Schedule
 log = logging.getLogger(__name__)
 
 REFRESH = 1.0  # longest sleep: API schedule changes and clock corrections apply this fast
+# With no schedule at all, look for API additions less often: an idle cluster's cost.
+REFRESH_NONE = 3.0
 RETRY = 1.0  # pause after a failed pass (Redis down): its ticks follow the misfire policy
 
 
@@ -58,8 +60,7 @@ class CronThread:
             try:
                 done = self.firer.run(self.schedules)
                 self._report(done)
-                if done.wait is not None:
-                    wait = min(wait, done.wait)
+                wait = min(wait, done.wait) if done.wait is not None else REFRESH_NONE
                 if self._failing:
                     log.info("cron: firing again")
                 self._failing = False

@@ -338,6 +338,60 @@ local function limit_free(base, prefix, lim, id)
     end
 end
 
+-- Give jobs held back by rate and concurrency limits their turn (the promoter).
+-- For each limit that is due: release as many held jobs as it has tokens and free
+-- running slots (slots of jobs no longer running are dropped first: a safety net, since
+-- every way out of 'active' frees its slot); look again later while jobs remain held.
+-- Returns the jobs released and the ms until the next limit is due (-1: none).
+local function release_due_limits(due_key, prefix, now)
+    -- The usual case, no limit holding anything, costs one command.
+    local soonest = redis.call('ZRANGE', due_key, 0, 0, 'WITHSCORES')
+    if not soonest[2] then return 0, -1 end
+    if tonumber(soonest[2]) > now then return 0, tonumber(soonest[2]) - now end
+    local base = ns_of(prefix)
+    local released = 0
+    for _, name in ipairs(redis.call('ZRANGEBYSCORE', due_key, '-inf', now, 'LIMIT', 0, 100)) do
+        redis.call('ZREM', due_key, name)
+        local lk = base .. 'limit:' .. name
+        local held_key = lk .. ':held'
+        local n, period, most = limit_def(base, name)
+        if not n then
+            released = released + limit_release(base, prefix, name, redis.call('ZCARD', held_key))
+        else
+            local room = redis.call('ZCARD', held_key)
+            local again = now + 1000
+            if most > 0 then
+                for _, id in ipairs(redis.call('SMEMBERS', lk .. ':active')) do
+                    if redis.call('HGET', prefix .. id, 'st') ~= 'active' then
+                        redis.call('SREM', lk .. ':active', id)
+                    end
+                end
+                room = math.min(room, most - redis.call('SCARD', lk .. ':active'))
+            end
+            if n > 0 then
+                local interval = period / n
+                local tat = tonumber(redis.call('GET', lk .. ':tat') or '0')
+                if tat < now then tat = now end
+                local tokens = math.floor((now + period - tat) / interval)
+                room = math.min(room, tokens)
+                if tokens < 1 then
+                    again = math.ceil(tat - (period - interval))
+                else
+                    again = math.min(again, now + math.max(math.ceil(interval), 10))
+                end
+            end
+            released = released + limit_release(base, prefix, name, room)
+            if redis.call('EXISTS', held_key) == 1 then
+                redis.call('ZADD', due_key, 'LT', math.max(again, now + 1), name)
+            end
+        end
+    end
+    local first = redis.call('ZRANGE', due_key, 0, 0, 'WITHSCORES')
+    local wait = -1
+    if first[2] then wait = math.max(0, tonumber(first[2]) - now) end
+    return released, wait
+end
+
 -- The success path: record the result if the claim token still holds the job.
 -- k = {job, active, completed, waiters, done, events}
 -- a = {id, token, result, ttl_ms, prefix, max_completed, events_len, queue, duration_ms}

@@ -1,15 +1,17 @@
--- Move due scheduled jobs to their queues, and say when the next one is due.
+-- Move due scheduled jobs to their queues, give limit-held jobs their turn, and say
+-- when the next of either is due (one call per promoter pass).
 -- KEYS[3*(i-1)+1] scheduled index of queue i, KEYS[3*(i-1)+2] its queued index,
--- KEYS[3*(i-1)+3] its wake list; KEYS[#KEYS] the sequence counter
+-- KEYS[3*(i-1)+3] its wake list; KEYS[#KEYS-1] the sequence counter;
+-- KEYS[#KEYS] the limits' due times
 -- ARGV[1] job record prefix  ARGV[2] most jobs to move per queue
--- Returns {jobs moved, ms until the next due job (0: more are due now, -1: none)}.
+-- Returns {jobs moved, ms until the next due job or limit (0: more are due now, -1: none)}.
 
 local now = now_ms()
 local limit = tonumber(ARGV[2])
-local moved = 0
-local next_due = -1
-local seq_key = KEYS[#KEYS]
-for i = 1, #KEYS - 1, 3 do
+local released, next_due = release_due_limits(KEYS[#KEYS], ARGV[1], now)
+local moved = released
+local seq_key = KEYS[#KEYS - 1]
+for i = 1, #KEYS - 2, 3 do
     local scheduled, queued, wake_key = KEYS[i], KEYS[i + 1], KEYS[i + 2]
     local due = redis.call('ZRANGEBYSCORE', scheduled, '-inf', now, 'LIMIT', 0, limit)
     if #due > 0 then
