@@ -61,11 +61,14 @@ class ScriptRunner:
         attempts = len(_RECONNECT_PAUSE) if retry else 0
         for attempt in range(attempts + 1):
             conn = self._connection()
+            # A connect that fails was already retried inside redis-py (the client's retry
+            # policy): only a connection that was open is worth a fresh one here.
+            was_connected = getattr(conn, "_sock", None) is not None
             try:
                 return call(conn)
             except (redis.ConnectionError, redis.TimeoutError):
                 conn.disconnect()
-                if attempt >= attempts:
+                if attempt >= attempts or not was_connected:
                     raise
                 time.sleep(_RECONNECT_PAUSE[attempt])
             except redis.RedisError:

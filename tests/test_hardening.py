@@ -154,3 +154,24 @@ def test_a_claim_in_flight_of_a_dead_worker_is_given_back(broker):
     assert duties._flush() and duties.pending == 0
     assert job.refresh().state is JobState.QUEUED and job.attempts == 0
     assert_consistent(broker, job.id, "default")
+
+
+def test_an_unresponsive_server_is_reported_after_one_round_of_retries():
+    """Connects are retried by the client's policy once, not again by the script runner
+    (a silent server used to take 4 x 4 connect timeouts to be reported)."""
+    import socket
+    import time
+
+    from jobs import Broker, BrokerUnavailable, RedisSettings
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)  # connects complete; nothing ever answers the handshake
+        port = listener.getsockname()[1]
+        broker = Broker(f"rediss://127.0.0.1:{port}/0", redis_settings=RedisSettings(
+            namespace="silent", connect_timeout=0.5, socket_timeout=0.5))
+        started = time.monotonic()
+        with pytest.raises(BrokerUnavailable, match="cannot reach Redis"):
+            broker.enqueue("default", [])
+        # 4 connect attempts of 0.5 s and short pauses; 16 attempts would take over 8 s.
+        assert time.monotonic() - started < 5.0
