@@ -107,7 +107,8 @@ def test_registry_entry_describes_the_pool(sup):
 
     def settled():
         e = json.loads(r.broker.client.get(key))
-        return e if {w["state"] for w in e["workers"]} <= {"idle", "busy"} else None
+        states = [w["state"] for w in e["workers"]]
+        return e if len(states) == 2 and set(states) <= {"idle", "busy"} else None
 
     entry = wait_until(settled, timeout=10)
     assert entry["pid"] == r.proc.pid and entry["config_version"] == 1
