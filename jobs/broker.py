@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -12,25 +11,18 @@ import redis
 
 from jobs.connection import make_client, redact, resolve_url, translated
 from jobs.errors import JobNotFound
+from jobs.job_ops import JobOperations
 from jobs.keys import Keys
+from jobs.maintenance import Maintenance
 from jobs.options import Prepared
-from jobs.records import (
-    AttemptError,
-    Claimed,
-    ExpiredLease,
-    JobRecord,
-    JobSpec,
-    decode_errors,
-    encoder,
-    record_from_hash,
-    spec_decoder,
-)
+from jobs.records import AttemptError, Claimed, encoder, errors_or_none, spec_or_none
 from jobs.runner import ScriptRunner
 from jobs.scripts import Scripts
 from jobs.settings import JobDefaults, RedisSettings
+from jobs.timeseries import bucket, minute
 
 
-class Broker:
+class Broker(JobOperations, Maintenance):
     """A Redis client, its loaded scripts, key names and defaults for one namespace."""
 
     def __init__(
@@ -153,10 +145,10 @@ class Broker:
             id=job_id.decode(),
             queue=queues[int(pos) - 1],
             token=token,
-            spec=_decode_spec_or_none(spec),
+            spec=spec_or_none(spec),
             attempt=int(attempt),
             priority=int(priority or 0),
-            errors=_decode_errors_lenient(errs),
+            errors=errors_or_none(errs),
             enqueued_at=int(enqueued or 0) / 1000.0,
             started_at=int(now) / 1000.0,
             parent_result=rest[0] if rest else None,
@@ -258,227 +250,6 @@ class Broker:
             lost = self.scripts.renew(keys=keys, args=args)
         return [int(i) - 1 for i in lost]
 
-    # -- maintenance -------------------------------------------------------------------------
-
-    def trim(self, queue: str) -> None:
-        """Sweep a queue's finished indexes of expired entries (maintenance)."""
-        k = self.keys
-        d = self.defaults
-        with translated(self.url):
-            self.scripts.trim(keys=[k.completed(queue), k.dead(queue), k.canceled(queue)],
-                              args=[self.prefix, int(d.dead_ttl * 1000), d.max_completed,
-                                    d.max_dead])
-
-    def add_counts(self, minute_key: str, counts: dict[str, int]) -> None:
-        """Add outcome counters to a minute's statistics hash and to the totals."""
-        with translated(self.url):
-            pipe = self.client.pipeline(transaction=False)
-            for key in (minute_key, self.keys.totals()):
-                for field, n in counts.items():
-                    pipe.hincrby(key, field, n)
-            pipe.expire(minute_key, 7200)
-            pipe.execute()
-
-    def known_queues(self) -> list[str]:
-        with translated(self.url):
-            return sorted(q.decode() for q in self.client.smembers(self.keys.queues()))
-
-    def promote(self, queues: Sequence[str], limit: int = 1000) -> tuple[int, float | None]:
-        """Queue due scheduled jobs and limit-held jobs whose turn came; return (moved,
-        seconds until the next is due or None)."""
-        keys: list[str] = []
-        for q in queues:
-            keys += [self.keys.scheduled(q), self.keys.queued(q), self.keys.wake(q)]
-        keys += [self.keys.seq(), self.keys.limits_due()]
-        with translated(self.url):
-            moved, next_ms = self.scripts.promote(keys=keys, args=[self.prefix, limit])
-        return int(moved), (None if int(next_ms) < 0 else int(next_ms) / 1000.0)
-
-    def age(self, queues: Sequence[str], after: float, step: int, limit: int = 100) -> int:
-        """Starvation guard: each ``after`` seconds queued adds ``step`` to a job's priority."""
-        if not queues:
-            return 0
-        keys = [self.keys.queued(q) for q in queues]
-        with translated(self.url):
-            return int(self.scripts.age(keys=keys, args=[self.prefix, int(after * 1000), step,
-                                                         limit]))
-
-    def release_limits(self) -> tuple[int, float | None]:
-        """Give held jobs of due limits their turn; (released, seconds until the next)."""
-        with translated(self.url):
-            moved, next_ms = self.scripts.limits(keys=[self.keys.limits_due()],
-                                                 args=[self.prefix])
-        return int(moved), (None if int(next_ms) < 0 else int(next_ms) / 1000.0)
-
-    def wait_for_timers(self, timeout: float) -> None:
-        """Block until a newly scheduled job may be due sooner, or ``timeout`` passes."""
-        wait = max(0.01, min(timeout, self.settings.socket_timeout * 0.6))
-        with translated(self.url):
-            self.client.blpop([self.keys.timers()], timeout=wait)
-
-    def expired(self, queues: Sequence[str], limit: int = 500) -> list[ExpiredLease]:
-        keys = [self.keys.active(q) for q in queues]
-        with translated(self.url):
-            flat = self.scripts.expired(keys=keys, args=[self.prefix, limit])
-        out = []
-        for i in range(0, len(flat), 6):
-            pos, job_id, token, attempts, spec, errs = flat[i : i + 6]
-            out.append(
-                ExpiredLease(
-                    id=job_id.decode(),
-                    queue=queues[int(pos) - 1],
-                    token=token.decode() if token else "",
-                    attempts=int(attempts),
-                    spec=_decode_spec_or_none(spec),
-                    errors=_decode_errors_lenient(errs),
-                )
-            )
-        return out
-
-    # -- single-job operations ---------------------------------------------------------------
-
-    def fetch(self, job_id: str) -> JobRecord | None:
-        with translated(self.url):
-            fields = self.client.hgetall(self.keys.job(job_id))
-        return record_from_hash(job_id, fields) if fields else None
-
-    def held(self, queue: str) -> int:
-        """Queued jobs of ``queue`` that a rate or concurrency limit holds back."""
-        with translated(self.url):
-            return int(self.client.hget(self.keys.held(), queue) or 0)
-
-    def exist(self, job_ids: Sequence[str]) -> list[bool]:
-        """Whether each job's record exists (one round trip)."""
-        with translated(self.url):
-            pipe = self.client.pipeline(transaction=False)
-            for job_id in job_ids:
-                pipe.exists(self.keys.job(job_id))
-            return [bool(n) for n in pipe.execute()]
-
-    def fetch_many(self, job_ids: Sequence[str]) -> list[dict[bytes, bytes]]:
-        with translated(self.url):
-            pipe = self.client.pipeline(transaction=False)
-            for job_id in job_ids:
-                pipe.hgetall(self.keys.job(job_id))
-            return list(pipe.execute())
-
-    def scan_index(self, index: str, newest_first: bool = True,
-                   page: int = 500) -> Iterator[list[str]]:
-        """Ids of a state index in pages (newest first by default)."""
-        start = 0
-        while True:
-            with translated(self.url):
-                if newest_first:
-                    raw = self.client.zrevrange(index, start, start + page - 1)
-                else:
-                    raw = self.client.zrange(index, start, start + page - 1)
-            if not raw:
-                return
-            yield [i.decode() for i in raw]
-            start += page
-
-    def counts(self, queue: str, states: Sequence[str]) -> dict[str, int]:
-        with translated(self.url):
-            pipe = self.client.pipeline(transaction=False)
-            for state in states:
-                pipe.zcard(self.keys.state_index(queue, state))
-            return dict(zip(states, (int(n) for n in pipe.execute()), strict=True))
-
-    def progress(self, job: Claimed, encoded: bytes, done: float, total: float | None,
-                 message: str) -> bool:
-        keys = [self.keys.job(job.id), self.keys.events()]
-        args: list[Any] = [job.token, encoded, self.events_len, job.id, job.queue, done,
-                           "" if total is None else total, message]
-        with translated(self.url):
-            return bool(self.scripts.progress(keys=keys, args=args))
-
-    def event(self, **fields: str | int | float) -> None:
-        """Append one event (used for worker lifecycle events)."""
-        args: list[Any] = [self.events_len]
-        for key, value in fields.items():
-            args += [key, value]
-        with translated(self.url):
-            self.scripts.event(keys=[self.keys.events()], args=args)
-
-    def append_log(self, job_id: str, line: str, keep: int) -> None:
-        key = self.keys.log(job_id)
-        with translated(self.url):
-            pipe = self.client.pipeline(transaction=False)
-            pipe.rpush(key, f"{time.time():.3f} {line}")
-            pipe.ltrim(key, -keep, -1)
-            pipe.expire(key, int(self.defaults.dead_ttl))
-            pipe.execute()
-
-    def job_log(self, job_id: str) -> list[str]:
-        with translated(self.url):
-            return [x.decode("utf-8", "replace") for x in
-                    self.client.lrange(self.keys.log(job_id), 0, -1)]
-
-    def state_of(self, job_id: str) -> str | None:
-        with translated(self.url):
-            st = self.client.hget(self.keys.job(job_id), "st")
-        return st.decode() if st else None
-
-    def queue_of(self, job_id: str) -> str | None:
-        with translated(self.url):
-            q = self.client.hget(self.keys.job(job_id), "q")
-        return q.decode() if q else None
-
-    def cancel(self, job_id: str, queue: str, reason: str) -> int | str | None:
-        k = self.keys
-        keys = [k.job(job_id), k.queued(queue), k.scheduled(queue), k.state_index(queue, "waiting"),
-                k.canceled(queue), k.waiters(job_id), k.done(job_id), k.wake(queue), k.events(),
-                k.cancels()]
-        args: list[Any] = [job_id, reason, self.prefix, int(self.defaults.dead_ttl * 1000),
-                           self.defaults.max_dead, self.events_len, queue]
-        with translated(self.url):
-            return _state_reply(self.scripts.cancel(keys=keys, args=args))
-
-    def requeue(self, job_id: str, queue: str) -> int | str | None:
-        """1 when requeued, -1 when the job is on another queue, else its state or None."""
-        k = self.keys
-        keys = [k.job(job_id), k.dead(queue), k.queued(queue), k.wake(queue), k.seq(), k.events()]
-        with translated(self.url):
-            return _state_reply(self.scripts.requeue(
-                keys=keys, args=[job_id, queue, self.events_len, self.prefix]))
-
-    def cancel_requests(self, job_ids: Sequence[str]) -> dict[str, str]:
-        """Which of these running jobs someone asked to cancel, with the reason given."""
-        if not job_ids:
-            return {}
-        with translated(self.url):
-            flags = self.client.smismember(self.keys.cancels(), list(job_ids))
-            asked = [j for j, flag in zip(job_ids, flags, strict=True) if flag]
-            if not asked:
-                return {}
-            pipe = self.client.pipeline(transaction=False)
-            for job_id in asked:
-                pipe.hget(self.keys.job(job_id), "cx")
-            reasons = pipe.execute()
-        return {j: (r or b"canceled by request").decode("utf-8", "replace")
-                for j, r in zip(asked, reasons, strict=True)}
-
-    def purge(self, job_id: str, queue: str) -> int | str | None:
-        """1 when deleted, -1 when the job is on another queue, else its state or None."""
-        keys = [self.keys.job(job_id), self.keys.dead(queue)]
-        with translated(self.url):
-            return _state_reply(self.scripts.purge(keys=keys, args=[job_id, queue]))
-
-    def resume(self, queue: str) -> bool:
-        keys = [self.keys.paused(), self.keys.queued(queue), self.keys.wake(queue)]
-        with translated(self.url):
-            return bool(self.scripts.resume(keys=keys, args=[queue]))
-
-    def watch(self, job_id: str, ttl: float) -> str | None:
-        keys = [self.keys.job(job_id), self.keys.waiters(job_id)]
-        with translated(self.url):
-            st = self.scripts.watch(keys=keys, args=[int(ttl * 1000)])
-        return st.decode() if st else None
-
-    def wait_done(self, job_id: str, timeout: float) -> None:
-        wait = max(0.01, min(timeout, self.settings.socket_timeout * 0.6))
-        with translated(self.url):
-            self.client.blpop([self.keys.done(job_id)], timeout=wait)
 
 
 _json = msgspec.json.Encoder()
@@ -493,50 +264,6 @@ def _enqueued_ids(jobs: Sequence[Prepared], reply: Any) -> list[str]:
         )
     return [r[1:].decode() if isinstance(r, bytes) and r.startswith(b"=") else p.id
             for p, r in zip(jobs, reply, strict=True)]
-
-
-PRIORITY_BAND = 2**42  # as in _lib.lua: sequence numbers per priority level
-
-# Upper bounds (seconds) of the duration histogram, as Prometheus buckets.
-BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
-           300.0, 600.0, 1800.0, 3600.0)
-
-
-def bucket(duration: float) -> str:
-    """The histogram bucket label a duration falls in (``+Inf`` past the last bound)."""
-    for bound in BUCKETS:
-        if duration <= bound:
-            return f"{bound:g}"
-    return "+Inf"
-
-
-def minute(now: float | None = None) -> int:
-    return int((time.time() if now is None else now) // 60)
-
-
-def _state_reply(reply: Any) -> int | str | None:
-    if reply is None:
-        return None
-    if isinstance(reply, bytes):
-        return reply.decode()
-    return int(reply)
-
-
-def _decode_spec_or_none(raw: bytes | None) -> JobSpec | None:
-    """A corrupt or missing spec is None: the caller marks the job dead with that reason."""
-    if not raw:
-        return None
-    try:
-        return spec_decoder.decode(raw)
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return None
-
-
-def _decode_errors_lenient(raw: bytes | None) -> tuple[AttemptError, ...]:
-    try:
-        return decode_errors(raw)
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return ()
 
 
 _default: Broker | None = None

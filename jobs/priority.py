@@ -8,6 +8,7 @@ from jobs.errors import ConfigurationError
 
 MIN_PRIORITY = 0
 MAX_PRIORITY = 1000
+PRIORITY_BAND = 2**42  # as in _lib.lua: sequence numbers per priority level
 
 
 class Priority(IntEnum):

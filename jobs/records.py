@@ -167,3 +167,21 @@ def record_from_hash(job_id: str, fields: dict[bytes, bytes]) -> JobRecord:
 
 def _text(raw: bytes | None) -> str | None:
     return raw.decode() if raw else None
+
+
+def spec_or_none(raw: bytes | None) -> JobSpec | None:
+    """A corrupt or missing spec is None: the caller marks the job dead with that reason."""
+    if not raw:
+        return None
+    try:
+        return spec_decoder.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
+def errors_or_none(raw: bytes | None) -> tuple[AttemptError, ...]:
+    """The error history, or none when it cannot be read (the record is reported corrupt)."""
+    try:
+        return decode_errors(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return ()

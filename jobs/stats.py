@@ -7,9 +7,11 @@ from typing import Any
 
 import msgspec
 
-from jobs.broker import PRIORITY_BAND, Broker, default_broker, minute
+from jobs.broker import Broker, default_broker
 from jobs.connection import translated
+from jobs.priority import PRIORITY_BAND
 from jobs.queue import COUNTED_STATES
+from jobs.timeseries import minute
 
 OUTCOMES = ("completed", "retried", "dead", "canceled")
 

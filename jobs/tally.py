@@ -12,7 +12,8 @@ import threading
 import time
 from collections import Counter
 
-from jobs.broker import Broker, bucket, minute
+from jobs.broker import Broker
+from jobs.timeseries import bucket, minute
 
 FLUSH_EVERY = 0.25
 

@@ -20,8 +20,8 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from jobs import Broker
-from jobs.broker import BUCKETS
 from jobs.queue import COUNTED_STATES
+from jobs.timeseries import BUCKETS
 
 log = logging.getLogger(__name__)
 

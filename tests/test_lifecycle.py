@@ -452,7 +452,7 @@ def test_events_and_counters(broker):
              for _, e in broker.client.xrange(broker.keys.events())]
     assert ("enqueued", ok.id) in kinds and ("started", ok.id) in kinds
     assert ("completed", ok.id) in kinds and ("dead", bad.id) in kinds
-    from jobs.broker import minute
+    from jobs.timeseries import minute
 
     stats = broker.client.hgetall(broker.keys.stats(minute()))
     assert stats[b"default|completed"] == b"1" and stats[b"default|dead"] == b"1"
@@ -490,7 +490,7 @@ def test_finish_and_claim_with_a_stale_token_still_claims(broker):
 
 
 def test_completed_counts_are_flushed_by_the_worker(broker):
-    from jobs.broker import minute
+    from jobs.timeseries import minute
 
     jobfuncs.add.enqueue(1, 1)
     run(broker)
