@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import stop_process
+
 BINARY = shutil.which("redis-server")
 needs_redis_server = pytest.mark.skipif(
     BINARY is None,
@@ -85,14 +87,7 @@ class RedisServer:
             self.proc.wait(10)
 
     def stop(self) -> None:
-        if self.alive:
-            assert self.proc is not None
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
     def logs(self) -> str:
         return self.log.read_text() if self.log.exists() else ""

@@ -1,7 +1,9 @@
-"""Small helpers shared by tests: index consistency checks and bounded waits."""
+"""Small helpers shared by tests: index consistency checks, bounded waits, stopping
+the processes a test started."""
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -37,3 +39,16 @@ def wait_until(check: Callable[[], T], timeout: float = 10.0, interval: float = 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(interval)
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None, grace: float = 10.0) -> int | None:
+    """SIGTERM a process we started, SIGKILL it after ``grace`` seconds; its exit code."""
+    if proc is None:
+        return None
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        return proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()

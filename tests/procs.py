@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import psutil
 
 from jobs import Broker, RedisSettings
-from tests.helpers import wait_until
+from tests.helpers import stop_process, wait_until
 
 CONFIG = """\
 [redis]
@@ -59,13 +58,9 @@ class Running:
         return wait_until(lambda: len(c := self.children()) == n and c, timeout=20)
 
     def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
+        code = stop_process(self.proc, grace=30)
+        assert code is not None
+        return code
 
     def logs(self) -> str:
         return self.log.read_text() if self.log.exists() else ""

