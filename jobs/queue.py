@@ -62,22 +62,24 @@ def enqueue_prepared(prepared: list[Prepared], broker: Broker) -> list[str]:
     """
     if any("deps" in p.extra for p in prepared):
         _check_parents(prepared, broker)
-        batches = [(p.queue, [p]) for p in prepared]  # order matters: parents first
-        # Runs of one queue still share a script call.
-        merged: list[tuple[str, list[Prepared]]] = []
-        for queue, items in batches:
-            if merged and merged[-1][0] == queue and len(merged[-1][1]) < CHUNK:
-                merged[-1][1].extend(items)
-            else:
-                merged.append((queue, list(items)))
-        order = [p for _, items in merged for p in items]
-        ids = broker.enqueue_batches(merged)
+        grouped = _in_order(prepared)  # parents first
     else:
         grouped = by_queue(prepared)
-        order = [p for _, items in grouped for p in items]
-        ids = broker.enqueue_batches(grouped)
+    order = [p for _, items in grouped for p in items]
+    ids = broker.enqueue_batches(grouped)
     by_id = {p.id: i for p, i in zip(order, ids, strict=True)}
     return [by_id[p.id] for p in prepared]
+
+
+def _in_order(prepared: list[Prepared]) -> list[tuple[str, list[Prepared]]]:
+    """Runs of consecutive jobs of one queue (up to ``CHUNK``), keeping the given order."""
+    runs: list[tuple[str, list[Prepared]]] = []
+    for p in prepared:
+        if runs and runs[-1][0] == p.queue and len(runs[-1][1]) < CHUNK:
+            runs[-1][1].append(p)
+        else:
+            runs.append((p.queue, [p]))
+    return runs
 
 
 def by_queue(prepared: list[Prepared]) -> list[tuple[str, list[Prepared]]]:
