@@ -115,15 +115,32 @@ class Broker(JobOperations, Maintenance):
         ``resent``: this token may have claimed already (a reply was lost); that job is
         returned if it did.
         """
-        keys = [self.keys.claim(token), self.keys.paused(), self.keys.events(),
-                *self._queue_keys(queues)]
-        args = [self.prefix, token, int(lease * 1000), self.events_len, "1" if resent else "0",
-                *queues]
+        keys, args = self._claim_call(queues, token, lease, resent)
         with translated(self.url):
             # Safe to resend after a lost reply: the script remembers what this token took
             # and, told it is a resend, looks that up.
             reply = self.runner.run(self.scripts.claim, keys, args, resend_flag=4)
         return self._claimed(reply, queues, token)
+
+    def wait_and_claim(self, wake: Sequence[str], timeout: float, queues: Sequence[str],
+                       token: str, lease: float) -> Claimed | None:
+        """Block until an enqueue wakes one of ``wake`` (or ``timeout`` passes), then claim
+        as ``claim`` does; the claim travels with the wait, so waking costs no extra trip."""
+        wait = max(0.01, min(timeout, self.settings.socket_timeout * 0.6))
+        keys, args = self._claim_call(queues, token, lease, resent=False)
+        with translated(self.url):
+            reply = self.runner.wait_then_run(
+                ("BLPOP", *(self.keys.wake(q) for q in wake), wait), self.scripts.claim,
+                keys, args, resend_flag=4)
+        return self._claimed(reply, queues, token)
+
+    def _claim_call(self, queues: Sequence[str], token: str, lease: float,
+                    resent: bool) -> tuple[list[str], list[Any]]:
+        keys = [self.keys.claim(token), self.keys.paused(), self.keys.events(),
+                *self._queue_keys(queues)]
+        args = [self.prefix, token, int(lease * 1000), self.events_len, "1" if resent else "0",
+                *queues]
+        return keys, args
 
     def finish_and_claim(self, job: Claimed, result: bytes, result_ttl: float, duration: float,
                          queues: Sequence[str], token: str,
@@ -153,13 +170,6 @@ class Broker(JobOperations, Maintenance):
             started_at=int(now) / 1000.0,
             parent_result=rest[0] if rest else None,
         )
-
-    def wait_for_work(self, queues: Sequence[str], timeout: float) -> bool:
-        """Block until an enqueue wakes one of ``queues`` or ``timeout`` passes."""
-        wait = max(0.01, min(timeout, self.settings.socket_timeout * 0.6))
-        keys = [self.keys.wake(q) for q in queues]
-        with translated(self.url):
-            return self.runner.command("BLPOP", *keys, wait) is not None
 
     def _complete_keys(self, job: Claimed) -> list[str]:
         k = self.keys

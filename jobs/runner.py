@@ -49,6 +49,31 @@ class ScriptRunner:
 
         return self._on_connection(call, retry)
 
+    def wait_then_run(self, wait: tuple[Any, ...], script: Script, keys: list[str],
+                      args: list[Any], resend_flag: int) -> Any:
+        """Send a blocking ``wait`` command and EVALSHA ``script`` behind it in one write.
+
+        The server runs the script the moment the wait returns (woken or timed out), so a
+        woken worker's claim costs no round trip of its own. A resend after a lost
+        connection runs the script alone, flagged as a resend.
+        """
+        sent = [False]
+
+        def call(conn: Any) -> Any:
+            if sent[0]:
+                given = [*args[:resend_flag], "1", *args[resend_flag + 1:]]
+                return self._eval(conn, script, keys, given)
+            sent[0] = True
+            conn.send_packed_command(conn.pack_commands(
+                [wait, ("EVALSHA", script.sha, len(keys), *keys, *args)]))
+            conn.read_response()  # the woken list, or None when the wait timed out
+            try:
+                return conn.read_response()
+            except NoScriptError:  # the script did not run: load it and run it now
+                return self._eval(conn, script, keys, args)
+
+        return self._on_connection(call, retry=True)
+
     def command(self, *args: Any) -> Any:
         """Any command on this thread's connection (used for the workers' blocking wait)."""
         def send(conn: Any) -> Any:

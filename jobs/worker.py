@@ -167,9 +167,11 @@ class Worker:
         self._tokens = itertools.count(1)
         self.tally = Tally()
         # True only while blocked waiting for work: a stop request may interrupt then,
-        # and at no other moment (never between a claim and its reply).
+        # and at no other moment. The claim sent with the wait may have run by then: its
+        # token is published (``claiming``), so whatever it took is given back.
         self.waiting = False
         self.pending_token: str | None = None
+        self.unanswered: str | None = None  # the token of a claim whose call raised
         # Told each claim token before the claim is sent, and "" once a claim came back
         # empty (the supervisor's child publishes it, so a job claimed by a worker killed
         # before it could say so is given back).
@@ -186,23 +188,41 @@ class Worker:
         return f"{self.name}#{next(self._tokens)}"
 
     def claim(self, wait: float = 0.0) -> Claimed | None:
-        """One job with a lease, or None after ``wait`` seconds; blocks on Redis, never polls."""
+        """One job with a lease, or None after ``wait`` seconds; blocks on Redis, never polls.
+
+        An idle worker sends its next claim together with its blocking wait, so the claim
+        runs on the server the moment an enqueue wakes it. A claim whose reply never came
+        (the call raised) is asked again with the same token: a job it took is returned,
+        not stranded.
+        """
         deadline = time.monotonic() + wait
-        while True:
-            token = self._token()
-            self.claiming(token)
-            job = self.broker.claim(self._order(), token, self.lease)
-            if job is None:
-                self.claiming("")
+        token, resent = self._claim_token()
+        self.claiming(token)
+        job = self.broker.claim(self._order(), token, self.lease, resent=resent)
+        self.unanswered = None
+        while job is None:
+            self.claiming("")
             remaining = deadline - time.monotonic()
-            if job is not None or remaining <= 0:
-                return job
+            if remaining <= 0:
+                return None
             self.flush_counts()  # going idle: publish what was counted
+            token, _ = self._claim_token()
+            self.claiming(token)
             self.waiting = True
             try:
-                self.broker.wait_for_work(self.queues, remaining)
+                job = self.broker.wait_and_claim(self.queues, remaining, self._order(), token,
+                                                 self.lease)
             finally:
                 self.waiting = False
+            self.unanswered = None
+        return job
+
+    def _claim_token(self) -> tuple[str, bool]:
+        """A fresh token, or the one of a claim still unanswered (and so a resend)."""
+        if self.unanswered is not None:
+            return self.unanswered, True
+        self.unanswered = self._token()
+        return self.unanswered, False
 
     def flush_counts(self) -> None:
         self.tally.flush(self.broker)

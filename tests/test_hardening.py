@@ -175,3 +175,100 @@ def test_an_unresponsive_server_is_reported_after_one_round_of_retries():
             broker.enqueue("default", [])
         # 4 connect attempts of 0.5 s and short pauses; 16 attempts would take over 8 s.
         assert time.monotonic() - started < 5.0
+
+
+def test_an_idle_workers_claim_travels_with_its_wait(broker, raw):
+    """Woken by an enqueue, an idle worker gets its job without a round trip of its own:
+    the claim was sent behind the blocking wait and runs the moment the wait returns."""
+    import threading
+
+    from jobs import Worker
+
+    worker = Worker(["default"], broker=broker)
+    writes = []
+    got = []
+
+    def idle_worker() -> None:
+        assert worker.claim() is None  # connected, its scripts loaded
+        conn = broker.runner._connection()  # this thread's connection
+        send = conn.send_packed_command
+        conn.send_packed_command = lambda *a, **k: (writes.append(1), send(*a, **k))[1]
+        got.append(worker.claim(wait=10))
+
+    waiting = threading.Thread(target=idle_worker)
+    waiting.start()
+    wait_until(lambda: any(c["cmd"] == "blpop" for c in raw.client_list()))
+    job = jobfuncs.add.enqueue(2, 2)
+    waiting.join(10)
+    assert got and got[0] is not None and got[0].id == job.id
+    assert job.refresh().state is JobState.ACTIVE and job.record.token == got[0].token
+    assert len(writes) == 2  # the claim that found nothing, then the wait with the claim
+
+
+class ReplyDroppingProxy:
+    """TCP in front of the server's unix socket; while ``dropping``, requests still reach
+    the server but its replies are thrown away (a reply lost on the way back)."""
+
+    def __init__(self, socket_path: str) -> None:
+        import socket
+        import threading
+
+        self.socket_path = socket_path
+        self.dropping = False
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.socket(socket.AF_UNIX)
+            upstream.connect(self.socket_path)
+            for src, dst, replies in ((client, upstream, False), (upstream, client, True)):
+                threading.Thread(target=self._pipe, args=(src, dst, replies), daemon=True).start()
+
+    def _pipe(self, src, dst, replies: bool) -> None:
+        try:
+            while data := src.recv(65536):
+                if not (replies and self.dropping):
+                    dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                s.close()
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_a_claim_whose_reply_never_came_is_asked_again_with_its_token(server, namespace):
+    """Every reply to a claim is lost, past the runner's own resends: the claim ran on the
+    server all the same. The worker's next claim asks with the same token, so the job it
+    took is run rather than stranded until its lease expires."""
+    from jobs import Broker, BrokerUnavailable, RedisSettings, Worker
+
+    proxy = ReplyDroppingProxy(str(server.socket))
+    try:
+        broker = Broker(f"redis://127.0.0.1:{proxy.port}/0", redis_settings=RedisSettings(
+            namespace=namespace, connect_timeout=1.0, socket_timeout=0.3))
+        queue = Queue("default", broker)
+        job = queue.enqueue(jobfuncs.add, 1, 2)
+        worker = Worker(["default"], broker=broker)
+        proxy.dropping = True
+        with pytest.raises(BrokerUnavailable):
+            worker.claim()
+        proxy.dropping = False
+        assert job.refresh().state is JobState.ACTIVE  # taken, and nobody was told
+        claimed = worker.claim()
+        assert claimed is not None and claimed.id == job.id
+        assert job.refresh().record.token == claimed.token
+        assert queue.counts()["active"] == 1
+    finally:
+        proxy.close()
