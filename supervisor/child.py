@@ -67,6 +67,7 @@ class Child:
         self.jobs_done = 0
         self.outage = 0
         self.pid = 0  # set in the child after the fork
+        self.handlers: list[Any] = []  # the worker's own, put back after any job changes one
 
     def run(self, parent: int) -> int:
         """Child main; returns the exit code. Never returns into the supervisor's code."""
@@ -134,6 +135,7 @@ class Child:
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGALRM, self._on_soft_timeout)
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
+        self.handlers = [signal.getsignal(sig) for sig in GUARDED_SIGNALS]
         os.setpgid(0, 0)
         random.seed()
         _die_with_parent(parent)
@@ -175,12 +177,11 @@ class Child:
         set_title(f"worker busy {name} {job.id}")
         if soft:
             signal.setitimer(signal.ITIMER_REAL, soft)
-        handlers = [signal.getsignal(sig) for sig in GUARDED_SIGNALS]
         try:
             outcome, policy = worker.execute(job, resolved)
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
-            self._contain(job, handlers)
+            self._contain(job)
         self.jobs_done += 1
         if not self.stopping:
             try:
@@ -205,14 +206,14 @@ class Child:
             except (BrokerUnavailable, BrokerError) as exc:
                 self._redis_down(exc)
 
-    def _contain(self, job: Claimed, handlers: list[Any]) -> None:
+    def _contain(self, job: Claimed) -> None:
         """Undo what a job may do to its worker: fork, replace signal handlers, leave
         children behind."""
         if os.getpid() != self.pid:
             # A process the job forked has returned from the function: it must not go on
             # as a second worker holding the same job. Only the worker writes outcomes.
             os._exit(0)
-        for sig, handler in zip(GUARDED_SIGNALS, handlers, strict=True):
+        for sig, handler in zip(GUARDED_SIGNALS, self.handlers, strict=True):
             if signal.getsignal(sig) is not handler:
                 signal.signal(sig, handler)
                 log.warning("job %s changed the worker's %s handler: restored", job.id,
