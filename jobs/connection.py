@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 from urllib.parse import unquote
 
 import redis
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.connection import SSLConnection
 from redis.exceptions import NoPermissionError, OutOfMemoryError, ReadOnlyError
 from redis.retry import Retry as RedisRetry
@@ -272,14 +272,40 @@ class FollowPrimarySSL(FollowPrimary, ForkSafeSSLConnection):
     pass
 
 
+class AskEachSentinel(Sentinel):
+    """redis-py's ``Sentinel`` whose "no primary found" names each sentinel's own answer.
+
+    redis-py's message lists each failed sentinel as the repr of its client and the class
+    of its error, which hides the cause an operator needs (a refused certificate, a wrong
+    password, a service name no sentinel knows).
+    """
+
+    def discover_master(self, service_name: str) -> tuple[str, int]:
+        answers = []
+        for number, node in enumerate(self.sentinels):
+            where = "{host}:{port}".format(**node.connection_pool.connection_kwargs)
+            try:
+                masters: dict[str, Any] = node.sentinel_masters()  # type: ignore[assignment]
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                answers.append(f"sentinel {where}: {exc}")
+                continue
+            state = masters.get(service_name)
+            if state and self.check_master_state(state, service_name):  # type: ignore[no-untyped-call]
+                self.sentinels[0], self.sentinels[number] = node, self.sentinels[0]
+                return state["ip"], state["port"]
+            answers.append(f"sentinel {where}: knows no healthy primary named {service_name!r}")
+        raise MasterNotFoundError(f"no primary found for {service_name!r} ({'; '.join(answers)})")
+
+
 def _sentinel_client(url: str, settings: RedisSettings, kwargs: dict[str, Any]) -> redis.Redis:
     target = parse_sentinel_url(url)
     tls = tls_options(url, settings)
-    # The sentinels: short timeouts, no retry object (each is asked in turn), TLS as the
-    # data nodes, and their own password.
+    # The sentinels: short timeouts, each asked once per lookup (the data connection's
+    # retry policy repeats the lookup), TLS as the data nodes, and their own password.
     to_sentinels: dict[str, Any] = {
         "socket_timeout": settings.socket_timeout,
         "socket_connect_timeout": settings.connect_timeout,
+        "retry": RedisRetry(NoBackoff(), 0),
         **tls,
     }
     if tls:
@@ -292,7 +318,7 @@ def _sentinel_client(url: str, settings: RedisSettings, kwargs: dict[str, Any]) 
         nodes["username"] = target.username
     if target.password is not None:
         nodes["password"] = target.password
-    sentinel = Sentinel(target.sentinels, sentinel_kwargs=to_sentinels)  # type: ignore[no-untyped-call]
+    sentinel = AskEachSentinel(target.sentinels, sentinel_kwargs=to_sentinels)  # type: ignore[no-untyped-call]
     if tls:
         for node in sentinel.sentinels:  # redis.Redis(ssl=True) takes no connection class
             node.connection_pool.connection_class = ForkSafeSSLConnection

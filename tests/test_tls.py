@@ -22,6 +22,7 @@ import pytest
 
 import jobs.connection
 from jobs import Broker, BrokerUnavailable, ConfigurationError, Job, Queue, RedisSettings
+from tests import jobfuncs
 from tests.debian_redis import Certs, Servers, needs_redis_server
 from tests.helpers import wait_until
 from tests.procs import Running
@@ -250,3 +251,40 @@ def test_fork_during_a_tls_handshake_is_safe(tls, certs):
             peer.close()
     assert jobs.connection.FORK_WAIT * 0.9 <= waited < jobs.connection.FORK_WAIT + 1.0
     assert exit_code == [0]
+
+
+@needs_redis_server
+def test_sentinel_over_tls_finds_the_primary_and_runs_jobs(certs, tmp_path, namespace):
+    """``rediss+sentinel://``: TLS to the sentinel and to the primary it names, both
+    verified against the CA, the host name included (the sentinel announces the primary
+    as ``localhost``, the name on its certificate)."""
+    from jobs import Worker
+
+    servers = Servers(tmp_path / "servers")
+    try:
+        primary = servers.start("primary", certs.server_lines(auth_clients=False), tls=True)
+        sentinel = servers.start("sentinel", [
+            *certs.server_lines(auth_clients=False), "tls-replication yes",
+            "sentinel resolve-hostnames yes", "sentinel announce-hostnames yes",
+            f"sentinel monitor tlsorders localhost {primary.port} 1",
+        ], sentinel=True, tls=True)
+        settings = RedisSettings(namespace=namespace, tls_ca_file=str(certs.ca))
+        broker = Broker(f"rediss+sentinel://localhost:{sentinel.port}/tlsorders",
+                        redis_settings=settings)
+        job = Queue("default", broker).enqueue(jobfuncs.add, 2, 3)
+        assert Worker(["default"], broker=broker).run_until_empty() == {"completed": 1}
+        assert job.result(timeout=10) == 5
+        stranger = Broker(f"rediss+sentinel://localhost:{sentinel.port}/tlsorders",
+                          redis_settings=RedisSettings(namespace=namespace,
+                                                       tls_ca_file=str(certs.other_ca)))
+        # The sentinel's own refusal is what the message names, with what to do about it.
+        with pytest.raises(BrokerUnavailable, match=f"sentinel localhost:{sentinel.port}: .*"
+                           "CERTIFICATE_VERIFY_FAILED.*redis.tls_ca_file must name the CA"):
+            stranger.ping()
+        unknown = Broker(f"rediss+sentinel://localhost:{sentinel.port}/nosuch",
+                         redis_settings=settings)
+        with pytest.raises(BrokerUnavailable, match="knows no healthy primary named 'nosuch'"):
+            unknown.ping()
+        broker.client.close()
+    finally:
+        servers.stop_all()
