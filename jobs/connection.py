@@ -149,8 +149,12 @@ class ForkSafeSSLConnection(SSLConnection):
             return super()._wrap_socket_with_ssl(sock)  # type: ignore[no-untyped-call]
 
     def on_connect_check_health(self, check_health: bool = True) -> None:
+        # No health-check PING inside the handshake: the socket is new, and that PING
+        # carried a retry loop of its own, nested in the connect's and the command's (a
+        # refused client certificate was tried 15 times, 4 s of back-off, before the
+        # error came out).
         with _tls_lock:
-            super().on_connect_check_health(check_health)
+            super().on_connect_check_health(check_health=False)
 
 
 def make_client(url: str, settings: RedisSettings, retries: int = 3) -> redis.Redis:

@@ -147,8 +147,12 @@ def test_server_requiring_client_certificates(tls, certs, namespace, tmp_path):
                          {"tls_cert_file": str(certs.foreign_cert),
                           "tls_key_file": str(certs.foreign_key)})):
         refused = Broker(url, redis_settings=RedisSettings(**base, **extra))
+        started = time.monotonic()
         with pytest.raises(BrokerUnavailable) as info:
             Job.fetch(job.id, refused)
+        # One round of the client's retries (0.8 s here), not retries nested three deep
+        # (4 s here before): a generous bound.
+        assert time.monotonic() - started < 3.0, name
         message = str(info.value)
         assert "tls_cert_file" in message, (name, message)
         assert "Traceback" not in message
