@@ -15,7 +15,7 @@ from jobs.job_ops import JobOperations
 from jobs.keys import Keys
 from jobs.maintenance import Maintenance
 from jobs.options import Prepared
-from jobs.records import AttemptError, Claimed, encoder, errors_or_none, spec_or_none
+from jobs.records import AttemptError, Claimed, claimed_from_reply, encoder
 from jobs.runner import ScriptRunner
 from jobs.scripts import Scripts
 from jobs.settings import JobDefaults, RedisSettings
@@ -155,21 +155,7 @@ class Broker(JobOperations, Maintenance):
         return bool(done), self._claimed(reply or None, queues, token)
 
     def _claimed(self, reply: Any, queues: Sequence[str], token: str) -> Claimed | None:
-        if reply is None:
-            return None
-        pos, job_id, spec, attempt, priority, errs, enqueued, now, *rest = reply
-        return Claimed(
-            id=job_id.decode(),
-            queue=queues[int(pos) - 1],
-            token=token,
-            spec=spec_or_none(spec),
-            attempt=int(attempt),
-            priority=int(priority or 0),
-            errors=errors_or_none(errs),
-            enqueued_at=int(enqueued or 0) / 1000.0,
-            started_at=int(now) / 1000.0,
-            parent_result=rest[0] if rest else None,
-        )
+        return None if reply is None else claimed_from_reply(reply, queues, token)
 
     def _complete_keys(self, job: Claimed) -> list[str]:
         k = self.keys

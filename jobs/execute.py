@@ -26,8 +26,9 @@ def invalid(job: Claimed, message: str, worker: str, type_: str = "InvalidJob") 
 
 def find(job: Claimed) -> tuple[JobFunction[Any, Any] | None, str]:
     """The registered function for a claimed job, or None and the reason it cannot run."""
-    if job.spec is None:
-        return None, "job record is corrupt: its spec cannot be decoded"
+    if job.corrupt is not None or job.spec is None:
+        return None, (f"job record is corrupt ({job.corrupt or 'unreadable spec'}): damaged, "
+                      "or written by a newer jobvisor than this worker")
     try:
         return lookup(job.spec.function), ""
     except UnknownFunction as exc:
@@ -61,9 +62,9 @@ def execute(job: Claimed, broker: Broker, worker: str,
 
 def _execute(job: Claimed, fn: JobFunction[Any, Any] | None, policy: Policy,
              broker: Broker, worker: str) -> Outcome:
-    if fn is None or job.spec is None:
+    if fn is None or job.spec is None or job.corrupt is not None:
         _, problem = find(job)
-        kind = "UnknownFunction" if job.spec else "CorruptRecord"
+        kind = "CorruptRecord" if job.corrupt or job.spec is None else "UnknownFunction"
         return invalid(job, problem, worker, kind)
     ctx = JobContext(job, policy.max_attempts, broker)
     given = job.spec.args

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import StrEnum
 from typing import Any
 
@@ -10,11 +11,13 @@ import msgspec
 from jobs.states import JobState
 
 
-class JobSpec(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
+class JobSpec(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True,
+              forbid_unknown_fields=True):
     """The immutable part of a job, written once at enqueue.
 
     Options left ``None`` fall back to the function's ``@job`` options, then to the
-    configured defaults, at the time the job runs. Stored as a compact array.
+    configured defaults, at the time the job runs. Stored as a compact array; one longer
+    than this version knows (written by a newer jobvisor) is refused, not half-obeyed.
     """
 
     function: str
@@ -60,6 +63,7 @@ class Claimed(msgspec.Struct, frozen=True, kw_only=True):
     enqueued_at: float
     started_at: float
     parent_result: bytes | None = None  # chains: the parent's encoded return value
+    corrupt: str | None = None  # what of the stored record cannot be read: the job is dead
 
 
 class ExpiredLease(msgspec.Struct, frozen=True, kw_only=True):
@@ -141,24 +145,32 @@ def record_from_hash(job_id: str, fields: dict[bytes, bytes]) -> JobRecord:
     except ValueError:
         state = JobState.DEAD
         corrupt = corrupt or f"unknown state {fields.get(b'st')!r}"
+    numbers: dict[bytes, int | None] = {}
+    for name in (b"pri", b"att", b"deps", b"te", b"ts", b"tf", b"due"):
+        raw = fields.get(name)
+        try:
+            numbers[name] = int(raw) if raw is not None else None
+        except ValueError:
+            numbers[name] = None
+            corrupt = corrupt or f"field {name.decode()} is not a number: {raw!r}"
     return JobRecord(
         id=job_id,
         queue=fields.get(b"q", b"").decode(),
         state=state,
-        priority=int(fields.get(b"pri", 0)),
-        attempts=int(fields.get(b"att", 0)),
+        priority=numbers[b"pri"] or 0,
+        attempts=numbers[b"att"] or 0,
         spec=spec,
         errors=errors,
         result=fields.get(b"res"),
-        enqueued_at=ms_to_s(fields.get(b"te")),
-        started_at=ms_to_s(fields.get(b"ts")),
-        finished_at=ms_to_s(fields.get(b"tf")),
-        due_at=ms_to_s(fields.get(b"due")),
+        enqueued_at=ms_to_s(numbers[b"te"]),
+        started_at=ms_to_s(numbers[b"ts"]),
+        finished_at=ms_to_s(numbers[b"tf"]),
+        due_at=ms_to_s(numbers[b"due"]),
         token=token.decode() if token else None,
         cancel_reason=cancel.decode() if cancel else None,
         progress=_lenient(fields.get(b"prog")),
         corrupt=corrupt,
-        waiting_on=int(fields.get(b"deps", 0)),
+        waiting_on=numbers[b"deps"] or 0,
         batch_id=_text(fields.get(b"b")),
         cancel_requested=_text(fields.get(b"cx")),
         held_by=_text(fields.get(b"hold")),
@@ -185,3 +197,40 @@ def errors_or_none(raw: bytes | None) -> tuple[AttemptError, ...]:
         return decode_errors(raw)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return ()
+
+
+def claimed_from_reply(reply: list[Any], queues: Sequence[str], token: str) -> Claimed:
+    """The claim scripts' reply as a ``Claimed``; a damaged field never raises here (the
+    worker would crash on the job again and again): it is named in ``corrupt``."""
+    pos, job_id, spec, attempt, priority, errs, enqueued, now, *rest = reply
+    unreadable = [name.decode() for name in (rest[1] or b"").split(b",") if name] \
+        if len(rest) > 1 else []
+    decoded = spec_or_none(spec)
+    if decoded is None:
+        unreadable.insert(0, "spec")
+    try:
+        errors = decode_errors(errs)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        errors = ()
+        unreadable.append("error history")
+    numbers = {}
+    for name, raw, default in (("att", attempt, 1), ("pri", priority, 0), ("te", enqueued, 0)):
+        try:
+            numbers[name] = int(raw or default)
+        except ValueError:
+            numbers[name] = default
+            if name not in unreadable:
+                unreadable.append(name)
+    return Claimed(
+        id=job_id.decode(),
+        queue=queues[int(pos) - 1],
+        token=token,
+        spec=decoded,
+        attempt=numbers["att"],
+        priority=numbers["pri"],
+        errors=errors,
+        enqueued_at=numbers["te"] / 1000.0,
+        started_at=int(now) / 1000.0,
+        parent_result=rest[0] if rest else None,
+        corrupt=f"unreadable {', '.join(unreadable)}" if unreadable else None,
+    )

@@ -426,7 +426,7 @@ end
 -- job, not a second. ``before``: fields of an event to merge into the 'started' entry
 -- (prefixed 'p.'), or nil. Returns nil, or {queue position, id, spec, attempts,
 -- priority, errors, enqueued ms, now, the parent's encoded result when the job asked
--- to receive it}.
+-- to receive it or false, the names of unreadable numeric fields or false}.
 local function claim_job(queues, paused, events, claim_key, prefix, token, lease_ms,
                          events_len, now, resent, before)
     local n = #queues
@@ -476,7 +476,14 @@ local function claim_job(queues, paused, events, claim_key, prefix, token, lease
                     if parked >= 200 then return nil end -- bounded work per call
                 -- An entry whose record is gone or not queued (deleted by hand) is dropped.
                 elseif f[1] == 'queued' then
-                    local attempts = tonumber(f[6] or '0') + 1
+                    -- Numbers that do not read as numbers (a damaged record) are named in
+                    -- the reply: the worker marks the job dead with that reason.
+                    local prior = tonumber(f[6] or '0')
+                    local bad = {}
+                    if not prior then bad[#bad + 1] = 'att' end
+                    if f[3] and not tonumber(f[3]) then bad[#bad + 1] = 'pri' end
+                    if f[5] and not tonumber(f[5]) then bad[#bad + 1] = 'te' end
+                    local attempts = (prior or 0) + 1
                     redis.call('HSET', job, 'st', 'active', 'tok', token, 'ts', now,
                         'att', attempts)
                     redis.call('ZADD', active, now + tonumber(lease_ms), id)
@@ -495,7 +502,8 @@ local function claim_job(queues, paused, events, claim_key, prefix, token, lease
                         end
                         emit(events, events_len, unpack(fields))
                     end
-                    return {q, id, f[2], attempts, f[3], f[4], f[5], now, f[7]}
+                    return {q, id, f[2], attempts, f[3], f[4], f[5], now, f[7] or false,
+                        #bad > 0 and table.concat(bad, ',') or false}
                 end
             end
         end

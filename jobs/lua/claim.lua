@@ -8,7 +8,8 @@
 -- ARGV[5+i] name of queue i
 -- Returns nil when every queue is empty or paused, else
 --   {queue position i, id, spec, attempts (this one included), priority,
---    encoded errors or false, enqueued ms, now ms, parent's encoded result or false}
+--    encoded errors or false, enqueued ms, now ms, parent's encoded result or false,
+--    names of unreadable numeric fields (a damaged record) or false}
 
 return claim_job(queue_list(4, #KEYS, 5), KEYS[2], KEYS[3], KEYS[1],
     ARGV[1], ARGV[2], ARGV[3], ARGV[4], now_ms(), ARGV[5], nil)

@@ -1,0 +1,66 @@
+"""Corrupt job records in Redis: the worker marks each job dead with a clear reason and
+keeps running the others."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from jobs import JobState, Queue, Worker
+from jobs.cluster import pause, resume
+from jobs.records import JobSpec
+from tests import jobfuncs
+from tests.helpers import wait_until
+
+_pack = msgspec.msgpack.encode
+_GOOD_SPEC = _pack(JobSpec("tests.jobfuncs:add", [1, 2]))
+
+CORRUPTIONS = {
+    "truncated msgpack spec": ("spec", _GOOD_SPEC[:-2], "spec"),
+    "spec of the wrong types": ("spec", _pack([5, "x"]), "spec"),
+    "spec missing the function": ("spec", _pack([]), "spec"),
+    "spec from an unknown schema version": (
+        "spec", _pack(["tests.jobfuncs:add", [1, 2], {}, None, None, None, None, "v9"]), "spec"),
+    "spec not msgpack at all": ("spec", b"\xc1garbage", "spec"),
+    "error history unreadable": ("errs", b"\xc1", "error history"),
+    "attempt count not a number": ("att", b"many", "att"),
+    "priority not a number": ("pri", b"high", "pri"),
+    "enqueue time not a number": ("te", b"yesterday", "te"),
+}
+
+
+@pytest.mark.parametrize("what", list(CORRUPTIONS))
+def test_corrupt_record_is_dead_with_a_reason_and_the_worker_goes_on(broker, what):
+    field, value, named = CORRUPTIONS[what]
+    queue = Queue("default", broker)
+    bad = queue.enqueue(jobfuncs.add, 1, 2)
+    good = queue.enqueue(jobfuncs.add, 2, 2)
+    broker.client.hset(broker.keys.job(bad.id), field, value)
+    done = Worker(["default"], broker=broker).run_until_empty()
+    assert done == {"dead": 1, "completed": 1}, what
+    record = bad.refresh().record
+    assert record.state is JobState.DEAD
+    assert "corrupt" in record.errors[-1].message and named in record.errors[-1].message
+    assert good.result(timeout=1) == 4
+    assert queue.counts()["active"] == 0
+
+
+def test_supervised_workers_survive_damaged_records(sup):
+    """Under a real supervisor: each damaged job ends dead, no worker crashes or is
+    replaced, and the next job runs."""
+    run = sup(workers=2)
+    pids = {p.pid for p in run.wait_workers(2)}
+    queue = Queue("default", run.broker)
+    pause("default", run.broker)  # damaged before any worker can claim them
+    damaged = []
+    for field, value, _ in CORRUPTIONS.values():
+        job = queue.enqueue("tests.jobfuncs:add", 1, 2)
+        run.broker.client.hset(run.broker.keys.job(job.id), field, value)
+        damaged.append(job)
+    resume("default", run.broker)
+    for job in damaged:
+        wait_until(lambda job=job: job.refresh().state is JobState.DEAD, timeout=15)
+        assert job.record.errors[-1].type == "CorruptRecord"
+    assert queue.enqueue("tests.jobfuncs:add", 2, 3).result(timeout=10) == 5
+    assert {p.pid for p in run.wait_workers(2)} == pids
+    assert "Traceback" not in run.logs()
