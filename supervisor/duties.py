@@ -140,6 +140,8 @@ class Duties:
         last_reclaim = last_trim = last_aging = 0.0
         # A dead host's jobs come back within lease + this cadence.
         reclaim_every = min(1.0, self.lease / 3)
+        last_renewal = time.monotonic()
+        reclaim_not_before = 0.0
         while not self.stop.is_set():
             self._wake.wait(self.tick)
             self._wake.clear()
@@ -150,11 +152,20 @@ class Duties:
                     self._limits = None
                 self._renew()
                 now = time.monotonic()
+                if now - last_renewal > self.lease / 2:
+                    # Redis was out of reach (stalled, restarting, cut off) for a good part
+                    # of a lease: every host's leases may have run out meanwhile, though
+                    # their workers are alive. Give the other supervisors a whole lease to
+                    # renew before taking anything back, so live jobs are not run twice.
+                    reclaim_not_before = now + max(self.lease, 1.0)
+                    log.info("redis back after %.1f s: reclaiming expired leases from %.1f s "
+                             "on", now - last_renewal, max(self.lease, 1.0))
+                last_renewal = now
                 after, step = self.aging
                 if after > 0 and now - last_aging >= min(1.0, after / 2):
                     last_aging = now
                     self.broker.age(self.queues, after, step)
-                if now - last_reclaim >= reclaim_every:
+                if now - last_reclaim >= reclaim_every and now >= reclaim_not_before:
                     last_reclaim = now
                     queues = self.broker.known_queues()
                     if now - last_trim >= TRIM_EVERY:

@@ -206,3 +206,53 @@ def test_workers_ride_out_a_redis_outage(tmp_path, namespace):
     finally:
         r.stop()
         srv.stop()
+
+
+def test_after_an_outage_reclaim_waits_a_lease_for_live_hosts_to_renew(tmp_path):
+    """The server stalls past the lease: every lease looks expired when it wakes up. The
+    supervisor's duties renew first and take nothing back for a lease, so a job whose
+    (live) host renews late keeps running; one whose host never renews comes back."""
+    import threading
+
+    from jobs import Broker, RedisSettings, Worker
+    from supervisor.duties import Duties
+    from tests.server import ValkeyServer
+
+    srv = ValkeyServer(tmp_path / "stalled")
+    srv.start()
+    duties = None
+    try:
+        broker = Broker(srv.url, redis_settings=RedisSettings(
+            namespace="outage", connect_timeout=0.5, socket_timeout=0.5))
+        queue = Queue("default", broker)
+        job = queue.enqueue("tests.jobfuncs:add", 1, 2)
+        elsewhere = Worker(["default"], broker=broker, lease=1.0)  # another host's worker
+        held = elsewhere.claim()
+        assert held is not None and held.id == job.id
+        rounds = [0]
+        round_done = threading.Event()
+
+        def state() -> dict:
+            rounds[0] += 1
+            round_done.set()
+            return {}
+
+        duties = Duties(broker, 1.0, ["default"], list, state, lambda message: None)
+        duties.start()
+        assert round_done.wait(5)
+        srv.proc.send_signal(signal.SIGSTOP)
+        try:
+            threading.Event().wait(2.0)  # the stall itself: its length is the fault
+        finally:
+            srv.proc.send_signal(signal.SIGCONT)
+        after = rounds[0]
+        wait_until(lambda: rounds[0] > after, timeout=10)  # a round of duties since
+        assert job.refresh().state is JobState.ACTIVE  # not taken from its host...
+        assert broker.renew([(held.id, held.queue, held.token)], 1.0) == []  # ...who renews
+        # That host now goes silent for good: its job comes back once its lease runs out.
+        wait_until(lambda: job.refresh().state is not JobState.ACTIVE, timeout=10)
+        assert job.errors[-1].type == "WorkerLost"
+    finally:
+        if duties is not None:
+            duties.shutdown(timeout=1.0)
+        srv.stop()

@@ -5,12 +5,9 @@ until the client's socket timeout. Here the lease is 1 s, the clients' socket ti
 1 s, and the stall 2.5 s, so every kind of client times out mid-command, reconnects,
 retries with backoff and resends, while short jobs stream in. Two long jobs (3 s) run
 through each stall: when the server wakes up its clock (``TIME``) has jumped past every
-lease deadline, and if one supervisor's reclaim reaches the server before the other's
-lease renewal, a long job still running on a healthy worker is put back ("worker
-lost") and runs again; the late outcome of the first run is then refused (stale
-token). Whether that happens depends on the order the woken server serves its
-clients, so the test counts it rather than requiring it. Nothing may be lost, no
-worker may crash, and every duplicate must be explained by a lease expiry.
+lease deadline. A supervisor whose duties were cut off for half a lease or more waits a
+whole lease before reclaiming anything, so the other supervisor renews its long job
+first: no job runs twice. Nothing may be lost and no worker may crash.
 """
 
 from __future__ import annotations
@@ -75,6 +72,6 @@ def test_server_stalled_longer_than_the_lease(private_server, namespace, ledger,
            producer_longest_wait_s=round(producer.longest_wait, 3),
            drain_s=round(drain, 3), wall_s=round(time.monotonic() - began, 2))
     assert_ledger(f)
-    assert set(f.causes) <= {"WorkerLost"}, f.causes
+    assert not f.causes, f.causes  # the reclaimers wait for the renewals after the stall
     assert_pool_intact(sups, kids, "in the stall")
     assert producer.longest_wait >= STALL * 0.8
