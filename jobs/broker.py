@@ -14,7 +14,7 @@ from jobs.errors import JobNotFound
 from jobs.job_ops import JobOperations
 from jobs.keys import Keys
 from jobs.maintenance import Maintenance
-from jobs.options import Prepared
+from jobs.options import Prepared, pack_job
 from jobs.records import AttemptError, Claimed, claimed_from_reply, encoder
 from jobs.runner import ScriptRunner
 from jobs.scripts import Scripts
@@ -86,12 +86,8 @@ class Broker(JobOperations, Maintenance):
         k = self.keys
         keys = [k.queued(queue), k.scheduled(queue), k.wake(queue), k.seq(), k.queues(),
                 k.timers(), k.completed(queue), k.dead(queue), k.canceled(queue), k.events()]
-        keys += [k.job(p.id) for p in jobs]
-        args: list[Any] = [queue, len(jobs), self.events_len, self.prefix]
-        for p in jobs:
-            args += [p.id, p.spec, p.priority, p.delay_ms, p.at_ms, 1 if p.custom_id else 0,
-                     self._extra(p.extra), p.function]
-        return keys, args
+        packed = b"".join(pack_job(p, self._extra(p.extra)) for p in jobs)
+        return keys, [queue, len(jobs), self.events_len, self.prefix, packed]
 
     def _extra(self, extra: dict[str, Any]) -> bytes:
         if not extra:

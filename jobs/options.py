@@ -6,6 +6,7 @@ import base64
 import hashlib
 import re
 import secrets
+import struct
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -65,6 +66,18 @@ class Prepared(msgspec.Struct, frozen=True):
     function: str = ""
     # Workflow options for the enqueue script (see enqueue.lua); empty for plain jobs.
     extra: dict[str, Any] = {}
+
+
+_SHORT, _LONG = struct.Struct(">H"), struct.Struct(">I")
+_NUMBERS = struct.Struct(">iddB")
+
+
+def pack_job(p: Prepared, extra: bytes) -> bytes:
+    """One job as the enqueue script reads it (``struct.unpack('>Hc0Ic0iddBIc0Hc0')``)."""
+    job_id, function = p.id.encode(), p.function.encode()
+    return b"".join((_SHORT.pack(len(job_id)), job_id, _LONG.pack(len(p.spec)), p.spec,
+                     _NUMBERS.pack(p.priority, p.delay_ms, p.at_ms, p.custom_id),
+                     _LONG.pack(len(extra)), extra, _SHORT.pack(len(function)), function))
 
 
 def new_job_id() -> str:

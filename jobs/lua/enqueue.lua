@@ -3,10 +3,11 @@
 -- KEYS[4] sequence counter  KEYS[5] set of queue names KEYS[6] promoter timers list
 -- KEYS[7] completed index   KEYS[8] dead index         KEYS[9] canceled index
 -- KEYS[10] events stream
--- KEYS[10+i] record of job i
 -- ARGV[1] queue name  ARGV[2] number of jobs n  ARGV[3] events stream length (0: off)
--- ARGV[4] job record prefix
--- then for each job i, 8 values at ARGV[5 + 8*(i-1)]:
+-- ARGV[4] job record prefix (job i's record is prefix .. id)
+-- ARGV[5] the n jobs, packed back to back (one argument, not eight per job: parsing
+--   thousands of arguments cost the server more than the enqueue itself), each as
+--   struct '>Hc0Ic0iddBIc0Hc0':
 --   id, encoded spec, priority, delay in ms (-1: none), absolute due ms (-1: none),
 --   1 when the id was chosen by the caller (it may have been used before), else 0,
 --   workflow options as JSON, or '' for none:
@@ -24,7 +25,14 @@ local n = tonumber(ARGV[2])
 local prefix = ARGV[4]
 local base = ns_of(prefix)
 local final = {completed = true, dead = true, canceled = true}
-local function arg(i, k) return ARGV[5 + 8 * (i - 1) + k] end
+local packed, pos = {}, 1
+for i = 1, n do
+    local job = {}
+    job[1], job[2], job[3], job[4], job[5], job[6], job[7], job[8], pos =
+        struct.unpack('>Hc0Ic0iddBIc0Hc0', ARGV[5], pos)
+    packed[i] = job
+end
+local function arg(i, k) return packed[i][k + 1] end
 
 -- Check every parent before writing anything: a parent must exist, or be created
 -- earlier in this same call (a chain enqueued at once).
@@ -58,11 +66,13 @@ local now = now_ms()
 local seq = redis.call('INCRBY', KEYS[4], n) - n
 redis.call('SADD', KEYS[5], ARGV[1])
 local out = {}
+local woken = 0 -- jobs made runnable by this call: each may wake one blocked worker
 for i = 1, n do
     local id, spec, pri = arg(i, 0), arg(i, 1), arg(i, 2)
-    local delay, at = tonumber(arg(i, 3)), tonumber(arg(i, 4))
+    local delay, at = arg(i, 3), arg(i, 4)
     local ex = extras[i] or {}
-    local job = KEYS[10 + i]
+    local job = prefix .. id
+    -- Also for a generated id: a resent call (its reply lost) must find its own jobs.
     local existing = redis.call('HGET', job, 'st')
     local holder = nil
     if not existing and ex.uk then
@@ -79,7 +89,7 @@ for i = 1, n do
         out[i] = '=' .. holder
     else
         -- A reused custom id whose old record expired may linger in a finished index.
-        if arg(i, 5) == '1' then
+        if arg(i, 5) == 1 then
             redis.call('ZREM', KEYS[7], id)
             redis.call('ZREM', KEYS[8], id)
             redis.call('ZREM', KEYS[9], id)
@@ -141,10 +151,20 @@ for i = 1, n do
             field('st', 'queued')
             redis.call('HSET', job, unpack(fields))
             redis.call('ZADD', KEYS[1], queue_score(pri, seq + i), id)
-            wake(KEYS[3], KEYS[1])
+            woken = woken + 1
             if n == 1 then emit(KEYS[10], ARGV[3], 'e', 'enqueued', 'id', id, 'q', ARGV[1]) end
         end
         out[i] = 1
+    end
+end
+-- About one wake token per queued job (as wake() keeps it), topped up once per call.
+if woken > 0 then
+    local missing = math.min(woken,
+        redis.call('ZCARD', KEYS[1]) - redis.call('LLEN', KEYS[3]))
+    if missing > 0 then
+        local tokens = {}
+        for t = 1, missing do tokens[t] = 1 end
+        redis.call('RPUSH', KEYS[3], unpack(tokens))
     end
 end
 -- A bulk enqueue reports one event, not one per job.
