@@ -147,7 +147,9 @@ def crash_recovery(b: Bench, n: int) -> dict[str, Any]:
     for _ in range(n):
         j = q.options(max_attempts=5).enqueue("examples.cpu:spin", 60)
         wait_for(lambda j=j: j.refresh().state is JobState.ACTIVE, 10, 0.001)
-        busy = wait_for(lambda: [c for c in children(sup) if "busy" in " ".join(c.cmdline())],
+        # The worker running this job (its title names it): an earlier, canceled job may
+        # still be running on the other worker for a moment.
+        busy = wait_for(lambda j=j: [c for c in children(sup) if j.id in " ".join(c.cmdline())],
                         10, 0.001)
         t0 = time.monotonic()
         os.kill(busy[0].pid, signal.SIGKILL)
