@@ -66,11 +66,20 @@ class ScriptRunner:
             sent[0] = True
             conn.send_packed_command(conn.pack_commands(
                 [wait, ("EVALSHA", script.sha, len(keys), *keys, *args)]))
-            conn.read_response()  # the woken list, or None when the wait timed out
+            refused: redis.ResponseError | None = None
             try:
-                return conn.read_response()
+                conn.read_response()  # the woken list, or None when the wait timed out
+            except redis.ResponseError as exc:
+                refused = exc  # the script's reply is still to be read, whatever it is
+            try:
+                reply = conn.read_response()
             except NoScriptError:  # the script did not run: load it and run it now
+                if refused is not None:
+                    raise refused from None
                 return self._eval(conn, script, keys, args)
+            if refused is not None and reply is None:
+                raise refused  # nothing taken: the refused wait is the news
+            return reply
 
         return self._on_connection(call, retry=True)
 

@@ -272,3 +272,22 @@ def test_a_claim_whose_reply_never_came_is_asked_again_with_its_token(server, na
         assert queue.counts()["active"] == 1
     finally:
         proxy.close()
+
+
+def test_a_refused_wait_keeps_the_connection_in_step(broker, raw):
+    """The blocking wait is refused (here: its wake list is not a list) while the claim
+    sent behind it runs: both replies are read, the refusal is reported, and the next
+    command on that connection gets its own reply."""
+    from jobs import BrokerError, Worker
+    from jobs.cluster import pause, resume
+
+    pause("default", broker)  # the claim finds nothing and leaves the wake key alone
+    job = jobfuncs.add.enqueue(1, 1)
+    raw.set(broker.keys.wake("default"), "not a list")
+    worker = Worker(["default"], broker=broker)
+    with pytest.raises(BrokerError, match="WRONGTYPE"):
+        worker.claim(wait=1)
+    raw.delete(broker.keys.wake("default"))
+    resume("default", broker)
+    claimed = worker.claim()
+    assert claimed is not None and claimed.id == job.id
