@@ -45,7 +45,7 @@ class Bench:
         proc = subprocess.Popen([sys.executable, "-m", "supervisor", "--config", str(cfg), "run",
                                  "--log-file", str(d / "log")], cwd=ROOT)
         self.sups.append(proc)
-        wait_for(lambda: len(children(proc)) == workers and all_idle(broker, proc), 30)
+        wait_for(lambda: idle_workers(proc) == workers, 30)
         return proc
 
     def stop(self, proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
@@ -80,11 +80,21 @@ def _alive(proc: psutil.Process) -> bool:
         return False
 
 
-def all_idle(broker: Broker, proc: subprocess.Popen[bytes]) -> bool:
-    try:
-        return all("idle" in " ".join(c.cmdline()) for c in children(proc))
-    except psutil.Error:  # one exited between the listing and the read: look again
-        return False
+def idle_workers(proc: subprocess.Popen[bytes]) -> int:
+    """Workers whose title says idle, or -1 while anything else runs under the supervisor.
+
+    One listing, read once: a helper process the supervisor runs while it boots (a
+    library probing the platform) must not pass for a worker, nor its exit for "all idle".
+    """
+    titles = []
+    for c in children(proc):
+        try:
+            titles.append(" ".join(c.cmdline()))
+        except psutil.Error:  # it exited between the listing and the read: look again
+            return -1
+    if not all(t.startswith("jobvisor: worker idle") for t in titles):
+        return -1
+    return len(titles)
 
 
 wait_for = wait_until  # the same bounded wait the tests use

@@ -133,6 +133,7 @@ class Arbiter(Commands):
             preload(self.config.worker.modules)
             self.duties.set_limits({**registered_limits(), **self.config.limit_definitions()})
             self.wakeup.install(HANDLED)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)  # any sent while booting: now
             Path(self.config.supervisor.data_dir).mkdir(parents=True, exist_ok=True)
             self.duties.start()
             self.cron.start()

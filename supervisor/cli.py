@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -174,6 +175,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
+    if args.func is not cmd_run:  # only the supervisor installs handlers for them
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTTIN, signal.SIGTTOU})
     try:
         code = args.func(args)
     except HaltServer as halt:

@@ -153,3 +153,18 @@ def test_json_logs(sup):
     lines = [json.loads(line) for line in r.logs().splitlines() if line.strip()]
     assert {"time", "level", "pid", "logger", "message"} <= set(lines[0])
     assert any("supervisor ready" in line["message"] for line in lines)
+
+
+def test_a_scale_signal_sent_while_booting_is_acted_on_once_ready(sup, tmp_path):
+    """SIGTTIN stops a process by default: sent before the handlers are in place, it
+    must wait for them, not freeze the supervisor."""
+    from pathlib import Path
+
+    gate = tmp_path / "gate"
+    r = sup(workers=1, modules='["examples.cpu", "tests.slowboot"]',
+            env={"JOBVISOR_TEST_GATE": str(gate)})
+    wait_until(lambda: Path(f"{gate}.reached").exists(), timeout=20, what="boot under way")
+    r.proc.send_signal(signal.SIGTTIN)
+    gate.touch()
+    r.wait_workers(2)
+    assert "SIGTTIN: 2 workers wanted" in r.logs()

@@ -256,3 +256,31 @@ def test_after_an_outage_reclaim_waits_a_lease_for_live_hosts_to_renew(tmp_path)
         if duties is not None:
             duties.shutdown(timeout=1.0)
         srv.stop()
+
+
+def test_a_claim_in_flight_when_its_worker_dies_at_shutdown_is_released(tmp_path, namespace):
+    """A fast stop kills a worker whose claim (sent behind its blocking wait) took a job
+    it had not shown yet: the supervisor's last flush gives that job back, it is not
+    left active until its lease runs out."""
+    from jobs import Broker, RedisSettings, Worker
+    from supervisor.duties import Duties, InFlight
+    from tests.server import ValkeyServer
+
+    srv = ValkeyServer(tmp_path / "server")
+    srv.start()
+    try:
+        broker = Broker(srv.url, redis_settings=RedisSettings(namespace=namespace))
+        job = Queue("default", broker).enqueue("tests.jobfuncs:add", 1, 2)
+        worker = Worker(["default"], broker=broker, lease=60.0)
+        tokens: list[str] = []
+        worker.claiming = tokens.append  # what the child writes to its slot
+        assert worker.claim() is not None  # the claim went out with tokens[0]...
+        token = tokens[0]
+        assert job.refresh().state is JobState.ACTIVE
+        duties = Duties(broker, 60.0, ["default"], list, dict, lambda message: None)
+        duties.settle(InFlight(token))  # ...and its worker died before showing the job
+        duties.shutdown(timeout=5.0)
+        assert job.refresh().state is JobState.QUEUED
+        assert job.attempts == 0
+    finally:
+        srv.stop()
