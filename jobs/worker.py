@@ -170,6 +170,8 @@ class Worker:
         # and at no other moment. The claim sent with the wait may have run by then: its
         # token is published (``claiming``), so whatever it took is given back.
         self.waiting = False
+        # Set by the process hosting the worker when asked to stop: no wait starts after.
+        self.stopping = False
         self.pending_token: str | None = None
         self.unanswered: str | None = None  # the token of a claim whose call raised
         # Told each claim token before the claim is sent, and "" once a claim came back
@@ -206,10 +208,12 @@ class Worker:
             if remaining <= 0:
                 return None
             self.flush_counts()  # going idle: publish what was counted
-            token, _ = self._claim_token()
-            self.claiming(token)
-            self.waiting = True
+            self.waiting = True  # from here a stop request interrupts the wait...
             try:
+                if self.stopping:  # ...and one that came before is seen here
+                    return None
+                token, _ = self._claim_token()
+                self.claiming(token)
                 job = self.broker.wait_and_claim(self.queues, remaining, self._order(), token,
                                                  self.lease)
             finally:

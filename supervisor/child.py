@@ -146,6 +146,8 @@ class Child:
 
     def _on_term(self, signum: int, frame: object) -> None:
         self.stopping = True
+        if self.worker is not None:
+            self.worker.stopping = True
         if self.worker is not None and self.worker.waiting:
             raise StopWaiting  # idle in BLPOP: leave now instead of after the wait
 

@@ -112,12 +112,13 @@ class Duties:
             # it is a daemon with nothing to flush, so it is not waited for long.
             t.join(timeout if t.name == "duties" else 0.2)
         deadline = time.monotonic() + timeout
-        # Outcomes of jobs workers held, and claims a killed worker had in flight (one may
-        # have taken a job the worker never showed), are worth waiting for; lifecycle
-        # events are not.
-        while self._outcomes_pending() and time.monotonic() < deadline:
-            if not self._flush():
-                time.sleep(0.1)
+        # Everything gets one try: a claim a killed worker had in flight may have taken a
+        # job it never showed, given back here if Redis answers (else its lease runs out).
+        # Outcomes of jobs workers held are worth waiting for; lifecycle events are not.
+        flushed = self._flush()
+        while not flushed and self._outcomes_pending() and time.monotonic() < deadline:
+            time.sleep(0.1)
+            flushed = self._flush()
         for item in self._outbox:
             if isinstance(item, (Settlement, InFlight)):
                 log.error("could not write before stopping, left to lease expiry: %s", item)
@@ -127,7 +128,7 @@ class Duties:
             log.warning("could not remove this supervisor's registry entry")
 
     def _outcomes_pending(self) -> bool:
-        return any(isinstance(item, (Settlement, InFlight)) for item in self._outbox)
+        return any(isinstance(item, Settlement) for item in self._outbox)
 
     def _promote(self) -> None:
         while not self.stop.is_set():

@@ -205,6 +205,20 @@ def test_an_idle_workers_claim_travels_with_its_wait(broker, raw):
     assert len(writes) == 2  # the claim that found nothing, then the wait with the claim
 
 
+def test_a_worker_asked_to_stop_does_not_start_a_wait(broker):
+    """A stop request that lands between claims (not during the wait, which it would
+    interrupt) keeps the worker from starting a blocking wait: it leaves at once."""
+    import time
+
+    from jobs import Worker
+
+    worker = Worker(["default"], broker=broker)
+    worker.stopping = True
+    started = time.monotonic()
+    assert worker.claim(wait=30) is None
+    assert time.monotonic() - started < 10  # not the 30 s wait
+
+
 class ReplyDroppingProxy:
     """TCP in front of the server's unix socket; while ``dropping``, requests still reach
     the server but its replies are thrown away (a reply lost on the way back)."""
