@@ -22,7 +22,9 @@ class Tally:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._by_minute: dict[int, Counter[str]] = {}
-        self._last_flush = time.monotonic()
+        # Never flushed: a new worker's first counts are written before its next job (which
+        # may be killed and take them along).
+        self._last_flush = float("-inf")
 
     def completed(self, queue: str, function: str, duration: float) -> None:
         with self._lock:

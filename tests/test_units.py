@@ -148,3 +148,14 @@ def test_scripts_carry_only_the_helpers_they_use():
     assert used_helpers(lib, "return 1") == []
     assert "local function after_final" not in source("renew")
     assert "local function after_final" in source("finish_claim")
+
+
+def test_a_new_workers_first_counts_are_due_at_once():
+    """A worker that never wrote its counts writes them before its next job, which may
+    be killed and take them along."""
+    from jobs.tally import Tally
+
+    tally = Tally()
+    assert not tally.due()  # nothing counted
+    tally.completed("default", "tests.jobfuncs:add", 0.001)
+    assert tally.due()
