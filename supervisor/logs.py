@@ -27,12 +27,13 @@ class JsonFormatter(logging.Formatter):
         data = {"time": record.created, "level": record.levelname, "pid": os.getpid(),
                 "logger": record.name, "message": _redacted(record.getMessage())}
         if record.exc_info:
-            data["exception"] = self.formatException(record.exc_info)
+            data["exception"] = _redacted(self.formatException(record.exc_info))
         return json.dumps(data)
 
 
 def _redacted(text: str) -> str:
-    if "://" not in text or "@" not in text:
+    """Every URL's password hidden, whether in its userinfo or its query string."""
+    if "://" not in text:
         return text
     return " ".join(redact(w) if "://" in w else w for w in text.split(" "))
 

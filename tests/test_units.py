@@ -97,16 +97,28 @@ def test_missing_config_file(tmp_path):
         load_config(tmp_path / "nope.toml")
 
 
-def test_log_lines_redact_passwords():
+@pytest.mark.parametrize(("url", "shown"), [
+    ("redis://app:hunter2@db:6379/0", "app:***@db:6379"),
+    ("redis://db:6379/0?password=hunter2", "db:6379/0?password=***"),
+    ("rediss://db:6380/0?ssl_password=hunter2&db=1", "?ssl_password=***&db=1"),
+])
+def test_log_lines_redact_passwords(url, shown):
     import logging
+    import sys
 
     from supervisor.logs import JsonFormatter, TextFormatter
 
     record = logging.LogRecord("x", logging.WARNING, __file__, 1,
-                               "cannot reach redis://app:hunter2@db:6379/0 now", None, None)
+                               f"cannot reach {url} now", None, None)
+    try:
+        raise ConnectionError(f"while talking to {url}")
+    except ConnectionError:
+        failed = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed", None,
+                                   sys.exc_info())
     for formatter in (TextFormatter(), JsonFormatter()):
-        line = formatter.format(record)
-        assert "hunter2" not in line and "app:***@db:6379" in line
+        for r in (record, failed):
+            line = formatter.format(r)
+            assert "hunter2" not in line and shown in line
 
 
 def test_describe_exit_of_an_unnamed_signal():
