@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import logging.handlers
 import os
 import time
 from collections.abc import Callable
@@ -41,18 +42,20 @@ def _redacted(text: str) -> str:
 def configure(level: str = "INFO", fmt: str = "text",
               path: str | None = None) -> Callable[[], None]:
     """Install one handler on the root logger; return a function that reopens the file."""
-    handler: logging.Handler = logging.FileHandler(path) if path else logging.StreamHandler()
+    # Watched: a process that did not get SIGUSR1 (a worker) follows a rotated file at
+    # its next line (one stat per line; workers log a few lines per hour, not per job).
+    handler: logging.Handler = (logging.handlers.WatchedFileHandler(path) if path
+                                else logging.StreamHandler())
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
 
     def reopen() -> None:
-        if isinstance(handler, logging.FileHandler):
-            handler.acquire()
+        if isinstance(handler, logging.handlers.WatchedFileHandler):
+            handler.acquire()  # emit() checks under this lock too
             try:
-                handler.close()
-                handler.stream = handler._open()
+                handler.reopenIfNeeded()
             finally:
                 handler.release()
 

@@ -54,8 +54,21 @@ class Running:
         except psutil.NoSuchProcess:
             return []
 
+    def workers(self) -> list[psutil.Process]:
+        """Children that are workers by their title: a helper process a library runs
+        while the supervisor boots (croniter probes the platform) is not one."""
+        found = []
+        for c in self.children():
+            try:
+                if " ".join(c.cmdline()).startswith("jobvisor: worker"):
+                    found.append(c)
+            except psutil.Error:  # exited meanwhile
+                pass
+        return found
+
     def wait_workers(self, n: int) -> list[psutil.Process]:
-        return wait_until(lambda: len(c := self.children()) == n and c, timeout=20)
+        return wait_until(lambda: len(w := self.workers()) == n and w, timeout=20,
+                          what=f"{n} workers")
 
     def stop(self) -> int:
         code = stop_process(self.proc, grace=30)

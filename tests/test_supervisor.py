@@ -142,7 +142,7 @@ def test_sigusr1_reopens_the_log_file(sup):
     wait_until(lambda: r.log.exists(), timeout=10)
     r.proc.send_signal(signal.SIGTTIN)
     wait_until(lambda: "SIGTTIN" in r.logs(), timeout=10)
-    assert "got SIGUSR1" in moved.read_text()
+    assert "starting 2 workers" in moved.read_text() and "SIGTTIN" not in moved.read_text()
 
 
 def test_json_logs(sup):
@@ -168,3 +168,17 @@ def test_a_scale_signal_sent_while_booting_is_acted_on_once_ready(sup, tmp_path)
     gate.touch()
     r.wait_workers(2)
     assert "SIGTTIN: 2 workers wanted" in r.logs()
+
+
+def test_workers_follow_a_rotated_log_file(sup):
+    """logrotate moves the file and sends SIGUSR1 to the supervisor only: workers, which
+    ignore SIGUSR1, write their next lines to the new file too."""
+    r = _start(sup, workers=1, extra="max_jobs_per_child = 1")
+    moved = r.log.with_suffix(".1")
+    r.log.rename(moved)
+    r.proc.send_signal(signal.SIGUSR1)
+    wait_until(lambda: r.log.exists(), timeout=10, what="the new log file")
+    Queue("default", r.broker).enqueue("tests.jobfuncs:add", 1, 2).result(timeout=10)
+    wait_until(lambda: "recycles after 1 jobs" in r.logs(), timeout=10,
+               what="the worker's line in the new file")
+    assert "recycles" not in moved.read_text()
