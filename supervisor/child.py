@@ -185,7 +185,9 @@ class Child:
             signal.setitimer(signal.ITIMER_REAL, 0)
             self._contain(job)
         self.jobs_done += 1
-        if not self.stopping:
+        if self.stopping:  # no claim to send: the deadline is cleared all the same
+            self.slots.claiming(self.slot, "")
+        else:
             try:
                 _, following = worker.finish_and_claim(job, outcome, policy)
                 self.outage = 0

@@ -20,6 +20,7 @@ import msgspec
 # attempt, padding, then job id, queue, token, function, and the token of the claim in
 # flight as fixed-size byte strings.
 _LAYOUT = struct.Struct("<QQdddddiiii128s128s128s200s128s")
+_DEADLINES = 24  # deadline, soft_deadline
 _HEARTBEAT = 40
 _NEXT_TOKEN = _LAYOUT.size - 128
 SLOT_SIZE = _LAYOUT.size
@@ -93,11 +94,17 @@ class Slots:
 
     def claiming(self, i: int, token: str) -> None:
         """Publish the token of a claim about to be sent (cleared by the next ``write``):
-        if the child dies before it can show the job, the supervisor gives it back."""
+        if the child dies before it can show the job, the supervisor gives it back.
+
+        A claim goes out only once the slot's job (if any) has returned, so its hard
+        deadline no longer applies: a job that finished in time is not killed while its
+        outcome waits for a slow or unreachable Redis (the lease is still renewed).
+        """
         off = i * SLOT_SIZE
         with self._lock:
             seq = struct.unpack_from("<Q", self._map, off)[0]
             struct.pack_into("<Q", self._map, off, seq + 1)
+            struct.pack_into("<dd", self._map, off + _DEADLINES, 0.0, 0.0)
             struct.pack_into("128s", self._map, off + _NEXT_TOKEN, token.encode()[:128])
             struct.pack_into("<Q", self._map, off, seq + 2)
 

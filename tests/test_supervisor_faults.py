@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 from collections import Counter
 
 import psutil
@@ -203,6 +204,38 @@ def test_workers_ride_out_a_redis_outage(tmp_path, namespace):
         assert j.refresh().attempts == 1
         assert q.enqueue("tests.jobfuncs:add", 1, 1).result(timeout=15) == 2
         assert r.proc.poll() is None
+    finally:
+        r.stop()
+        srv.stop()
+
+
+def test_a_job_that_returned_in_time_is_not_killed_while_redis_is_away(tmp_path, namespace):
+    """The job returns well before its hard deadline, but Redis is down: the worker keeps
+    the outcome past the deadline and writes it when Redis is back. It is not killed as
+    a hard timeout, and the job is not run again."""
+    import time
+
+    from tests.procs import Running
+    from tests.server import ValkeyServer
+
+    srv = ValkeyServer(tmp_path / "own")
+    srv.start()
+    (tmp_path / "s").mkdir()
+    r = Running(tmp_path / "s", srv, namespace, workers=1)
+    try:
+        r.wait_workers(1)
+        q = Queue("default", r.broker)
+        j = q.options(timeout=1.5).enqueue("examples.cpu:spin", 0.3)
+        wait_until(lambda: j.refresh().state is JobState.ACTIVE, timeout=10)
+        started = time.monotonic()
+        srv.stop()
+        wait_until(lambda: "retrying" in r.logs(), timeout=10, what="the outcome to wait")
+        # The outage itself (its length is the fault): on past the job's hard deadline.
+        threading.Event().wait(max(0.0, started + 2.5 - time.monotonic()))
+        srv.start()
+        assert j.result(timeout=30) == 0.3
+        assert j.refresh().attempts == 1 and not j.errors
+        assert "hard timeout" not in r.logs() and "killed" not in r.logs()
     finally:
         r.stop()
         srv.stop()
