@@ -27,14 +27,14 @@ from bench.env import Bench
 
 SIZES = {
     "smoke": dict(noop=300, enqueue=200, bulk=1000, cpu=6, probes=10, delayed=20, kills=1,
-                  crashes=1, scale=2, memory=2000, deep=3000, claims=200, idle=1.0, repeats=1,
-                  lease=1.0),
+                  crashes=1, scale=2, memory=2000, deep=3000, claims=200, idle=0.5, repeats=1,
+                  lease=1.0, settle=0.2, delays=(0.2, 0.3)),
     "quick": dict(noop=5000, enqueue=2000, bulk=20000, cpu=40, probes=200, delayed=100, kills=5,
                   crashes=5, scale=5, memory=20000, deep=100_000, claims=2000, idle=10.0,
-                  repeats=1, lease=3.0),
+                  repeats=1, lease=3.0, settle=1.0, delays=(0.5, 1.5)),
     "full": dict(noop=20000, enqueue=10000, bulk=100000, cpu=200, probes=1000, delayed=500,
                  kills=20, crashes=20, scale=10, memory=100000, deep=1_000_000, claims=5000,
-                 idle=60.0, repeats=3, lease=3.0),
+                 idle=60.0, repeats=3, lease=3.0, settle=1.0, delays=(0.5, 1.5)),
 }
 
 # (figure, target, higher is better)
@@ -63,14 +63,14 @@ def plan(s: dict[str, Any]) -> dict[str, Callable[[Bench], dict[str, Any]]]:
         "bulk_enqueue": lambda b: sc.bulk_enqueue(b, s["bulk"]),
         "cpu_efficiency": lambda b: sc.cpu_efficiency(b, s["cpu"]),
         "latency": lambda b: sc.latency(b, s["probes"]),
-        "delayed": lambda b: sc.delayed(b, s["delayed"]),
+        "delayed": lambda b: sc.delayed(b, s["delayed"], *s["delays"]),
         "hard_timeout": lambda b: sc.hard_timeout(b, s["kills"]),
         "crash_recovery": lambda b: sc.crash_recovery(b, s["crashes"]),
         "host_loss": lambda b: sc.host_loss(b, s["lease"]),
         "scale_up": lambda b: sc.scale_up(b, s["scale"]),
-        "memory": lambda b: sc.memory(b, s["memory"]),
+        "memory": lambda b: sc.memory(b, s["memory"], s["settle"]),
         "deep_queue": lambda b: sc.deep_queue(b, s["deep"], s["claims"]),
-        "idle_cost": lambda b: sc.idle_cost(b, s["idle"]),
+        "idle_cost": lambda b: sc.idle_cost(b, s["idle"], s["settle"]),
     }
 
 

@@ -100,12 +100,13 @@ def latency(b: Bench, n: int) -> dict[str, Any]:
             "round_trip_ms": rt * 1000}
 
 
-def delayed(b: Bench, n: int) -> dict[str, Any]:
+def delayed(b: Bench, n: int, first: float, spread: float) -> dict[str, Any]:
+    """``n`` jobs due from ``first`` seconds on, spread evenly over ``spread`` seconds."""
     broker = b.broker()
     sup = b.supervisor(broker)
     q = Queue("default", broker)
-    jobs_ = [(q.options(delay=0.5 + 1.5 * i / n).enqueue("examples.cpu:noop"), 0.5 + 1.5 * i / n)
-             for i in range(n)]
+    delays = [first + spread * i / n for i in range(n)]
+    jobs_ = [(q.options(delay=d).enqueue("examples.cpu:noop"), d) for d in delays]
     for j, _ in jobs_:
         j.result(timeout=30)
     late = []
@@ -199,14 +200,14 @@ def scale_up(b: Bench, n: int) -> dict[str, Any]:
             "note": "SIGTTIN to the new worker's title showing its first job"}
 
 
-def memory(b: Bench, n: int) -> dict[str, Any]:
+def memory(b: Bench, n: int, settle: float) -> dict[str, Any]:
     broker = b.broker()
     before = broker.client.info("memory")["used_memory"]
     Queue("default", broker).enqueue_many([("examples.cpu:noop",) for _ in range(n)])
     after = broker.client.info("memory")["used_memory"]
     broker2 = b.broker()
     sup = b.supervisor(broker2)
-    time.sleep(1.0)  # let the idle pool settle before measuring
+    time.sleep(settle)  # let the idle pool settle before measuring
     uss = 0
     for p in [psutil.Process(sup.pid), *children(sup)]:
         uss += p.memory_full_info().uss
@@ -237,10 +238,10 @@ def deep_queue(b: Bench, deep: int, n: int) -> dict[str, Any]:
             "depth": deep, "ratio": rates[deep] / rates[1_000]}
 
 
-def idle_cost(b: Bench, seconds: float) -> dict[str, Any]:
+def idle_cost(b: Bench, seconds: float, settle: float) -> dict[str, Any]:
     broker = b.broker()
     sup = b.supervisor(broker)
-    time.sleep(1.0)
+    time.sleep(settle)  # let the idle pool settle before measuring
     pids = [sup.pid, *(c.pid for c in children(sup))]
     calls0 = sum(v["calls"] for v in broker.client.info("commandstats").values())
     cpu0, t0 = cpu_seconds(pids), time.monotonic()

@@ -35,7 +35,7 @@ DEFAULT_DATA_DIR = "./var"
 SENTINEL_PORT = 26379
 _SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel")
 _TLS_SCHEMES = ("rediss", "rediss+sentinel")
-_SECRET_QUERY = re.compile(r"([?&][^=&#]*pass[^=&#]*=)[^&#]*", re.IGNORECASE)
+_SECRET_QUERY = re.compile(r"([?&][^=&#\s]*pass[^=&#\s]*=)[^&#\s]*", re.IGNORECASE)
 
 
 def embedded_url(data_dir: str | os.PathLike[str]) -> str:

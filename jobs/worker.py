@@ -208,12 +208,12 @@ class Worker:
             if remaining <= 0:
                 return None
             self.flush_counts()  # going idle: publish what was counted
+            token, _ = self._claim_token()
+            self.claiming(token)  # published before a stop request may interrupt
             self.waiting = True  # from here a stop request interrupts the wait...
             try:
                 if self.stopping:  # ...and one that came before is seen here
                     return None
-                token, _ = self._claim_token()
-                self.claiming(token)
                 job = self.broker.wait_and_claim(self.queues, remaining, self._order(), token,
                                                  self.lease)
             finally:

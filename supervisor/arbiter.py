@@ -282,7 +282,7 @@ class Arbiter(Commands):
                 return
             if self.embedded is not None and pid == self.embedded.pid:
                 self.embedded.exited(status)
-                log.error("embedded server exited (status %d): restarting it", status)
+                log.error("embedded server exited (%s)", describe_exit(status, by_us=False))
                 self.embedded.relaunch()
                 continue
             info = self.children.pop(pid, None)

@@ -184,16 +184,18 @@ class Child:
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
             self._contain(job)
+        self.slots.returned(self.slot)
         self.jobs_done += 1
-        if self.stopping:  # no claim to send: the deadline is cleared all the same
-            self.slots.claiming(self.slot, "")
-        else:
+        if not self.stopping:
             try:
                 _, following = worker.finish_and_claim(job, outcome, policy)
                 self.outage = 0
                 return following
             except (BrokerUnavailable, BrokerError) as exc:
-                self._redis_down(exc)  # unknown whether it applied: fall back to finish
+                # Unknown whether it applied: fall back to finish.
+                log.warning("job %s returned; its outcome is kept until Redis takes it",
+                            job.id)
+                self._redis_down(exc)
         while True:  # the outcome is kept until written: the supervisor renews the lease
             try:
                 worker.finish(job, outcome, policy)

@@ -92,19 +92,24 @@ class Slots:
             struct.pack_into("<d", self._map, off + _HEARTBEAT, time.monotonic())
             struct.pack_into("<Q", self._map, off, seq + 2)
 
-    def claiming(self, i: int, token: str) -> None:
-        """Publish the token of a claim about to be sent (cleared by the next ``write``):
-        if the child dies before it can show the job, the supervisor gives it back.
-
-        A claim goes out only once the slot's job (if any) has returned, so its hard
-        deadline no longer applies: a job that finished in time is not killed while its
-        outcome waits for a slow or unreachable Redis (the lease is still renewed).
-        """
+    def returned(self, i: int) -> None:
+        """The slot's job has returned: its hard deadline no longer applies. A job that
+        finished in time is not killed while its outcome waits for a slow or unreachable
+        Redis (the slot still shows it busy, so its lease is still renewed)."""
         off = i * SLOT_SIZE
         with self._lock:
             seq = struct.unpack_from("<Q", self._map, off)[0]
             struct.pack_into("<Q", self._map, off, seq + 1)
             struct.pack_into("<dd", self._map, off + _DEADLINES, 0.0, 0.0)
+            struct.pack_into("<Q", self._map, off, seq + 2)
+
+    def claiming(self, i: int, token: str) -> None:
+        """Publish the token of a claim about to be sent (cleared by the next ``write``):
+        if the child dies before it can show the job, the supervisor gives it back."""
+        off = i * SLOT_SIZE
+        with self._lock:
+            seq = struct.unpack_from("<Q", self._map, off)[0]
+            struct.pack_into("<Q", self._map, off, seq + 1)
             struct.pack_into("128s", self._map, off + _NEXT_TOKEN, token.encode()[:128])
             struct.pack_into("<Q", self._map, off, seq + 2)
 

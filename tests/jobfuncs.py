@@ -46,6 +46,15 @@ def always_fails() -> None:
     raise ValueError("boom")
 
 
+@job(max_attempts=1)
+def spin_then_fail(seconds: float) -> None:
+    """Busy for ``seconds`` of pure Python, then raises: a failure that takes a while."""
+    from examples.cpu import spin
+
+    spin(seconds)
+    raise ValueError("failed after spinning")
+
+
 @job(max_attempts=5, backoff=NO_BACKOFF, dont_retry_on=[KeyError])
 def key_error() -> None:
     raise KeyError("missing")

@@ -21,7 +21,7 @@ namespace = "{ns}"
 data_dir = "{data}"
 workers = {workers}
 graceful_timeout = {graceful}
-lease_timeout = 3.0
+lease_timeout = {lease}
 {sup_extra}
 
 [worker]
@@ -35,12 +35,12 @@ class Running:
     def __init__(self, tmp: Path, server, ns: str, workers: int = 2, graceful: float = 10.0,
                  modules: str = '["examples.cpu", "tests.jobfuncs"]', extra: str = "",
                  env: dict[str, str] | None = None, tail: str = "",
-                 args: tuple[str, ...] = ()) -> None:
+                 args: tuple[str, ...] = (), lease: float = 3.0) -> None:
         self.config = tmp / "config.toml"
         self.log = tmp / "supervisor.log"
         self.text = CONFIG.format(url=server.url, ns=ns, data=tmp / "var", workers=workers,
                                   graceful=graceful, modules=modules, sup_extra=extra,
-                                  tail=tail)
+                                  tail=tail, lease=lease)
         self.config.write_text(self.text)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "supervisor", "--config", str(self.config), "run",

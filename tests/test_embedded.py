@@ -3,6 +3,7 @@ that cannot start again halts the supervisor with a clear reason."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
@@ -74,8 +75,9 @@ def test_an_embedded_server_that_cannot_start_again_halts_the_supervisor(embedde
                 f.write(b"not a command\r\n*3\r\n")
         server.send_signal(signal.SIGKILL)
     finally:
-        server.send_signal(signal.SIGCONT)
+        with contextlib.suppress(psutil.NoSuchProcess):  # reaped already, as a rule
+            server.send_signal(signal.SIGCONT)
     assert proc.wait(60) == 4  # ExitCode.REDIS_UNAVAILABLE
     text = _read(log)
-    assert "embedded valkey-server exited 5 times within 2 s of starting" in text
+    assert "embedded valkey-server exited 5 times within 60 s" in text
     assert f"see {data.resolve()}/valkey.log" in text

@@ -119,14 +119,14 @@ def test_fast_stop_releases_jobs(sup):
 
 
 def test_killed_supervisor_jobs_are_reclaimed_by_another(sup):
-    a = _start(sup)
+    a = _start(sup, lease=1.0)
     j = Queue("default", a.broker).options(max_attempts=3).enqueue("examples.cpu:spin", 0.5)
     wait_until(lambda: j.refresh().state is JobState.ACTIVE, timeout=10)
     for p in a.children():
         p.kill()
     a.proc.kill()
     a.proc.wait()
-    b = _start(sup)
+    b = _start(sup, lease=1.0)
     wait_until(lambda: j.refresh().state is JobState.COMPLETED, timeout=20)
     assert j.errors[0].kind is ErrorKind.LOST
     assert j.attempts == 2
@@ -134,7 +134,9 @@ def test_killed_supervisor_jobs_are_reclaimed_by_another(sup):
     _ = Job
 
 
-def test_sigusr1_reopens_the_log_file(sup):
+def test_the_supervisor_follows_a_moved_log_file(sup):
+    """Moved by logrotate, the file is recreated at its path; SIGUSR1 (logrotate's
+    postrotate habit) is accepted and logged there."""
     r = _start(sup)
     moved = r.log.with_suffix(".1")
     r.log.rename(moved)

@@ -8,6 +8,7 @@ import threading
 from collections import Counter
 
 import psutil
+import pytest
 
 from jobs import ErrorKind, JobState, Queue
 from tests.helpers import wait_until
@@ -148,9 +149,9 @@ def test_two_supervisors_share_a_queue_without_duplicates(sup, tmp_path):
 
 
 def test_long_job_keeps_its_lease(sup):
-    r = _start(sup)  # lease_timeout = 3 s in the test config
-    j = Queue("default", r.broker).enqueue("examples.cpu:spin", 4.5)
-    assert j.result(timeout=20) == 4.5
+    r = _start(sup, lease=1.0)
+    j = Queue("default", r.broker).enqueue("examples.cpu:spin", 2.5)  # 2.5 leases
+    assert j.result(timeout=20) == 2.5
     assert j.refresh().attempts == 1 and j.errors == ()
 
 
@@ -209,10 +210,15 @@ def test_workers_ride_out_a_redis_outage(tmp_path, namespace):
         srv.stop()
 
 
-def test_a_job_that_returned_in_time_is_not_killed_while_redis_is_away(tmp_path, namespace):
-    """The job returns well before its hard deadline, but Redis is down: the worker keeps
-    the outcome past the deadline and writes it when Redis is back. It is not killed as
-    a hard timeout, and the job is not run again."""
+@pytest.mark.parametrize(("function", "state", "error"), [
+    ("examples.cpu:spin", JobState.COMPLETED, None),
+    ("tests.jobfuncs:spin_then_fail", JobState.DEAD, "ValueError"),
+])
+def test_a_job_that_returned_in_time_is_not_killed_while_redis_is_away(
+        tmp_path, namespace, function, state, error):
+    """The job returns (a result or an exception) well before its hard deadline, but
+    Redis is down: the worker keeps the outcome past the deadline and writes it when
+    Redis is back. It is not killed as a hard timeout, and the job is not run again."""
     import time
 
     from tests.procs import Running
@@ -223,18 +229,21 @@ def test_a_job_that_returned_in_time_is_not_killed_while_redis_is_away(tmp_path,
     (tmp_path / "s").mkdir()
     r = Running(tmp_path / "s", srv, namespace, workers=1)
     try:
-        r.wait_workers(1)
+        [worker] = r.wait_workers(1)
         q = Queue("default", r.broker)
-        j = q.options(timeout=1.5).enqueue("examples.cpu:spin", 0.3)
+        j = q.options(timeout=2.0).enqueue(function, 1.0)
         wait_until(lambda: j.refresh().state is JobState.ACTIVE, timeout=10)
         started = time.monotonic()
         srv.stop()
-        wait_until(lambda: "retrying" in r.logs(), timeout=10, what="the outcome to wait")
+        assert j.id in " ".join(worker.cmdline())  # still running when Redis went away
+        wait_until(lambda: "outcome is kept until Redis takes it" in r.logs(), timeout=10,
+                   what="the outcome to wait")
         # The outage itself (its length is the fault): on past the job's hard deadline.
-        threading.Event().wait(max(0.0, started + 2.5 - time.monotonic()))
+        threading.Event().wait(max(0.0, started + 3.0 - time.monotonic()))
         srv.start()
-        assert j.result(timeout=30) == 0.3
-        assert j.refresh().attempts == 1 and not j.errors
+        wait_until(lambda: j.refresh().state is state, timeout=30, what=f"{state}")
+        assert j.attempts == 1
+        assert [e.type for e in j.errors] == ([error] if error else [])
         assert "hard timeout" not in r.logs() and "killed" not in r.logs()
     finally:
         r.stop()
