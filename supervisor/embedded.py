@@ -78,7 +78,7 @@ class EmbeddedServer:
             raise HaltServer(
                 f"embedded valkey-server exited {len(self.exits)} times within "
                 f"{EXIT_WINDOW:g} s; see {self.dir}/valkey.log", ExitCode.REDIS_UNAVAILABLE)
-        log.error("embedded server exited: restarting it")
+        log.warning("restarting the embedded server")
         self.launch()
 
     def launch(self) -> None:

@@ -57,7 +57,7 @@ def test_a_crashed_embedded_server_is_restarted_and_work_goes_on(embedded):
     assert queue.enqueue("tests.jobfuncs:add", 1, 2).result(timeout=20) == 3
     [first] = _servers(proc)
     first.send_signal(signal.SIGKILL)
-    wait_until(lambda: "restarting it" in _read(log), timeout=10, what="the restart")
+    wait_until(lambda: "restarting the embedded server" in _read(log), timeout=10, what="the restart")
     wait_until(lambda: [s for s in _servers(proc) if s.pid != first.pid], timeout=10,
                what="a new server")
     # The worker reconnects on its own, as after any outage.
