@@ -193,6 +193,7 @@ class Child:
                 return following
             except (BrokerUnavailable, BrokerError) as exc:
                 # Unknown whether it applied: fall back to finish.
+                set_title(f"worker finishing {name} {job.id}: its outcome waits for Redis")
                 log.warning("job %s returned; its outcome is kept until Redis takes it",
                             job.id)
                 self._redis_down(exc)

@@ -238,6 +238,7 @@ def test_a_job_that_returned_in_time_is_not_killed_while_redis_is_away(
         assert j.id in " ".join(worker.cmdline())  # still running when Redis went away
         wait_until(lambda: "outcome is kept until Redis takes it" in r.logs(), timeout=10,
                    what="the outcome to wait")
+        assert " ".join(worker.cmdline()).startswith("jobvisor: worker finishing")
         # The outage itself (its length is the fault): on past the job's hard deadline.
         threading.Event().wait(max(0.0, started + 3.0 - time.monotonic()))
         srv.start()
