@@ -375,7 +375,7 @@ def translated(url: str) -> Iterator[None]:
         if code and not text.startswith(code):
             text = f"{code} {text}"  # redis-py strips the code it turned into a class
         raise BrokerError(
-            f"Redis at {redact(url)} refused the command: {text}{_hint(code, text)}"
+            f"Redis at {redact(url)} refused the command: {text}{_hint(code, text)}", code
         ) from None
 
 

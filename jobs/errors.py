@@ -18,6 +18,10 @@ class BrokerUnavailable(JobsError, ConnectionError):
 class BrokerError(JobsError):
     """Redis answered with an error (out of memory, no permission, read-only replica, ...)."""
 
+    def __init__(self, message: str, code: str = "") -> None:
+        super().__init__(message)
+        self.code = code  # the server's error code: OOM, NOPERM, READONLY, WRONGTYPE, ...
+
 
 class PayloadTooLarge(JobsError, ValueError):
     """The encoded arguments exceed ``max_payload_bytes``."""

@@ -21,7 +21,7 @@ from typing import Any
 
 import msgspec
 
-from jobs import Broker, reclaim, run_promoter
+from jobs import Broker, BrokerError, reclaim, run_promoter
 from jobs.cluster import Control, take_control
 from jobs.limits import publish as publish_limits
 from jobs.records import AttemptError
@@ -43,6 +43,12 @@ class Settlement(msgspec.Struct, frozen=True):
 
     held: Held
     error: AttemptError | None  # None: release without spending an attempt
+
+
+# Refusals that pass: a full, busy, loading or read-only (failing over) server, or an ACL
+# an operator is fixing. Anything else is refused the same way every time.
+RETRYABLE = frozenset({"OOM", "BUSY", "LOADING", "TRYAGAIN", "READONLY", "MASTERDOWN",
+                       "NOREPLICAS", "NOPERM", "CLUSTERDOWN"})
 
 
 class InFlight(msgspec.Struct, frozen=True):
@@ -226,6 +232,14 @@ class Duties:
                     state = account_failure(self.broker, h.job_id, h.queue, h.token, item.error)
                     log.warning("job %s: %s -> %s", h.job_id, item.error.message,
                                 state or "already settled")
+            except BrokerError as exc:
+                if exc.code in RETRYABLE:
+                    log.warning("cannot write to Redis yet, will retry: %s", exc)
+                    return False
+                # Refused for good (a record written over by another program, ...): one
+                # such item must not hold up every outcome queued behind it.
+                log.error("Redis refused %s, dropped (a job it held comes back when its "
+                          "lease runs out): %s", item, exc)
             except Exception as exc:
                 log.warning("cannot write to Redis yet, will retry: %s", exc)
                 return False

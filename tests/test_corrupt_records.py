@@ -64,3 +64,47 @@ def test_supervised_workers_survive_damaged_records(sup):
     assert queue.enqueue("tests.jobfuncs:add", 2, 3).result(timeout=10) == 5
     assert {p.pid for p in run.wait_workers(2)} == pids
     assert "Traceback" not in run.logs()
+
+
+def test_a_record_written_over_with_another_type_blocks_nothing(broker):
+    """Another program overwrites a job's key with a string. Scripts that meet it read it
+    as a record that is gone: the queue goes on to the next job, expired leases of other
+    jobs are still reclaimed, and the supervisor's outbox drops the one outcome Redis
+    refuses instead of holding every later one behind it."""
+    from jobs.records import AttemptError, ErrorKind
+    from jobs.worker import reclaim
+    from supervisor.duties import Duties, Held, Settlement
+
+    queue = Queue("default", broker)
+    overwritten = queue.enqueue(jobfuncs.add, 1, 2)
+    good = queue.enqueue(jobfuncs.add, 2, 2)
+    broker.client.delete(broker.keys.job(overwritten.id))
+    broker.client.set(broker.keys.job(overwritten.id), "someone else's value")
+    worker = Worker(["default"], broker=broker, lease=0.05)
+    claimed = worker.claim()  # not an error: the overwritten entry is skipped
+    assert claimed is not None and claimed.id == good.id
+
+    # A held job whose key is overwritten mid-run, next to one whose lease expires.
+    late = queue.enqueue(jobfuncs.add, 3, 3)
+    held = worker.claim()
+    assert held is not None and held.id == late.id
+    broker.client.delete(broker.keys.job(late.id))
+    broker.client.set(broker.keys.job(late.id), "someone else's value")
+
+    def reclaimed() -> bool:
+        reclaim(broker, ["default"])  # raised WRONGTYPE for every job, every time
+        return good.refresh().state is not JobState.ACTIVE
+
+    wait_until(reclaimed, timeout=10, what="the good job's expired lease to be reclaimed")
+
+    lost = AttemptError(attempt=1, kind=ErrorKind.CRASH, type="WorkerCrashed",
+                        message="worker crashed")
+    again = queue.enqueue(jobfuncs.add, 4, 4)
+    third = worker.claim()
+    assert third is not None and third.id == again.id
+    duties = Duties(broker, 60.0, ["default"], list, dict, lambda message: None)
+    duties.settle(Settlement(Held(late.id, "default", held.token), lost))
+    duties.settle(Settlement(Held(again.id, "default", third.token), lost))
+    duties.shutdown(timeout=5.0)
+    assert duties.pending == 0
+    assert again.refresh().state is not JobState.ACTIVE  # the outcome behind it was written

@@ -113,6 +113,15 @@ end
 
 
 -- "ns:job:" -> "ns:", the start of every key of the namespace.
+-- A job record's fields, all nil when its key holds something other than a hash (written
+-- over by another program): read like a record that is gone, never an error that would
+-- stop a script half-way (scripts do not roll back) and then every later call.
+local function record(job, ...)
+    local f = redis.pcall('HMGET', job, ...)
+    if f.err then return {} end
+    return f
+end
+
 local function ns_of(prefix)
     return string.sub(prefix, 1, -5)
 end
@@ -316,7 +325,7 @@ local function limit_release(base, prefix, name, count)
     for i = 1, #popped, 2 do
         local id, score = popped[i], popped[i + 1]
         local job = prefix .. id
-        local st, queue, hold = unpack(redis.call('HMGET', job, 'st', 'q', 'hold'))
+        local st, queue, hold = unpack(record(job, 'st', 'q', 'hold'))
         if st == 'queued' and hold == name then
             redis.call('HDEL', job, 'hold')
             redis.call('HINCRBY', base .. 'held', queue, -1)
@@ -362,7 +371,7 @@ local function release_due_limits(due_key, prefix, now)
             local again = now + 1000
             if most > 0 then
                 for _, id in ipairs(redis.call('SMEMBERS', lk .. ':active')) do
-                    if redis.call('HGET', prefix .. id, 'st') ~= 'active' then
+                    if record(prefix .. id, 'st')[1] ~= 'active' then
                         redis.call('SREM', lk .. ':active', id)
                     end
                 end
@@ -401,7 +410,7 @@ end
 local function complete_job(k, a, now, quiet)
     -- Every redis.call costs several microseconds of script overhead: this path makes
     -- as few as it can. The waiter count lives in the record ('w') for the same reason.
-    local st, tok, waiting, kids, batch, cx, lim = unpack(redis.call('HMGET', k[1], 'st', 'tok',
+    local st, tok, waiting, kids, batch, cx, lim = unpack(record(k[1], 'st', 'tok',
         'w', 'k', 'b', 'cx', 'lim'))
     if tok ~= a[2] then return 0, false end
     if st == 'completed' then return 1, false end
@@ -432,7 +441,7 @@ local function claim_job(queues, paused, events, claim_key, prefix, token, lease
     local n = #queues
     local earlier = resent == '1' and redis.call('GET', claim_key)
     if earlier then
-        local f = redis.call('HMGET', prefix .. earlier, 'st', 'spec', 'pri', 'errs', 'te',
+        local f = record(prefix .. earlier, 'st', 'spec', 'pri', 'errs', 'te',
             'att', 'tok', 'q', 'pres')
         if f[1] == 'active' and f[7] == token then
             for q = 1, n do
@@ -452,7 +461,7 @@ local function claim_job(queues, paused, events, claim_key, prefix, token, lease
                 local id = popped[1]
                 if not id then break end
                 local job = prefix .. id
-                local f = redis.call('HMGET', job, 'st', 'spec', 'pri', 'errs', 'te', 'att',
+                local f = record(job, 'st', 'spec', 'pri', 'errs', 'te', 'att',
                     'pres', 'lim')
                 local held = false
                 if f[1] == 'queued' and f[8] then

@@ -23,7 +23,7 @@ for _, queued in ipairs(KEYS) do
             string.format('(%d', level_start + PRIORITY_BAND), 'WITHSCORES', 'LIMIT', 0, limit)
         for i = 1, #ids, 2 do
             local id, score = ids[i], tonumber(ids[i + 1])
-            local pri, te = unpack(redis.call('HMGET', ARGV[1] .. id, 'pri', 'te'))
+            local pri, te = unpack(record(ARGV[1] .. id, 'pri', 'te'))
             if not te then break end
             local periods = math.floor((now - tonumber(te)) / after)
             if periods < 1 then break end -- younger jobs follow: this level is done

@@ -9,7 +9,7 @@ local out = {}
 for i = 1, #KEYS do
     local ids = redis.call('ZRANGEBYSCORE', KEYS[i], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
     for _, id in ipairs(ids) do
-        local f = redis.call('HMGET', ARGV[1] .. id, 'tok', 'att', 'spec', 'errs')
+        local f = record(ARGV[1] .. id, 'tok', 'att', 'spec', 'errs')
         if not f[3] and not f[1] then
             redis.call('ZREM', KEYS[i], id)
         else

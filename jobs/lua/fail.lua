@@ -13,7 +13,7 @@
 -- releases or cancels the job's dependents and counts in its batch (after_final).
 -- Returns 'scheduled', 'dead' or 'canceled' when written, 0 for a stale token or a live lease.
 
-local st, tok, kids, batch, cx, lim = unpack(redis.call('HMGET', KEYS[1], 'st', 'tok', 'k', 'b',
+local st, tok, kids, batch, cx, lim = unpack(record(KEYS[1], 'st', 'tok', 'k', 'b',
     'cx', 'lim'))
 if tok ~= ARGV[2] then return 0 end
 -- A client retry of a write that already went through: report it, change nothing.

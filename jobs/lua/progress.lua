@@ -5,7 +5,7 @@
 -- ARGV[8] message
 -- Returns 1 when written, 0 for a stale token.
 
-local st, tok = unpack(redis.call('HMGET', KEYS[1], 'st', 'tok'))
+local st, tok = unpack(record(KEYS[1], 'st', 'tok'))
 if st ~= 'active' or tok ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'prog', ARGV[2])
 emit(KEYS[2], ARGV[3], 'e', 'progress', 'id', ARGV[4], 'q', ARGV[5], 'done', ARGV[6],

@@ -18,9 +18,9 @@ for i = 1, #KEYS - 2, 3 do
         local seq = redis.call('INCRBY', seq_key, #due) - #due
         for j, id in ipairs(due) do
             local job = ARGV[1] .. id
-            local pri = redis.call('HGET', job, 'pri')
+            local pri, st = unpack(record(job, 'pri', 'st'))
             redis.call('ZREM', scheduled, id)
-            if pri and redis.call('HGET', job, 'st') == 'scheduled' then
+            if pri and st == 'scheduled' then
                 redis.call('HSET', job, 'st', 'queued')
                 redis.call('HDEL', job, 'due')
                 redis.call('ZADD', queued, queue_score(pri, seq + j), id)

@@ -5,7 +5,7 @@
 -- ARGV[5] job record prefix
 -- Returns 1 when released (or canceled, when a cancel was asked), 0 for a stale token.
 
-local st, tok, pri, lim, cx = unpack(redis.call('HMGET', KEYS[1], 'st', 'tok', 'pri', 'lim',
+local st, tok, pri, lim, cx = unpack(record(KEYS[1], 'st', 'tok', 'pri', 'lim',
     'cx'))
 if st ~= 'active' or tok ~= ARGV[2] then return 0 end
 redis.call('ZREM', KEYS[2], ARGV[1])

@@ -8,7 +8,7 @@ local lost = {}
 for i = 1, #KEYS / 2 do
     local job, active = KEYS[2 * i - 1], KEYS[2 * i]
     local id, token = ARGV[2 * i], ARGV[2 * i + 1]
-    local st, tok = unpack(redis.call('HMGET', job, 'st', 'tok'))
+    local st, tok = unpack(record(job, 'st', 'tok'))
     if st == 'active' and tok == token then
         redis.call('ZADD', active, 'XX', lease_end, id)
     else
