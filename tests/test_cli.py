@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -195,15 +196,24 @@ def test_events(r):
     assert [e["e"] for e in events] == ["enqueued", "started", "completed"]
     follow = subprocess.Popen(
         [sys.executable, "-m", "supervisor", "--config", str(r.config), "events", "--follow",
-         "--count", "0", "--json", "--for", "4"], stdout=subprocess.PIPE, text=True, cwd=ROOT)
-    # The follower is blocked in XREAD on the server before the next job is enqueued.
-    wait_until(lambda: any(c.get("cmd") == "xread" and "b" in c.get("flags", "")
-                           for c in r.broker.client.client_list()), timeout=10)
-    k = Queue("default", r.broker).enqueue("tests.jobfuncs:add", 5, 5)
-    k.result(timeout=10)
-    out, _ = follow.communicate(timeout=20)
-    seen = [json.loads(line) for line in out.splitlines()]
-    assert ("completed", k.id) in {(e["e"], e.get("id")) for e in seen}
+         "--count", "0", "--json", "--for", "20"], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        # The follower is blocked in XREAD on the server before the next job is enqueued.
+        wait_until(lambda: any(c.get("cmd") == "xread" and "b" in c.get("flags", "")
+                               for c in r.broker.client.client_list()), timeout=10)
+        k = Queue("default", r.broker).enqueue("tests.jobfuncs:add", 5, 5)
+        k.result(timeout=10)
+        seen = set()
+        assert follow.stdout is not None
+        for line in follow.stdout:  # each event as it comes; ends at --for at the latest
+            event = json.loads(line)
+            seen.add((event["e"], event.get("id")))
+            if ("completed", k.id) in seen:
+                break
+        assert ("completed", k.id) in seen
+    finally:
+        follow.send_signal(signal.SIGINT)
+        follow.wait(10)
 
 
 def test_top_renders_once(r):
