@@ -148,8 +148,8 @@ class Child:
         self.stopping = True
         if self.worker is not None:
             self.worker.stopping = True
-        if self.worker is not None and self.worker.waiting:
-            raise StopWaiting  # idle in BLPOP: leave now instead of after the wait
+            if self.worker.waiting:
+                raise StopWaiting  # idle in BLPOP: leave now instead of after the wait
 
     def _on_soft_timeout(self, signum: int, frame: object) -> None:
         raise JobTimeout("soft timeout reached")

@@ -12,6 +12,7 @@ from pathlib import Path
 import jobs
 from jobs import JobsError
 from supervisor import cli_jobs, cli_ops, cli_schedules
+from supervisor.__main__ import JOB_CONTROL
 from supervisor.cli_common import load
 from supervisor.errors import ConfigError, ExitCode, HaltServer
 from supervisor.logs import configure
@@ -176,7 +177,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     if args.func is not cmd_run:  # only the supervisor installs handlers for them
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTTIN, signal.SIGTTOU})
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, JOB_CONTROL)
     try:
         code = args.func(args)
     except HaltServer as halt:

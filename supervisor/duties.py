@@ -232,17 +232,14 @@ class Duties:
                     state = account_failure(self.broker, h.job_id, h.queue, h.token, item.error)
                     log.warning("job %s: %s -> %s", h.job_id, item.error.message,
                                 state or "already settled")
-            except BrokerError as exc:
-                if exc.code in RETRYABLE:
+            except Exception as exc:
+                if not isinstance(exc, BrokerError) or exc.code in RETRYABLE:
                     log.warning("cannot write to Redis yet, will retry: %s", exc)
                     return False
                 # Refused for good (a record written over by another program, ...): one
                 # such item must not hold up every outcome queued behind it.
                 log.error("Redis refused %s, dropped (a job it held comes back when its "
                           "lease runs out): %s", item, exc)
-            except Exception as exc:
-                log.warning("cannot write to Redis yet, will retry: %s", exc)
-                return False
             self._outbox.popleft()
         return True
 

@@ -85,32 +85,26 @@ class Slots:
 
     def beat(self, i: int) -> None:
         """Refresh the heartbeat only (called from the child's heartbeat thread)."""
-        off = i * SLOT_SIZE
-        with self._lock:
-            seq = struct.unpack_from("<Q", self._map, off)[0]
-            struct.pack_into("<Q", self._map, off, seq + 1)
-            struct.pack_into("<d", self._map, off + _HEARTBEAT, time.monotonic())
-            struct.pack_into("<Q", self._map, off, seq + 2)
+        self._patch(i, _HEARTBEAT, "<d", time.monotonic())
 
     def returned(self, i: int) -> None:
         """The slot's job has returned: its hard deadline no longer applies. A job that
         finished in time is not killed while its outcome waits for a slow or unreachable
         Redis (the slot still shows it busy, so its lease is still renewed)."""
-        off = i * SLOT_SIZE
-        with self._lock:
-            seq = struct.unpack_from("<Q", self._map, off)[0]
-            struct.pack_into("<Q", self._map, off, seq + 1)
-            struct.pack_into("<dd", self._map, off + _DEADLINES, 0.0, 0.0)
-            struct.pack_into("<Q", self._map, off, seq + 2)
+        self._patch(i, _DEADLINES, "<dd", 0.0, 0.0)
 
     def claiming(self, i: int, token: str) -> None:
         """Publish the token of a claim about to be sent (cleared by the next ``write``):
         if the child dies before it can show the job, the supervisor gives it back."""
+        self._patch(i, _NEXT_TOKEN, "128s", token.encode()[:128])
+
+    def _patch(self, i: int, field: int, fmt: str, *values: object) -> None:
+        """Overwrite one field of slot ``i`` under its sequence counter."""
         off = i * SLOT_SIZE
         with self._lock:
             seq = struct.unpack_from("<Q", self._map, off)[0]
             struct.pack_into("<Q", self._map, off, seq + 1)
-            struct.pack_into("128s", self._map, off + _NEXT_TOKEN, token.encode()[:128])
+            struct.pack_into(fmt, self._map, off + field, *values)
             struct.pack_into("<Q", self._map, off, seq + 2)
 
     def read(self, i: int) -> SlotView:

@@ -112,7 +112,6 @@ local function trim_index(index_key, prefix, state, min_score, max_count)
 end
 
 
--- "ns:job:" -> "ns:", the start of every key of the namespace.
 -- A job record's fields, all nil when its key holds something other than a hash (written
 -- over by another program): read like a record that is gone, never an error that would
 -- stop a script half-way (scripts do not roll back) and then every later call.
@@ -122,6 +121,7 @@ local function record(job, ...)
     return f
 end
 
+-- "ns:job:" -> "ns:", the start of every key of the namespace.
 local function ns_of(prefix)
     return string.sub(prefix, 1, -5)
 end
