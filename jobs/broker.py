@@ -44,6 +44,9 @@ class Broker(JobOperations, Maintenance):
         self.events_len = self.settings.events_max_len
         self.scripts = Scripts(self.client)
         self.runner = ScriptRunner(self.client)
+        # The hot call's keys and arguments that are the same on every call of a worker.
+        self._hot_fixed: dict[tuple[str, tuple[str, ...], float],
+                              tuple[tuple[str, ...], tuple[Any, ...]]] = {}
 
     def __repr__(self) -> str:
         return f"<Broker {redact(self.url)} namespace={self.keys.ns}>"
@@ -113,8 +116,8 @@ class Broker(JobOperations, Maintenance):
         """
         keys, args = self._claim_call(queues, token, lease, resent)
         with translated(self.url):
-            # Safe to resend after a lost reply: the script remembers what this token took
-            # and, told it is a resend, looks that up.
+            # Safe to resend after a lost reply: told it is a resend, the script looks for
+            # a job this token holds before it claims.
             reply = self.runner.run(self.scripts.claim, keys, args, resend_flag=4)
         return self._claimed(reply, queues, token)
 
@@ -132,8 +135,7 @@ class Broker(JobOperations, Maintenance):
 
     def _claim_call(self, queues: Sequence[str], token: str, lease: float,
                     resent: bool) -> tuple[list[str], list[Any]]:
-        keys = [self.keys.claim(token), self.keys.paused(), self.keys.events(),
-                *self._queue_keys(queues)]
+        keys = [self.keys.paused(), self.keys.events(), *self._queue_keys(queues)]
         args = [self.prefix, token, int(lease * 1000), self.events_len, "1" if resent else "0",
                 *queues]
         return keys, args
@@ -142,33 +144,33 @@ class Broker(JobOperations, Maintenance):
                          queues: Sequence[str], token: str,
                          lease: float) -> tuple[bool, Claimed | None]:
         """Complete ``job`` and claim the next one in one round trip (the hot path)."""
-        keys = [*self._complete_keys(job), self.keys.claim(token), self.keys.paused(),
-                *self._queue_keys(queues)]
-        args = [*self._complete_args(job, result, result_ttl, duration),
-                self.prefix, token, int(lease * 1000), self.events_len, "0", *queues]
+        k = self.keys
+        fixed = self._hot_fixed.get((job.queue, tuple(queues), lease))
+        if fixed is None:
+            fixed = self._hot_fixed[(job.queue, tuple(queues), lease)] = (
+                (k.active(job.queue), k.completed(job.queue), k.events(), k.paused(),
+                 *self._queue_keys(queues)),
+                (job.queue, self.prefix, self.events_len, int(lease * 1000), *queues))
+        fixed_keys, fixed_args = fixed
+        keys = (k.job(job.id), k.done(job.id), *fixed_keys)
+        args = (job.id, job.token, result, max(1, int(result_ttl * 1000)), int(duration * 1000),
+                token, "0", *fixed_args)
         with translated(self.url):
-            done, reply = self.runner.run(self.scripts.finish_claim, keys, args, resend_flag=13)
+            done, reply = self.runner.run(self.scripts.finish_claim, keys, args, resend_flag=6)
         return bool(done), self._claimed(reply or None, queues, token)
 
     def _claimed(self, reply: Any, queues: Sequence[str], token: str) -> Claimed | None:
         return None if reply is None else claimed_from_reply(reply, queues, token)
 
-    def _complete_keys(self, job: Claimed) -> list[str]:
-        k = self.keys
-        return [k.job(job.id), k.active(job.queue), k.completed(job.queue), k.waiters(job.id),
-                k.done(job.id), k.events()]
-
-    def _complete_args(self, job: Claimed, result: bytes, result_ttl: float,
-                       duration: float) -> list[Any]:
-        return [job.id, job.token, result, max(1, int(result_ttl * 1000)), self.prefix,
-                self.defaults.max_completed, self.events_len, job.queue, int(duration * 1000)]
-
     def complete(self, job: Claimed, result: bytes, result_ttl: float,
                  duration: float = 0.0) -> str | None:
         """"now" when written by this call, "before" when an earlier call with this token
         wrote it (a resend), None when the token no longer holds the job."""
-        keys = self._complete_keys(job)
-        args = self._complete_args(job, result, result_ttl, duration)
+        k = self.keys
+        keys = [k.job(job.id), k.active(job.queue), k.completed(job.queue), k.done(job.id),
+                k.events()]
+        args = [job.id, job.token, result, max(1, int(result_ttl * 1000)), self.prefix,
+                self.events_len, job.queue, int(duration * 1000)]
         with translated(self.url):
             # Safe to resend: a second write with the same token reports success, no change.
             reply = int(self.runner.run(self.scripts.complete, keys, args))
@@ -207,16 +209,24 @@ class Broker(JobOperations, Maintenance):
             reply = self.runner.run(self.scripts.fail, keys, args)
         return reply.decode() if isinstance(reply, bytes) else None
 
-    def claimed_by(self, token: str) -> tuple[str, str] | None:
-        """(job id, queue) of the job claim ``token`` took and still holds, if any."""
+    def claimed_by(self, token: str, queues: Sequence[str]) -> tuple[str, str] | None:
+        """(job id, queue) of the job claim ``token`` took and still holds, if any, looked
+        for among the running jobs of ``queues`` (rare: a worker died mid-claim)."""
         with translated(self.url):
-            job_id = self.client.get(self.keys.claim(token))
-            if job_id is None:
-                return None
-            st, tok, queue = self.client.hmget(self.keys.job(job_id.decode()), "st", "tok", "q")
-        if st != b"active" or tok != token.encode() or queue is None:
-            return None
-        return job_id.decode(), queue.decode()
+            pipe = self.client.pipeline(transaction=False)
+            for q in queues:
+                pipe.zrange(self.keys.active(q), 0, -1)
+            running = [(q, i.decode()) for q, ids in zip(queues, pipe.execute(), strict=True)
+                       for i in ids]
+            pipe = self.client.pipeline(transaction=False)
+            for _, job_id in running:
+                pipe.hmget(self.keys.job(job_id), "st", "tok")
+            # A record written over with another type answers with an error: not this one.
+            fields = pipe.execute(raise_on_error=False) if running else []
+        for (queue, job_id), f in zip(running, fields, strict=True):
+            if isinstance(f, list) and f[0] == b"active" and f[1] == token.encode():
+                return job_id, queue
+        return None
 
     def release(self, job: Claimed) -> bool:
         return self.release_held(job.id, job.queue, job.token)

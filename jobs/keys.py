@@ -115,9 +115,6 @@ class Keys:
     def log(self, job_id: str) -> str:
         return f"{self.ns}:log:{job_id}"
 
-    def claim(self, token: str) -> str:
-        return f"{self.ns}:claim:{token}"
-
     def timers(self) -> str:
         return f"{self.ns}:timers"
 

@@ -63,6 +63,16 @@ class ArgumentBinder:
             if name in hints
             and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
         }
+        # The usual job (parameters that may be given by position, no ``ctx``) called with
+        # positional arguments is checked by count and converted by position: the same
+        # answer as Signature.bind, without its tens of microseconds per job.
+        params = list(self._signature.parameters.values())
+        self._by_position: tuple[int, int, list[tuple[int, str, Any]]] | None = None
+        if not self.wants_ctx and all(p.kind in _POSITIONAL for p in params):
+            required = sum(p.default is inspect.Parameter.empty for p in params)
+            typed = [(i, p.name, self._types[p.name]) for i, p in enumerate(params)
+                     if p.name in self._types]
+            self._by_position = (required, len(params), typed)
 
     def bind(self, args: list[Any], kwargs: dict[str, Any],
              ctx: Any = None) -> tuple[list[Any], dict[str, Any]]:
@@ -70,17 +80,32 @@ class ArgumentBinder:
 
         Raises ``TypeError`` (arity) or ``msgspec.ValidationError`` (types).
         """
+        if self._by_position is not None and not kwargs:
+            required, most, typed = self._by_position
+            if required <= len(args) <= most:
+                converted = list(args)
+                for i, name, kind in typed:
+                    if i < len(converted):
+                        converted[i] = _convert(name, converted[i], kind)
+                return converted, {}
         bound = self._signature.bind(*args, **kwargs)
         for name, value in bound.arguments.items():
             kind = self._types.get(name)
             if kind is not None:
-                try:
-                    bound.arguments[name] = msgspec.convert(value, kind, strict=False)
-                except msgspec.ValidationError as exc:
-                    raise msgspec.ValidationError(f"argument {name!r}: {exc}") from None
+                bound.arguments[name] = _convert(name, value, kind)
         if self.wants_ctx:
             bound = inspect.BoundArguments(self._full, {**bound.arguments, "ctx": ctx})
         return list(bound.args), dict(bound.kwargs)
+
+
+_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+
+
+def _convert(name: str, value: Any, kind: Any) -> Any:
+    try:
+        return msgspec.convert(value, kind, strict=False)
+    except msgspec.ValidationError as exc:
+        raise msgspec.ValidationError(f"argument {name!r}: {exc}") from None
 
 
 class JobFunction(Generic[P, R]):

@@ -12,9 +12,11 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import redis
+from hiredis import pack_command  # redis-py's packer checks each argument first
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
@@ -33,7 +35,7 @@ class ScriptRunner:
             local.pid = os.getpid()
         return local.conn
 
-    def run(self, script: Script, keys: list[str], args: list[Any], retry: bool = True,
+    def run(self, script: Script, keys: Sequence[str], args: Sequence[Any], retry: bool = True,
             resend_flag: int | None = None) -> Any:
         """EVALSHA ``script``; with ``retry``, resend after a lost connection (idempotent
         scripts only). ``resend_flag``: the index of an argument set to "1" in a resend,
@@ -113,12 +115,13 @@ class ScriptRunner:
         raise AssertionError("unreachable")
 
     @staticmethod
-    def _eval(conn: Any, script: Script, keys: list[str], args: list[Any]) -> Any:
-        conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+    def _eval(conn: Any, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+        conn.send_packed_command([pack_command(command)])
         try:
             return conn.read_response()
         except NoScriptError:
             conn.send_command("SCRIPT", "LOAD", script.script)
             conn.read_response()
-            conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            conn.send_command(*command)
             return conn.read_response()

@@ -18,21 +18,30 @@ from jobs.timeseries import bucket, minute
 FLUSH_EVERY = 0.25
 
 
+# (queue, function, duration bucket) -> [jobs, summed milliseconds]
+Counts = dict[tuple[str, str, str], list[int]]
+
+
 class Tally:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._by_minute: dict[int, Counter[str]] = {}
+        self._by_minute: dict[int, Counts] = {}
         # Never flushed: a new worker's first counts are written before its next job (which
         # may be killed and take them along).
         self._last_flush = float("-inf")
 
     def completed(self, queue: str, function: str, duration: float) -> None:
+        # Per job only a tuple is counted; the hash fields are spelled out at flush time.
+        key = (queue, function, bucket(duration))
+        ms = int(duration * 1000)
         with self._lock:
-            c = self._by_minute.setdefault(minute(), Counter())
-            c[f"{queue}|completed"] += 1
-            c[f"fn|{function}|completed"] += 1
-            c[f"{queue}|d|{bucket(duration)}"] += 1
-            c[f"{queue}|dsum"] += int(duration * 1000)
+            counts = self._by_minute.setdefault(minute(), {})
+            seen = counts.get(key)
+            if seen is None:
+                counts[key] = [1, ms]
+            else:
+                seen[0] += 1
+                seen[1] += ms
 
     def due(self) -> bool:
         return bool(self._by_minute) and time.monotonic() - self._last_flush >= FLUSH_EVERY
@@ -48,9 +57,24 @@ class Tally:
             self._last_flush = time.monotonic()
         try:
             for m, counts in sorted(pending.items()):
-                broker.add_counts(broker.keys.stats(m), dict(counts))
+                broker.add_counts(broker.keys.stats(m), fields(counts))
         except Exception:
             with self._lock:
                 for m, counts in pending.items():
-                    self._by_minute.setdefault(m, Counter()).update(counts)
+                    kept = self._by_minute.setdefault(m, {})
+                    for key, (n, ms) in counts.items():
+                        seen = kept.setdefault(key, [0, 0])
+                        seen[0] += n
+                        seen[1] += ms
             raise
+
+
+def fields(counts: Counts) -> dict[str, int]:
+    """The statistics hash fields (and increments) for a minute's counts."""
+    out: Counter[str] = Counter()
+    for (queue, function, bound), (n, ms) in counts.items():
+        out[f"{queue}|completed"] += n
+        out[f"fn|{function}|completed"] += n
+        out[f"{queue}|d|{bound}"] += n
+        out[f"{queue}|dsum"] += ms
+    return dict(out)

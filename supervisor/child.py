@@ -17,6 +17,8 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
+from importlib import import_module
 from typing import Any
 
 import psutil
@@ -42,6 +44,9 @@ GUARDED_SIGNALS = (signal.SIGTERM, signal.SIGALRM, signal.SIGINT, signal.SIGHUP,
                    signal.SIGUSR1, signal.SIGCHLD)
 CLAIM_WAIT = 2.0  # an idle worker's blocking wait: also how soon it notices a stop
 _PR_SET_PDEATHSIG = 1
+# The handler as stored, without signal.getsignal's conversion to an enum (a failed enum
+# lookup per Python handler: several microseconds per job for the check below).
+_raw_handler: Callable[[int], Any] = import_module("_signal").getsignal
 
 
 def _die_with_parent(parent: int) -> None:
@@ -135,7 +140,7 @@ class Child:
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGALRM, self._on_soft_timeout)
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
-        self.handlers = [signal.getsignal(sig) for sig in GUARDED_SIGNALS]
+        self.handlers = [_raw_handler(sig) for sig in GUARDED_SIGNALS]
         os.setpgid(0, 0)
         random.seed()
         _die_with_parent(parent)
@@ -221,7 +226,7 @@ class Child:
             # as a second worker holding the same job. Only the worker writes outcomes.
             os._exit(0)
         for sig, handler in zip(GUARDED_SIGNALS, self.handlers, strict=True):
-            if signal.getsignal(sig) is not handler:
+            if _raw_handler(sig) is not handler:
                 signal.signal(sig, handler)
                 log.warning("job %s changed the worker's %s handler: restored", job.id,
                             signal.Signals(sig).name)

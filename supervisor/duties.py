@@ -217,7 +217,7 @@ class Duties:
                     self._outbox.popleft()
                     continue
                 if isinstance(item, InFlight):
-                    taken = self.broker.claimed_by(item.token)
+                    taken = self.broker.claimed_by(item.token, self.queues)
                     if taken is not None:
                         self.broker.release_held(taken[0], taken[1], item.token)
                         log.info("job %s, claimed by a worker that died before running it, "

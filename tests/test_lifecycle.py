@@ -505,8 +505,8 @@ def test_a_resent_claim_returns_the_same_job(broker):
     k = broker.keys
 
     def claim(token: str, resent: str):
-        keys = [k.claim(token), k.paused(), k.events(), k.queued("default"),
-                k.active("default"), k.wake("default")]
+        keys = [k.paused(), k.events(), k.queued("default"), k.active("default"),
+                k.wake("default")]
         return broker.runner.run(broker.scripts.claim, keys,
                                  [broker.prefix, token, 60_000, 100, resent, "default"])
 
@@ -516,6 +516,11 @@ def test_a_resent_claim_returns_the_same_job(broker):
     assert b.refresh().state is JobState.QUEUED
     assert broker.claim(["default"], "tok-2", 60).id == b.id
     assert broker.claim(["default"], "tok-3", 60) is None
+    # A resend whose first call never ran (or took nothing) claims.
+    c = jobfuncs.add.enqueue(3, 3)
+    assert claim("tok-4", "1")[1] == c.id.encode()
+    assert broker.claimed_by("tok-4", ["default"]) == (c.id, "default")
+    assert broker.claimed_by("tok-3", ["default"]) is None
 
 
 def test_the_runner_flags_a_resend(broker):

@@ -3,6 +3,7 @@
 import os
 import signal
 
+import msgspec
 import pytest
 
 from supervisor.config import Config, load_config
@@ -171,3 +172,36 @@ def test_a_new_workers_first_counts_are_due_at_once():
     assert not tally.due()  # nothing counted
     tally.completed("default", "tests.jobfuncs:add", 0.001)
     assert tally.due()
+
+
+def _pos(a: int, b: str = "x", /) -> None: ...
+def _mixed(a: int, b: float = 1.0, c: list[int] | None = None) -> None: ...
+def _plain(a, b, c=3) -> None: ...
+def _kwonly(a: int, *, b: int = 2) -> None: ...
+def _star(*args: int) -> None: ...
+def _none() -> None: ...
+
+
+def test_binding_by_position_answers_as_signature_bind():
+    """The per-job shortcut for positional calls gives what Signature.bind gives:
+    the same arguments, the same conversions, the same refusals."""
+    from jobs.registry import ArgumentBinder
+
+    cases = [(_pos, [1], {}), (_pos, ["2", "y"], {}), (_pos, [], {}), (_pos, [1, "y", 3], {}),
+             (_mixed, [1], {}), (_mixed, ["1", "2.5", ["3"]], {}), (_mixed, ["x"], {}),
+             (_mixed, [1], {"c": [1]}), (_mixed, [1, 2, 3, 4], {}),
+             (_plain, [1, 2], {}), (_plain, [1], {}), (_plain, [1, 2, 3, 4], {}),
+             (_kwonly, [1], {}), (_kwonly, [1], {"b": "3"}), (_star, [1, "2"], {}),
+             (_none, [], {}), (_none, [1], {})]
+    for func, args, kwargs in cases:
+        fast, slow = ArgumentBinder(func), ArgumentBinder(func)
+        slow._by_position = None
+        answers = []
+        for binder in (fast, slow):
+            try:
+                answers.append(binder.bind(list(args), dict(kwargs)))
+            except (TypeError, msgspec.ValidationError) as exc:
+                answers.append((type(exc), str(exc)))
+        assert answers[0] == answers[1], (func.__name__, args, kwargs)
+    assert ArgumentBinder(_mixed)._by_position is not None  # the shortcut was taken
+    assert ArgumentBinder(_kwonly)._by_position is None

@@ -402,8 +402,8 @@ local function release_due_limits(due_key, prefix, now)
 end
 
 -- The success path: record the result if the claim token still holds the job.
--- k = {job, active, completed, waiters, done, events}
--- a = {id, token, result, ttl_ms, prefix, max_completed, events_len, queue, duration_ms}
+-- k = {job, active, completed, done, events}
+-- a = {id, token, result, ttl_ms, prefix, events_len, queue, duration_ms}
 -- Returns 1 when written (or already written with this token), 0 for a stale token.
 -- ``quiet``: leave the 'completed' event to the caller (finish_claim merges it with the
 -- next job's 'started' into one stream entry); the second result says it was written now.
@@ -422,35 +422,46 @@ local function complete_job(k, a, now, quiet)
     redis.call('ZADD', k[3], now + ttl, a[1])
     -- The completed index is bounded (count and age) by the supervisors' sweep
     -- (trim.lua, every few seconds); each record also expires on its own TTL.
-    if waiting then notify(k[1], k[5], waiting) end
-    if not quiet then emit(k[6], a[7], 'e', 'completed', 'id', a[1], 'q', a[8], 'ms', a[9]) end
-    if kids or batch or cx then after_final(a[5], a[1], 'completed', now, k[6], a[7]) end
+    if waiting then notify(k[1], k[4], waiting) end
+    if not quiet then emit(k[5], a[6], 'e', 'completed', 'id', a[1], 'q', a[7], 'ms', a[8]) end
+    if kids or batch or cx then after_final(a[5], a[1], 'completed', now, k[5], a[6]) end
     if lim then limit_free(ns_of(a[5]), a[5], lim, a[1]) end
     return 1, true
 end
 
+-- The job claim ``token`` took and still holds, looked for among the running jobs of
+-- ``queues`` (a resent claim is rare: no claim writes a memory of itself for it).
+-- Returns the queue position and the job's id, or nil.
+local function claimed_with(queues, prefix, token)
+    for q = 1, #queues do
+        for _, id in ipairs(redis.call('ZRANGE', queues[q][2], 0, -1)) do
+            if record(prefix .. id, 'tok')[1] == token then return q, id end
+        end
+    end
+    return nil
+end
+
 -- Claim at most one job from the first non-empty, unpaused queue, in the order given.
--- queues = list of {queued, active, wake, name}; claim_key remembers what this token
--- claimed, so a resent claim (its first reply lost; ``resent`` is '1') returns the same
--- job, not a second. ``before``: fields of an event to merge into the 'started' entry
--- (prefixed 'p.'), or nil. Returns nil, or {queue position, id, spec, attempts,
--- priority, errors, enqueued ms, now, the parent's encoded result when the job asked
--- to receive it or false, the names of unreadable numeric fields or false}.
-local function claim_job(queues, paused, events, claim_key, prefix, token, lease_ms,
-                         events_len, now, resent, before)
+-- queues = list of {queued, active, wake, name}. A resent claim (its first reply lost;
+-- ``resent`` is '1') returns the job the first one took, not a second. ``before``: fields
+-- of an event to merge into the 'started' entry (prefixed 'p.'), or nil. Returns nil, or
+-- {queue position, id, spec, attempts, priority, errors, enqueued ms, now, the parent's
+-- encoded result when the job asked to receive it or false, the names of unreadable
+-- numeric fields or false}.
+local function claim_job(queues, paused, events, prefix, token, lease_ms, events_len, now,
+                         resent, before)
     local n = #queues
-    local earlier = resent == '1' and redis.call('GET', claim_key)
-    if earlier then
-        local f = record(prefix .. earlier, 'st', 'spec', 'pri', 'errs', 'te',
-            'att', 'tok', 'q', 'pres')
-        if f[1] == 'active' and f[7] == token then
-            for q = 1, n do
-                if queues[q][4] == f[8] then
-                    return {q, earlier, f[2], tonumber(f[6]), f[3], f[4], f[5], now, f[9]}
-                end
+    if resent == '1' then
+        local q, earlier = claimed_with(queues, prefix, token)
+        if earlier then
+            local f = record(prefix .. earlier, 'st', 'spec', 'pri', 'errs', 'te', 'att', 'pres')
+            if f[1] == 'active' then
+                return {q, earlier, f[2], tonumber(f[6]), f[3], f[4], f[5], now, f[7] or false,
+                    false}
             end
         end
-        return nil
+        -- Nothing held with this token: the first call never ran (or what it took was
+        -- taken back since), so this one claims.
     end
     local parked = 0
     for q = 1, n do
@@ -496,7 +507,6 @@ local function claim_job(queues, paused, events, claim_key, prefix, token, lease
                     redis.call('HSET', job, 'st', 'active', 'tok', token, 'ts', now,
                         'att', attempts)
                     redis.call('ZADD', active, now + tonumber(lease_ms), id)
-                    redis.call('SET', claim_key, id, 'PX', math.max(tonumber(lease_ms), 1))
                     -- A wake token of another queue may have brought this worker here:
                     -- keep the other queues' tokens topped up so their workers still wake.
                     for o = 1, n do

@@ -1,7 +1,6 @@
 -- Claim at most one job from the first non-empty, unpaused queue, in the order given.
--- KEYS[1] what this claim token claimed (makes a resent claim safe)
--- KEYS[2] the set of paused queue names  KEYS[3] the events stream
--- KEYS[3*i+1] queued index of queue i, KEYS[3*i+2] its active index, KEYS[3*i+3] its
+-- KEYS[1] the set of paused queue names  KEYS[2] the events stream
+-- KEYS[3*i] queued index of queue i, KEYS[3*i+1] its active index, KEYS[3*i+2] its
 -- wake list (i from 1)
 -- ARGV[1] job record prefix  ARGV[2] claim token  ARGV[3] lease in ms
 -- ARGV[4] events stream length (0: off)  ARGV[5] '1' when this call is a resend
@@ -11,5 +10,5 @@
 --    encoded errors or false, enqueued ms, now ms, parent's encoded result or false,
 --    names of unreadable numeric fields (a damaged record) or false}
 
-return claim_job(queue_list(4, #KEYS, 5), KEYS[2], KEYS[3], KEYS[1],
+return claim_job(queue_list(3, #KEYS, 5), KEYS[1], KEYS[2],
     ARGV[1], ARGV[2], ARGV[3], ARGV[4], now_ms(), ARGV[5], nil)

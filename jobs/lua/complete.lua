@@ -1,9 +1,9 @@
 -- Record a successful outcome, if the claim token still holds the job.
 -- KEYS[1] job record  KEYS[2] active index  KEYS[3] completed index
--- KEYS[4] (unused: waiters are counted in the record)  KEYS[5] result done list  KEYS[6] events stream
+-- KEYS[4] result done list  KEYS[5] events stream
 -- ARGV[1] job id  ARGV[2] claim token  ARGV[3] encoded result  ARGV[4] result TTL ms
--- ARGV[5] job record prefix  ARGV[6] most completed jobs to keep in the index
--- ARGV[7] events stream length (0: off)  ARGV[8] queue name  ARGV[9] duration ms
+-- ARGV[5] job record prefix  ARGV[6] events stream length (0: off)  ARGV[7] queue name
+-- ARGV[8] duration ms
 -- Returns 1 when written, 2 when already written with this token (a resend), 0 for a
 -- stale token.
 
