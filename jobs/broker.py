@@ -141,9 +141,15 @@ class Broker(JobOperations, Maintenance):
         return keys, args
 
     def finish_and_claim(self, job: Claimed, result: bytes, result_ttl: float, duration: float,
-                         queues: Sequence[str], token: str,
-                         lease: float) -> tuple[bool, Claimed | None]:
-        """Complete ``job`` and claim the next one in one round trip (the hot path)."""
+                         queues: Sequence[str], token: str, lease: float,
+                         counts: dict[int, dict[str, int]] | None = None,
+                         ) -> tuple[bool, Claimed | None, bool]:
+        """Complete ``job`` and claim the next one in one round trip (the hot path).
+
+        ``counts``: outcome counters (as ``add_counts`` takes them) sent in the same write.
+        Returns whether the job was completed, the next job, and whether the counts were
+        written.
+        """
         k = self.keys
         fixed = self._hot_fixed.get((job.queue, tuple(queues), lease))
         if fixed is None:
@@ -155,9 +161,11 @@ class Broker(JobOperations, Maintenance):
         keys = (k.job(job.id), k.done(job.id), *fixed_keys)
         args = (job.id, job.token, result, max(1, int(result_ttl * 1000)), int(duration * 1000),
                 token, "0", *fixed_args)
+        before = self.count_commands(counts) if counts else []
         with translated(self.url):
-            done, reply = self.runner.run(self.scripts.finish_claim, keys, args, resend_flag=6)
-        return bool(done), self._claimed(reply or None, queues, token)
+            counted, (done, reply) = self.runner.run_after(
+                before, self.scripts.finish_claim, keys, args, resend_flag=6)
+        return bool(done), self._claimed(reply or None, queues, token), counted
 
     def _claimed(self, reply: Any, queues: Sequence[str], token: str) -> Claimed | None:
         return None if reply is None else claimed_from_reply(reply, queues, token)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from jobs.broker_state import BrokerState
 from jobs.connection import translated
@@ -21,15 +22,24 @@ class Maintenance(BrokerState):
                               args=[self.prefix, int(d.dead_ttl * 1000), d.max_completed,
                                     d.max_dead])
 
-    def add_counts(self, minute_key: str, counts: dict[str, int]) -> None:
-        """Add outcome counters to a minute's statistics hash and to the totals."""
+    def add_counts(self, counts: dict[int, dict[str, int]]) -> None:
+        """Add outcome counters (by minute) to the statistics hashes and to the totals."""
         with translated(self.url):
             pipe = self.client.pipeline(transaction=False)
-            for key in (minute_key, self.keys.totals()):
-                for field, n in counts.items():
-                    pipe.hincrby(key, field, n)
-            pipe.expire(minute_key, 7200)
+            for command in self.count_commands(counts):
+                pipe.execute_command(*command)
             pipe.execute()
+
+    def count_commands(self, counts: dict[int, dict[str, int]]) -> list[tuple[Any, ...]]:
+        """The commands that add ``counts``: each minute's hash is kept two hours, the
+        totals for good (Prometheus counters must only grow)."""
+        commands: list[tuple[Any, ...]] = []
+        for m, fields in counts.items():
+            minute_key = self.keys.stats(m)
+            for key in (minute_key, self.keys.totals()):
+                commands += [("HINCRBY", key, field, n) for field, n in fields.items()]
+            commands.append(("EXPIRE", minute_key, 7200))
+        return commands
 
     def known_queues(self) -> list[str]:
         with translated(self.url):

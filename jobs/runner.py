@@ -51,6 +51,39 @@ class ScriptRunner:
 
         return self._on_connection(call, retry)
 
+    def run_after(self, before: Sequence[tuple[Any, ...]], script: Script, keys: Sequence[str],
+                  args: Sequence[Any], resend_flag: int) -> tuple[bool, Any]:
+        """``run``, with the commands ``before`` sent ahead of the script in the same write
+        (their replies are not needed: writes that may ride along with the hot call).
+
+        Returns whether every one of them was answered without an error, and the script's
+        reply. A resend after a lost connection carries the script alone.
+        """
+        sent = [False]
+        applied = [False]
+
+        def call(conn: Any) -> Any:
+            if sent[0]:
+                given = [*args[:resend_flag], "1", *args[resend_flag + 1:]]
+                return self._eval(conn, script, keys, given)
+            sent[0] = True
+            command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+            conn.send_packed_command([pack_command(c) for c in (*before, command)])
+            ok = True
+            for _ in before:
+                try:
+                    conn.read_response()
+                except redis.ResponseError:
+                    ok = False
+            applied[0] = ok
+            try:
+                return conn.read_response()
+            except NoScriptError:  # the script did not run: load it and run it now
+                return self._eval(conn, script, keys, args)
+
+        reply = self._on_connection(call, retry=True)
+        return applied[0], reply
+
     def wait_then_run(self, wait: tuple[Any, ...], script: Script, keys: list[str],
                       args: list[Any], resend_flag: int) -> Any:
         """Send a blocking ``wait`` command and EVALSHA ``script`` behind it in one write.

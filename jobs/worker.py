@@ -29,7 +29,7 @@ from jobs.options import Call, EnqueueOptions, Prepared, prepare
 from jobs.policy import Outcome, Policy, Verdict, after_failure, resolve
 from jobs.records import AttemptError, Claimed, ErrorKind, ExpiredLease, JobSpec
 from jobs.registry import JobFunction, lookup
-from jobs.tally import Tally
+from jobs.tally import Tally, by_field
 
 log = logging.getLogger(__name__)
 
@@ -249,14 +249,23 @@ class Worker:
         # the server what this token took, so a job claimed with it is not stranded.
         self.pending_token = self._token()
         self.claiming(self.pending_token)
-        done, following = self.broker.finish_and_claim(
-            job, outcome.result, policy.result_ttl, outcome.duration, self._order(),
-            self.pending_token, self.lease)
+        counts = self.tally.take(only_if_due=True)  # due counts ride along: no trip of their own
+        try:
+            done, following, counted = self.broker.finish_and_claim(
+                job, outcome.result, policy.result_ttl, outcome.duration, self._order(),
+                self.pending_token, self.lease, by_field(counts))
+        except BaseException:
+            self.tally.restore(counts)
+            raise
+        if not counted:
+            self.tally.restore(counts)
         self.pending_token = None
         if following is None:
             self.claiming("")
-        self._count(job, outcome)
-        if not done:
+        if done:
+            self.tally.completed(job.queue, job.spec.function if job.spec else "?",
+                                 outcome.duration)
+        else:
             log.warning("job %s was taken back before this worker wrote its result; the result "
                         "was discarded", job.id)
         return ("completed" if done else None), following

@@ -489,6 +489,37 @@ def test_finish_and_claim_with_a_stale_token_still_claims(broker):
     assert_consistent(broker, first.id, "default")
 
 
+def test_due_counts_travel_with_the_next_outcome(broker):
+    """Outcome counts that are due are written in the same write as the next outcome (no
+    round trip of their own); counts Redis refuses stay in the tally for the next try."""
+    from jobs.timeseries import minute
+
+    jobs_ = [jobfuncs.add.enqueue(i, i) for i in range(4)]
+    w = Worker(broker=broker)
+    job = w.claim()
+    stats = broker.keys.stats(minute())
+
+    def finish(job):
+        outcome, policy = w.execute(job)
+        w.tally._last_flush = float("-inf")  # due now
+        return w.finish_and_claim(job, outcome, policy)[1]
+
+    def tallied():
+        return sum(n for counts in w.tally._by_minute.values() for n, _ in counts.values())
+
+    job = finish(job)  # the first completion is counted in the tally only
+    assert not broker.client.exists(stats) and tallied() == 1
+    job = finish(job)  # ...and written with the second outcome
+    assert broker.client.hget(stats, "default|completed") == b"1" and tallied() == 1
+    broker.client.delete(stats)
+    broker.client.set(broker.keys.totals(), "written over")  # HINCRBY refused: WRONGTYPE
+    job = finish(job)
+    assert broker.client.hget(stats, "default|completed") == b"1"  # applied before the refusal
+    assert tallied() == 2  # the refused count is kept, with the third
+    finish(job)
+    assert [j.refresh().state for j in jobs_] == [JobState.COMPLETED] * 4
+
+
 def test_completed_counts_are_flushed_by_the_worker(broker):
     from jobs.timeseries import minute
 
