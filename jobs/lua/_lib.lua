@@ -402,57 +402,62 @@ local function release_due_limits(due_key, prefix, now)
 end
 
 -- The success path: record the result if the claim token still holds the job.
--- k = {job, active, completed, done, events}
--- a = {id, token, result, ttl_ms, prefix, events_len, queue, duration_ms}
--- Returns 1 when written (or already written with this token), 0 for a stale token.
--- ``quiet``: leave the 'completed' event to the caller (finish_claim merges it with the
--- next job's 'started' into one stream entry); the second result says it was written now.
-local function complete_job(k, a, now, quiet)
-    -- Every redis.call costs several microseconds of script overhead: this path makes
-    -- as few as it can. The waiter count lives in the record ('w') for the same reason.
-    local st, tok, waiting, kids, batch, cx, lim = unpack(record(k[1], 'st', 'tok',
+-- Keys: the job's record, its queue's active and completed indexes, its result done
+-- list, the events stream. Returns 1 when written (or already written with this token),
+-- 0 for a stale token. ``quiet``: leave the 'completed' event to the caller
+-- (finish_claim merges it with the next job's 'started' into one stream entry); the
+-- second result says it was written now.
+-- Positional arguments, not tables: on the hot path every table and every redis.call
+-- is a measurable share of the script's cost.
+local function complete_job(job, active, completed, done, events, id, token, result, ttl_ms,
+                            prefix, events_len, queue, duration_ms, now, quiet)
+    -- The waiter count lives in the record ('w') so that no extra command reads it.
+    local st, tok, waiting, kids, batch, cx, lim = unpack(record(job, 'st', 'tok',
         'w', 'k', 'b', 'cx', 'lim'))
-    if tok ~= a[2] then return 0, false end
+    if tok ~= token then return 0, false end
     if st == 'completed' then return 1, false end
     if st ~= 'active' then return 0, false end
-    local ttl = tonumber(a[4])
-    redis.call('ZREM', k[2], a[1])
-    redis.call('HSET', k[1], 'st', 'completed', 'res', a[3], 'tf', now)
-    redis.call('PEXPIRE', k[1], ttl)
-    redis.call('ZADD', k[3], now + ttl, a[1])
+    local ttl = tonumber(ttl_ms)
+    redis.call('ZREM', active, id)
+    redis.call('HSET', job, 'st', 'completed', 'res', result, 'tf', now)
+    redis.call('PEXPIRE', job, ttl)
+    redis.call('ZADD', completed, now + ttl, id)
     -- The completed index is bounded (count and age) by the supervisors' sweep
     -- (trim.lua, every few seconds); each record also expires on its own TTL.
-    if waiting then notify(k[1], k[4], waiting) end
-    if not quiet then emit(k[5], a[6], 'e', 'completed', 'id', a[1], 'q', a[7], 'ms', a[8]) end
-    if kids or batch or cx then after_final(a[5], a[1], 'completed', now, k[5], a[6]) end
-    if lim then limit_free(ns_of(a[5]), a[5], lim, a[1]) end
+    if waiting then notify(job, done, waiting) end
+    if not quiet then emit(events, events_len, 'e', 'completed', 'id', id, 'q', queue,
+        'ms', duration_ms) end
+    if kids or batch or cx then after_final(prefix, id, 'completed', now, events, events_len) end
+    if lim then limit_free(ns_of(prefix), prefix, lim, id) end
     return 1, true
 end
 
+-- The queues a claim looks at: KEYS from ``first_key`` on as (queued, active, wake)
+-- triples, their names in ARGV from ``name_offset + 1`` on.
 -- The job claim ``token`` took and still holds, looked for among the running jobs of
--- ``queues`` (a resent claim is rare: no claim writes a memory of itself for it).
+-- those queues (a resent claim is rare: no claim writes a memory of itself for it).
 -- Returns the queue position and the job's id, or nil.
-local function claimed_with(queues, prefix, token)
-    for q = 1, #queues do
-        for _, id in ipairs(redis.call('ZRANGE', queues[q][2], 0, -1)) do
+local function claimed_with(first_key, prefix, token)
+    for q = 1, (#KEYS - first_key + 1) / 3 do
+        for _, id in ipairs(redis.call('ZRANGE', KEYS[first_key + 3 * q - 2], 0, -1)) do
             if record(prefix .. id, 'tok')[1] == token then return q, id end
         end
     end
     return nil
 end
 
--- Claim at most one job from the first non-empty, unpaused queue, in the order given.
--- queues = list of {queued, active, wake, name}. A resent claim (its first reply lost;
--- ``resent`` is '1') returns the job the first one took, not a second. ``before``: fields
--- of an event to merge into the 'started' entry (prefixed 'p.'), or nil. Returns nil, or
--- {queue position, id, spec, attempts, priority, errors, enqueued ms, now, the parent's
--- encoded result when the job asked to receive it or false, the names of unreadable
--- numeric fields or false}.
-local function claim_job(queues, paused, events, prefix, token, lease_ms, events_len, now,
-                         resent, before)
-    local n = #queues
+-- Claim at most one job from the first non-empty, unpaused queue, in the order given
+-- (the queues as ``claimed_with`` reads them). A resent claim (its first reply lost;
+-- ``resent`` is '1') returns the job the first one took, not a second. ``done_id``,
+-- ``done_queue``, ``done_ms``: a completion whose event rides along in the 'started'
+-- entry (as p.* fields), or nil. Returns nil, or {queue position, id, spec, attempts,
+-- priority, errors, enqueued ms, now, the parent's encoded result when the job asked to
+-- receive it or false, the names of unreadable numeric fields or false}.
+local function claim_job(first_key, name_offset, paused, events, prefix, token, lease_ms,
+                         events_len, now, resent, done_id, done_queue, done_ms)
+    local n = (#KEYS - first_key + 1) / 3
     if resent == '1' then
-        local q, earlier = claimed_with(queues, prefix, token)
+        local q, earlier = claimed_with(first_key, prefix, token)
         if earlier then
             local f = record(prefix .. earlier, 'st', 'spec', 'pri', 'errs', 'te', 'att', 'pres')
             if f[1] == 'active' then
@@ -465,7 +470,8 @@ local function claim_job(queues, paused, events, prefix, token, lease_ms, events
     end
     local parked = 0
     for q = 1, n do
-        local queued, active, wake_key, name = unpack(queues[q])
+        local queued, active = KEYS[first_key + 3 * q - 3], KEYS[first_key + 3 * q - 2]
+        local name = ARGV[name_offset + q]
         if redis.call('SISMEMBER', paused, name) == 0 then
             while true do
                 local popped = redis.call('ZPOPMIN', queued, 1)
@@ -499,10 +505,15 @@ local function claim_job(queues, paused, events, prefix, token, lease_ms, events
                     -- Numbers that do not read as numbers (a damaged record) are named in
                     -- the reply: the worker marks the job dead with that reason.
                     local prior = tonumber(f[6] or '0')
-                    local bad = {}
-                    if not prior then bad[#bad + 1] = 'att' end
-                    if f[3] and not tonumber(f[3]) then bad[#bad + 1] = 'pri' end
-                    if f[5] and not tonumber(f[5]) then bad[#bad + 1] = 'te' end
+                    local bad = false
+                    if not prior or (f[3] and not tonumber(f[3]))
+                            or (f[5] and not tonumber(f[5])) then
+                        local names = {}
+                        if not prior then names[#names + 1] = 'att' end
+                        if f[3] and not tonumber(f[3]) then names[#names + 1] = 'pri' end
+                        if f[5] and not tonumber(f[5]) then names[#names + 1] = 'te' end
+                        bad = table.concat(names, ',')
+                    end
                     local attempts = (prior or 0) + 1
                     redis.call('HSET', job, 'st', 'active', 'tok', token, 'ts', now,
                         'att', attempts)
@@ -510,19 +521,19 @@ local function claim_job(queues, paused, events, prefix, token, lease_ms, events
                     -- A wake token of another queue may have brought this worker here:
                     -- keep the other queues' tokens topped up so their workers still wake.
                     for o = 1, n do
-                        if o ~= q then wake(queues[o][3], queues[o][1]) end
-                    end
-                    if tonumber(events_len) > 0 then
-                        local fields = {'e', 'started', 'id', id, 'q', name, 'att', attempts,
-                            'w', token}
-                        for i = 1, #(before or {}), 2 do
-                            fields[#fields + 1] = 'p.' .. before[i]
-                            fields[#fields + 1] = before[i + 1]
+                        if o ~= q then
+                            wake(KEYS[first_key + 3 * o - 1], KEYS[first_key + 3 * o - 3])
                         end
-                        emit(events, events_len, unpack(fields))
                     end
-                    return {q, id, f[2], attempts, f[3], f[4], f[5], now, f[7] or false,
-                        #bad > 0 and table.concat(bad, ',') or false}
+                    if done_id then
+                        emit(events, events_len, 'e', 'started', 'id', id, 'q', name,
+                            'att', attempts, 'w', token, 'p.e', 'completed', 'p.id', done_id,
+                            'p.q', done_queue, 'p.ms', done_ms)
+                    else
+                        emit(events, events_len, 'e', 'started', 'id', id, 'q', name,
+                            'att', attempts, 'w', token)
+                    end
+                    return {q, id, f[2], attempts, f[3], f[4], f[5], now, f[7] or false, bad}
                 end
             end
         end
@@ -530,20 +541,12 @@ local function claim_job(queues, paused, events, prefix, token, lease_ms, events
     -- Nothing to claim: the wake tokens of the queues looked at are stale (they are
     -- trimmed here, off the hot path, so a busy worker never counts its queue).
     for q = 1, n do
-        if redis.call('ZCARD', queues[q][1]) == 0 then redis.call('DEL', queues[q][3]) end
+        if redis.call('ZCARD', KEYS[first_key + 3 * q - 3]) == 0 then
+            redis.call('DEL', KEYS[first_key + 3 * q - 1])
+        end
     end
-    if before then emit(events, events_len, unpack(before)) end
+    if done_id then
+        emit(events, events_len, 'e', 'completed', 'id', done_id, 'q', done_queue, 'ms', done_ms)
+    end
     return nil
 end
-
--- KEYS from first_key to last_key as (queued, active, wake) triples, with the queue
--- names from ARGV[name_offset + 1] on.
-local function queue_list(first_key, last_key, name_offset)
-    local queues = {}
-    for i = first_key, last_key, 3 do
-        local q = #queues + 1
-        queues[q] = {KEYS[i], KEYS[i + 1], KEYS[i + 2], ARGV[name_offset + q]}
-    end
-    return queues
-end
-

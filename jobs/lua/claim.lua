@@ -10,5 +10,4 @@
 --    encoded errors or false, enqueued ms, now ms, parent's encoded result or false,
 --    names of unreadable numeric fields (a damaged record) or false}
 
-return claim_job(queue_list(3, #KEYS, 5), KEYS[1], KEYS[2],
-    ARGV[1], ARGV[2], ARGV[3], ARGV[4], now_ms(), ARGV[5], nil)
+return claim_job(3, 5, KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], now_ms(), ARGV[5])

@@ -7,6 +7,7 @@
 -- Returns 1 when written, 2 when already written with this token (a resend), 0 for a
 -- stale token.
 
-local done, fresh = complete_job(KEYS, ARGV, now_ms())
+local done, fresh = complete_job(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2],
+    ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], now_ms(), false)
 if done == 1 and not fresh then return 2 end
 return done

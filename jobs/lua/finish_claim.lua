@@ -13,12 +13,12 @@
 -- Returns {completed: 1 or 0, claimed job as claim.lua returns it or false}.
 
 local now = now_ms()
-local done, fresh = complete_job({KEYS[1], KEYS[3], KEYS[4], KEYS[2], KEYS[5]},
-    {ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[9], ARGV[10], ARGV[8], ARGV[5]}, now, true)
+local done, fresh = complete_job(KEYS[1], KEYS[3], KEYS[4], KEYS[2], KEYS[5], ARGV[1], ARGV[2],
+    ARGV[3], ARGV[4], ARGV[9], ARGV[10], ARGV[8], ARGV[5], now, true)
 -- One stream entry for both events (a redis.call less per job): 'completed' rides along
 -- in the 'started' entry as p.* fields, or is written alone when nothing is claimed.
-local before = nil
-if fresh then before = {'e', 'completed', 'id', ARGV[1], 'q', ARGV[8], 'ms', ARGV[5]} end
-local claimed = claim_job(queue_list(7, #KEYS, 11), KEYS[6], KEYS[5],
-    ARGV[9], ARGV[6], ARGV[11], ARGV[10], now, ARGV[7], before)
+local done_id = nil
+if fresh then done_id = ARGV[1] end
+local claimed = claim_job(7, 11, KEYS[6], KEYS[5], ARGV[9], ARGV[6], ARGV[11], ARGV[10], now,
+    ARGV[7], done_id, ARGV[8], ARGV[5])
 return {done, claimed or false}
