@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import re
 import secrets
@@ -40,8 +39,15 @@ class EnqueueOptions(msgspec.Struct, frozen=True, kw_only=True):
 
     def merged(self, other: EnqueueOptions) -> EnqueueOptions:
         """These options with every field ``other`` sets taken from ``other``."""
+        if other == NO_OPTIONS:  # the usual case, once or twice per enqueued job
+            return self
+        if self == NO_OPTIONS:
+            return other
         changes = {f: v for f in other.__struct_fields__ if (v := getattr(other, f)) is not None}
         return msgspec.structs.replace(self, **changes)
+
+
+NO_OPTIONS = EnqueueOptions()
 
 
 class Call(msgspec.Struct, frozen=True):
@@ -80,10 +86,16 @@ def pack_job(p: Prepared, extra: bytes) -> bytes:
                      _LONG.pack(len(extra)), extra, _SHORT.pack(len(function)), function))
 
 
+_BASE32 = "abcdefghijklmnopqrstuvwxyz234567"  # RFC 4648's alphabet, lower case
+_FIVE_BITS = tuple(range(75, -1, -5))
+
+
 def new_job_id() -> str:
     # 80 random bits as 16 base32 characters: short keys keep Redis memory low, and
-    # no id starts with "-" (which a command line would take for an option).
-    return base64.b32encode(secrets.token_bytes(10)).decode().lower()
+    # no id starts with "-" (which a command line would take for an option). Spelled
+    # out here: base64.b32encode is pure Python and took a fifth of an enqueue's time.
+    n = int.from_bytes(secrets.token_bytes(10))
+    return "".join([_BASE32[(n >> shift) & 31] for shift in _FIVE_BITS])
 
 
 MAX_SECONDS = 10 * 365 * 86400.0  # ten years: beyond this a value is a mistake

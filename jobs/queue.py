@@ -158,7 +158,7 @@ class Queue:
         """Enqueue many jobs on this queue: ``Call`` objects or ``(target, *args)`` tuples."""
         normal = [
             Call(c.function, c.args, c.kwargs,
-                 c.options.merged(self._options).merged(EnqueueOptions(queue=self.name)))
+                 msgspec.structs.replace(c.options.merged(self._options), queue=self.name))
             if isinstance(c, Call) else self.call(c[0], *c[1:])
             for c in calls
         ]

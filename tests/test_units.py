@@ -205,3 +205,13 @@ def test_binding_by_position_answers_as_signature_bind():
         assert answers[0] == answers[1], (func.__name__, args, kwargs)
     assert ArgumentBinder(_mixed)._by_position is not None  # the shortcut was taken
     assert ArgumentBinder(_kwonly)._by_position is None
+
+
+def test_job_ids_are_80_random_bits_in_lower_case_base32(monkeypatch):
+    import base64
+
+    from jobs import options
+
+    for raw in (bytes(range(10)), b"\xff" * 10, b"\x00" * 10, b"\x80" + b"\x01" * 9):
+        monkeypatch.setattr(options.secrets, "token_bytes", lambda n, raw=raw: raw)
+        assert options.new_job_id() == base64.b32encode(raw).decode().lower()
