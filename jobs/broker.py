@@ -44,6 +44,7 @@ class Broker(JobOperations, Maintenance):
         self.events_len = self.settings.events_max_len
         self.scripts = Scripts(self.client)
         self.runner = ScriptRunner(self.client)
+        self._enqueue_keys: dict[str, list[str]] = {}  # by queue name
         # The hot call's keys and arguments that are the same on every call of a worker.
         self._hot_fixed: dict[tuple[str, tuple[str, ...], float],
                               tuple[tuple[str, ...], tuple[Any, ...]]] = {}
@@ -62,10 +63,11 @@ class Broker(JobOperations, Maintenance):
 
         That is the job's own id, or the id of the job already holding its uniqueness key.
         """
-        keys, args = self._enqueue_args(queue, jobs)
+        keys, args = self._enqueue_args(queue, jobs, resent="0")
         with translated(self.url):
-            # Safe to resend: ids are fixed before the call, an existing id is left alone.
-            reply = self.runner.run(self.scripts.enqueue, keys, args)
+            # Safe to resend: ids are fixed before the call, and a resend (flagged) finds
+            # the jobs its first send may have written.
+            reply = self.runner.run(self.scripts.enqueue, keys, args, resend_flag=5)
         return _enqueued_ids(jobs, reply)
 
     def enqueue_batches(self, batches: Sequence[tuple[str, Sequence[Prepared]]]) -> list[str]:
@@ -82,15 +84,20 @@ class Broker(JobOperations, Maintenance):
     def enqueue_into(self, pipe: Any, batches: Sequence[tuple[str, Sequence[Prepared]]]) -> None:
         """Add enqueue script calls to a pipeline (or a MULTI transaction) of the caller's."""
         for queue, jobs in batches:
-            keys, args = self._enqueue_args(queue, jobs)
+            # A pipeline may be sent again whole (redis-py's retry): always a possible resend.
+            keys, args = self._enqueue_args(queue, jobs, resent="1")
             self.scripts.enqueue(keys=keys, args=args, client=pipe)
 
-    def _enqueue_args(self, queue: str, jobs: Sequence[Prepared]) -> tuple[list[str], list[Any]]:
-        k = self.keys
-        keys = [k.queued(queue), k.scheduled(queue), k.wake(queue), k.seq(), k.queues(),
+    def _enqueue_args(self, queue: str, jobs: Sequence[Prepared],
+                      resent: str) -> tuple[list[str], list[Any]]:
+        keys = self._enqueue_keys.get(queue)
+        if keys is None:
+            k = self.keys
+            keys = self._enqueue_keys[queue] = [
+                k.queued(queue), k.scheduled(queue), k.wake(queue), k.seq(), k.queues(),
                 k.timers(), k.completed(queue), k.dead(queue), k.canceled(queue), k.events()]
         packed = b"".join(pack_job(p, self._extra(p.extra)) for p in jobs)
-        return keys, [queue, len(jobs), self.events_len, self.prefix, packed]
+        return keys, [queue, len(jobs), self.events_len, self.prefix, packed, resent]
 
     def _extra(self, extra: dict[str, Any]) -> bytes:
         if not extra:

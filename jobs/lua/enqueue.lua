@@ -5,6 +5,8 @@
 -- KEYS[10] events stream
 -- ARGV[1] queue name  ARGV[2] number of jobs n  ARGV[3] events stream length (0: off)
 -- ARGV[4] job record prefix (job i's record is prefix .. id)
+-- ARGV[6] '0' when this call is sent for the first time (a job with a generated id then
+--   cannot exist yet: its record is not looked up), '1' when it may be a resend
 -- ARGV[5] the n jobs, packed back to back (one argument, not eight per job: parsing
 --   thousands of arguments cost the server more than the enqueue itself), each as
 --   struct '>Hc0Ic0iddBIc0Hc0':
@@ -23,8 +25,10 @@
 
 local n = tonumber(ARGV[2])
 local prefix = ARGV[4]
+local maybe_resent = ARGV[6] ~= '0'
 local base = ns_of(prefix)
 local final = {completed = true, dead = true, canceled = true}
+local NO_EXTRA = {}
 local packed, pos = {}, 1
 for i = 1, n do
     local job = {}
@@ -70,10 +74,12 @@ local woken = 0 -- jobs made runnable by this call: each may wake one blocked wo
 for i = 1, n do
     local id, spec, pri = arg(i, 0), arg(i, 1), arg(i, 2)
     local delay, at = arg(i, 3), arg(i, 4)
-    local ex = extras[i] or {}
+    local ex = extras[i] or NO_EXTRA
     local job = prefix .. id
-    -- Also for a generated id: a resent call (its reply lost) must find its own jobs.
-    local existing = redis.call('HGET', job, 'st')
+    -- Also for a generated id when the call may be a resend (its reply lost): it must
+    -- find its own jobs.
+    local existing = nil
+    if maybe_resent or arg(i, 5) == 1 then existing = redis.call('HGET', job, 'st') end
     local holder = nil
     if not existing and ex.uk then
         holder = redis.call('GET', ex.uk)
@@ -95,7 +101,8 @@ for i = 1, n do
             redis.call('ZREM', KEYS[9], id)
         end
         local fields = {'spec', spec, 'q', ARGV[1], 'pri', pri, 'att', 0, 'te', now}
-        local function field(k, v) fields[#fields + 1] = k; fields[#fields + 1] = v end
+        local nf = #fields
+        local function field(k, v) fields[nf + 1] = k; fields[nf + 2] = v; nf = nf + 2 end
         if ex.uk then redis.call('SET', ex.uk, id, 'PX', ex.ut) end
         if ex.b then field('b', ex.b) end
         if ex.opf then field('opf', ex.opf) end
@@ -159,8 +166,11 @@ for i = 1, n do
 end
 -- About one wake token per queued job (as wake() keeps it), topped up once per call.
 if woken > 0 then
-    local missing = math.min(woken,
-        redis.call('ZCARD', KEYS[1]) - redis.call('LLEN', KEYS[3]))
+    local tokens_left = redis.call('LLEN', KEYS[3])
+    local missing = woken -- no token left: the queue holds at least the jobs just added
+    if tokens_left > 0 then
+        missing = math.min(woken, redis.call('ZCARD', KEYS[1]) - tokens_left)
+    end
     if missing > 0 then
         local tokens = {}
         for t = 1, missing do tokens[t] = 1 end
