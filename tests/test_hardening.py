@@ -229,6 +229,7 @@ class ReplyDroppingProxy:
 
         self.socket_path = socket_path
         self.dropping = False
+        self.drop_next = 0  # replies (reads from the server) to throw away, then pass
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         threading.Thread(target=self._accept, daemon=True).start()
@@ -250,7 +251,9 @@ class ReplyDroppingProxy:
     def _pipe(self, src, dst, replies: bool) -> None:
         try:
             while data := src.recv(65536):
-                if not (replies and self.dropping):
+                if replies and self.drop_next > 0:
+                    self.drop_next -= 1
+                elif not (replies and self.dropping):
                     dst.sendall(data)
         except OSError:
             pass
@@ -275,6 +278,7 @@ def test_a_claim_whose_reply_never_came_is_asked_again_with_its_token(server, na
         queue = Queue("default", broker)
         job = queue.enqueue(jobfuncs.add, 1, 2)
         worker = Worker(["default"], broker=broker)
+        broker.client.script_load(broker.scripts.claim.script)  # no NOSCRIPT reply to lose
         proxy.dropping = True
         with pytest.raises(BrokerUnavailable):
             worker.claim()
@@ -284,6 +288,29 @@ def test_a_claim_whose_reply_never_came_is_asked_again_with_its_token(server, na
         assert claimed is not None and claimed.id == job.id
         assert job.refresh().record.token == claimed.token
         assert queue.counts()["active"] == 1
+    finally:
+        proxy.close()
+
+
+def test_an_enqueue_whose_reply_was_lost_is_written_once(server, namespace):
+    """The runner resends an enqueue whose reply never came, flagged as a resend: the
+    script finds the job its first send wrote and writes nothing twice (one job, one
+    event)."""
+    from jobs import Broker, RedisSettings
+
+    proxy = ReplyDroppingProxy(str(server.socket))
+    try:
+        broker = Broker(f"redis://127.0.0.1:{proxy.port}/0", redis_settings=RedisSettings(
+            namespace=namespace, connect_timeout=1.0, socket_timeout=0.3))
+        queue = Queue("default", broker)
+        broker.client.script_load(broker.scripts.enqueue.script)  # no NOSCRIPT reply to lose
+        broker.runner.command("PING")  # the runner's connection is open: the enqueue's reply
+        proxy.drop_next = 1  # is the next one from the server
+        job = queue.enqueue(jobfuncs.add, 1, 2)
+        assert proxy.drop_next == 0  # the first reply was lost, the resend answered
+        assert queue.counts()["queued"] == 1 and job.refresh().state is JobState.QUEUED
+        events = broker.client.xrange(broker.keys.events())
+        assert [e[b"e"] for _, e in events if e.get(b"id") == job.id.encode()] == [b"enqueued"]
     finally:
         proxy.close()
 
