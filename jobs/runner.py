@@ -45,7 +45,7 @@ class ScriptRunner:
         def call(conn: Any) -> Any:
             given = args
             if sent[0] and resend_flag is not None:
-                given = [*args[:resend_flag], "1", *args[resend_flag + 1:]]
+                given = as_resend(args, resend_flag)
             sent[0] = True
             return self._eval(conn, script, keys, given)
 
@@ -57,66 +57,55 @@ class ScriptRunner:
         (their replies are not needed: writes that may ride along with the hot call).
 
         Returns whether every one of them was answered without an error, and the script's
-        reply. A resend after a lost connection carries the script alone.
+        reply.
         """
-        sent = [False]
-        applied = [False]
-
-        def call(conn: Any) -> Any:
-            if sent[0]:
-                given = [*args[:resend_flag], "1", *args[resend_flag + 1:]]
-                return self._eval(conn, script, keys, given)
-            sent[0] = True
-            command = ("EVALSHA", script.sha, len(keys), *keys, *args)
-            conn.send_packed_command([pack_command(c) for c in (*before, command)])
-            ok = True
-            for _ in before:
-                try:
-                    conn.read_response()
-                except redis.ResponseError:
-                    ok = False
-            applied[0] = ok
-            try:
-                return conn.read_response()
-            except NoScriptError:  # the script did not run: load it and run it now
-                return self._eval(conn, script, keys, args)
-
-        reply = self._on_connection(call, retry=True)
-        return applied[0], reply
+        errors, reply = self._behind(before, script, keys, args, resend_flag)
+        return len(errors) == len(before) and not any(errors), reply
 
     def wait_then_run(self, wait: tuple[Any, ...], script: Script, keys: list[str],
                       args: list[Any], resend_flag: int) -> Any:
         """Send a blocking ``wait`` command and EVALSHA ``script`` behind it in one write.
 
         The server runs the script the moment the wait returns (woken or timed out), so a
-        woken worker's claim costs no round trip of its own. A resend after a lost
-        connection runs the script alone, flagged as a resend.
+        woken worker's claim costs no round trip of its own.
+        """
+        errors, reply = self._behind([wait], script, keys, args, resend_flag)
+        if errors and errors[0] is not None and reply is None:
+            raise errors[0]  # refused, and nothing taken: the refused wait is the news
+        return reply
+
+    def _behind(self, ahead: Sequence[tuple[Any, ...]], script: Script, keys: Sequence[str],
+                args: Sequence[Any], resend_flag: int) -> tuple[list[Exception | None], Any]:
+        """EVALSHA ``script`` behind the commands ``ahead``, all in one write.
+
+        Returns the error each command ahead was answered with (None: answered), and the
+        script's reply. A resend after a lost connection runs the script alone, flagged
+        as a resend (and no command ahead is answered).
         """
         sent = [False]
+        errors: list[Exception | None] = []
 
         def call(conn: Any) -> Any:
             if sent[0]:
-                given = [*args[:resend_flag], "1", *args[resend_flag + 1:]]
-                return self._eval(conn, script, keys, given)
+                return self._eval(conn, script, keys, as_resend(args, resend_flag))
             sent[0] = True
-            conn.send_packed_command(conn.pack_commands(
-                [wait, ("EVALSHA", script.sha, len(keys), *keys, *args)]))
-            refused: redis.ResponseError | None = None
+            command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+            conn.send_packed_command([pack_command(c) for c in (*ahead, command)])
+            for _ in ahead:
+                try:
+                    conn.read_response()
+                    errors.append(None)
+                except redis.ResponseError as exc:
+                    errors.append(exc)  # the script's reply is still to be read
             try:
-                conn.read_response()  # the woken list, or None when the wait timed out
-            except redis.ResponseError as exc:
-                refused = exc  # the script's reply is still to be read, whatever it is
-            try:
-                reply = conn.read_response()
+                return conn.read_response()
             except NoScriptError:  # the script did not run: load it and run it now
-                if refused is not None:
-                    raise refused from None
                 return self._eval(conn, script, keys, args)
-            if refused is not None and reply is None:
-                raise refused  # nothing taken: the refused wait is the news
-            return reply
 
-        return self._on_connection(call, retry=True)
+        reply = self._on_connection(call, retry=True)
+        if sent[0] and len(errors) < len(ahead):
+            errors.clear()  # cut off mid-way and resent: what ran ahead is not known
+        return errors, reply
 
     def command(self, *args: Any) -> Any:
         """Any command on this thread's connection (used for the workers' blocking wait)."""
@@ -158,3 +147,8 @@ class ScriptRunner:
             conn.read_response()
             conn.send_command(*command)
             return conn.read_response()
+
+
+def as_resend(args: Sequence[Any], flag: int) -> list[Any]:
+    """The arguments with the one at ``flag`` set to "1": this call may have run before."""
+    return [*args[:flag], "1", *args[flag + 1:]]
