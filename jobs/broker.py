@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -150,29 +150,37 @@ class Broker(JobOperations, Maintenance):
     def finish_and_claim(self, job: Claimed, result: bytes, result_ttl: float, duration: float,
                          queues: Sequence[str], token: str, lease: float,
                          counts: dict[int, dict[str, int]] | None = None,
-                         ) -> tuple[bool, Claimed | None, bool]:
+                         counted: Callable[[bool], None] | None = None,
+                         ) -> tuple[bool, Claimed | None]:
         """Complete ``job`` and claim the next one in one round trip (the hot path).
 
-        ``counts``: outcome counters (as ``add_counts`` takes them) sent in the same write.
-        Returns whether the job was completed, the next job, and whether the counts were
-        written.
+        ``counts``: outcome counters (as ``add_counts`` takes them) sent in the same write;
+        ``counted`` is told whether any of them was applied, once that is known (even if
+        the script then fails; never if the connection broke before).
         """
         k = self.keys
         fixed = self._hot_fixed.get((job.queue, tuple(queues), lease))
         if fixed is None:
-            fixed = self._hot_fixed[(job.queue, tuple(queues), lease)] = (
-                (k.active(job.queue), k.completed(job.queue), k.events(), k.paused(),
-                 *self._queue_keys(queues)),
-                (job.queue, self.prefix, self.events_len, int(lease * 1000), *queues))
+            fixed = ((k.active(job.queue), k.completed(job.queue), k.events(), k.paused(),
+                      *self._queue_keys(queues)),
+                     (job.queue, self.prefix, self.events_len, int(lease * 1000), *queues))
+            if len(self._hot_fixed) < 64:  # weighted queues change order: keep it bounded
+                self._hot_fixed[(job.queue, tuple(queues), lease)] = fixed
         fixed_keys, fixed_args = fixed
         keys = (k.job(job.id), k.done(job.id), *fixed_keys)
         args = (job.id, job.token, result, max(1, int(result_ttl * 1000)), int(duration * 1000),
                 token, "0", *fixed_args)
         before = self.count_commands(counts) if counts else []
+
+        def answered(errors: list[Exception | None]) -> None:
+            if counted is not None and before:
+                counted(any(e is None for e, command in zip(errors, before, strict=True)
+                            if command[0] == "HINCRBY"))
+
         with translated(self.url):
-            counted, (done, reply) = self.runner.run_after(
-                before, self.scripts.finish_claim, keys, args, resend_flag=6)
-        return bool(done), self._claimed(reply or None, queues, token), counted
+            done, reply = self.runner.run_after(before, self.scripts.finish_claim, keys, args,
+                                                resend_flag=6, answered=answered)
+        return bool(done), self._claimed(reply or None, queues, token)
 
     def _claimed(self, reply: Any, queues: Sequence[str], token: str) -> Claimed | None:
         return None if reply is None else claimed_from_reply(reply, queues, token)

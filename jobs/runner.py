@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis
@@ -52,15 +52,16 @@ class ScriptRunner:
         return self._on_connection(call, retry)
 
     def run_after(self, before: Sequence[tuple[Any, ...]], script: Script, keys: Sequence[str],
-                  args: Sequence[Any], resend_flag: int) -> tuple[bool, Any]:
+                  args: Sequence[Any], resend_flag: int,
+                  answered: Callable[[list[Exception | None]], None]) -> Any:
         """``run``, with the commands ``before`` sent ahead of the script in the same write
         (their replies are not needed: writes that may ride along with the hot call).
 
-        Returns whether every one of them was answered without an error, and the script's
-        reply.
+        ``answered`` is told, as soon as they are read, the error each of them was answered
+        with (None: applied), even when the script then fails; it is not told at all when
+        the connection broke before every one of them was answered.
         """
-        errors, reply = self._behind(before, script, keys, args, resend_flag)
-        return len(errors) == len(before) and not any(errors), reply
+        return self._behind(before, script, keys, args, resend_flag, answered)[1]
 
     def wait_then_run(self, wait: tuple[Any, ...], script: Script, keys: list[str],
                       args: list[Any], resend_flag: int) -> Any:
@@ -69,18 +70,21 @@ class ScriptRunner:
         The server runs the script the moment the wait returns (woken or timed out), so a
         woken worker's claim costs no round trip of its own.
         """
-        errors, reply = self._behind([wait], script, keys, args, resend_flag)
+        errors, reply = self._behind([wait], script, keys, args, resend_flag, None)
         if errors and errors[0] is not None and reply is None:
             raise errors[0]  # refused, and nothing taken: the refused wait is the news
         return reply
 
     def _behind(self, ahead: Sequence[tuple[Any, ...]], script: Script, keys: Sequence[str],
-                args: Sequence[Any], resend_flag: int) -> tuple[list[Exception | None], Any]:
+                args: Sequence[Any], resend_flag: int,
+                answered: Callable[[list[Exception | None]], None] | None,
+                ) -> tuple[list[Exception | None], Any]:
         """EVALSHA ``script`` behind the commands ``ahead``, all in one write.
 
         Returns the error each command ahead was answered with (None: answered), and the
-        script's reply. A resend after a lost connection runs the script alone, flagged
-        as a resend (and no command ahead is answered).
+        script's reply; ``answered`` gets the same list as soon as it is complete. A resend
+        after a lost connection runs the script alone, flagged as a resend (and no command
+        ahead is answered).
         """
         sent = [False]
         errors: list[Exception | None] = []
@@ -97,6 +101,8 @@ class ScriptRunner:
                     errors.append(None)
                 except redis.ResponseError as exc:
                     errors.append(exc)  # the script's reply is still to be read
+            if answered is not None:
+                answered(list(errors))
             try:
                 return conn.read_response()
             except NoScriptError:  # the script did not run: load it and run it now

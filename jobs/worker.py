@@ -250,15 +250,16 @@ class Worker:
         self.pending_token = self._token()
         self.claiming(self.pending_token)
         counts = self.tally.take(only_if_due=True)  # due counts ride along: no trip of their own
+        applied = [False]
         try:
-            done, following, counted = self.broker.finish_and_claim(
+            done, following = self.broker.finish_and_claim(
                 job, outcome.result, policy.result_ttl, outcome.duration, self._order(),
-                self.pending_token, self.lease, by_field(counts))
-        except BaseException:
-            self.tally.restore(counts)
-            raise
-        if not counted:
-            self.tally.restore(counts)
+                self.pending_token, self.lease, by_field(counts), applied.append)
+        finally:
+            # Kept for the next flush unless Redis applied them: a count is written twice
+            # only when the connection broke after the write reached the server.
+            if counts and not any(applied):
+                self.tally.restore(counts)
         self.pending_token = None
         if following is None:
             self.claiming("")
