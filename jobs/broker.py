@@ -236,20 +236,9 @@ class Broker(JobOperations, Maintenance):
         """(job id, queue) of the job claim ``token`` took and still holds, if any, looked
         for among the running jobs of ``queues`` (rare: a worker died mid-claim)."""
         with translated(self.url):
-            pipe = self.client.pipeline(transaction=False)
-            for q in queues:
-                pipe.zrange(self.keys.active(q), 0, -1)
-            running = [(q, i.decode()) for q, ids in zip(queues, pipe.execute(), strict=True)
-                       for i in ids]
-            pipe = self.client.pipeline(transaction=False)
-            for _, job_id in running:
-                pipe.hmget(self.keys.job(job_id), "st", "tok")
-            # A record written over with another type answers with an error: not this one.
-            fields = pipe.execute(raise_on_error=False) if running else []
-        for (queue, job_id), f in zip(running, fields, strict=True):
-            if isinstance(f, list) and f[0] == b"active" and f[1] == token.encode():
-                return job_id, queue
-        return None
+            reply = self.scripts.claimed_by(keys=self._queue_keys(queues),
+                                            args=[self.prefix, token])
+        return None if reply is None else (reply[0].decode(), queues[int(reply[1]) - 1])
 
     def release(self, job: Claimed) -> bool:
         return self.release_held(job.id, job.queue, job.token)

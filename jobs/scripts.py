@@ -29,6 +29,7 @@ SCRIPT_NAMES = (
     "trim",
     "limits",
     "age",
+    "claimed_by",
 )
 
 
@@ -92,6 +93,7 @@ class Scripts:
         self.trim = self._load(client, "trim")
         self.limits = self._load(client, "limits")
         self.age = self._load(client, "age")
+        self.claimed_by = self._load(client, "claimed_by")
 
     @staticmethod
     def _load(client: redis.Redis, name: str) -> Script:
