@@ -322,11 +322,11 @@ def _sentinel_client(url: str, settings: RedisSettings, kwargs: dict[str, Any]) 
         nodes["username"] = target.username
     if target.password is not None:
         nodes["password"] = target.password
-    sentinel = AskEachSentinel(target.sentinels, sentinel_kwargs=to_sentinels)  # type: ignore[no-untyped-call]
+    sentinel = AskEachSentinel(target.sentinels, sentinel_kwargs=to_sentinels)
     if tls:
         for node in sentinel.sentinels:  # redis.Redis(ssl=True) takes no connection class
             node.connection_pool.connection_class = ForkSafeSSLConnection
-    client: redis.Redis = sentinel.master_for(target.service, **nodes)  # type: ignore[no-untyped-call]
+    client: redis.Redis = sentinel.master_for(target.service, **nodes)
     return client
 
 

@@ -130,7 +130,7 @@ class Arbiter(Commands):
     def run(self) -> int:
         unset_environment()
         try:
-            preload(self.config.worker.modules)
+            preload(self.config.worker.modules, self.config.worker.path)
             self.duties.set_limits({**registered_limits(), **self.config.limit_definitions()})
             self.wakeup.install(HANDLED)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)  # any sent while booting: now

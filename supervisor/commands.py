@@ -98,7 +98,7 @@ class Commands:
         self.notifier.reloading()
         try:
             new = load_config(self.config_path)
-            preload(new.worker.modules, reload=True)
+            preload(new.worker.modules, new.worker.path, reload=True)
         except (ConfigError, HaltServer) as exc:
             log.error("reload refused, keeping the running configuration: %s", exc)
             self.notifier.ready(self._status())

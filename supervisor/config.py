@@ -48,6 +48,8 @@ QueueName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.:\-]{1,128}$")]
 
 class WorkerSettings(Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
     modules: list[str] = msgspec.field(default_factory=lambda: ["examples.cpu"])
+    # Directories put first on the import path (relative ones: to the working directory).
+    path: list[str] = msgspec.field(default_factory=lambda: ["."])
     queues: Annotated[list[QueueName], Meta(min_length=1)] = msgspec.field(
         default_factory=lambda: ["default"])
     weights: list[Annotated[float, Meta(gt=0)]] = msgspec.field(default_factory=list)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -35,7 +36,8 @@ class Running:
     def __init__(self, tmp: Path, server, ns: str, workers: int = 2, graceful: float = 10.0,
                  modules: str = '["examples.cpu", "tests.jobfuncs"]', extra: str = "",
                  env: dict[str, str] | None = None, tail: str = "",
-                 args: tuple[str, ...] = (), lease: float = 3.0) -> None:
+                 args: tuple[str, ...] = (), lease: float = 3.0, cwd: Path | None = None,
+                 command: list[str] | None = None) -> None:
         self.config = tmp / "config.toml"
         self.log = tmp / "supervisor.log"
         self.text = CONFIG.format(url=server.url, ns=ns, data=tmp / "var", workers=workers,
@@ -43,8 +45,8 @@ class Running:
                                   tail=tail, lease=lease)
         self.config.write_text(self.text)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "supervisor", "--config", str(self.config), "run",
-             "--log-file", str(self.log), *args], cwd=Path(__file__).parent.parent,
+            [*(command or [sys.executable, "-m", "supervisor"]), "--config", str(self.config),
+             "run", "--log-file", str(self.log), *args], cwd=cwd or Path(__file__).parent.parent,
             env={**os.environ, **(env or {})})
         self.broker = Broker(server.url, redis_settings=RedisSettings(namespace=ns))
 
@@ -77,6 +79,15 @@ class Running:
 
     def logs(self) -> str:
         return self.log.read_text() if self.log.exists() else ""
+
+
+def jobvisor_command() -> list[str]:
+    """The installed ``jobvisor`` console script, as a user runs it (its sys.path[0] is
+    its bin directory, not the working directory, unlike ``python -m supervisor``)."""
+    script = Path(sys.executable).parent / "jobvisor"
+    found = str(script) if script.exists() else shutil.which("jobvisor")
+    assert found, "the jobvisor console script is not installed (pip install -e .)"
+    return [found]
 
 
 def supervisors(tmp_path, server, namespace):
