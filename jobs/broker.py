@@ -10,6 +10,7 @@ import msgspec
 import redis
 
 from jobs.connection import make_client, redact, resolve_url, translated
+from jobs.environment import library_settings
 from jobs.errors import JobNotFound
 from jobs.job_ops import JobOperations
 from jobs.keys import Keys
@@ -33,12 +34,19 @@ class Broker(JobOperations, Maintenance):
         defaults: JobDefaults | None = None,
         client: redis.Redis | None = None,
         data_dir: str | None = None,
+        retries: int = 3,
     ) -> None:
-        self.settings = redis_settings or RedisSettings()
-        self.defaults = defaults or JobDefaults()
+        if redis_settings is None or defaults is None:
+            found = library_settings()  # what the supervisor of JOBVISOR_CONFIG uses
+            redis_settings = redis_settings or found.redis
+            defaults = defaults or found.defaults
+            data_dir = data_dir or found.data_dir
+        self.settings = redis_settings
+        self.defaults = defaults
         self.url = url or resolve_url(self.settings, data_dir)
         # Typed as Any: redis-py's reply types are unions we convert at each call site.
-        self.client: Any = client if client is not None else make_client(self.url, self.settings)
+        self.client: Any = client if client is not None else make_client(self.url, self.settings,
+                                                                      retries)
         self.keys = Keys(self.settings.namespace)
         self.prefix = self.keys.job("")
         self.events_len = self.settings.events_max_len

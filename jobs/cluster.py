@@ -43,6 +43,19 @@ def supervisors(broker: Broker | None = None) -> list[dict[str, Any]]:
     return out
 
 
+def served_queues(broker: Broker | None = None) -> set[str]:
+    """The queues some live supervisor of this namespace claims from."""
+    return {q for entry in supervisors(broker) for q in entry.get("queues", ())}
+
+
+def unserved_warning(queue: str, broker: Broker) -> str:
+    """Why jobs of ``queue`` may wait forever, for views to print when nothing serves it."""
+    return (f"warning: no live supervisor in namespace {broker.keys.ns!r} serves queue "
+            f"{queue!r}, so its jobs wait until one does; check that the supervisor's "
+            "[redis] url and namespace match this process's (JOBVISOR_CONFIG, "
+            "JOBVISOR_REDIS_NAMESPACE) and that [worker].queues lists the queue")
+
+
 def send_control(ident: str, message: Control, broker: Broker | None = None) -> None:
     """Queue a control message for the supervisor ``ident`` (``host:pid``)."""
     b = broker or default_broker()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,7 +24,7 @@ from urllib.parse import unquote
 import redis
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.connection import SSLConnection
-from redis.exceptions import NoPermissionError, OutOfMemoryError, ReadOnlyError
+from redis.exceptions import InvalidResponse, NoPermissionError, OutOfMemoryError, ReadOnlyError
 from redis.retry import Retry as RedisRetry
 from redis.sentinel import MasterNotFoundError, Sentinel, SentinelManagedConnection
 
@@ -330,9 +331,11 @@ def _sentinel_client(url: str, settings: RedisSettings, kwargs: dict[str, Any]) 
     return client
 
 
-def unavailable_message(url: str, exc: BaseException) -> str:
+def unavailable_message(url: str, exc: BaseException, waited: float | None = None) -> str:
     shown = redact(url)
-    detail = str(exc).replace(url, shown)
+    detail = str(exc).replace(url, shown).rstrip(". ")
+    if waited is not None and isinstance(exc, redis.TimeoutError):
+        detail += f" (gave up after waiting {waited:.1f} s in all)"
     return f"cannot reach Redis at {shown}: {detail}; {_unavailable_hint(url, exc, detail)}"
 
 
@@ -365,13 +368,19 @@ def _unavailable_hint(url: str, exc: BaseException, detail: str) -> str:
 @contextmanager
 def translated(url: str) -> Iterator[None]:
     """Re-raise redis-py connection failures as ``BrokerUnavailable`` with a redacted URL."""
+    started = time.monotonic()
     try:
         yield
     except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise BrokerUnavailable(unavailable_message(url, exc)) from None
+        waited = time.monotonic() - started
+        raise BrokerUnavailable(unavailable_message(url, exc, waited)) from None
+    except InvalidResponse as exc:
+        raise BrokerUnavailable(
+            f"the server at {redact(url)} did not answer in the Redis protocol ({exc}): it is "
+            "not a Redis/Valkey server; check the URL's host and port") from None
     except redis.RedisError as exc:
         code = _error_code(exc)
-        text = str(exc)
+        text = str(exc).rstrip(". ")
         if code and not text.startswith(code):
             text = f"{code} {text}"  # redis-py strips the code it turned into a class
         raise BrokerError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from jobs.broker import Broker, default_broker
@@ -12,6 +13,10 @@ from jobs.states import JobState
 
 _FOREVER_CHUNK = 30.0
 _FINAL = {s.value for s in JobState if s.is_final}
+
+
+def _utc(ts: float | None) -> datetime | None:
+    return datetime.fromtimestamp(ts, UTC) if ts else None
 
 
 class Job:
@@ -26,8 +31,9 @@ class Job:
         self._record = record
 
     def __repr__(self) -> str:
-        state = self._record.state if self._record else "?"
-        return f"<Job {self.id} {state}>"
+        if self._record is None:  # no Redis read in a repr: the state shows once read
+            return f"<Job {self.id}>"
+        return f"<Job {self.id} {self._record.state} {self.function}>"
 
     @classmethod
     def fetch(cls, job_id: str, broker: Broker | None = None) -> Job:
@@ -86,17 +92,24 @@ class Job:
     def progress(self) -> Any:
         return self.record.progress
 
+    # Times are aware datetimes in UTC; ``record`` keeps the stored epoch seconds.
     @property
-    def enqueued_at(self) -> float | None:
-        return self.record.enqueued_at
+    def enqueued_at(self) -> datetime | None:
+        return _utc(self.record.enqueued_at)
 
     @property
-    def started_at(self) -> float | None:
-        return self.record.started_at
+    def started_at(self) -> datetime | None:
+        """When the latest attempt started."""
+        return _utc(self.record.started_at)
 
     @property
-    def finished_at(self) -> float | None:
-        return self.record.finished_at
+    def finished_at(self) -> datetime | None:
+        return _utc(self.record.finished_at)
+
+    @property
+    def due_at(self) -> datetime | None:
+        """When a scheduled job (delayed, or waiting to retry) becomes due."""
+        return _utc(self.record.due_at)
 
     def cancel(self, reason: str = "canceled by request") -> bool:
         """Cancel this job; False when it had already ended.

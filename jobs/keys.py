@@ -124,6 +124,10 @@ class Keys:
     def paused(self) -> str:
         return f"{self.ns}:paused"
 
+    def functions(self) -> str:
+        """Registered functions -> their effective options, as the supervisors loaded them."""
+        return f"{self.ns}:functions"
+
     def events(self) -> str:
         return f"{self.ns}:events"
 

@@ -174,6 +174,12 @@ def check_function_name(name: str) -> str:
         raise ConfigurationError(
             f"job name {name!r} is not valid: use 'package.module:function'"
         )
+    if name.startswith("__main__:"):
+        raise ConfigurationError(
+            f"job {name!r} is defined in the script being run (__main__), which no worker "
+            "can import: move the function into a module of [worker].modules and import it "
+            "from there (or run the script with `python -m package.module`)"
+        )
     return name
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import sys
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
@@ -108,12 +109,23 @@ def _convert(name: str, value: Any, kind: Any) -> Any:
         raise msgspec.ValidationError(f"argument {name!r}: {exc}") from None
 
 
+def _importable_module(func: Callable[..., Any]) -> str:
+    """The name a worker imports ``func``'s module by: a script run with ``python -m
+    package.module`` is ``__main__`` here but ``package.module`` to a worker."""
+    module = func.__module__
+    if module == "__main__":
+        spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+        if spec is not None and spec.name and not spec.name.endswith("__main__"):
+            return str(spec.name)
+    return module
+
+
 class JobFunction(Generic[P, R]):
     """A registered job: call it to run it here, ``.enqueue`` it to run it on a worker."""
 
     def __init__(self, func: Callable[P, R], options: JobOptions) -> None:
         self.func = func
-        self.name = f"{func.__module__}:{func.__qualname__}"
+        self.name = f"{_importable_module(func)}:{func.__qualname__}"
         self.job_options = options
         self.binder = ArgumentBinder(func)
         self.__doc__ = func.__doc__

@@ -30,7 +30,7 @@ from supervisor.duties import Duties, Event, Held, InFlight, Settlement
 from supervisor.errors import ExitCode, HaltServer
 from supervisor.metrics import LocalFigures, serve
 from supervisor.pool_report import held, status_line, worker_states, worker_views
-from supervisor.preload import preload
+from supervisor.preload import loaded_functions, preload
 from supervisor.proctitle import set_title
 from supervisor.reasons import (
     KILL_METRIC,
@@ -132,6 +132,7 @@ class Arbiter(Commands):
         try:
             preload(self.config.worker.modules, self.config.worker.path)
             self.duties.set_limits({**registered_limits(), **self.config.limit_definitions()})
+            self.duties.set_functions(loaded_functions(self.config.defaults))
             self.wakeup.install(HANDLED)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)  # any sent while booting: now
             Path(self.config.supervisor.data_dir).mkdir(parents=True, exist_ok=True)

@@ -56,8 +56,53 @@ def cmd_top(args: argparse.Namespace) -> int:
     return run_top(args)
 
 
+def _global_options() -> argparse.ArgumentParser:
+    """Options every command takes, before or after the command's name."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default=argparse.SUPPRESS, metavar="PATH",
+                        help="config file (default: $JOBVISOR_CONFIG, else ./config.toml "
+                             "when present, else the built-in defaults)")
+    return common
+
+
+GLOBAL = _global_options()
+
+
+def _command(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str,
+             text: str) -> argparse.ArgumentParser:
+    return sub.add_parser(name, help=text, description=text, parents=[GLOBAL])
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _count(text: str) -> int:
+    value = _positive_int(text) if text.strip() != "0" else 0
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value <= 10 * 365 * 86400:  # NaN fails both
+        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds from 0 to 10 years")
+    return value
+
+
 def _positive_seconds(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
     if not 0.05 <= value <= 3600:
         raise argparse.ArgumentTypeError("must be between 0.05 and 3600 seconds")
     return value
@@ -68,31 +113,41 @@ def _json_flag(p: argparse.ArgumentParser) -> None:
 
 
 def _dead_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    dead = sub.add_parser("dead", help="dead-letter queue: list, show, requeue, purge")
+    dead = _command(sub, "dead", "dead-letter queue: list, show, requeue, purge")
     dead.add_argument("action", choices=["list", "show", "requeue", "purge"])
     dead.add_argument("id", nargs="?", help="one job id")
-    dead.add_argument("--queue", default="default")
+    dead.add_argument("--queue", default="default",
+                      help="the queue whose dead letters to act on (default: default)")
     dead.add_argument("--function", help="only jobs of this module:function")
     dead.add_argument("--error-type", help="only jobs whose last error has this type or kind")
-    dead.add_argument("--older-than", type=float, help="only jobs dead longer than N seconds")
-    dead.add_argument("--newer-than", type=float, help="only jobs dead at most N seconds")
-    dead.add_argument("--limit", type=int, default=100)
+    dead.add_argument("--older-than", type=_seconds, metavar="SECONDS",
+                      help="only jobs dead longer than this")
+    dead.add_argument("--newer-than", type=_seconds, metavar="SECONDS",
+                      help="only jobs dead at most this long")
+    dead.add_argument("--limit", type=_positive_int, default=100,
+                      help="list at most this many jobs (default: 100)")
     dead.add_argument("--all", action="store_true", help="requeue/purge every dead job")
     _json_flag(dead)
     dead.set_defaults(func=cli_ops.cmd_dead)
 
 
 def _job_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    enq = sub.add_parser("enqueue", help="enqueue a job by name; prints its id")
+    enq = _command(sub, "enqueue", "enqueue a job by name; prints its id")
     enq.add_argument("name", help="module:function")
-    enq.add_argument("args", nargs="*", help="arguments, each a JSON value")
+    enq.add_argument("args", nargs="*", help="arguments, each a JSON value: 2, 1.5, true, "
+                     "null, [1, 2], and strings quoted for JSON inside shell quotes: '\"k1\"'")
     enq.add_argument("--kwargs", help="keyword arguments as a JSON object")
-    enq.add_argument("--queue", default="default")
+    enq.add_argument("--queue", default="default",
+                     help="queue to put the job on (default: default)")
     enq.add_argument("--priority", help="LOW, NORMAL, HIGH, CRITICAL or 0..1000")
-    enq.add_argument("--delay", type=float, help="seconds from now")
+    enq.add_argument("--delay", type=_seconds, metavar="SECONDS",
+                     help="run no sooner than this many seconds from now")
     enq.add_argument("--at", help="ISO 8601 time with offset, e.g. 2026-12-01T09:00:00+00:00")
-    enq.add_argument("--timeout", type=float, help="hard timeout in seconds")
-    enq.add_argument("--max-attempts", type=int)
+    enq.add_argument("--timeout", type=_seconds, metavar="SECONDS",
+                     help="hard timeout: the worker is killed past it")
+    enq.add_argument("--max-attempts", type=_positive_int, metavar="N",
+                     help="attempts before the job is dead (default: the function's, else "
+                          "[defaults] max_attempts)")
     enq.add_argument("--id", help="custom job id (enqueueing it again returns the same job)")
     enq.add_argument("--depends-on", action="append", metavar="ID",
                      help="wait until this job completes (repeat for several parents)")
@@ -104,18 +159,21 @@ def _job_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     enq.set_defaults(func=cli_jobs.cmd_enqueue)
     for name, func, text in (("show", cli_jobs.cmd_show, "everything about one job"),
                              ("result", cli_jobs.cmd_result, "print a completed job's result")):
-        p = sub.add_parser(name, help=text)
-        p.add_argument("id")
+        p = _command(sub, name, text)
+        p.add_argument("id", help="the job's id (printed by enqueue)")
         _json_flag(p)
         p.set_defaults(func=func)
-    wait = sub.add_parser("wait", help="live progress until a job ends; exit code says how")
-    wait.add_argument("id")
-    wait.add_argument("--timeout", type=float, help="give up after N seconds (exit 12)")
+    wait = _command(sub, "wait", "live progress until a job ends; exit code says how "
+                    "(0 completed, 10 dead, 11 canceled, 12 not done when --timeout ran out)")
+    wait.add_argument("id", help="the job's id (printed by enqueue)")
+    wait.add_argument("--timeout", type=_seconds, metavar="SECONDS",
+                      help="give up after this long (exit 12); default: wait until it ends")
     _json_flag(wait)
     wait.set_defaults(func=cli_jobs.cmd_wait)
-    cancel = sub.add_parser("cancel", help="cancel a job (a running one is killed)")
-    cancel.add_argument("id")
-    cancel.add_argument("--reason", default="canceled from the command line")
+    cancel = _command(sub, "cancel", "cancel a job (a running one is killed)")
+    cancel.add_argument("id", help="the job's id")
+    cancel.add_argument("--reason", default="canceled from the command line",
+                        help="kept with the job and shown by show")
     cancel.set_defaults(func=cli_jobs.cmd_cancel)
 
 
@@ -123,51 +181,65 @@ def _ops_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     for name, func, text in (("stats", cli_ops.cmd_stats, "per-queue counts and rates"),
                              ("hosts", cli_ops.cmd_hosts, "live supervisors"),
                              ("workers", cli_ops.cmd_workers, "every live worker")):
-        p = sub.add_parser(name, help=text)
+        p = _command(sub, name, text)
         _json_flag(p)
         p.set_defaults(func=func)
     _dead_parser(sub)
     for name in ("pause", "resume"):
-        p = sub.add_parser(name, help=f"{name} claiming from a queue")
-        p.add_argument("queue")
+        p = _command(sub, name, f"{name} claiming from a queue")
+        p.add_argument("queue", help="queue name")
+        if name == "pause":
+            p.add_argument("--new", action="store_true",
+                           help="pause a queue that has no jobs and no workers yet, on purpose")
         p.set_defaults(func=cli_ops.cmd_pause)
-    scale = sub.add_parser("scale", help="set a running supervisor's worker count")
-    scale.add_argument("workers", type=int)
+    scale = _command(sub, "scale", "set a running supervisor's worker count")
+    scale.add_argument("workers", type=int, metavar="N",
+                       help="the number of workers to run (at least 1, at most the "
+                            "supervisor's max_workers)")
     scale.add_argument("--host", help="supervisor id (host:pid, see `jobvisor hosts`)")
     scale.set_defaults(func=cli_ops.cmd_scale)
-    reload = sub.add_parser("reload", help="reload a running supervisor (SIGHUP or remote)")
+    reload = _command(sub, "reload", "reload a running supervisor (SIGHUP or remote)")
     reload.add_argument("--host", help="supervisor id (host:pid) to reload through Redis")
     reload.set_defaults(func=cli_ops.cmd_reload)
-    events = sub.add_parser("events", help="the event stream")
-    events.add_argument("--follow", "-f", action="store_true")
-    events.add_argument("--queue")
-    events.add_argument("--job")
-    events.add_argument("--count", type=int, default=20, help="recent events shown first")
-    events.add_argument("--for", dest="for_seconds", type=float, help="stop following after N s")
+    events = _command(sub, "events", "the event stream")
+    events.add_argument("--follow", "-f", action="store_true",
+                        help="keep printing events as they happen")
+    events.add_argument("--queue", help="only events of this queue")
+    events.add_argument("--job", metavar="ID", help="only events of this job")
+    events.add_argument("--count", type=_count, default=20,
+                        help="recent events shown first (default: 20)")
+    events.add_argument("--for", dest="for_seconds", type=_seconds, metavar="SECONDS",
+                        help="stop following after this long")
     _json_flag(events)
     events.set_defaults(func=cli_ops.cmd_events)
-    top = sub.add_parser("top", help="live view of queues and workers")
+    top = _command(sub, "top", "live view of queues and workers")
     top.add_argument("--once", action="store_true", help="render once and exit")
-    top.add_argument("--interval", type=_positive_seconds, default=1.0)
+    top.add_argument("--interval", type=_positive_seconds, default=1.0, metavar="SECONDS",
+                     help="time between refreshes, 0.05 to 3600 (default: 1)")
     top.set_defaults(func=cmd_top)
-    schedules = sub.add_parser("schedules", help="cron schedules: next fire times, last run")
-    schedules.add_argument("--next", type=int, default=3, help="fire times shown (default 3)")
+    schedules = _command(sub, "schedules", "cron schedules: next fire times, last run")
+    schedules.add_argument("--next", type=_positive_int, default=3,
+                           help="fire times shown (default 3)")
     _json_flag(schedules)
     schedules.set_defaults(func=cli_schedules.cmd_schedules)
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jobvisor", description=__doc__)
-    p.add_argument("--config", help="config file (default: $JOBVISOR_CONFIG or ./config.toml)")
+    p.add_argument("--config", metavar="PATH",
+                   help="config file (default: $JOBVISOR_CONFIG, else ./config.toml when "
+                        "present, else the built-in defaults); also accepted after the command")
     sub = p.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run the supervisor (and the embedded server)")
+    run = _command(sub, "run", "run the supervisor (and the embedded server)")
     run.add_argument("--log-level", default="INFO", type=str.upper,
-                     choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    run.add_argument("--log-format", choices=["text", "json"], default="text")
+                     choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default: INFO")
+    run.add_argument("--log-format", choices=["text", "json"], default="text",
+                     help="one line per event as text (default) or JSON")
     run.add_argument("--log-file", help="log to this file (SIGUSR1 reopens it)")
     run.set_defaults(func=cmd_run)
-    demo = sub.add_parser("demo", help="start a supervisor, run example jobs, show a summary")
-    demo.add_argument("--jobs", type=int, default=40, help="prime-counting jobs to run")
+    demo = _command(sub, "demo", "start a supervisor, run example jobs, show a summary")
+    demo.add_argument("--jobs", type=_positive_int, default=40,
+                      help="prime-counting jobs to run (default: 40)")
     demo.set_defaults(func=cmd_demo)
     _job_parsers(sub)
     _ops_parsers(sub)

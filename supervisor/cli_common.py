@@ -8,6 +8,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +27,14 @@ def load(args: argparse.Namespace) -> tuple[Config, str | None]:
 
 
 def broker_for(config: Config) -> Broker:
-    """The broker the supervisor of this config uses (same URL rules as ``jobvisor run``)."""
+    """The broker the supervisor of this config uses (same URL rules as ``jobvisor run``).
+
+    A command tries each Redis call once: ``redis.socket_timeout`` then bounds how long a
+    command waits for a server that does not answer (retries would multiply it).
+    """
     url = config.redis.url or os.environ.get("JOBVISOR_REDIS_URL") or embedded_url(
         config.supervisor.data_dir)
-    return jobs.connect(url, redis_settings=config.redis, defaults=config.defaults)
+    return jobs.connect(url, redis_settings=config.redis, defaults=config.defaults, retries=0)
 
 
 def connect(args: argparse.Namespace) -> Broker:
@@ -62,6 +67,13 @@ def local_pid(config: Config) -> int:
 
 def local_ident(config: Config) -> str:
     return f"{socket.gethostname()}:{local_pid(config)}"
+
+
+def iso(ts: float | None) -> str | None:
+    """An epoch time as ISO 8601 with this host's UTC offset (text and JSON alike)."""
+    if not ts:
+        return None
+    return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="milliseconds")
 
 
 def ago(ts: float | None) -> str:

@@ -9,10 +9,12 @@ import time
 from datetime import datetime
 from typing import Any
 
-from jobs import Job, JobState, Queue
+from jobs import Broker, Job, JobState, Queue
+from jobs.cluster import served_queues, unserved_warning
+from jobs.effective import FunctionOptions, options_of
 from jobs.errors import ConfigurationError
 from jobs.records import JobRecord, any_decoder
-from supervisor.cli_common import connect, output
+from supervisor.cli_common import connect, iso, output
 from supervisor.errors import ExitCode
 
 
@@ -28,13 +30,28 @@ def _parse_at(text: str) -> datetime:
     return at
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value (JSON has no NaN or Infinity)")
+
+
+def json_argument(text: str, what: str) -> Any:
+    """One command-line argument as JSON, or an error naming it and how to quote it."""
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except ValueError as exc:
+        detail = str(exc) if not isinstance(exc, json.JSONDecodeError) else exc.msg.lower()
+        hint = ""
+        if isinstance(exc, json.JSONDecodeError) and not text.lstrip().startswith(
+                ('"', "[", "{")):
+            hint = (f"; to pass the string {text}, quote it for JSON inside shell quotes: "
+                    f"'\"{text}\"'")
+        raise ConfigurationError(f"{what} {text!r} is not a JSON value ({detail}){hint}") from None
+
+
 def cmd_enqueue(args: argparse.Namespace) -> int:
     broker = connect(args)
-    try:
-        values = [json.loads(a) for a in args.args]
-        kwargs = json.loads(args.kwargs) if args.kwargs else {}
-    except json.JSONDecodeError as exc:
-        raise ConfigurationError(f"arguments must be JSON values: {exc}") from None
+    values = [json_argument(a, f"argument {i}") for i, a in enumerate(args.args, 1)]
+    kwargs = json_argument(args.kwargs, "--kwargs") if args.kwargs else {}
     if not isinstance(kwargs, dict):
         raise ConfigurationError("--kwargs must be a JSON object")
     opts: dict[str, Any] = {k: v for k, v in (
@@ -48,8 +65,9 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     return 0
 
 
-def job_dict(r: JobRecord, log: list[str] | None = None,
-             default_attempts: int | None = None) -> dict[str, Any]:
+def job_dict(r: JobRecord, broker: Broker, log: list[str] | None = None,
+             published: dict[str, FunctionOptions] | None = None) -> dict[str, Any]:
+    """A job as every command shows it (text and JSON); options are the effective ones."""
     result = None
     if r.result:
         try:
@@ -57,35 +75,26 @@ def job_dict(r: JobRecord, log: list[str] | None = None,
         except Exception:
             result = "<undecodable>"
     last = r.errors[-1] if r.errors else None
+    options = options_of(r.spec, broker, published)
     return {
         "id": r.id, "function": r.spec.function if r.spec else None, "queue": r.queue,
         "priority": r.priority, "state": r.state.value, "attempts": r.attempts,
-        "max_attempts": (r.spec.max_attempts if r.spec else None) or default_attempts,
+        "max_attempts": options["max_attempts"], "timeout": options["timeout"],
         "args": r.spec.args if r.spec else None, "kwargs": r.spec.kwargs if r.spec else None,
         "error": {"type": last.type, "kind": last.kind.value, "message": last.message,
                   "traceback": last.traceback} if last else None,
         "errors": [{"attempt": e.attempt, "kind": e.kind.value, "type": e.type,
-                    "message": e.message, "duration": e.duration, "worker": e.worker}
-                   for e in r.errors],
-        "result": result, "progress": r.progress, "enqueued_at": r.enqueued_at,
-        "started_at": r.started_at, "finished_at": r.finished_at, "due_at": r.due_at,
+                    "message": e.message, "duration": e.duration, "worker": e.worker,
+                    "at": iso(e.at)} for e in r.errors],
+        "result": result, "progress": r.progress, "enqueued_at": iso(r.enqueued_at),
+        "started_at": iso(r.started_at), "finished_at": iso(r.finished_at),
+        "due_at": iso(r.due_at),
         "cancel_reason": r.cancel_reason, "waiting_on": r.waiting_on, "batch_id": r.batch_id,
         "cancel_requested": r.cancel_requested,
         # A limit's mark outlives the hold on a job canceled while held: only queued counts.
         "held_by": r.held_by if r.state is JobState.QUEUED else None,
         "log": log or [],
     }
-
-
-def _max_attempts(job: Job) -> int:
-    """The enqueue option, else the function's @job option if this process knows it,
-    else the configured default."""
-    from jobs.policy import resolve
-    from jobs.registry import registered
-
-    spec = job.record.spec
-    fn = registered().get(spec.function) if spec else None
-    return resolve(spec, fn, job.broker.defaults).max_attempts
 
 
 def _show_text(d: dict[str, Any]) -> str:
@@ -95,7 +104,7 @@ def _show_text(d: dict[str, Any]) -> str:
     lines += [f"{k:13} {d[k]}" for k in ("args", "kwargs", "result", "progress")]
     for key in ("enqueued_at", "started_at", "finished_at", "due_at"):
         if d[key]:
-            lines.append(f"{key:13} {datetime.fromtimestamp(d[key]).isoformat(sep=' ')}")
+            lines.append(f"{key:13} {d[key]}")
     if d["cancel_reason"]:
         lines.append(f"{'canceled':13} {d['cancel_reason']}")
     for e in d["errors"]:
@@ -120,10 +129,18 @@ def _workflow_lines(d: dict[str, Any]) -> list[str]:
     return lines
 
 
+def warn_if_unserved(job: Job) -> None:
+    """A job that can only wait, because nothing serves its queue, says so (on stderr)."""
+    if job.state in (JobState.QUEUED, JobState.SCHEDULED, JobState.WAITING) and \
+            job.queue not in served_queues(job.broker):
+        print(unserved_warning(job.queue, job.broker), file=sys.stderr)
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     broker = connect(args)
     job = Job.fetch(args.id, broker)
-    output(args, job_dict(job.record, broker.job_log(args.id), _max_attempts(job)), _show_text)
+    output(args, job_dict(job.record, broker, broker.job_log(args.id)), _show_text)
+    warn_if_unserved(job)
     return 0
 
 
@@ -138,6 +155,7 @@ def cmd_wait(args: argparse.Namespace) -> int:
 
     broker = connect(args)
     job = Job.fetch(args.id, broker)
+    warn_if_unserved(job)
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[msg]}"),
                TimeElapsedColumn())
@@ -151,9 +169,19 @@ def cmd_wait(args: argparse.Namespace) -> int:
             if deadline is not None and time.monotonic() >= deadline:
                 break
             broker.wait_done(job.id, 0.2)  # wakes at once when the job finishes
-    d = job_dict(job.record)
-    output(args, d, lambda d: f"{d['state']}: {json.dumps(d['result']) if d['state'] == 'completed' else (d['error'] or {}).get('message') or d['cancel_reason'] or ''}")  # noqa: E501
+    output(args, job_dict(job.record, broker), lambda d: _ended_text(d, args.timeout))
     return _exit_code(job.state)
+
+
+def _ended_text(d: dict[str, Any], timeout: float | None) -> str:
+    if d["state"] == "completed":
+        return f"completed: {json.dumps(d['result'])}"
+    if d["state"] in ("dead", "canceled"):
+        error = d["error"] or {}
+        why = d["cancel_reason"] if d["state"] == "canceled" else \
+            f"{error.get('type')}: {error.get('message')}" if error else "no error recorded"
+        return f"{d['state']}: {why}"
+    return f"still {d['state']} after {timeout:g} s"
 
 
 def cmd_result(args: argparse.Namespace) -> int:

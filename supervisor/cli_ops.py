@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import signal
 import sys
 import time
-from datetime import datetime
 from typing import Any
 
-from jobs import Queue
-from jobs.cluster import Reload, Scale, pause, resume, send_control, supervisors
+from jobs import Job, Queue
+from jobs.cluster import (
+    Reload,
+    Scale,
+    pause,
+    paused,
+    resume,
+    send_control,
+    served_queues,
+    supervisors,
+    unserved_warning,
+)
+from jobs.effective import published_functions
 from jobs.errors import ConfigurationError
 from jobs.events import follow, recent_events
 from jobs.stats import as_dict, queue_stats
@@ -20,6 +31,7 @@ from supervisor.cli_common import (
     broker_for,
     connect,
     duration,
+    iso,
     load,
     local_ident,
     local_pid,
@@ -44,19 +56,24 @@ def _stats_text(rows: list[dict[str, Any]]) -> str:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    rows = [as_dict(s) for s in queue_stats(connect(args))]
+    broker = connect(args)
+    served = served_queues(broker)
+    rows = [{**as_dict(s), "served": s.queue in served} for s in queue_stats(broker)]
     output(args, rows, _stats_text)
+    for r in rows:
+        if not r["served"] and (r["queued"] or r["scheduled"] or r["waiting"]):
+            print(unserved_warning(r["queue"], broker), file=sys.stderr)
     return 0
 
 
 def cmd_hosts(args: argparse.Namespace) -> int:
     entries = supervisors(connect(args))
-    rows = [{"id": e["id"], "host": e["host"], "pid": e["pid"], "started": e["started"],
+    rows = [{"id": e["id"], "host": e["host"], "pid": e["pid"], "started": iso(e["started"]),
              "config_version": e["config_version"], "queues": e["queues"],
              "workers": len(e["workers"]),
              "busy": sum(1 for w in e["workers"] if w["state"] == "busy")} for e in entries]
     output(args, rows, lambda rows: table(
-        [[r["id"], ago(r["started"]), r["config_version"], ",".join(r["queues"]),
+        [[r["id"], r["started"], r["config_version"], ",".join(r["queues"]),
           f"{r['busy']}/{r['workers']}"] for r in rows],
         ["SUPERVISOR", "STARTED", "CONFIG", "QUEUES", "BUSY"]) if rows else "no live supervisors")
     return 0
@@ -83,11 +100,15 @@ def cmd_dead(args: argparse.Namespace) -> int:
     broker = connect(args)
     q = Queue(args.queue, broker)
     if args.action == "list":
-        rows = [job_dict(r) for r in q.dead(limit=args.limit, **_filters(args))]
+        published = published_functions(broker)
+        records = q.dead(limit=args.limit, **_filters(args))
+        rows = [job_dict(r, broker, published=published) for r in records]
         output(args, rows, lambda rows: table(
-            [[r["id"], r["function"], r["attempts"], (r["error"] or {}).get("type", "-"),
-              ((r["error"] or {}).get("message") or "")[:60], ago(r["finished_at"])]
-             for r in rows], ["ID", "FUNCTION", "ATTEMPTS", "ERROR", "MESSAGE", "DIED"])
+            [[r["id"], r["function"], f"{r['attempts']}/{r['max_attempts']}",
+              (r["error"] or {}).get("type", "-"),
+              ((r["error"] or {}).get("message") or "")[:60], ago(rec.finished_at)]
+             for r, rec in zip(rows, records, strict=True)],
+            ["ID", "FUNCTION", "ATTEMPTS", "ERROR", "MESSAGE", "DIED"])
             if rows else f"no dead jobs in {args.queue}")
         return 0
     if args.action == "show":
@@ -104,17 +125,33 @@ def cmd_dead(args: argparse.Namespace) -> int:
     act = q.requeue_dead if args.action == "requeue" else q.purge_dead
     n = act(args.id, **_filters(args)) if args.id else act(**_filters(args))
     verb = "requeued" if args.action == "requeue" else "purged"
+    if args.id and n == 0:
+        state = Job.fetch(args.id, broker).state  # JobNotFound when there is no such job
+        raise ConfigurationError(
+            f"job {args.id} is {state}, not dead: nothing to {args.action} (see "
+            f"`jobvisor show {args.id}`)")
     output(args, {verb: n}, lambda d: f"{verb} {n} dead job(s) of {args.queue}")
     return 0
 
 
 def cmd_pause(args: argparse.Namespace) -> int:
     broker = connect(args)
-    if args.command == "pause":
-        pause(args.queue, broker)
-    else:
+    known = set(broker.known_queues()) | served_queues(broker)
+    if args.command == "resume":
+        if args.queue not in paused(broker):
+            raise ConfigurationError(f"queue {args.queue!r} is not paused: nothing to resume")
         resume(args.queue, broker)
-    print(f"{args.command}d {args.queue}")
+        print(f"resumed {args.queue}")
+        return 0
+    if args.queue not in known and not args.new:
+        near = difflib.get_close_matches(args.queue, known, n=1)
+        raise ConfigurationError(
+            f"queue {args.queue!r} does not exist: no job was ever enqueued to it and no live "
+            f"supervisor serves it{f' (did you mean {near[0]!r}?)' if near else ''}; to pause "
+            "it before its first job on purpose, add --new")
+    pause(args.queue, broker)
+    print(f"paused {args.queue}" + ("" if args.queue in known else
+                                    " (a new queue: it starts paused when jobs arrive)"))
     return 0
 
 
@@ -142,22 +179,26 @@ def cmd_reload(args: argparse.Namespace) -> int:
 
 
 def _event_text(e: dict[str, Any]) -> str:
-    when = datetime.fromtimestamp(e["time"]).strftime("%H:%M:%S.%f")[:-3]
+    when = e["time"]
     extra = " ".join(f"{k}={v}" for k, v in e.items()
                      if k not in ("event_id", "time", "e", "id", "q"))
     return f"{when} {e['e']:<14} {e.get('q', '-'):<10} {e.get('id', '-'):<18} {extra}".rstrip()
 
 
+def _with_iso_time(e: dict[str, Any]) -> dict[str, Any]:
+    return {**e, "time": iso(e["time"])}
+
+
 def cmd_events(args: argparse.Namespace) -> int:
     broker = connect(args)
     for e in recent_events(broker, args.count, args.queue, args.job):
-        output(args, e, _event_text)
+        output(args, _with_iso_time(e), _event_text)
     if not args.follow:
         return 0
     deadline = None if args.for_seconds is None else time.monotonic() + args.for_seconds
     for item in follow(broker, queue=args.queue, job=args.job):
         if item is not None:
-            output(args, item, _event_text)
+            output(args, _with_iso_time(item), _event_text)
             sys.stdout.flush()
         if deadline is not None and time.monotonic() >= deadline:
             break

@@ -19,7 +19,7 @@ from supervisor.config import Config, load_config
 from supervisor.cron import CronThread
 from supervisor.duties import Duties
 from supervisor.errors import ConfigError, HaltServer
-from supervisor.preload import preload
+from supervisor.preload import loaded_functions, preload
 from supervisor.systemd import Notifier
 
 log = logging.getLogger("supervisor.arbiter")
@@ -114,6 +114,7 @@ class Commands:
         self.duties.queues = list(new.worker.queues)
         self.duties.aging = (new.supervisor.aging_after, new.supervisor.aging_step)
         self.duties.set_limits({**dropped, **registered_limits(), **new.limit_definitions()})
+        self.duties.set_functions(loaded_functions(new.defaults))
         self.cron.update(new.schedules)
         self.generation += 1
         log.info("reloaded configuration (version %d): rolling restart of %d workers",

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-import tomllib
 from pathlib import Path
 from typing import Annotated, Any
 
 import msgspec
 from msgspec import Meta
 
+from jobs.environment import apply_overrides, explain, read_toml
+from jobs.errors import ConfigurationError
 from jobs.rates import definition
 from jobs.schedules import Schedule
 from jobs.settings import JobDefaults, RedisSettings, Table
@@ -125,45 +126,26 @@ def config_path(explicit: str | None) -> Path | None:
     return local if local.exists() else None
 
 
-def _env_overrides(data: dict[str, Any]) -> None:
-    """``JOBVISOR_<SECTION>_<KEY>=value`` (TOML value syntax, or a bare string)."""
-    for name, raw in os.environ.items():
-        if not name.startswith("JOBVISOR_") or name in ("JOBVISOR_CONFIG",):
-            continue
-        parts = name[len("JOBVISOR_"):].lower().split("_", 1)
-        if len(parts) != 2 or parts[0] not in Config.__struct_fields__ or parts[0] == "schedules":
-            continue  # [[schedules]] is a list of tables: not settable from the environment
-        section, key = parts
-        if key in SECRETS:
-            continue  # read by the connection code, never stored in the config object
-        try:
-            value = tomllib.loads(f"v = {raw}")["v"]
-        except tomllib.TOMLDecodeError:
-            value = raw
-        data.setdefault(section, {})[key] = value
+TABLES: dict[str, type[msgspec.Struct]] = {
+    "redis": RedisSettings, "supervisor": SupervisorSettings, "worker": WorkerSettings,
+    "defaults": JobDefaults, "metrics": MetricsSettings}  # settable from the environment
 
 
 def load_config(path: str | os.PathLike[str] | None) -> Config:
-    """Read, override from the environment, validate; raise ``ConfigError`` naming the key."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        try:
-            data = tomllib.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"config file {path} does not exist") from None
-        except OSError as exc:
-            raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    for key in SECRETS:
-        if key in data.get("redis", {}):
-            raise ConfigError(
-                f"{path}: redis.{key} is not allowed in config.toml; set "
-                f"JOBVISOR_REDIS_{key.upper()} or redis.{key}_file"
-            )
-    _env_overrides(data)
+    """Read, override from the environment, validate; raise ``ConfigError`` naming the key
+    (or the environment variable) at fault."""
+    try:
+        data: dict[str, Any] = read_toml(path) if path is not None else {}
+        for key in SECRETS:
+            if key in data.get("redis", {}):
+                raise ConfigError(
+                    f"{path}: redis.{key} is not allowed in config.toml; set "
+                    f"JOBVISOR_REDIS_{key.upper()} or redis.{key}_file"
+                )
+        sources = apply_overrides(data, TABLES)
+    except ConfigurationError as exc:
+        raise ConfigError(str(exc)) from None
     try:
         return msgspec.convert(data, Config)
     except msgspec.ValidationError as exc:
-        where = f"config file {path}" if path else "configuration"
-        raise ConfigError(f"{where}: {exc}") from None
+        raise ConfigError(explain(exc, sources, path)) from None

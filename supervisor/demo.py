@@ -95,7 +95,8 @@ def _summary(console: Console, jobs_: list[Job], elapsed: float) -> None:
     by_level: dict[str, list[float]] = collections.defaultdict(list)
     for j in jobs_:
         if j.function.endswith("count_primes") and j.started_at and j.enqueued_at:
-            by_level[Priority(j.priority).name].append(j.started_at - j.enqueued_at)
+            by_level[Priority(j.priority).name].append(
+                (j.started_at - j.enqueued_at).total_seconds())
     for level in ("CRITICAL", "HIGH", "NORMAL", "LOW"):
         waits = by_level.get(level, [])
         if waits:

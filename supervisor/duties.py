@@ -23,6 +23,7 @@ import msgspec
 
 from jobs import Broker, BrokerError, reclaim, run_promoter
 from jobs.cluster import Control, take_control
+from jobs.effective import FunctionOptions, publish_functions
 from jobs.limits import publish as publish_limits
 from jobs.records import AttemptError
 from jobs.worker import account_failure
@@ -83,6 +84,7 @@ class Duties:
         self._flushing = threading.Lock()  # the loop and shutdown may both flush
         self._outbox: deque[Settlement | InFlight | Event] = deque()
         self._limits: dict[str, str | None] | None = None
+        self._functions: dict[str, FunctionOptions] | None = None
         self.aging: tuple[float, int] = (0.0, 10)  # (seconds, priority step); 0 s: off
         self._threads: list[threading.Thread] = []
         self.ident = f"{socket.gethostname()}:{os.getpid()}"
@@ -90,6 +92,11 @@ class Duties:
     def set_limits(self, definitions: dict[str, str | None]) -> None:
         """Publish the loaded functions' rate and concurrency limits on the next tick."""
         self._limits = definitions
+        self._wake.set()
+
+    def set_functions(self, functions: dict[str, FunctionOptions]) -> None:
+        """Publish the loaded functions' effective options on the next tick."""
+        self._functions = functions
         self._wake.set()
 
     def settle(self, item: Settlement | InFlight | Event) -> None:
@@ -158,6 +165,9 @@ class Duties:
                 if self._limits is not None:
                     publish_limits(self.broker, self._limits)
                     self._limits = None
+                if self._functions is not None:
+                    publish_functions(self.broker, self._functions)
+                    self._functions = None
                 self._renew()
                 now = time.monotonic()
                 if now - last_renewal > self.lease / 2:

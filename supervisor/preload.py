@@ -20,7 +20,9 @@ import traceback
 from collections.abc import Sequence
 from types import CodeType, ModuleType
 
+from jobs.effective import FunctionOptions, describe
 from jobs.registry import registered, restore
+from jobs.settings import JobDefaults
 from supervisor.errors import ExitCode, HaltServer
 
 log = logging.getLogger(__name__)
@@ -101,3 +103,8 @@ def preload(modules: list[str], paths: Sequence[str] = (), reload: bool = False)
                        "add its directory to [worker].path)")
         raise HaltServer(f"cannot import job module {name!r}: {detail}",
                          ExitCode.BOOT_ERROR) from None
+
+
+def loaded_functions(defaults: JobDefaults) -> dict[str, FunctionOptions]:
+    """The registered functions' effective options, for the supervisor to publish."""
+    return {name: describe(fn, defaults) for name, fn in registered().items()}

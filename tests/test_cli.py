@@ -83,7 +83,7 @@ def test_enqueue_options_and_bad_input(r):
     shown = json.loads(cli(r, "show", "my-id", "--json").stdout)
     assert shown["state"] == "scheduled" and shown["kwargs"] == {"b": 2}
     bad = cli(r, "enqueue", "tests.jobfuncs:add", "not-json")
-    assert bad.returncode == 1 and "arguments must be JSON values" in bad.stderr
+    assert bad.returncode == 1 and "argument 1 'not-json' is not a JSON value" in bad.stderr
     bad = cli(r, "enqueue", "tests.jobfuncs:add", "--priority", "urgent")
     assert bad.returncode == 1 and "neither a level" in bad.stderr
     bad = cli(r, "enqueue", "tests.jobfuncs:add", "--at", "2030-01-01T00:00:00")

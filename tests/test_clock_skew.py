@@ -45,9 +45,10 @@ def test_skewed_hosts_share_work_without_stealing(sup, tmp_path):
     # No job was taken from a live worker (lease judged by a host's clock), none retried.
     assert all(j.attempts == 1 and not j.errors for j in busy + delayed)
     for j in delayed:
-        due = j.record.due_at or (j.enqueued_at + 1.5)
-        assert j.started_at >= j.enqueued_at + 1.5 - 0.01  # never early
-        assert j.started_at - due < 3.0  # and not an hour late
+        r = j.record
+        due = r.due_at or (r.enqueued_at + 1.5)
+        assert r.started_at >= r.enqueued_at + 1.5 - 0.01  # never early
+        assert r.started_at - due < 3.0  # and not an hour late
     # Both hosts ran jobs: the skew did not lock either out (a claim token names its
     # worker as host:pid:nonce).
     ran_on = {int(j.record.token.split(":")[1].split("#")[0]) for j in busy}
