@@ -114,7 +114,9 @@ def _json_flag(p: argparse.ArgumentParser) -> None:
 
 def _dead_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     dead = _command(sub, "dead", "dead-letter queue: list, show, requeue, purge")
-    dead.add_argument("action", choices=["list", "show", "requeue", "purge"])
+    dead.add_argument("action", choices=["list", "show", "requeue", "purge"],
+                      help="list (filters apply), show one, requeue or purge (an id, "
+                           "filters or --all)")
     dead.add_argument("id", nargs="?", help="one job id")
     dead.add_argument("--queue", default="default",
                       help="the queue whose dead letters to act on (default: default)")
