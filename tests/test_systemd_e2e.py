@@ -37,6 +37,7 @@ import re
 import shlex
 import shutil
 import signal
+import site
 import subprocess
 import sys
 import tempfile
@@ -44,7 +45,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 import psutil
 import pytest
@@ -61,6 +62,8 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 # several pings (and a watchdog kill, were the pings missing) within a few seconds.
 WATCHDOG_SEC = 4
 NOBODY, NOGROUP = 65534, 65534  # Debian's unprivileged account and group
+HOMES = (Path("/root"), Path("/home"), Path("/run/user"))  # what ProtectHome= hides
+APP_PACKAGES = ("jobs", "supervisor", "examples")  # what the service imports
 
 MASKED = (
     # From the notes: these would empty the machine's shared /tmp.
@@ -161,7 +164,7 @@ def _missing() -> str | None:
     return None
 
 
-pytestmark = pytest.mark.skipif(_missing() is not None, reason=_missing() or "")
+needs_systemd = pytest.mark.skipif(_missing() is not None, reason=_missing() or "")
 
 
 # -- the unit ---------------------------------------------------------------------------
@@ -173,14 +176,98 @@ def _quoted(value: str) -> str:
     return '"' + value.replace("%", "%%").replace("$", "$$") + '"'
 
 
-def _under_home(*paths: str | Path) -> bool:
-    homes = (Path("/root"), Path("/home"), Path("/run/user"))
-    return any(
-        Path(p).resolve().is_relative_to(home) for p in paths for home in homes
-    )
+def install_app(target: Path) -> Path:
+    """Copy the packages the service imports to ``target``, readable by every user.
+
+    A deployment installs the code where the service's account can read it; the checkout
+    may live anywhere (under a home, under a mode-0700 directory), so the unit never
+    points at it.
+    """
+    target.mkdir()
+    for name in APP_PACKAGES:
+        shutil.copytree(REPO / name, target / name, symlinks=False,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.py[co]"))
+    for directory, _, files in os.walk(target):
+        os.chmod(directory, 0o755)
+        for name in files:
+            os.chmod(os.path.join(directory, name), 0o644)
+    return target
 
 
-def derive_unit(shipped: str, config: Path, data_dir: Path, writable: Path) -> str:
+class Mounts(NamedTuple):
+    """Mounts that let the service's user reach the interpreter; see interpreter_mounts."""
+
+    tmpfs: list[Path]  # TemporaryFileSystem=, read-only: empty directories, mode 0755
+    bind: list[Path]  # BindReadOnlyPaths=, each at its own place
+
+
+def _nobody_may(path: Path, bits: int) -> bool:
+    """Whether ``nobody`` has the permission ``bits`` (of R_OK, W_OK, X_OK) on ``path``."""
+    st = path.stat()
+    if st.st_uid == NOBODY:
+        shift = 6
+    elif st.st_gid == NOGROUP:
+        shift = 3
+    else:
+        shift = 0
+    return (st.st_mode >> shift) & bits == bits
+
+
+def _interpreter_paths() -> list[Path]:
+    """What the service's interpreter reads: its prefixes, its binary, its site-packages."""
+    paths = {sys.prefix, sys.base_prefix, os.path.dirname(sys.executable),
+             os.path.dirname(os.path.realpath(sys.executable)), *site.getsitepackages()}
+    return sorted({Path(p).resolve() for p in paths if os.path.isdir(p)})
+
+
+def interpreter_mounts(needed: list[Path]) -> Mounts:
+    """Make every path in ``needed`` reachable by ``nobody`` without changing the machine.
+
+    ProtectHome=tmpfs hides the homes (/root, /home, /run/user) behind empty read-only
+    directories: a path under one is bound back in at its own place (pyenv's /root/.pyenv
+    here). Elsewhere, a parent that others may not enter (mode 0700) gets the same
+    treatment: an empty tmpfs over it (its other contents hidden), the path bound back
+    in. Both keep each path where it is, which a virtualenv needs: its scripts, its
+    pyvenv.cfg and its .pth files name absolute paths, so it cannot be bound elsewhere.
+    What sits at or below such a path keeps its own modes; where those shut ``nobody``
+    out, nothing short of changing them helps, so the test is skipped naming the path.
+    """
+    roots = [p for p in needed if not any(p != q and p.is_relative_to(q) for q in needed)]
+    tmpfs: set[Path] = set()
+    bind: set[Path] = set()
+    for root in roots:
+        if any(root.is_relative_to(home) for home in HOMES):
+            bind.add(root)
+            continue
+        for parent in reversed(root.parents):
+            if not _nobody_may(parent, os.X_OK):
+                if parent in (Path("/"), Path("/tmp")):
+                    pytest.skip(f"{parent} may not be entered by other users")
+                tmpfs.add(parent)
+                bind.add(root)
+                break
+    for path in needed:
+        root = next(r for r in roots if path.is_relative_to(r))
+        inside = [root, *(p for p in path.parents if p.is_relative_to(root) and p != root)]
+        for step in inside:
+            if not _nobody_may(step, os.X_OK):
+                pytest.skip(f"{step} may not be entered by other users, and the service "
+                            f"(as nobody) needs {path}: give others x on it (chmod o+x)")
+        if not _nobody_may(path, os.R_OK | os.X_OK):
+            pytest.skip(f"{path} may not be read by other users, and the service (as "
+                        f"nobody) needs it: give others r and x on it (chmod o+rx)")
+    executable = Path(sys.executable).resolve()
+    if not _nobody_may(executable, os.X_OK):
+        pytest.skip(f"{executable} may not be run by other users (chmod o+rx)")
+    for path in tmpfs | bind:
+        if ":" in str(path):
+            pytest.skip(f"{path}: a path with ':' cannot be named in TemporaryFileSystem= "
+                        "or BindReadOnlyPaths=")
+    return Mounts(sorted(tmpfs), sorted(bind))
+
+
+def derive_unit(shipped: str, config: Path, data_dir: Path, writable: Path, app: Path,
+                mounts: Mounts) -> str:
     """The shipped unit, changed only where a test run inside this container needs it.
 
     Kept as shipped: Type=notify, NotifyAccess=main, ExecReload, KillMode=mixed,
@@ -195,28 +282,27 @@ def derive_unit(shipped: str, config: Path, data_dir: Path, writable: Path) -> s
     - StateDirectory=: dropped; it would create /var/lib/jobvisor on the machine's real
       filesystem. The data directory is the test's own, named by the config and by
       JOBVISOR_SUPERVISOR_DATA_DIR, and is the only ReadWritePaths= entry.
-    - WorkingDirectory=: the checkout, and PYTHONPATH too, so ``examples.cpu`` imports.
+    - WorkingDirectory=: ``app``, where ``install_app`` copied the packages the service
+      imports, and PYTHONPATH too, so ``examples.cpu`` imports. Never the checkout: it may
+      sit under a directory ``nobody`` cannot enter (a home, a mode-0700 parent).
     - PrivateTmp=yes: dropped; the config and the data directory (with the embedded
       server's socket, which the test uses from outside) are in a directory under
       /tmp, which a private /tmp would hide: the unit fails with 226/NAMESPACE.
-    - ProtectHome=yes: becomes ``tmpfs`` (an empty home, /root included), with the
-      interpreter and the checkout bound back in read-only where they live under a home
-      directory (here pyenv's /root/.pyenv, which ``nobody`` could not reach at all).
+    - ProtectHome=yes: becomes ``tmpfs`` (an empty home, /root included), and
+      BindReadOnlyPaths= and TemporaryFileSystem= are added: see ``interpreter_mounts``.
 
     Everything else (ProtectSystem=strict, PrivateDevices, ProtectKernel*, ProtectClock,
     ProtectHostname, RestrictNamespaces, MemoryDenyWriteExecute, SystemCallArchitectures,
     RestrictAddressFamilies, NoNewPrivileges, UMask...) works inside this namespace.
     """
     python = sys.executable
-    in_homes = sorted({str(Path(p).resolve()) for p in (sys.prefix, sys.base_prefix, REPO)
-                       if _under_home(p)})
     replace: dict[str, str | None] = {
         "ExecStart": f"{_quoted(python)} -m supervisor --config {_quoted(str(config))} run",
         "WatchdogSec": str(WATCHDOG_SEC),
         "User": "nobody",
         "Group": "nogroup",
         "StateDirectory": None,
-        "WorkingDirectory": str(REPO).replace("%", "%%"),
+        "WorkingDirectory": str(app).replace("%", "%%"),
         "ReadWritePaths": _quoted(str(writable)),
         "PrivateTmp": None,
         "ProtectHome": "tmpfs",
@@ -231,7 +317,7 @@ def derive_unit(shipped: str, config: Path, data_dir: Path, writable: Path) -> s
             continue
         if key == "Environment" and value.startswith("JOBVISOR_SUPERVISOR_DATA_DIR="):
             out.append(f"Environment={_quoted('JOBVISOR_SUPERVISOR_DATA_DIR=' + str(data_dir))}")
-            out.append(f"Environment={_quoted('PYTHONPATH=' + str(REPO))}")
+            out.append(f"Environment={_quoted('PYTHONPATH=' + str(app))}")
             seen.add(key)
             continue
         if key in replace:
@@ -239,8 +325,12 @@ def derive_unit(shipped: str, config: Path, data_dir: Path, writable: Path) -> s
             new = replace[key]
             if new is not None:
                 out.append(f"{key}={new}")
-            if key == "ProtectHome" and in_homes:
-                out.append("BindReadOnlyPaths=" + " ".join(map(_quoted, in_homes)))
+            if key == "ProtectHome" and mounts.tmpfs:
+                out.append("TemporaryFileSystem=" + " ".join(
+                    _quoted(str(path)) + ":ro" for path in mounts.tmpfs))
+            if key == "ProtectHome" and mounts.bind:
+                out.append("BindReadOnlyPaths=" + " ".join(
+                    _quoted(str(path)) for path in mounts.bind))
             continue
         out.append(line)
     expected = set(replace) | {"Environment"}
@@ -394,6 +484,41 @@ def booted(directory: Path, unit_text: str) -> Iterator[Machine]:
 # -- the test ---------------------------------------------------------------------------
 
 
+def test_the_unit_runs_an_installed_copy_never_the_checkout(tmp_path: Path) -> None:
+    """The service's user may not be able to enter the checkout; the unit must not need to."""
+    app = install_app(tmp_path / "app")
+    unit = derive_unit(SHIPPED_UNIT.read_text(), tmp_path / "config.toml", tmp_path / "var",
+                       tmp_path, app, Mounts([], []))
+    working = re.findall(r"^WorkingDirectory=(.*)$", unit, re.MULTILINE)
+    pythonpath = re.findall(r'^Environment="PYTHONPATH=(.*)"$', unit, re.MULTILINE)
+    assert working == [str(app)] and pythonpath == [str(app)], unit
+    assert not app.is_relative_to(REPO)
+    for name in APP_PACKAGES:
+        assert (app / name / "__init__.py").is_file()
+    assert (app / "jobs" / "lua").is_dir()  # package data travels with the code
+    assert not list(app.rglob("__pycache__"))
+    for path in [app, *app.rglob("*")]:
+        assert path.stat().st_mode & 0o777 == (0o755 if path.is_dir() else 0o644), path
+
+
+def test_interpreter_mounts_open_a_private_parent() -> None:
+    """A virtualenv under a mode-0700 directory: a tmpfs over that, the venv bound back."""
+    base = Path(tempfile.mkdtemp(prefix="jobvisor-e2e-mounts-", dir="/tmp"))  # mode 0700
+    try:
+        venv = base / "venv"
+        (venv / "lib").mkdir(parents=True, mode=0o755)
+        os.chmod(venv, 0o755)
+        os.chmod(venv / "lib", 0o755)
+        assert interpreter_mounts([venv, venv / "lib"]) == Mounts([base], [venv])
+
+        os.chmod(venv / "lib", 0o700)  # below the bound path: modes that stay as they are
+        with pytest.raises(pytest.skip.Exception, match=re.escape(str(venv / "lib"))):
+            interpreter_mounts([venv, venv / "lib"])
+    finally:
+        shutil.rmtree(base)
+
+
+@needs_systemd
 @pytest.mark.timeout(180)
 def test_supervisor_as_a_systemd_service(tmp_path: Path, request: pytest.FixtureRequest) -> None:
     started_at = time.monotonic()
@@ -410,7 +535,9 @@ def test_supervisor_as_a_systemd_service(tmp_path: Path, request: pytest.Fixture
     config.write_text(config_text)
     for path in (service_dir, data_dir, config):
         os.chown(path, NOBODY, NOGROUP)
-    unit_text = derive_unit(SHIPPED_UNIT.read_text(), config, data_dir, service_dir)
+    app = install_app(service_dir / "app")
+    mounts = interpreter_mounts(_interpreter_paths())
+    unit_text = derive_unit(SHIPPED_UNIT.read_text(), config, data_dir, service_dir, app, mounts)
     for kept in ("Type=notify", "NotifyAccess=main", "ExecReload=/bin/kill -HUP $MAINPID",
                  "KillMode=mixed", "TimeoutStopSec=", f"WatchdogSec={WATCHDOG_SEC}"):
         assert kept in unit_text
