@@ -5,6 +5,10 @@ A worker-side tally costs no round trip of its own while jobs keep coming: its c
 travel in the same write as the next outcome when the last flush is 0.25 s old. A
 worker also flushes when it goes idle and before a job when counts are due, so a worker
 killed in a job loses only the counts of the moment before it, never a job.
+
+Those counts are not lost either when the worker runs under a supervisor: the tally
+mirrors what it holds unwritten (``snapshot``, a few hundred bytes) where its supervisor
+can read it, and a supervisor that reaps a killed or crashed worker writes them out.
 """
 
 from __future__ import annotations
@@ -12,6 +16,9 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
+
+import msgspec
 
 from jobs.broker import Broker
 from jobs.timeseries import bucket, minute
@@ -21,6 +28,27 @@ FLUSH_EVERY = 0.25
 
 # (queue, function, duration bucket) -> [jobs, summed milliseconds]
 Counts = dict[tuple[str, str, str], list[int]]
+_Row = tuple[int, str, str, str, int, int]  # minute, queue, function, bucket, jobs, ms
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(list[_Row])
+
+
+def encode_pending(pending: dict[int, Counts]) -> bytes:
+    return _encoder.encode([(m, q, f, b, n, ms) for m, counts in pending.items()
+                            for (q, f, b), (n, ms) in counts.items()]) if pending else b""
+
+
+def decode_pending(blob: bytes) -> dict[int, Counts]:
+    """Counts as ``encode_pending`` wrote them; unreadable bytes count as none."""
+    try:
+        rows = _decoder.decode(blob) if blob else []
+    except msgspec.DecodeError:
+        return {}
+    out: dict[int, Counts] = {}
+    for m, q, f, b, n, ms in rows:
+        out.setdefault(m, {})[(q, f, b)] = [n, ms]
+    return out
+
 
 
 class Tally:
@@ -30,6 +58,8 @@ class Tally:
         # Never flushed: a new worker's first counts are written before its next job (which
         # may be killed and take them along).
         self._last_flush = float("-inf")
+        # Told what is left unwritten each time counts are handed over or put back.
+        self.mirror: Callable[[bytes], None] | None = None
 
     def completed(self, queue: str, function: str, duration: float) -> None:
         # Per job only a tuple is counted; the hash fields are spelled out at flush time.
@@ -56,7 +86,14 @@ class Tally:
                 return {}
             pending, self._by_minute = self._by_minute, {}
             self._last_flush = time.monotonic()
+        if self.mirror is not None:
+            self.mirror(b"")
         return pending
+
+    def snapshot(self) -> bytes:
+        """The counts not written yet, encoded for ``decode_pending``."""
+        with self._lock:
+            return encode_pending(self._by_minute)
 
     def restore(self, pending: dict[int, Counts]) -> None:
         """Keep counts that were not written for the next flush."""
@@ -67,6 +104,8 @@ class Tally:
                     seen = kept.setdefault(key, [0, 0])
                     seen[0] += n
                     seen[1] += ms
+        if self.mirror is not None:
+            self.mirror(self.snapshot())
 
     def flush(self, broker: Broker) -> None:
         """Write the counts; on failure they are kept for the next flush."""

@@ -26,7 +26,7 @@ from supervisor.child import Child, child_main
 from supervisor.commands import POOL_MAX, Commands
 from supervisor.config import Config
 from supervisor.cron import CronThread
-from supervisor.duties import Duties, Event, Held, InFlight, Settlement
+from supervisor.duties import Duties, Event, Held, InFlight, Settlement, Uncounted
 from supervisor.errors import ExitCode, HaltServer
 from supervisor.metrics import LocalFigures, serve
 from supervisor.pool_report import held, status_line, worker_states, worker_views
@@ -320,6 +320,8 @@ class Arbiter(Commands):
         if view.next_token:
             # Killed with a claim in flight: a job it took but never showed goes back.
             self.duties.settle(InFlight(view.next_token))
+        if view.uncounted:  # counted completions it could not write before it died
+            self.duties.settle(Uncounted(view.uncounted))
         self.duties.settle(Event({
             "e": "worker_killed" if killed else "worker_stopped", "pid": info.pid,
             "host": self.host, "reason": killed or how}))

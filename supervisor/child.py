@@ -30,7 +30,7 @@ from jobs.records import Claimed
 from supervisor.config import Config
 from supervisor.errors import ExitCode
 from supervisor.proctitle import set_title
-from supervisor.slots import ChildState, Slots
+from supervisor.slots import UNCOUNTED_MAX, ChildState, Slots
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,7 @@ class Child:
                         weights=self.config.worker.weights or None)
         self.worker = worker
         worker.claiming = lambda token: self.slots.claiming(self.slot, token)
+        worker.tally.mirror = self._mirror_counts
         threading.Thread(target=self._heartbeat, daemon=True, name="heartbeat").start()
         self._idle(worker)
         job: Claimed | None = None
@@ -164,8 +165,18 @@ class Child:
             time.sleep(HEARTBEAT_EVERY)
             self.slots.beat(self.slot)
 
-    def _publish(self, state: ChildState, **fields: object) -> None:
-        self.slots.write(self.slot, state, os.getpid(), self.jobs_done, **fields)  # type: ignore[arg-type]
+    def _publish(self, state: ChildState, **fields: Any) -> None:
+        uncounted = self.worker.tally.snapshot() if self.worker is not None else b""
+        if len(uncounted) > UNCOUNTED_MAX and self.worker is not None:
+            self._flush(self.worker)  # too many kinds of counts to mirror: write them now
+            uncounted = self.worker.tally.snapshot()
+        self.slots.write(self.slot, state, os.getpid(), self.jobs_done,
+                         uncounted=uncounted if len(uncounted) <= UNCOUNTED_MAX else b"",
+                         **fields)
+
+    def _mirror_counts(self, blob: bytes) -> None:
+        """The tally handed counts over or took them back: the slot shows what is left."""
+        self.slots.uncounted(self.slot, blob if len(blob) <= UNCOUNTED_MAX else b"")
 
     def _run_job(self, worker: Worker, job: Claimed) -> Claimed | None:
         """Run one job, write its outcome, and return the next job claimed with it."""

@@ -18,8 +18,9 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from jobs import Broker, Job, Priority, Queue, RedisSettings
+from jobs import Broker, Job, JobState, Priority, Queue, RedisSettings
 from jobs.connection import embedded_url
+from jobs.stats import queue_stats
 from supervisor.top import render
 
 DEMO_CONFIG = """\
@@ -65,20 +66,30 @@ def _progress_line(jobs_: list[Job]) -> Text:
                           ("queued", "scheduled", "active", "completed", "dead")))
 
 
+def _all_done(broker: Broker, jobs_: list[Job]) -> bool:
+    """Every job is final and the queue's counters show every completion (a worker
+    writes its counts a moment after its last job), so the final view adds up."""
+    if not all(j.state.is_final for j in jobs_):
+        return False
+    completed = sum(1 for j in jobs_ if j.state is JobState.COMPLETED)
+    return sum(s.last_minute["completed"] for s in queue_stats(broker)) >= completed
+
+
 def _follow(console: Console, broker: Broker, jobs_: list[Job], timeout: float) -> None:
     """The live top view on a terminal; a line of counts per second when piped."""
     deadline = time.monotonic() + timeout
     if console.is_terminal:
         with Live(console=console, auto_refresh=False) as view:
             while time.monotonic() < deadline:
+                done = _all_done(broker, jobs_)
                 view.update(Group(render(broker), _progress_line(jobs_)), refresh=True)
-                if all(j.state.is_final for j in jobs_):
+                if done:
                     return
                 time.sleep(0.5)
         return
     while time.monotonic() < deadline:
         console.print(_progress_line(jobs_))
-        if all(j.state.is_final for j in jobs_):
+        if _all_done(broker, jobs_):
             break
         time.sleep(1.0)
     console.print(render(broker))

@@ -26,6 +26,7 @@ from jobs.cluster import Control, take_control
 from jobs.effective import FunctionOptions, publish_functions
 from jobs.limits import publish as publish_limits
 from jobs.records import AttemptError
+from jobs.tally import by_field, decode_pending
 from jobs.worker import account_failure
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,12 @@ class InFlight(msgspec.Struct, frozen=True):
     token: str
 
 
+class Uncounted(msgspec.Struct, frozen=True):
+    """Outcome counts a child had not written when it died (jobs.tally's encoding)."""
+
+    blob: bytes
+
+
 class Event(msgspec.Struct, frozen=True):
     """A worker lifecycle event for the events stream."""
 
@@ -82,7 +89,7 @@ class Duties:
         self.stop = threading.Event()
         self._wake = threading.Event()
         self._flushing = threading.Lock()  # the loop and shutdown may both flush
-        self._outbox: deque[Settlement | InFlight | Event] = deque()
+        self._outbox: deque[Settlement | InFlight | Uncounted | Event] = deque()
         self._limits: dict[str, str | None] | None = None
         self._functions: dict[str, FunctionOptions] | None = None
         self.aging: tuple[float, int] = (0.0, 10)  # (seconds, priority step); 0 s: off
@@ -99,7 +106,7 @@ class Duties:
         self._functions = functions
         self._wake.set()
 
-    def settle(self, item: Settlement | InFlight | Event) -> None:
+    def settle(self, item: Settlement | InFlight | Uncounted | Event) -> None:
         self._outbox.append(item)
         self._wake.set()
 
@@ -224,6 +231,10 @@ class Duties:
             try:
                 if isinstance(item, Event):
                     self.broker.event(**item.fields)
+                    self._outbox.popleft()
+                    continue
+                if isinstance(item, Uncounted):
+                    self.broker.add_counts(by_field(decode_pending(item.blob)))
                     self._outbox.popleft()
                     continue
                 if isinstance(item, InFlight):

@@ -18,11 +18,15 @@ import msgspec
 
 # seq, jobs_done, started, deadline, soft_deadline, heartbeat, idle_since, state, pid,
 # attempt, padding, then job id, queue, token, function, and the token of the claim in
-# flight as fixed-size byte strings.
-_LAYOUT = struct.Struct("<QQdddddiiii128s128s128s200s128s")
+# flight as fixed-size byte strings; last, the outcome counts the child has not written
+# to Redis yet (length, then jobs.tally's encoding), which the supervisor writes out if
+# the child dies holding them.
+UNCOUNTED_MAX = 1024
+_LAYOUT = struct.Struct(f"<QQdddddiiii128s128s128s200s128sH{UNCOUNTED_MAX}s")
 _DEADLINES = 24  # deadline, soft_deadline
 _HEARTBEAT = 40
-_NEXT_TOKEN = _LAYOUT.size - 128
+_UNCOUNTED = _LAYOUT.size - UNCOUNTED_MAX - 2
+_NEXT_TOKEN = _UNCOUNTED - 128
 SLOT_SIZE = _LAYOUT.size
 
 
@@ -49,6 +53,7 @@ class SlotView(msgspec.Struct, frozen=True, kw_only=True):
     token: str
     function: str
     next_token: str  # a claim sent with this token may hold a job the slot does not show
+    uncounted: bytes  # outcome counts not written yet (jobs.tally.decode_pending)
 
 
 def _text(raw: bytes) -> str:
@@ -70,7 +75,8 @@ class Slots:
     def write(self, i: int, state: ChildState, pid: int, jobs_done: int = 0, *,
               job_id: str = "", queue: str = "", token: str = "", function: str = "",
               attempt: int = 0, started: float = 0.0, deadline: float = 0.0,
-              soft_deadline: float = 0.0, idle_since: float = 0.0) -> None:
+              soft_deadline: float = 0.0, idle_since: float = 0.0,
+              uncounted: bytes = b"") -> None:
         off = i * SLOT_SIZE
         with self._lock:
             seq = struct.unpack_from("<Q", self._map, off)[0]
@@ -79,7 +85,7 @@ class Slots:
                 self._map, off, seq + 1, jobs_done, started, deadline, soft_deadline,
                 time.monotonic(), idle_since, int(state), pid, attempt, 0,
                 job_id.encode()[:128], queue.encode()[:128], token.encode()[:128],
-                function.encode()[:200], b"",
+                function.encode()[:200], b"", len(uncounted), uncounted,
             )
             struct.pack_into("<Q", self._map, off, seq + 2)
 
@@ -98,6 +104,10 @@ class Slots:
         if the child dies before it can show the job, the supervisor gives it back."""
         self._patch(i, _NEXT_TOKEN, "128s", token.encode()[:128])
 
+    def uncounted(self, i: int, blob: bytes) -> None:
+        """Publish the child's unwritten outcome counts (``b""`` once written)."""
+        self._patch(i, _UNCOUNTED, f"<H{UNCOUNTED_MAX}s", len(blob), blob)
+
     def _patch(self, i: int, field: int, fmt: str, *values: object) -> None:
         """Overwrite one field of slot ``i`` under its sequence counter."""
         off = i * SLOT_SIZE
@@ -114,10 +124,10 @@ class Slots:
             if values[0] % 2 == 0 and struct.unpack_from("<Q", self._map, off)[0] == values[0]:
                 break
         (_, done, started, deadline, soft, beat, idle, state, pid, attempt, _pad,
-         job_id, queue, token, function, next_token) = values
+         job_id, queue, token, function, next_token, size, uncounted) = values
         return SlotView(
             state=ChildState(state), pid=pid, jobs_done=done, attempt=attempt, started=started,
             deadline=deadline, soft_deadline=soft, heartbeat=beat, idle_since=idle,
             job_id=_text(job_id), queue=_text(queue), token=_text(token), function=_text(function),
-            next_token=_text(next_token),
+            next_token=_text(next_token), uncounted=uncounted[:size],
         )

@@ -306,3 +306,23 @@ def test_views_say_when_no_live_supervisor_serves_a_queue(r):
     rows = {row["queue"]: row["served"] for row in json.loads(cli(r, "stats", "--json").stdout)}
     assert rows == {"default": True, "nobody-serves-this": False}
     wait_until(lambda: True)
+
+
+# -- 12. counters add up when workers die ----------------------------------------------
+
+
+def test_counts_a_crashing_worker_had_not_written_are_written_by_its_supervisor(sup):
+    from jobs.stats import queue_stats
+
+    r = start_and_wait(sup, workers=1)
+    q = Queue("default", r.broker)
+    adds = [q.enqueue("tests.jobfuncs:add", i, i) for i in range(10)]
+    crash = q.options(max_attempts=1).enqueue("examples.cpu:crash")
+    assert [j.result(timeout=20) for j in adds] == [2 * i for i in range(10)]
+    wait_until(lambda: crash.refresh().state is JobState.DEAD, timeout=20, what="the crash")
+
+    def completed() -> int:
+        return queue_stats(r.broker)[0].last_minute["completed"]
+
+    wait_until(lambda: completed() >= 10, timeout=10, what="10 completions counted")
+    assert completed() == 10  # each once: none lost with the worker, none written twice
