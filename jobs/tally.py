@@ -28,27 +28,20 @@ FLUSH_EVERY = 0.25
 
 # (queue, function, duration bucket) -> [jobs, summed milliseconds]
 Counts = dict[tuple[str, str, str], list[int]]
-_Row = tuple[int, str, str, str, int, int]  # minute, queue, function, bucket, jobs, ms
 _encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(list[_Row])
+_decoder = msgspec.msgpack.Decoder(dict[int, dict[tuple[str, str, str], list[int]]])
 
 
 def encode_pending(pending: dict[int, Counts]) -> bytes:
-    return _encoder.encode([(m, q, f, b, n, ms) for m, counts in pending.items()
-                            for (q, f, b), (n, ms) in counts.items()]) if pending else b""
+    return _encoder.encode(pending) if pending else b""
 
 
 def decode_pending(blob: bytes) -> dict[int, Counts]:
     """Counts as ``encode_pending`` wrote them; unreadable bytes count as none."""
     try:
-        rows = _decoder.decode(blob) if blob else []
+        return _decoder.decode(blob) if blob else {}
     except msgspec.DecodeError:
         return {}
-    out: dict[int, Counts] = {}
-    for m, q, f, b, n, ms in rows:
-        out.setdefault(m, {})[(q, f, b)] = [n, ms]
-    return out
-
 
 
 class Tally:
