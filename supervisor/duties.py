@@ -4,7 +4,8 @@ the main loop's deadline enforcement.
 One pipelined lease renewal per tick for every job the children hold, the cancel
 requests for those jobs, reclaim of expired leases, outcomes of killed children (kept
 and retried until written), the supervisor's registry entry, and the backlog figure
-autoscaling reads.
+autoscaling reads. Control messages (``jobvisor scale``, ``reload --host``) have a thread
+of their own blocked on their list, so one arrives within milliseconds, not at a tick.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from jobs.worker import account_failure
 log = logging.getLogger(__name__)
 
 TRIM_EVERY = 10.0  # seconds between sweeps of the finished-jobs indexes
+CONTROL_WAIT = 1.0  # the control thread's blocking wait: also how soon it notices a stop
 
 
 class Held(msgspec.Struct, frozen=True):
@@ -101,7 +103,8 @@ class Duties:
         return len(self._outbox)
 
     def start(self) -> None:
-        for target, name in ((self._loop, "duties"), (self._promote, "promoter")):
+        for target, name in ((self._loop, "duties"), (self._promote, "promoter"),
+                             (self._controls, "control")):
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)
@@ -114,8 +117,9 @@ class Duties:
         with contextlib.suppress(Exception):
             self.broker.client.rpush(self.broker.keys.timers(), 1)
         for t in self._threads:
-            # The promoter may sit in a BLPOP another supervisor's wake-up token went to:
-            # it is a daemon with nothing to flush, so it is not waited for long.
+            # The promoter may sit in a BLPOP another supervisor's wake-up token went to,
+            # the control thread in its own BLPOP: daemons with nothing to flush, so they
+            # are not waited for long.
             t.join(timeout if t.name == "duties" else 0.2)
         deadline = time.monotonic() + timeout
         # Everything gets one try: a claim a killed worker had in flight may have taken a
@@ -142,6 +146,15 @@ class Duties:
                 run_promoter(self.broker, self.stop, lambda: self.queues)
             except Exception as exc:
                 log.warning("promoter: %s", exc)
+                self.stop.wait(1.0)
+
+    def _controls(self) -> None:
+        while not self.stop.is_set():
+            try:
+                for message in take_control(self.ident, self.broker, wait=CONTROL_WAIT):
+                    self.on_control(message)
+            except Exception as exc:  # Redis away: the duties loop reports it too
+                log.warning("control messages: %s", exc)
                 self.stop.wait(1.0)
 
     def _loop(self) -> None:
@@ -185,8 +198,6 @@ class Duties:
                         log.warning("job %s reclaimed after its lease expired: now %s",
                                     job_id, state)
                 self._publish()
-                for message in take_control(self.ident, self.broker):
-                    self.on_control(message)
             except Exception as exc:  # keep the thread alive through any Redis trouble
                 log.warning("redis duties: %s", exc)
 
