@@ -174,13 +174,7 @@ class Duties:
                 self._renew()
                 now = time.monotonic()
                 if now - last_renewal > self.lease / 2:
-                    # Redis was out of reach (stalled, restarting, cut off) for a good part
-                    # of a lease: every host's leases may have run out meanwhile, though
-                    # their workers are alive. Give the other supervisors a whole lease to
-                    # renew before taking anything back, so live jobs are not run twice.
-                    reclaim_not_before = now + max(self.lease, 1.0)
-                    log.info("redis back after %.1f s: reclaiming expired leases from %.1f s "
-                             "on", now - last_renewal, max(self.lease, 1.0))
+                    reclaim_not_before = self._outage(now - last_renewal)
                 last_renewal = now
                 after, step = self.aging
                 if after > 0 and now - last_aging >= min(1.0, after / 2):
@@ -189,17 +183,36 @@ class Duties:
                 if now - last_reclaim >= reclaim_every and now >= reclaim_not_before:
                     last_reclaim = now
                     queues = self.broker.known_queues()
-                    if now - last_trim >= TRIM_EVERY:
-                        last_trim = now
-                        for q in queues:
-                            self.broker.trim(q)
-                    for job_id, state in reclaim(self.broker, queues):
-                        self.reclaims += 1
-                        log.warning("job %s reclaimed after its lease expired: now %s",
-                                    job_id, state)
+                    waited = time.monotonic() - now
+                    if waited > self.lease / 2:
+                        # With nothing held, no renewal spoke to Redis first: this reply is
+                        # the one that waited out the outage.
+                        reclaim_not_before = self._outage(waited)
+                    else:
+                        trim = now - last_trim >= TRIM_EVERY
+                        last_trim = now if trim else last_trim
+                        self._sweep(queues, trim)
                 self._publish()
             except Exception as exc:  # keep the thread alive through any Redis trouble
                 log.warning("redis duties: %s", exc)
+
+    def _outage(self, gap: float) -> float:
+        """Redis was out of reach (stalled, restarting, cut off) for a good part of a
+        lease: every host's leases may have run out meanwhile, though their workers are
+        alive. Give the other supervisors a whole lease to renew before taking anything
+        back, so live jobs are not run twice. Returns when reclaiming may resume."""
+        wait = max(self.lease, 1.0)
+        log.info("redis back after %.1f s: reclaiming expired leases from %.1f s on", gap, wait)
+        return time.monotonic() + wait
+
+    def _sweep(self, queues: list[str], trim: bool) -> None:
+        """Trim the finished-jobs indexes (every TRIM_EVERY s); reclaim expired leases."""
+        if trim:
+            for q in queues:
+                self.broker.trim(q)
+        for job_id, state in reclaim(self.broker, queues):
+            self.reclaims += 1
+            log.warning("job %s reclaimed after its lease expired: now %s", job_id, state)
 
     def _renew(self) -> None:
         """Renew the leases of the jobs the children hold; pass on cancel requests."""
