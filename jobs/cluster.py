@@ -56,6 +56,21 @@ def unserved_warning(queue: str, broker: Broker) -> str:
             "JOBVISOR_REDIS_NAMESPACE) and that [worker].queues lists the queue")
 
 
+def supervisor_entry(ident: str, broker: Broker | None = None) -> dict[str, Any] | None:
+    """The published state of supervisor ``ident`` (``host:pid``), or None if it is not live.
+
+    One GET, so the roles allowed to steer a supervisor need no SCAN to check on it.
+    """
+    b = broker or default_broker()
+    with translated(b.url):
+        raw = b.client.get(b.keys.supervisor(ident))
+    if not raw:
+        return None
+    entry: dict[str, Any] = msgspec.json.decode(raw)
+    entry["id"] = ident
+    return entry
+
+
 def send_control(ident: str, message: Control, broker: Broker | None = None) -> None:
     """Queue a control message for the supervisor ``ident`` (``host:pid``)."""
     b = broker or default_broker()
@@ -67,11 +82,19 @@ def send_control(ident: str, message: Control, broker: Broker | None = None) -> 
         pipe.execute()
 
 
-def take_control(ident: str, broker: Broker) -> list[Control]:
-    """Messages waiting for supervisor ``ident``; unreadable ones are dropped."""
+def take_control(ident: str, broker: Broker, wait: float = 0.0) -> list[Control]:
+    """Messages waiting for supervisor ``ident``, in the order sent; unreadable ones are
+    dropped. With ``wait``, block up to that long (bounded by the socket timeout) for one."""
     key = broker.keys.control(ident)
+    raw: list[bytes] = []
     with translated(broker.url):
-        raw = broker.client.lpop(key, 100) or []
+        if wait > 0:
+            popped = broker.client.blpop([key], timeout=max(
+                0.01, min(wait, broker.settings.socket_timeout * 0.6)))
+            if not popped:
+                return []
+            raw.append(popped[1])
+        raw += broker.client.lpop(key, 100) or []
     out: list[Control] = []
     for item in raw:
         try:

@@ -23,7 +23,7 @@ from jobs.cluster import Control
 from jobs.limits import registered_limits
 from jobs.records import AttemptError
 from supervisor.child import Child, child_main
-from supervisor.commands import POOL_MAX, Commands
+from supervisor.commands import Commands
 from supervisor.config import Config
 from supervisor.cron import CronThread
 from supervisor.duties import Duties, Event, Held, InFlight, Settlement, Uncounted
@@ -41,7 +41,7 @@ from supervisor.reasons import (
     heartbeat_lost,
     oom_kills,
 )
-from supervisor.scaling import autoscale_step
+from supervisor.scaling import POOL_MAX, autoscale_step, pool_limit
 from supervisor.slots import ChildState, Slots
 from supervisor.systemd import Notifier, unset_environment
 from supervisor.wakeup import Wakeup
@@ -52,6 +52,9 @@ HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.
            signal.SIGTTOU, signal.SIGUSR1, signal.SIGCHLD)
 MAX_SLOTS = 2 * POOL_MAX  # a rolling restart runs two generations side by side
 SLOT_POLL = 0.2  # how often busy slots are read for new deadlines
+# Forks per loop turn: between turns signals and control messages are read, so a newer
+# target (a `scale` or SIGTTOU after a large `scale`) stops a scale-up at once.
+SPAWN_BATCH = 4
 
 
 class ChildInfo(msgspec.Struct, kw_only=True):
@@ -74,7 +77,8 @@ class Arbiter(Commands):
         self.url = url
         self.embedded = embedded
         self.reopen_logs = reopen_logs
-        self.target = config.pool_size()
+        self.limit = pool_limit(config.supervisor)  # a ConfigError before anything starts
+        self.target = config.pool_size(self.limit.workers)
         self.children: dict[int, ChildInfo] = {}
         self.slots = Slots(MAX_SLOTS)
         self.wakeup = Wakeup()
@@ -144,8 +148,8 @@ class Arbiter(Commands):
                 except OSError as exc:
                     log.error("metrics endpoint %s not served: %s", self.config.metrics.address,
                               exc)
-            log.info("supervisor %d starting %d workers on %s", os.getpid(), self.target,
-                     ",".join(self.config.worker.queues))
+            log.info("supervisor %d starting %d workers on %s; %s", os.getpid(), self.target,
+                     ",".join(self.config.worker.queues), self.limit.describe())
             while True:
                 self._wait()
                 self._dispatch()
@@ -206,7 +210,16 @@ class Arbiter(Commands):
             soonest = min(soonest, self.stop_deadline)
         if self.spawn_not_before > now:
             soonest = min(soonest, self.spawn_not_before)
+        elif self._spawns_due():
+            return 0.0  # the next batch of a scale-up: no waiting between batches
         return max(0.0, soonest - now)
+
+    def _spawns_due(self) -> bool:
+        if self.stopping:
+            return False
+        current = sum(1 for c in self.children.values()
+                      if not c.retiring and c.generation == self.generation)
+        return current < self.target
 
     def _wait(self) -> None:
         if not (self.signals or self.controls):
@@ -371,7 +384,7 @@ class Arbiter(Commands):
         for c in old[: max(0, len(booted_new) + len(old) - self.target)]:
             self._retire(c, "replaced after reload")
         if len(current) < self.target and now >= self.spawn_not_before:
-            for _ in range(self.target - len(current)):
+            for _ in range(min(SPAWN_BATCH, self.target - len(current))):
                 self.spawn()
         elif len(current) > self.target:
             # Idle workers go first, oldest first among them.
@@ -406,7 +419,9 @@ class Arbiter(Commands):
     def _state(self) -> dict[str, Any]:
         return {"host": self.host, "pid": os.getpid(), "started": self.started,
                 "config_version": self.config_version, "queues": self.config.worker.queues,
-                "target": self.target,
+                "target": self.target, "max_workers": self.limit.workers,
+                "max_workers_from": self.limit.origin,
+                "max_workers_configured": self.limit.configured,
                 "workers": worker_views(self.children.values(), self.slots)}
 
     def _status(self) -> str:

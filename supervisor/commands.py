@@ -20,17 +20,17 @@ from supervisor.cron import CronThread
 from supervisor.duties import Duties
 from supervisor.errors import ConfigError, HaltServer
 from supervisor.preload import loaded_functions, preload
+from supervisor.scaling import PoolLimit, pool_limit
 from supervisor.systemd import Notifier
 
 log = logging.getLogger("supervisor.arbiter")
-
-POOL_MAX = 1024  # the most workers one supervisor runs (config allows 0..1024)
 
 
 class Commands:
     # Provided by Arbiter.
     config: Config
     config_path: str | None
+    limit: PoolLimit
     target: int
     stopping: bool
     stop_deadline: float
@@ -58,9 +58,7 @@ class Commands:
         while self.controls:
             message = self.controls.popleft()
             if isinstance(message, Scale):
-                limit = self.config.supervisor.max_workers or POOL_MAX
-                self.target = max(1, min(message.workers, limit))
-                log.info("control message: scale to %d workers", self.target)
+                self.handle_scale(message.workers)
             elif isinstance(message, Reload):
                 log.info("control message: reload")
                 self.handle_hup()
@@ -70,6 +68,15 @@ class Commands:
             if signum != signal.SIGCHLD:
                 log.info("got %s", name)
             getattr(self, f"handle_{name[3:].lower()}")()
+
+    def handle_scale(self, workers: int) -> None:
+        """A ``jobvisor scale`` request; the CLI checks the maximum too, this is the last word."""
+        if not 1 <= workers <= self.limit.workers:
+            log.warning("control message: scale to %d workers refused: %s", workers,
+                        "at least 1 is needed" if workers < 1 else self.limit.describe())
+            return
+        log.info("control message: scale to %d workers (was %d)", workers, self.target)
+        self.target = workers
 
     def handle_chld(self) -> None:
         pass  # reap() runs every loop
@@ -98,6 +105,7 @@ class Commands:
         self.notifier.reloading()
         try:
             new = load_config(self.config_path)
+            limit = pool_limit(new.supervisor)
             preload(new.worker.modules, new.worker.path, reload=True)
         except (ConfigError, HaltServer) as exc:
             log.error("reload refused, keeping the running configuration: %s", exc)
@@ -106,11 +114,14 @@ class Commands:
         dropped = {name: None for name in self.config.limit_definitions()}
         self.config = new
         self.config_version += 1
+        if limit != self.limit:
+            log.info("now %s", limit.describe())
+        self.limit = limit
         if new.autoscale:  # keep the running size, within the new bounds
             s = new.supervisor
             self.target = max(s.min_workers, min(self.target, s.max_workers))
         else:
-            self.target = new.pool_size()
+            self.target = new.pool_size(limit.workers)
         self.duties.queues = list(new.worker.queues)
         self.duties.aging = (new.supervisor.aging_after, new.supervisor.aging_step)
         self.duties.set_limits({**dropped, **registered_limits(), **new.limit_definitions()})
@@ -122,8 +133,11 @@ class Commands:
         self.ready = False  # READY=1 again once the new generation is up (manage)
 
     def handle_ttin(self) -> None:
-        limit = self.config.supervisor.max_workers or POOL_MAX
-        self.target = min(self.target + 1, limit)
+        if self.target >= self.limit.workers:
+            log.warning("SIGTTIN: staying at %d workers, the maximum (%s)", self.target,
+                        self.limit.origin)
+            return
+        self.target += 1
         log.info("SIGTTIN: %d workers wanted", self.target)
 
     def handle_ttou(self) -> None:

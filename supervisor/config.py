@@ -15,11 +15,12 @@ from jobs.rates import definition
 from jobs.schedules import Schedule
 from jobs.settings import JobDefaults, RedisSettings, Table
 from supervisor.errors import ConfigError
+from supervisor.scaling import POOL_MAX
 
 Seconds = Annotated[float, Meta(gt=0, le=86400 * 7)]
 # [redis] secrets: from the environment or a file only, never from config.toml.
 SECRETS = ("password", "sentinel_password")
-Count = Annotated[int, Meta(ge=0, le=1024)]
+Count = Annotated[int, Meta(ge=0, le=POOL_MAX)]
 
 
 class SupervisorSettings(Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -41,7 +42,15 @@ class SupervisorSettings(Table, frozen=True, kw_only=True, forbid_unknown_fields
 
     def __post_init__(self) -> None:
         if (self.min_workers or self.max_workers) and self.min_workers > self.max_workers:
-            raise ValueError("min_workers must not exceed max_workers")
+            raise ValueError(
+                f"min_workers ({self.min_workers}) must not exceed max_workers "
+                f"({self.max_workers}): raise supervisor.max_workers or lower "
+                "supervisor.min_workers")
+        autoscale = 0 < self.min_workers < self.max_workers
+        if self.max_workers and not autoscale and self.workers > self.max_workers:
+            raise ValueError(
+                f"workers ({self.workers}) must not exceed max_workers ({self.max_workers}): "
+                "raise supervisor.max_workers or lower supervisor.workers")
 
 
 QueueName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.:\-]{1,128}$")]
@@ -102,12 +111,13 @@ class Config(Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
         if twice:
             raise ValueError(f"schedules: each name must be used once, {twice[0]!r} is not")
 
-    def pool_size(self) -> int:
-        """The fixed pool size, or the starting size when autoscaling."""
+    def pool_size(self, limit: int = POOL_MAX) -> int:
+        """The fixed pool size, or the starting size when autoscaling; ``workers = 0``
+        (one per core) stays within ``limit``, the effective maximum."""
         s = self.supervisor
         if self.autoscale:
             return s.min_workers
-        return s.workers or os.cpu_count() or 1
+        return s.workers or min(os.cpu_count() or 1, limit)
 
     @property
     def autoscale(self) -> bool:

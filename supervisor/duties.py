@@ -4,7 +4,8 @@ the main loop's deadline enforcement.
 One pipelined lease renewal per tick for every job the children hold, the cancel
 requests for those jobs, reclaim of expired leases, outcomes of killed children (kept
 and retried until written), the supervisor's registry entry, and the backlog figure
-autoscaling reads.
+autoscaling reads. Control messages (``jobvisor scale``, ``reload --host``) have a thread
+of their own blocked on their list, so one arrives within milliseconds, not at a tick.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from jobs.worker import account_failure
 log = logging.getLogger(__name__)
 
 TRIM_EVERY = 10.0  # seconds between sweeps of the finished-jobs indexes
+CONTROL_WAIT = 1.0  # the control thread's blocking wait: also how soon it notices a stop
 
 
 class Held(msgspec.Struct, frozen=True):
@@ -115,7 +117,8 @@ class Duties:
         return len(self._outbox)
 
     def start(self) -> None:
-        for target, name in ((self._loop, "duties"), (self._promote, "promoter")):
+        for target, name in ((self._loop, "duties"), (self._promote, "promoter"),
+                             (self._controls, "control")):
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)
@@ -128,8 +131,9 @@ class Duties:
         with contextlib.suppress(Exception):
             self.broker.client.rpush(self.broker.keys.timers(), 1)
         for t in self._threads:
-            # The promoter may sit in a BLPOP another supervisor's wake-up token went to:
-            # it is a daemon with nothing to flush, so it is not waited for long.
+            # The promoter may sit in a BLPOP another supervisor's wake-up token went to,
+            # the control thread in its own BLPOP: daemons with nothing to flush, so they
+            # are not waited for long.
             t.join(timeout if t.name == "duties" else 0.2)
         deadline = time.monotonic() + timeout
         # Everything gets one try: a claim a killed worker had in flight may have taken a
@@ -158,6 +162,15 @@ class Duties:
                 log.warning("promoter: %s", exc)
                 self.stop.wait(1.0)
 
+    def _controls(self) -> None:
+        while not self.stop.is_set():
+            try:
+                for message in take_control(self.ident, self.broker, wait=CONTROL_WAIT):
+                    self.on_control(message)
+            except Exception as exc:  # Redis away: the duties loop reports it too
+                log.warning("control messages: %s", exc)
+                self.stop.wait(1.0)
+
     def _loop(self) -> None:
         last_reclaim = last_trim = last_aging = 0.0
         # A dead host's jobs come back within lease + this cadence.
@@ -178,13 +191,7 @@ class Duties:
                 self._renew()
                 now = time.monotonic()
                 if now - last_renewal > self.lease / 2:
-                    # Redis was out of reach (stalled, restarting, cut off) for a good part
-                    # of a lease: every host's leases may have run out meanwhile, though
-                    # their workers are alive. Give the other supervisors a whole lease to
-                    # renew before taking anything back, so live jobs are not run twice.
-                    reclaim_not_before = now + max(self.lease, 1.0)
-                    log.info("redis back after %.1f s: reclaiming expired leases from %.1f s "
-                             "on", now - last_renewal, max(self.lease, 1.0))
+                    reclaim_not_before = self._outage(now - last_renewal)
                 last_renewal = now
                 after, step = self.aging
                 if after > 0 and now - last_aging >= min(1.0, after / 2):
@@ -193,19 +200,36 @@ class Duties:
                 if now - last_reclaim >= reclaim_every and now >= reclaim_not_before:
                     last_reclaim = now
                     queues = self.broker.known_queues()
-                    if now - last_trim >= TRIM_EVERY:
-                        last_trim = now
-                        for q in queues:
-                            self.broker.trim(q)
-                    for job_id, state in reclaim(self.broker, queues):
-                        self.reclaims += 1
-                        log.warning("job %s reclaimed after its lease expired: now %s",
-                                    job_id, state)
+                    waited = time.monotonic() - now
+                    if waited > self.lease / 2:
+                        # With nothing held, no renewal spoke to Redis first: this reply is
+                        # the one that waited out the outage.
+                        reclaim_not_before = self._outage(waited)
+                    else:
+                        trim = now - last_trim >= TRIM_EVERY
+                        last_trim = now if trim else last_trim
+                        self._sweep(queues, trim)
                 self._publish()
-                for message in take_control(self.ident, self.broker):
-                    self.on_control(message)
             except Exception as exc:  # keep the thread alive through any Redis trouble
                 log.warning("redis duties: %s", exc)
+
+    def _outage(self, gap: float) -> float:
+        """Redis was out of reach (stalled, restarting, cut off) for a good part of a
+        lease: every host's leases may have run out meanwhile, though their workers are
+        alive. Give the other supervisors a whole lease to renew before taking anything
+        back, so live jobs are not run twice. Returns when reclaiming may resume."""
+        wait = max(self.lease, 1.0)
+        log.info("redis back after %.1f s: reclaiming expired leases from %.1f s on", gap, wait)
+        return time.monotonic() + wait
+
+    def _sweep(self, queues: list[str], trim: bool) -> None:
+        """Trim the finished-jobs indexes (every TRIM_EVERY s); reclaim expired leases."""
+        if trim:
+            for q in queues:
+                self.broker.trim(q)
+        for job_id, state in reclaim(self.broker, queues):
+            self.reclaims += 1
+            log.warning("job %s reclaimed after its lease expired: now %s", job_id, state)
 
     def _renew(self) -> None:
         """Renew the leases of the jobs the children hold; pass on cancel requests."""

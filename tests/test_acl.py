@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -231,6 +232,14 @@ def test_each_role_works_with_exactly_its_acl(users, tmp_path, namespace):
         assert made["fails"].state is JobState.DEAD and made["runaway"].state is JobState.DEAD
         assert made["long"].state is JobState.CANCELED
         assert made["canceled"].state is JobState.CANCELED
+        # An operator's `scale` runs as the worker role: it reads the supervisor's entry
+        # (one GET, no SCAN) before sending, and the supervisor takes it with BLPOP.
+        ident = f"{socket.gethostname()}:{sup.proc.pid}"
+        scaled = cli(config_for(users, worker, "operator"), users.passwords[worker],
+                     "scale", "3", "--host", ident)
+        assert scaled.returncode == 0, scaled.stderr
+        assert re.fullmatch(rf"asked {ident} to run 3 workers \(now \d\)\n", scaled.stdout)
+        sup.wait_workers(3)
 
         # The dashboard role, from the CLI, its password from the environment.
         config = config_for(users, dashboard, "dashboard", SCHEDULE)

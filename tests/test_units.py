@@ -6,10 +6,10 @@ import signal
 import msgspec
 import pytest
 
-from supervisor.config import Config, load_config
+from supervisor.config import Config, SupervisorSettings, load_config
 from supervisor.errors import ConfigError
 from supervisor.reasons import describe_exit
-from supervisor.scaling import autoscale_step
+from supervisor.scaling import POOL_MAX, Machine, autoscale_step, derived_limit, pool_limit
 from supervisor.slots import ChildState, Slots
 
 
@@ -68,6 +68,10 @@ def test_default_config_and_shipped_file_agree():
         ("[worker]\nqueues = []\n", "length >= 1"),
         ("[worker]\nqueues = ['a', 'b']\nweights = [1]\n", "one number per queue"),
         ("[supervisor]\nmin_workers = 4\nmax_workers = 2\n", "must not exceed"),
+        ("[supervisor]\nmin_workers = 4\n",
+         "min_workers (4) must not exceed max_workers (0): raise supervisor.max_workers"),
+        ("[supervisor]\nworkers = 12\nmax_workers = 8\n",
+         "workers (12) must not exceed max_workers (8): raise supervisor.max_workers"),
         ("[redis]\npassword = 'x'\n", "not allowed in config.toml"),
         ("[defaults]\nmax_attempts = 0\n", ">= 1 - at `$.defaults.max_attempts`"),
         ("[metrics]\naddress = 'nonsense'\n", "$.metrics.address"),
@@ -80,6 +84,46 @@ def test_bad_config_names_the_key(tmp_path, text, message):
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert message in str(info.value)
+
+
+GiB = 2**30
+
+
+@pytest.mark.parametrize(
+    ("cores", "memory", "expected"),
+    [
+        (2, 24 * GiB, 8),            # 4 per core
+        (64, 4 * GiB, 16),           # 256 MiB per worker
+        (1, 100 * 2**20, 1),         # never below one
+        (512, 1024 * GiB, POOL_MAX),  # never above the hard limit
+    ],
+)
+def test_derived_max_workers(cores, memory, expected):
+    limit = derived_limit(Machine(cores=cores, memory=memory, memory_from="cgroup limit"))
+    assert limit.workers == expected and not limit.configured
+    assert limit.origin.startswith(f"derived from {cores} cores x 4 = {4 * cores} and ")
+    assert f"GiB cgroup limit / 256 MiB per worker = {memory // 2**28}" in limit.origin
+
+
+def test_a_configured_max_workers_is_the_limit():
+    limit = pool_limit(SupervisorSettings(max_workers=40), Machine(cores=1, memory=GiB))
+    assert (limit.workers, limit.configured) == (40, True)
+    assert limit.describe() == "at most 40 workers (supervisor.max_workers)"
+
+
+def test_workers_above_the_derived_max_is_a_config_error():
+    assert pool_limit(SupervisorSettings(workers=8), Machine(cores=2, memory=24 * GiB))
+    with pytest.raises(ConfigError) as info:
+        pool_limit(SupervisorSettings(workers=9), Machine(cores=2, memory=24 * GiB))
+    assert str(info.value).startswith(
+        "supervisor.workers = 9 is above the 8 workers this host allows (derived from 2 cores")
+    assert "set supervisor.max_workers (up to 1024) to allow more" in str(info.value)
+
+
+def test_the_default_pool_stays_within_the_max():
+    assert Config().pool_size(limit=1) == 1
+    autoscaled = SupervisorSettings(workers=12, min_workers=1, max_workers=8)  # workers unused
+    assert Config(supervisor=autoscaled).pool_size(limit=8) == 1
 
 
 def test_environment_overrides(tmp_path, monkeypatch):
