@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import re
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -331,11 +330,9 @@ def _sentinel_client(url: str, settings: RedisSettings, kwargs: dict[str, Any]) 
     return client
 
 
-def unavailable_message(url: str, exc: BaseException, waited: float | None = None) -> str:
+def unavailable_message(url: str, exc: BaseException) -> str:
     shown = redact(url)
     detail = str(exc).replace(url, shown).rstrip(". ")
-    if waited is not None and isinstance(exc, redis.TimeoutError):
-        detail += f" (gave up after waiting {waited:.1f} s in all)"
     return f"cannot reach Redis at {shown}: {detail}; {_unavailable_hint(url, exc, detail)}"
 
 
@@ -368,12 +365,10 @@ def _unavailable_hint(url: str, exc: BaseException, detail: str) -> str:
 @contextmanager
 def translated(url: str) -> Iterator[None]:
     """Re-raise redis-py connection failures as ``BrokerUnavailable`` with a redacted URL."""
-    started = time.monotonic()
     try:
         yield
     except (redis.ConnectionError, redis.TimeoutError) as exc:
-        waited = time.monotonic() - started
-        raise BrokerUnavailable(unavailable_message(url, exc, waited)) from None
+        raise BrokerUnavailable(unavailable_message(url, exc)) from None
     except InvalidResponse as exc:
         raise BrokerUnavailable(
             f"the server at {redact(url)} did not answer in the Redis protocol ({exc}): it is "

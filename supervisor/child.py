@@ -166,12 +166,15 @@ class Child:
             self.slots.beat(self.slot)
 
     def _publish(self, state: ChildState, **fields: Any) -> None:
-        uncounted = self.worker.tally.snapshot() if self.worker is not None else b""
-        if len(uncounted) > UNCOUNTED_MAX and self.worker is not None:
-            self._flush(self.worker)  # too many kinds of counts to mirror: write them now
+        uncounted = b""
+        if self.worker is not None:
             uncounted = self.worker.tally.snapshot()
-        self.slots.write(self.slot, state, os.getpid(), self.jobs_done,
-                         uncounted=uncounted if len(uncounted) <= UNCOUNTED_MAX else b"",
+            if len(uncounted) > UNCOUNTED_MAX:
+                self._flush(self.worker)  # too many kinds of counts to mirror: write them now
+                uncounted = self.worker.tally.snapshot()
+                if len(uncounted) > UNCOUNTED_MAX:
+                    uncounted = b""  # the flush failed: they stay in the tally alone
+        self.slots.write(self.slot, state, os.getpid(), self.jobs_done, uncounted=uncounted,
                          **fields)
 
     def _mirror_counts(self, blob: bytes) -> None:

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import jobs
@@ -252,6 +253,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     if args.func is not cmd_run:  # only the supervisor installs handlers for them
         signal.pthread_sigmask(signal.SIG_UNBLOCK, JOB_CONTROL)
+    started = time.monotonic()
     try:
         code = args.func(args)
     except HaltServer as halt:
@@ -261,7 +263,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"jobvisor: {exc}", file=sys.stderr)
         code = int(ExitCode.CONFIG_ERROR)
     except jobs.BrokerUnavailable as exc:
-        print(f"jobvisor: {exc}", file=sys.stderr)
+        waited = time.monotonic() - started
+        print(f"jobvisor: {exc} (gave up after {waited:.1f} s)", file=sys.stderr)
         code = int(ExitCode.REDIS_UNAVAILABLE)
     except (JobsError, json.JSONDecodeError, TypeError) as exc:
         print(f"jobvisor: {exc}", file=sys.stderr)
