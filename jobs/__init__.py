@@ -10,6 +10,8 @@ from jobs.batch import Batch, BatchHandle, BatchProgress, batch
 from jobs.broker import Broker, connect, default_broker
 from jobs.chain import Chain, chain
 from jobs.context import JobContext, current
+from jobs.decorator import JobFunction, job
+from jobs.enqueue import enqueue_many
 from jobs.errors import (
     BrokerError,
     BrokerUnavailable,
@@ -29,9 +31,8 @@ from jobs.errors import (
 from jobs.job import Job
 from jobs.options import Call, EnqueueOptions
 from jobs.priority import Priority
-from jobs.queue import Queue, enqueue_many, queue_counts
+from jobs.queue import Queue, queue_counts
 from jobs.records import AttemptError, ErrorKind, JobRecord
-from jobs.registry import JobFunction, job
 from jobs.schedules import Schedule
 from jobs.settings import JobDefaults, RedisSettings
 from jobs.states import JobState

@@ -17,13 +17,13 @@ import redis
 from jobs.broker import Broker, default_broker
 from jobs.chain import as_call
 from jobs.connection import translated
+from jobs.decorator import JobFunction
+from jobs.enqueue import by_queue, prepare_call
 from jobs.errors import ConfigurationError, JobNotFound, ResultTimeout
 from jobs.job import Job
 from jobs.keys import check_name
 from jobs.options import Call, EnqueueOptions, Prepared, new_job_id, prepare
 from jobs.priority import Priority
-from jobs.queue import by_queue, prepare_call
-from jobs.registry import JobFunction
 
 CALLBACKS = ("success", "failure", "complete")
 

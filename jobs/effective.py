@@ -15,9 +15,9 @@ import msgspec
 
 from jobs.broker import Broker
 from jobs.connection import translated
+from jobs.decorator import JobFunction
 from jobs.policy import resolve
 from jobs.records import JobSpec
-from jobs.registry import JobFunction
 from jobs.settings import JobDefaults
 
 

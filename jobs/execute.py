@@ -9,10 +9,11 @@ import msgspec
 
 from jobs.broker import Broker
 from jobs.context import JobContext, reset_current, set_current
+from jobs.decorator import JobFunction
 from jobs.errors import JobTimeout, UnknownFunction
 from jobs.policy import Outcome, Policy, Verdict, after_failure, error_of, resolve, safe_str
 from jobs.records import AttemptError, Claimed, ErrorKind, any_decoder, encoder
-from jobs.registry import JobFunction, lookup
+from jobs.registry import lookup
 
 
 def invalid(job: Claimed, message: str, worker: str, type_: str = "InvalidJob") -> Outcome:

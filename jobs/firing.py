@@ -40,8 +40,8 @@ import msgspec
 
 from jobs.broker import Broker
 from jobs.connection import translated
+from jobs.enqueue import enqueue_call
 from jobs.errors import BrokerError, BrokerUnavailable, JobsError
-from jobs.queue import enqueue_call
 from jobs.schedules import (
     Schedule,
     ScheduleKeys,

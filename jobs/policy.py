@@ -10,10 +10,10 @@ from typing import Any
 import msgspec
 
 from jobs.backoff import Backoff
+from jobs.decorator import ExceptionTypes, JobFunction
 from jobs.errors import Fail, JobTimeout, Retry
 from jobs.options import MAX_SECONDS
 from jobs.records import AttemptError, ErrorKind, JobSpec
-from jobs.registry import ExceptionTypes, JobFunction
 from jobs.settings import JobDefaults
 
 MAX_TRACEBACK = 16_384

@@ -1,15 +1,9 @@
-"""Entry point of ``jobvisor`` and ``python -m supervisor``.
-
-SIGTTIN and SIGTTOU (scale up, scale down) stop a process by default: one sent while
-the supervisor is still importing its libraries would freeze it for good. They are
-blocked before anything else is imported; the supervisor unblocks them once its
-handlers are in place (a signal sent meanwhile is acted on then), every other command
-at once.
-"""
+"""Entry point of ``jobvisor`` and ``python -m supervisor``: blocks the job-control
+signals first (see ``supervisor.job_control``), then runs the command line."""
 
 import signal
 
-JOB_CONTROL = {signal.SIGTTIN, signal.SIGTTOU}
+from supervisor.job_control import JOB_CONTROL
 
 
 def main() -> None:

@@ -13,9 +13,9 @@ from pathlib import Path
 import jobs
 from jobs import JobsError
 from supervisor import cli_jobs, cli_ops, cli_schedules
-from supervisor.__main__ import JOB_CONTROL
 from supervisor.cli_common import load
 from supervisor.errors import ConfigError, ExitCode, HaltServer
+from supervisor.job_control import JOB_CONTROL
 from supervisor.logs import configure
 
 

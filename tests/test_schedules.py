@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from jobs import Broker, ConfigurationError, Job, JobState, RedisSettings, Schedule, schedules
+from jobs.enqueue import enqueue_call
 from jobs.firing import Firer, read_states
-from jobs.queue import enqueue_call
 from jobs.schedules import latest_tick, next_ticks, tick_call, tick_job_id
 from supervisor.config import load_config
 from supervisor.errors import ConfigError

@@ -229,7 +229,7 @@ def _none() -> None: ...
 def test_binding_by_position_answers_as_signature_bind():
     """The per-job shortcut for positional calls gives what Signature.bind gives:
     the same arguments, the same conversions, the same refusals."""
-    from jobs.registry import ArgumentBinder
+    from jobs.decorator import ArgumentBinder
 
     cases = [(_pos, [1], {}), (_pos, ["2", "y"], {}), (_pos, [], {}), (_pos, [1, "y", 3], {}),
              (_mixed, [1], {}), (_mixed, ["1", "2.5", ["3"]], {}), (_mixed, ["x"], {}),
