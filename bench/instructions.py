@@ -120,9 +120,9 @@ def worker_count(small: int = 500, large: int = 1500) -> int:
 
 def _child(url: str, namespace: str, jobs: int, data_dir: str) -> None:
     """Run the supervisor's child loop here until it has run ``jobs`` jobs."""
-    from supervisor.child import Child
     from supervisor.config import load_config
-    from supervisor.slots import Slots
+    from supervisor.runtime.child import Child
+    from supervisor.runtime.slots import Slots
 
     path = Path(data_dir) / f"child-{jobs}.toml"
     path.write_text(f'[redis]\nurl = "{url}"\nnamespace = "{namespace}"\n'

@@ -7,7 +7,6 @@ Producers need only this package::
 
 from jobs.backoff import Backoff, BackoffKind
 from jobs.batch import Batch, BatchHandle, BatchProgress, batch
-from jobs.broker import Broker, connect, default_broker
 from jobs.chain import Chain, chain
 from jobs.context import JobContext, current
 from jobs.decorator import JobFunction, job
@@ -36,6 +35,7 @@ from jobs.records import AttemptError, ErrorKind, JobRecord
 from jobs.schedules import Schedule
 from jobs.settings import JobDefaults, RedisSettings
 from jobs.states import JobState
+from jobs.store.broker import Broker, connect, default_broker
 from jobs.worker import Worker, reclaim, run_promoter
 
 __all__ = [

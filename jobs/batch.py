@@ -14,16 +14,16 @@ from typing import Any
 import msgspec
 import redis
 
-from jobs.broker import Broker, default_broker
 from jobs.chain import as_call
-from jobs.connection import translated
 from jobs.decorator import JobFunction
 from jobs.enqueue import by_queue, prepare_call
 from jobs.errors import ConfigurationError, JobNotFound, ResultTimeout
 from jobs.job import Job
-from jobs.keys import check_name
 from jobs.options import Call, EnqueueOptions, Prepared, new_job_id, prepare
 from jobs.priority import Priority
+from jobs.store.broker import Broker, default_broker
+from jobs.store.connection import translated
+from jobs.store.keys import check_name
 
 CALLBACKS = ("success", "failure", "complete")
 

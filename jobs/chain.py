@@ -6,12 +6,12 @@ from typing import Any
 
 import msgspec
 
-from jobs.broker import Broker, default_broker
 from jobs.decorator import JobFunction
 from jobs.enqueue import enqueue_prepared, prepare_call
 from jobs.errors import ConfigurationError
 from jobs.job import Job
 from jobs.options import Call, EnqueueOptions, Prepared
+from jobs.store.broker import Broker, default_broker
 
 
 def as_call(item: Call | JobFunction[Any, Any], what: str) -> Call:

@@ -6,9 +6,9 @@ from typing import Any
 
 import msgspec
 
-from jobs.broker import Broker, default_broker
-from jobs.connection import translated
-from jobs.keys import check_name
+from jobs.store.broker import Broker, default_broker
+from jobs.store.connection import translated
+from jobs.store.keys import check_name
 
 CONTROL_TTL_MS = 60_000
 

@@ -13,7 +13,7 @@ from jobs.errors import JobsError
 from jobs.records import Claimed, encoder
 
 if TYPE_CHECKING:
-    from jobs.broker import Broker
+    from jobs.store.broker import Broker
 
 log = logging.getLogger("jobs.job")
 

@@ -13,11 +13,11 @@ import msgspec
 from jobs.backoff import Backoff
 from jobs.enqueue import enqueue_call
 from jobs.errors import ConfigurationError
-from jobs.keys import check_name
 from jobs.options import Call, EnqueueOptions, check_attempts, check_function_name, check_seconds
 from jobs.priority import Priority, parse_priority
 from jobs.rates import definition
 from jobs.registry import register as add_to_registry
+from jobs.store.keys import check_name
 
 if TYPE_CHECKING:
     from jobs.job import Job

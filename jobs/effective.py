@@ -13,12 +13,12 @@ from typing import Any
 
 import msgspec
 
-from jobs.broker import Broker
-from jobs.connection import translated
 from jobs.decorator import JobFunction
 from jobs.policy import resolve
 from jobs.records import JobSpec
 from jobs.settings import JobDefaults
+from jobs.store.broker import Broker
+from jobs.store.connection import translated
 
 
 class FunctionOptions(msgspec.Struct, frozen=True, kw_only=True):

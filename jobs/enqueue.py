@@ -8,13 +8,13 @@ from itertools import islice
 
 import msgspec
 
-from jobs.broker import Broker, default_broker
 from jobs.errors import JobNotFound
 from jobs.job import Job
 from jobs.options import Call, Prepared, prepare
 from jobs.priority import Priority
 from jobs.rates import DECLARED
 from jobs.registry import registered
+from jobs.store.broker import Broker, default_broker
 
 CHUNK = 1000
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from jobs.broker import Broker, default_broker
-from jobs.connection import translated
+from jobs.store.broker import Broker, default_broker
+from jobs.store.connection import translated
 
 
 def _decode(entry_id: bytes, fields: dict[bytes, bytes]) -> list[dict[str, Any]]:

@@ -7,13 +7,13 @@ from typing import Any
 
 import msgspec
 
-from jobs.broker import Broker
 from jobs.context import JobContext, reset_current, set_current
 from jobs.decorator import JobFunction
 from jobs.errors import JobTimeout, UnknownFunction
 from jobs.policy import Outcome, Policy, Verdict, after_failure, error_of, resolve, safe_str
 from jobs.records import AttemptError, Claimed, ErrorKind, any_decoder, encoder
 from jobs.registry import lookup
+from jobs.store.broker import Broker
 
 
 def invalid(job: Claimed, message: str, worker: str, type_: str = "InvalidJob") -> Outcome:

@@ -38,8 +38,6 @@ from typing import Any
 
 import msgspec
 
-from jobs.broker import Broker
-from jobs.connection import translated
 from jobs.enqueue import enqueue_call
 from jobs.errors import BrokerError, BrokerUnavailable, JobsError
 from jobs.schedules import (
@@ -52,7 +50,9 @@ from jobs.schedules import (
     tick_job_id,
     union,
 )
-from jobs.scripts import source
+from jobs.store.broker import Broker
+from jobs.store.connection import translated
+from jobs.store.scripts import source
 
 Clock = Callable[[], float]
 

@@ -6,10 +6,10 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from jobs.broker import Broker, default_broker
 from jobs.errors import JobCanceled, JobFailed, JobNotFound, ResultTimeout
 from jobs.records import AttemptError, JobRecord, any_decoder
 from jobs.states import JobState
+from jobs.store.broker import Broker, default_broker
 
 _FOREVER_CHUNK = 30.0
 _FINAL = {s.value for s in JobState if s.is_final}

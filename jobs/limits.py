@@ -12,12 +12,12 @@ from typing import Any
 
 import msgspec
 
-from jobs.broker import Broker, default_broker
-from jobs.connection import translated
 from jobs.errors import ConfigurationError
-from jobs.keys import check_name
 from jobs.rates import DECLARED, definition
 from jobs.registry import registered
+from jobs.store.broker import Broker, default_broker
+from jobs.store.connection import translated
+from jobs.store.keys import check_name
 
 
 class LimitStatus(msgspec.Struct, frozen=True, kw_only=True):

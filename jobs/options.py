@@ -14,9 +14,9 @@ from typing import Any
 import msgspec
 
 from jobs.errors import ConfigurationError, PayloadTooLarge
-from jobs.keys import check_name
 from jobs.priority import parse_priority
 from jobs.records import JobSpec, encoder
+from jobs.store.keys import check_name
 
 
 class EnqueueOptions(msgspec.Struct, frozen=True, kw_only=True):

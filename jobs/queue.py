@@ -8,7 +8,6 @@ from typing import Any
 
 import msgspec
 
-from jobs.broker import Broker, default_broker
 from jobs.decorator import JobFunction
 from jobs.enqueue import enqueue_call, enqueue_many
 from jobs.errors import ConfigurationError
@@ -16,6 +15,7 @@ from jobs.job import Job
 from jobs.options import Call, EnqueueOptions
 from jobs.records import JobRecord, record_from_hash
 from jobs.states import JobState
+from jobs.store.broker import Broker, default_broker
 
 COUNTED_STATES = (JobState.QUEUED, JobState.SCHEDULED, JobState.ACTIVE, JobState.WAITING,
                   JobState.COMPLETED, JobState.DEAD, JobState.CANCELED)

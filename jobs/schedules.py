@@ -19,12 +19,12 @@ import msgspec
 from croniter import CroniterBadDateError, CroniterError, croniter
 from msgspec import Meta
 
-from jobs.broker import Broker, default_broker
-from jobs.connection import translated
 from jobs.errors import ConfigurationError
-from jobs.keys import check_name
 from jobs.options import Call, EnqueueOptions, check_function_name, prepare
 from jobs.priority import Priority, parse_priority
+from jobs.store.broker import Broker, default_broker
+from jobs.store.connection import translated
+from jobs.store.keys import check_name
 
 Name = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.:\-]{1,128}$")]
 Misfire = Literal["skip", "run_once"]
@@ -165,7 +165,7 @@ def tick_call(schedule: Schedule, tick: int, delay: float | None = None) -> Call
 # -- schedules stored in Redis -------------------------------------------------------------
 
 class ScheduleKeys:
-    """Key names of schedules (built here from the namespace, like ``jobs.keys``)."""
+    """Key names of schedules (built here from the namespace, like ``jobs.store.keys``)."""
 
     __slots__ = ("ns",)
 

@@ -7,10 +7,10 @@ from typing import Any
 
 import msgspec
 
-from jobs.broker import Broker, default_broker
-from jobs.connection import translated
 from jobs.priority import PRIORITY_BAND
 from jobs.queue import COUNTED_STATES
+from jobs.store.broker import Broker, default_broker
+from jobs.store.connection import translated
 from jobs.timeseries import minute
 
 OUTCOMES = ("completed", "retried", "dead", "canceled")

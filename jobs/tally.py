@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import msgspec
 
-from jobs.broker import Broker
+from jobs.store.broker import Broker
 from jobs.timeseries import bucket, minute
 
 FLUSH_EVERY = 0.25

@@ -21,15 +21,15 @@ from typing import Any
 
 import msgspec
 
-from jobs.broker import Broker, default_broker
 from jobs.decorator import JobFunction
 from jobs.errors import ConfigurationError, JobsError, StaleToken, UnknownFunction
 from jobs.execute import Resolved, execute, resolve_job
-from jobs.keys import check_name
 from jobs.options import Call, EnqueueOptions, Prepared, prepare
 from jobs.policy import Outcome, Policy, Verdict, after_failure, resolve
 from jobs.records import AttemptError, Claimed, ErrorKind, ExpiredLease, JobSpec
 from jobs.registry import lookup
+from jobs.store.broker import Broker, default_broker
+from jobs.store.keys import check_name
 from jobs.tally import Tally, by_field
 
 log = logging.getLogger(__name__)

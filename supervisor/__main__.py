@@ -8,7 +8,7 @@ from supervisor.job_control import JOB_CONTROL
 
 def main() -> None:
     signal.pthread_sigmask(signal.SIG_BLOCK, JOB_CONTROL)
-    from supervisor.cli import main as cli_main
+    from supervisor.cli.main import main as cli_main
 
     cli_main()
 

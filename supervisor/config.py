@@ -15,7 +15,7 @@ from jobs.rates import definition
 from jobs.schedules import Schedule
 from jobs.settings import JobDefaults, RedisSettings, Table
 from supervisor.errors import ConfigError
-from supervisor.scaling import POOL_MAX
+from supervisor.runtime.scaling import POOL_MAX
 
 Seconds = Annotated[float, Meta(gt=0, le=86400 * 7)]
 # [redis] secrets: from the environment or a file only, never from config.toml.

@@ -73,7 +73,7 @@ def test_a_record_written_over_with_another_type_blocks_nothing(broker):
     refuses instead of holding every later one behind it."""
     from jobs.records import AttemptError, ErrorKind
     from jobs.worker import reclaim
-    from supervisor.duties import Duties, Held, Settlement
+    from supervisor.runtime.duties import Duties, Held, Settlement
 
     queue = Queue("default", broker)
     overwritten = queue.enqueue(jobfuncs.add, 1, 2)

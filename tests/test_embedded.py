@@ -15,8 +15,8 @@ import psutil
 import pytest
 
 from jobs import Broker, Queue
-from supervisor.embedded import EmbeddedServer
 from supervisor.errors import ExitCode, HaltServer
+from supervisor.integrations.embedded import EmbeddedServer
 from tests.helpers import stop_process, wait_until
 
 ROOT = Path(__file__).parent.parent

@@ -16,7 +16,7 @@ from jobs import (
     RedisSettings,
     Worker,
 )
-from jobs.broker import Broker
+from jobs.store.broker import Broker
 from tests import jobfuncs
 from tests.helpers import assert_consistent
 

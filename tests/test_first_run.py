@@ -18,7 +18,7 @@ import pytest
 
 from jobs import Broker, Job, JobState, Queue, RedisSettings
 from jobs.errors import ConfigurationError
-from supervisor.cli import parser
+from supervisor.cli.main import parser
 from supervisor.config import load_config
 from supervisor.errors import ConfigError
 from tests.helpers import wait_until

@@ -102,7 +102,7 @@ def test_command_line_gives_clear_errors(broker, tmp_path_factory, monkeypatch, 
     monkeypatch.setenv("JOBVISOR_SUPERVISOR_DATA_DIR", str(data))  # no pid file: no signal
     monkeypatch.setenv("JOBVISOR_CONFIG", str(data / "none.toml"))
     (data / "none.toml").write_text("")
-    from supervisor.cli import main
+    from supervisor.cli.main import main
 
     err = io.StringIO()
     with redirect_stdout(io.StringIO()), redirect_stderr(err):

@@ -144,7 +144,7 @@ def test_server_out_of_memory_is_a_clear_error_and_writes_nothing(tmp_path):
 
 def test_a_claim_in_flight_of_a_dead_worker_is_given_back(broker):
     """A worker killed after sending a claim but before showing the job in its slot."""
-    from supervisor.duties import Duties, InFlight
+    from supervisor.runtime.duties import Duties, InFlight
 
     job = jobfuncs.add.enqueue(1, 1)
     assert broker.claim(["default"], "host:1:ab#7", 60).id == job.id

@@ -12,7 +12,7 @@ import pytest
 from jobs import Queue
 from jobs.registry import registered, restore
 from supervisor.errors import HaltServer
-from supervisor.preload import preload
+from supervisor.runtime.preload import preload
 from tests.procs import jobvisor_command
 
 VERSIONED = "from jobs import job\n\n@job\ndef version() -> str:\n    return '{}'\n"

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from jobs.cluster import Scale, send_control
-from supervisor.scaling import derived_limit, machine
+from supervisor.runtime.scaling import derived_limit, machine
 from tests.helpers import wait_until
 from tests.procs import CONFIG, Running
 from tests.procs import start_and_wait as _start

@@ -30,7 +30,7 @@ import redis
 
 import jobs
 from jobs import Backoff, Broker, BrokerError, BrokerUnavailable, Queue, RedisSettings, job
-from jobs.connection import parse_sentinel_url, redact
+from jobs.store.connection import parse_sentinel_url, redact
 from tests.debian_redis import Servers, needs_redis_server
 from tests.helpers import assert_consistent, wait_until
 from tests.procs import Running

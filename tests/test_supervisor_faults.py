@@ -258,7 +258,7 @@ def test_after_an_outage_reclaim_waits_a_lease_for_live_hosts_to_renew(tmp_path)
     import threading
 
     from jobs import Broker, RedisSettings, Worker
-    from supervisor.duties import Duties
+    from supervisor.runtime.duties import Duties
     from tests.server import ValkeyServer
 
     srv = ValkeyServer(tmp_path / "stalled")
@@ -306,7 +306,7 @@ def test_a_claim_in_flight_when_its_worker_dies_at_shutdown_is_released(tmp_path
     it had not shown yet: the supervisor's last flush gives that job back, it is not
     left active until its lease runs out."""
     from jobs import Broker, RedisSettings, Worker
-    from supervisor.duties import Duties, InFlight
+    from supervisor.runtime.duties import Duties, InFlight
     from tests.server import ValkeyServer
 
     srv = ValkeyServer(tmp_path / "server")

@@ -1,4 +1,4 @@
-"""supervisor.systemd against a real AF_UNIX datagram socket standing in for systemd."""
+"""supervisor.integrations.systemd against a real AF_UNIX datagram socket standing in for systemd."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.systemd import ENVIRONMENT_VARIABLES, Notifier, unset_environment
+from supervisor.integrations.systemd import ENVIRONMENT_VARIABLES, Notifier, unset_environment
 
 RECV_TIMEOUT = 5.0
 
@@ -187,12 +187,12 @@ def test_vanished_socket_does_not_raise_and_logs_once(
     receiver.sock.close()
     if not receiver.env_value.startswith("@"):
         os.unlink(receiver.env_value)
-    with caplog.at_level(logging.DEBUG, logger="supervisor.systemd"):
+    with caplog.at_level(logging.DEBUG, logger="supervisor.integrations.systemd"):
         assert notifier.send(STATUS="after") is False
         notifier.ready("x")
         notifier.watchdog()
         notifier.stopping()
-    records = [r for r in caplog.records if r.name == "supervisor.systemd"]
+    records = [r for r in caplog.records if r.name == "supervisor.integrations.systemd"]
     assert len(records) == 1
     assert records[0].levelno == logging.DEBUG
     assert "cannot notify systemd" in records[0].getMessage()

@@ -8,9 +8,9 @@ import pytest
 
 from supervisor.config import Config, SupervisorSettings, load_config
 from supervisor.errors import ConfigError
-from supervisor.reasons import describe_exit
-from supervisor.scaling import POOL_MAX, Machine, autoscale_step, derived_limit, pool_limit
-from supervisor.slots import ChildState, Slots
+from supervisor.runtime.reasons import describe_exit
+from supervisor.runtime.scaling import POOL_MAX, Machine, autoscale_step, derived_limit, pool_limit
+from supervisor.runtime.slots import ChildState, Slots
 
 
 @pytest.mark.parametrize(
@@ -151,7 +151,7 @@ def test_log_lines_redact_passwords(url, shown):
     import logging
     import sys
 
-    from supervisor.logs import JsonFormatter, TextFormatter
+    from supervisor.integrations.logs import JsonFormatter, TextFormatter
 
     record = logging.LogRecord("x", logging.WARNING, __file__, 1,
                                f"cannot reach {url} now", None, None)
@@ -173,7 +173,7 @@ def test_describe_exit_of_an_unnamed_signal():
 def test_refused_reload_restores_the_registry(tmp_path, monkeypatch):
     from jobs.registry import registered
     from supervisor.errors import HaltServer
-    from supervisor.preload import preload
+    from supervisor.runtime.preload import preload
 
     (tmp_path / "rl_good.py").write_text(
         "from jobs import job\n\n@job\ndef fresh() -> int:\n    return 1\n")
@@ -187,7 +187,7 @@ def test_refused_reload_restores_the_registry(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("argv", [["run", "--log-level", "loud"], ["top", "--interval", "-1"]])
 def test_cli_rejects_bad_arguments_cleanly(argv, capsys):
-    from supervisor.cli import main
+    from supervisor.cli.main import main
 
     with pytest.raises(SystemExit) as info:
         main(argv)
@@ -197,7 +197,7 @@ def test_cli_rejects_bad_arguments_cleanly(argv, capsys):
 
 
 def test_scripts_carry_only_the_helpers_they_use():
-    from jobs.scripts import source, used_helpers
+    from jobs.store.scripts import source, used_helpers
 
     lib = "local A = 1\n-- b's comment\nlocal function b() return A end\nlocal function c() end\n"
     assert used_helpers(lib, "return b()") == ["local A = 1\n-- b's comment\n",

@@ -12,16 +12,16 @@ from pathlib import Path
 
 import jobs
 from jobs import JobsError
-from supervisor import cli_jobs, cli_ops, cli_schedules
-from supervisor.cli_common import load
+from supervisor.cli import job_commands, ops_commands, schedule_commands
+from supervisor.cli.common import load
 from supervisor.errors import ConfigError, ExitCode, HaltServer
+from supervisor.integrations.logs import configure
 from supervisor.job_control import JOB_CONTROL
-from supervisor.logs import configure
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from supervisor.arbiter import Arbiter
-    from supervisor.embedded import EmbeddedServer
+    from supervisor.integrations.embedded import EmbeddedServer
+    from supervisor.runtime.arbiter import Arbiter
 
     if args.log_file and not Path(args.log_file).parent.is_dir():
         raise ConfigError(f"--log-file {args.log_file}: its directory does not exist")
@@ -46,13 +46,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from supervisor.demo import run_demo
+    from supervisor.cli.demo import run_demo
 
     return run_demo(args)
 
 
 def cmd_top(args: argparse.Namespace) -> int:
-    from supervisor.top import run_top
+    from supervisor.cli.top import run_top
 
     return run_top(args)
 
@@ -131,7 +131,7 @@ def _dead_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                       help="list at most this many jobs (default: 100)")
     dead.add_argument("--all", action="store_true", help="requeue/purge every dead job")
     _json_flag(dead)
-    dead.set_defaults(func=cli_ops.cmd_dead)
+    dead.set_defaults(func=ops_commands.cmd_dead)
 
 
 def _job_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -159,9 +159,9 @@ def _job_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     enq.add_argument("--unique-for", type=float, metavar="SECONDS",
                      help="return the existing job while one with these arguments is pending")
     enq.add_argument("--unique-key", help="uniqueness key instead of function and arguments")
-    enq.set_defaults(func=cli_jobs.cmd_enqueue)
-    for name, func, text in (("show", cli_jobs.cmd_show, "everything about one job"),
-                             ("result", cli_jobs.cmd_result, "print a completed job's result")):
+    enq.set_defaults(func=job_commands.cmd_enqueue)
+    for name, func, text in (("show", job_commands.cmd_show, "everything about one job"),
+                             ("result", job_commands.cmd_result, "print a completed job's result")):
         p = _command(sub, name, text)
         p.add_argument("id", help="the job's id (printed by enqueue)")
         _json_flag(p)
@@ -172,18 +172,18 @@ def _job_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     wait.add_argument("--timeout", type=_seconds, metavar="SECONDS",
                       help="give up after this long (exit 12); default: wait until it ends")
     _json_flag(wait)
-    wait.set_defaults(func=cli_jobs.cmd_wait)
+    wait.set_defaults(func=job_commands.cmd_wait)
     cancel = _command(sub, "cancel", "cancel a job (a running one is killed)")
     cancel.add_argument("id", help="the job's id")
     cancel.add_argument("--reason", default="canceled from the command line",
                         help="kept with the job and shown by show")
-    cancel.set_defaults(func=cli_jobs.cmd_cancel)
+    cancel.set_defaults(func=job_commands.cmd_cancel)
 
 
 def _ops_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    for name, func, text in (("stats", cli_ops.cmd_stats, "per-queue counts and rates"),
-                             ("hosts", cli_ops.cmd_hosts, "live supervisors"),
-                             ("workers", cli_ops.cmd_workers, "every live worker")):
+    for name, func, text in (("stats", ops_commands.cmd_stats, "per-queue counts and rates"),
+                             ("hosts", ops_commands.cmd_hosts, "live supervisors"),
+                             ("workers", ops_commands.cmd_workers, "every live worker")):
         p = _command(sub, name, text)
         _json_flag(p)
         p.set_defaults(func=func)
@@ -194,16 +194,16 @@ def _ops_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         if name == "pause":
             p.add_argument("--new", action="store_true",
                            help="pause a queue that has no jobs and no workers yet, on purpose")
-        p.set_defaults(func=cli_ops.cmd_pause)
+        p.set_defaults(func=ops_commands.cmd_pause)
     scale = _command(sub, "scale", "set a running supervisor's worker count")
     scale.add_argument("workers", type=int, metavar="N",
                        help="the number of workers to run (at least 1, at most the "
                             "supervisor's max_workers)")
     scale.add_argument("--host", help="supervisor id (host:pid, see `jobvisor hosts`)")
-    scale.set_defaults(func=cli_ops.cmd_scale)
+    scale.set_defaults(func=ops_commands.cmd_scale)
     reload = _command(sub, "reload", "reload a running supervisor (SIGHUP or remote)")
     reload.add_argument("--host", help="supervisor id (host:pid) to reload through Redis")
-    reload.set_defaults(func=cli_ops.cmd_reload)
+    reload.set_defaults(func=ops_commands.cmd_reload)
     events = _command(sub, "events", "the event stream")
     events.add_argument("--follow", "-f", action="store_true",
                         help="keep printing events as they happen")
@@ -214,7 +214,7 @@ def _ops_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     events.add_argument("--for", dest="for_seconds", type=_seconds, metavar="SECONDS",
                         help="stop following after this long")
     _json_flag(events)
-    events.set_defaults(func=cli_ops.cmd_events)
+    events.set_defaults(func=ops_commands.cmd_events)
     top = _command(sub, "top", "live view of queues and workers")
     top.add_argument("--once", action="store_true", help="render once and exit")
     top.add_argument("--interval", type=_positive_seconds, default=1.0, metavar="SECONDS",
@@ -224,7 +224,7 @@ def _ops_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     schedules.add_argument("--next", type=_positive_int, default=3,
                            help="fire times shown (default 3)")
     _json_flag(schedules)
-    schedules.set_defaults(func=cli_schedules.cmd_schedules)
+    schedules.set_defaults(func=schedule_commands.cmd_schedules)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -10,7 +10,7 @@ from jobs import Broker
 from jobs.firing import State, read_states, server_clock
 from jobs.priority import parse_priority
 from jobs.schedules import Schedule, list_schedules, next_ticks
-from supervisor.cli_common import broker_for, load, output
+from supervisor.cli.common import broker_for, load, output
 
 
 def schedule_rows(config: list[Schedule], broker: Broker, count: int) -> list[dict[str, Any]]:

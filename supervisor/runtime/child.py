@@ -29,8 +29,8 @@ from jobs.execute import resolve_job
 from jobs.records import Claimed
 from supervisor.config import Config
 from supervisor.errors import ExitCode
-from supervisor.proctitle import set_title
-from supervisor.slots import UNCOUNTED_MAX, ChildState, Slots
+from supervisor.runtime.proctitle import set_title
+from supervisor.runtime.slots import UNCOUNTED_MAX, ChildState, Slots
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from typing import Any, Protocol
 
 import psutil
 
-from supervisor.duties import Held
-from supervisor.slots import ChildState, Slots
+from supervisor.runtime.duties import Held
+from supervisor.runtime.slots import ChildState, Slots
 
 
 class HasSlot(Protocol):

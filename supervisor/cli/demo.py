@@ -19,9 +19,9 @@ from rich.table import Table
 from rich.text import Text
 
 from jobs import Broker, Job, JobState, Priority, Queue, RedisSettings
-from jobs.connection import embedded_url
 from jobs.stats import queue_stats
-from supervisor.top import render
+from jobs.store.connection import embedded_url
+from supervisor.cli.top import render
 
 DEMO_CONFIG = """\
 [supervisor]

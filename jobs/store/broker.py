@@ -9,17 +9,17 @@ from typing import Any
 import msgspec
 import redis
 
-from jobs.connection import make_client, redact, resolve_url, translated
 from jobs.environment import library_settings
 from jobs.errors import JobNotFound
-from jobs.job_ops import JobOperations
-from jobs.keys import Keys
-from jobs.maintenance import Maintenance
 from jobs.options import Prepared, pack_job
 from jobs.records import AttemptError, Claimed, claimed_from_reply, encoder
-from jobs.runner import ScriptRunner
-from jobs.scripts import Scripts
 from jobs.settings import JobDefaults, RedisSettings
+from jobs.store.connection import make_client, redact, resolve_url, translated
+from jobs.store.job_ops import JobOperations
+from jobs.store.keys import Keys
+from jobs.store.maintenance import Maintenance
+from jobs.store.runner import ScriptRunner
+from jobs.store.scripts import Scripts
 from jobs.timeseries import bucket, minute
 
 

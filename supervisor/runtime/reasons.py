@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from jobs.records import AttemptError, ErrorKind
-from supervisor.slots import SlotView
+from supervisor.runtime.slots import SlotView
 
 KILL_METRIC = {"HardTimeout": "hard_timeout", "HeartbeatLost": "heartbeat_lost",
                "Canceled": "canceled"}

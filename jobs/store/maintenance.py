@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from jobs.broker_state import BrokerState
-from jobs.connection import translated
 from jobs.records import ExpiredLease, errors_or_none, spec_or_none
+from jobs.store.broker_state import BrokerState
+from jobs.store.connection import translated
 
 
 class Maintenance(BrokerState):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from jobs.keys import Keys
-from jobs.runner import ScriptRunner
-from jobs.scripts import Scripts
 from jobs.settings import JobDefaults, RedisSettings
+from jobs.store.keys import Keys
+from jobs.store.runner import ScriptRunner
+from jobs.store.scripts import Scripts
 
 
 class BrokerState:

@@ -16,7 +16,7 @@ import psutil
 
 import jobs
 from jobs import Broker
-from jobs.connection import embedded_url
+from jobs.store.connection import embedded_url
 from supervisor.config import Config, config_path, load_config
 from supervisor.errors import ConfigError
 

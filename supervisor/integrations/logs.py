@@ -9,7 +9,7 @@ import os
 import time
 from collections.abc import Callable
 
-from jobs.connection import redact
+from jobs.store.connection import redact
 
 _ROLE = {"supervisor": "supervisor"}
 

@@ -27,7 +27,7 @@ from jobs.effective import published_functions
 from jobs.errors import ConfigurationError
 from jobs.events import follow, recent_events
 from jobs.stats import as_dict, queue_stats
-from supervisor.cli_common import (
+from supervisor.cli.common import (
     ago,
     broker_for,
     connect,
@@ -39,8 +39,8 @@ from supervisor.cli_common import (
     output,
     table,
 )
-from supervisor.cli_jobs import job_dict
-from supervisor.scaling import POOL_MAX
+from supervisor.cli.job_commands import job_dict
+from supervisor.runtime.scaling import POOL_MAX
 
 
 def _stats_text(rows: list[dict[str, Any]]) -> str:
@@ -116,7 +116,7 @@ def cmd_dead(args: argparse.Namespace) -> int:
     if args.action == "show":
         if not args.id:
             raise ConfigurationError("dead show needs a job id")
-        from supervisor.cli_jobs import cmd_show
+        from supervisor.cli.job_commands import cmd_show
 
         return cmd_show(args)
     if not (args.id or _filters(args) or args.all):

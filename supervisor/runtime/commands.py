@@ -16,14 +16,14 @@ from typing import Any
 from jobs.cluster import Control, Reload, Scale
 from jobs.limits import registered_limits
 from supervisor.config import Config, load_config
-from supervisor.cron import CronThread
-from supervisor.duties import Duties
 from supervisor.errors import ConfigError, HaltServer
-from supervisor.preload import loaded_functions, preload
-from supervisor.scaling import PoolLimit, pool_limit
-from supervisor.systemd import Notifier
+from supervisor.integrations.systemd import Notifier
+from supervisor.runtime.cron import CronThread
+from supervisor.runtime.duties import Duties
+from supervisor.runtime.preload import loaded_functions, preload
+from supervisor.runtime.scaling import PoolLimit, pool_limit
 
-log = logging.getLogger("supervisor.arbiter")
+log = logging.getLogger("supervisor.runtime.arbiter")
 
 
 class Commands:

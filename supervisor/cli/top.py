@@ -12,7 +12,7 @@ from rich.table import Table
 from jobs import Broker
 from jobs.cluster import supervisors
 from jobs.stats import queue_stats
-from supervisor.cli_common import connect, duration
+from supervisor.cli.common import connect, duration
 
 
 def render(broker: Broker) -> Group:

@@ -1,4 +1,4 @@
-"""Lua scripts: read once from ``jobs/lua``, registered once per client, called by SHA."""
+"""Lua scripts: read once from ``jobs/store/lua``, registered once per client, called by SHA."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def source(name: str) -> str:
     Each helper a script carries is created anew on every call (Lua closures), so only
     the helpers the script reaches, directly or through other helpers, are included.
     """
-    lua = resources.files("jobs") / "lua"
+    lua = resources.files("jobs.store") / "lua"
     body = (lua / f"{name}.lua").read_text()
     return "".join(used_helpers((lua / "_lib.lua").read_text(), body)) + body
 

@@ -6,9 +6,9 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from jobs.broker_state import BrokerState
-from jobs.connection import translated
 from jobs.records import Claimed, JobRecord, record_from_hash
+from jobs.store.broker_state import BrokerState
+from jobs.store.connection import translated
 
 
 class JobOperations(BrokerState):

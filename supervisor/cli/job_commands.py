@@ -14,7 +14,7 @@ from jobs.cluster import served_queues, unserved_warning
 from jobs.effective import FunctionOptions, options_of
 from jobs.errors import ConfigurationError
 from jobs.records import JobRecord, any_decoder
-from supervisor.cli_common import connect, iso, output
+from supervisor.cli.common import connect, iso, output
 from supervisor.errors import ExitCode
 
 

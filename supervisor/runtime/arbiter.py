@@ -22,17 +22,18 @@ from jobs import Broker
 from jobs.cluster import Control
 from jobs.limits import registered_limits
 from jobs.records import AttemptError
-from supervisor.child import Child, child_main
-from supervisor.commands import Commands
 from supervisor.config import Config
-from supervisor.cron import CronThread
-from supervisor.duties import Duties, Event, Held, InFlight, Settlement, Uncounted
 from supervisor.errors import ExitCode, HaltServer
-from supervisor.metrics import LocalFigures, serve
-from supervisor.pool_report import held, status_line, worker_states, worker_views
-from supervisor.preload import loaded_functions, preload
-from supervisor.proctitle import set_title
-from supervisor.reasons import (
+from supervisor.integrations.metrics import LocalFigures, serve
+from supervisor.integrations.systemd import Notifier, unset_environment
+from supervisor.runtime.child import Child, child_main
+from supervisor.runtime.commands import Commands
+from supervisor.runtime.cron import CronThread
+from supervisor.runtime.duties import Duties, Event, Held, InFlight, Settlement, Uncounted
+from supervisor.runtime.pool_report import held, status_line, worker_states, worker_views
+from supervisor.runtime.preload import loaded_functions, preload
+from supervisor.runtime.proctitle import set_title
+from supervisor.runtime.reasons import (
     KILL_METRIC,
     canceled,
     crashed,
@@ -41,10 +42,9 @@ from supervisor.reasons import (
     heartbeat_lost,
     oom_kills,
 )
-from supervisor.scaling import POOL_MAX, autoscale_step, pool_limit
-from supervisor.slots import ChildState, Slots
-from supervisor.systemd import Notifier, unset_environment
-from supervisor.wakeup import Wakeup
+from supervisor.runtime.scaling import POOL_MAX, autoscale_step, pool_limit
+from supervisor.runtime.slots import ChildState, Slots
+from supervisor.runtime.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
 
