@@ -6,7 +6,7 @@ from __future__ import annotations
 import inspect
 import sys
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 import msgspec
 
@@ -176,6 +176,36 @@ def _exception_types(name: str, value: Iterable[type[BaseException]] | None) -> 
     return types
 
 
+class JobDecorator(Protocol):
+    """What ``@job(...)`` returns: it keeps the decorated function's signature."""
+
+    def __call__(self, func: Callable[P, R], /) -> JobFunction[P, R]: ...
+
+
+@overload
+def job(func: Callable[P, R], /) -> JobFunction[P, R]: ...
+
+
+@overload
+def job(
+    func: None = None,
+    *,
+    queue: str = "default",
+    priority: int | str = Priority.NORMAL,
+    timeout: float | None = None,
+    soft_timeout: float | None = None,
+    max_attempts: int | None = None,
+    backoff: Backoff | None = None,
+    retry_on: Iterable[type[BaseException]] | None = None,
+    dont_retry_on: Iterable[type[BaseException]] | None = None,
+    result_ttl: float | None = None,
+    on_dead: JobFunction[Any, Any] | str | None = None,
+    unique_for: float | None = None,
+    rate_limit: str | None = None,
+    max_concurrency: int | None = None,
+) -> JobDecorator: ...
+
+
 def job(
     func: Callable[P, R] | None = None,
     *,
@@ -192,7 +222,7 @@ def job(
     unique_for: float | None = None,
     rate_limit: str | None = None,
     max_concurrency: int | None = None,
-) -> Any:
+) -> JobFunction[P, R] | JobDecorator:
     """Register a plain synchronous function as a job (``@job`` or ``@job(...)``).
 
     ``on_dead`` names another job (a ``@job`` function or ``"module:function"``) that is
@@ -221,14 +251,22 @@ def job(
         limit=definition(rate_limit, max_concurrency),
     )
 
-    def register(f: Callable[P, R]) -> JobFunction[P, R]:
+    register = _Register(options)
+    return register(func) if func is not None else register
+
+
+class _Register:
+    """Registers functions with one set of ``@job`` options."""
+
+    def __init__(self, options: JobOptions) -> None:
+        self.options = options
+
+    def __call__(self, f: Callable[P, R], /) -> JobFunction[P, R]:
         if "<locals>" in f.__qualname__ or f.__name__ == "<lambda>":
             raise ConfigurationError(
                 f"@job on {f.__qualname__}: job functions must be defined at module level "
                 "so a worker can import them by name"
             )
-        fn = JobFunction(f, options)
+        fn = JobFunction(f, self.options)
         add_to_registry(fn.name, fn)
         return fn
-
-    return register(func) if func is not None else register

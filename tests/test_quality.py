@@ -13,3 +13,9 @@ def test_ruff_clean():
     out = subprocess.run([sys.executable, "-m", "ruff", "check", "."], capture_output=True,
                          text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_job_functions_keep_their_types_for_users_type_checkers():
+    out = subprocess.run([sys.executable, "-m", "mypy", "--strict", "tests/typing_usage.py"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr

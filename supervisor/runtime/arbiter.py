@@ -312,7 +312,7 @@ class Arbiter(Commands):
         booted = view.state in (ChildState.IDLE, ChildState.BUSY)
         code = os.waitstatus_to_exitcode(status)
         if not booted and not self.stopping and not info.retiring:
-            self._boot_failed(info, how, code)
+            self._boot_failed(info, how)
         elif booted:
             self.boot_failures = 0
         log.log(logging.INFO if code in (0, ExitCode.RECYCLE) else logging.WARNING,
@@ -340,15 +340,17 @@ class Arbiter(Commands):
             "host": self.host, "reason": killed or how}))
         self.slots.clear(info.slot)
 
-    def _boot_failed(self, info: ChildInfo, how: str, code: int) -> None:
+    def _boot_failed(self, info: ChildInfo, how: str) -> None:
+        """A worker that ended before it was ready, whatever the cause (an import error,
+        a signal, a crash), is one boot failure: each is logged as an error, and
+        ``max_boot_failures`` in a row stop the supervisor instead of a respawn loop."""
         self.boot_failures += 1
         limit = self.config.supervisor.max_boot_failures
-        if code == ExitCode.BOOT_ERROR or self.boot_failures >= 1:
-            log.error("worker %d failed to boot (%s): failure %d of %d", info.pid, how,
-                      self.boot_failures, limit)
+        log.error("worker %d failed to boot (%s): failure %d of %d", info.pid, how,
+                  self.boot_failures, limit)
         if self.boot_failures >= limit:
-            raise HaltServer(f"{self.boot_failures} consecutive worker boot failures",
-                             ExitCode.BOOT_ERROR)
+            raise HaltServer(f"{self.boot_failures} consecutive worker boot failures "
+                             f"(the last {how})", ExitCode.BOOT_ERROR)
         self.spawn_not_before = time.monotonic() + min(0.1 * 2 ** self.boot_failures, 10.0)
 
     def murder(self) -> None:
