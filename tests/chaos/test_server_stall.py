@@ -15,12 +15,12 @@ from __future__ import annotations
 import threading
 import time
 
-from tests.chaos.ledger import assert_ledger, audit, report, wait_settled
 from tests.chaos.rig import job_ids
 from tests.chaos.workload import (
     Producer,
     assert_pool_intact,
     completed_count,
+    conclude,
     keep_running,
     percentile,
     wait_progress,
@@ -62,16 +62,12 @@ def test_server_stalled_longer_than_the_lease(private_server, namespace, ledger,
         if not soak or time.monotonic() >= end:
             break
     keep_running(max(0.0, min(duration / 2, end - time.monotonic())), *sups, producer=producer)
-    producer.stop()
-    drain = wait_settled(broker, timeout=60)
-    f = audit(broker, ledger, producer.acked, maybe=producer.unacked)
-    report("server-stall", f, fault=f"SIGSTOP server {STALL:g} s (lease {LEASE:g} s)",
-           faults=stalls, stall_s=STALL, lease_s=LEASE, recovery_s=percentile(recoveries, 1.0),
-           producer_errors=dict(producer.errors), duration_s=duration,
-           reclaims=sum(s.logs().count("reclaimed after its lease expired") for s in sups),
-           producer_longest_wait_s=round(producer.longest_wait, 3),
-           drain_s=round(drain, 3), wall_s=round(time.monotonic() - began, 2))
-    assert_ledger(f)
+    f = conclude("server-stall", f"SIGSTOP server {STALL:g} s (lease {LEASE:g} s)", producer,
+                 ledger, began, faults=stalls, stall_s=STALL, lease_s=LEASE,
+                 recovery_s=percentile(recoveries, 1.0), producer_errors=dict(producer.errors),
+                 duration_s=duration,
+                 reclaims=sum(s.logs().count("reclaimed after its lease expired") for s in sups),
+                 producer_longest_wait_s=round(producer.longest_wait, 3))
     assert not f.causes, f.causes  # the reclaimers wait for the renewals after the stall
     assert_pool_intact(sups, kids, "in the stall")
     assert producer.longest_wait >= STALL * 0.8

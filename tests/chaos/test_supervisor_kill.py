@@ -13,9 +13,8 @@ from __future__ import annotations
 import time
 
 from jobs import Broker
-from tests.chaos.ledger import assert_ledger, audit, report, wait_settled
 from tests.chaos.rig import QUEUE, Supervisor, job_ids
-from tests.chaos.workload import Producer, keep_running, percentile, wait_progress
+from tests.chaos.workload import Producer, conclude, keep_running, percentile, wait_progress
 from tests.helpers import wait_until
 
 LEASE = 3.0
@@ -97,14 +96,10 @@ def test_supervisor_killed_mid_run_second_finishes(server, namespace, job_broker
         keep_running(min(5.0, max(0.0, end - time.monotonic())), a, b, producer=producer)
         victim, other = other, victim
     keep_running(max(0.0, min(1.0, end - time.monotonic())), a, b, producer=producer)
-    producer.stop()
-    drain = wait_settled(job_broker, timeout=60)
-    f = audit(job_broker, ledger, producer.acked, maybe=producer.unacked)
-    report("sigkill-supervisor", f, fault="SIGKILL one of two supervisors (host loss)",
-           faults=len(recoveries), orphaned_jobs=orphaned, lease_s=LEASE,
-           recovery_s=percentile(recoveries, 1.0), duration_s=duration,
-           drain_s=round(drain, 3), wall_s=round(time.monotonic() - began, 2))
-    assert_ledger(f)
+    f = conclude("sigkill-supervisor", "SIGKILL one of two supervisors (host loss)", producer,
+                 ledger, began, broker=job_broker, faults=len(recoveries),
+                 orphaned_jobs=orphaned, lease_s=LEASE, recovery_s=percentile(recoveries, 1.0),
+                 duration_s=duration)
     assert set(f.causes) <= {"WorkerLost"}, f.causes
     # Reclaimed within the lease plus the reclaim cadence (1 s), generously bounded.
     assert max(recoveries) < LEASE + 10

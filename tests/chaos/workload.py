@@ -8,6 +8,7 @@ import signal
 import threading
 import time
 from collections import Counter
+from typing import Any
 
 import psutil
 import redis
@@ -21,6 +22,7 @@ from jobs import (
     RedisSettings,
     enqueue_many,
 )
+from tests.chaos.ledger import Findings, Ledger, assert_ledger, audit, report, wait_settled
 from tests.chaos.rig import FUNCTION, QUEUE, Supervisor, job_ids
 from tests.helpers import wait_until
 
@@ -238,3 +240,21 @@ def assert_pool_intact(supervisors: list[Supervisor], before: set[int], during: 
     assert worker_pids(*supervisors) == before, f"a worker crashed {during}"
     for s in supervisors:
         assert "Traceback" not in s.logs()
+
+
+def conclude(scenario: str, fault: str, producer: Producer, ledger: Ledger, began: float, *,
+             broker: Broker | None = None, also_acked: list[str] | None = None,
+             audit_options: dict[str, Any] | None = None, **figures: Any) -> Findings:
+    """The end every fault test shares: stop producing, wait until every job has settled,
+    audit the ledger against the server, report the figures, and fail on a lost job or an
+    unexplained duplicate. The scenario's own assertions follow on what it returns.
+    ``also_acked``: ids acknowledged by another producer that has stopped already."""
+    broker = broker or producer.broker
+    producer.stop()
+    drain = wait_settled(broker, timeout=60)
+    found = audit(broker, ledger, producer.acked + (also_acked or []),
+                  maybe=producer.unacked, **(audit_options or {}))
+    report(scenario, found, fault=fault, **figures, drain_s=round(drain, 3),
+           wall_s=round(time.monotonic() - began, 2))
+    assert_ledger(found)
+    return found
