@@ -495,7 +495,7 @@ def test_the_unit_runs_an_installed_copy_never_the_checkout(tmp_path: Path) -> N
     assert not app.is_relative_to(REPO)
     for name in APP_PACKAGES:
         assert (app / name / "__init__.py").is_file()
-    assert (app / "jobs" / "lua").is_dir()  # package data travels with the code
+    assert (app / "jobs" / "store" / "lua").is_dir()  # package data travels with the code
     assert not list(app.rglob("__pycache__"))
     for path in [app, *app.rglob("*")]:
         assert path.stat().st_mode & 0o777 == (0o755 if path.is_dir() else 0o644), path
