@@ -94,6 +94,9 @@ def cluster(tmp_path: Path):
 
         def replica_known() -> bool:
             rows = sentinel_client.execute_command("SENTINEL", "REPLICAS", SERVICE)
+            # Parsed into dicts by newer redis-py releases, flat lists by older ones.
+            rows = [r if isinstance(r, dict) else dict(zip(r[::2], r[1::2], strict=True))
+                    for r in rows]
             return any(r.get("flags") == "slave" and int(r.get("port")) == replica.port
                        for r in rows)
 
