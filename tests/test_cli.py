@@ -130,7 +130,10 @@ def test_stats_hosts_workers(r):
     assert "QUEUE" in cli(r, "stats").stdout
     hosts = json.loads(cli(r, "hosts", "--json").stdout)
     assert [h["pid"] for h in hosts] == [r.proc.pid] and hosts[0]["workers"] == 2
-    workers = json.loads(cli(r, "workers", "--json").stdout)
+    # A worker is counted by its title from its fork, and shows "booting" in the
+    # supervisor's published state until it has connected: both are ready after that.
+    workers = wait_until(lambda: (w := json.loads(cli(r, "workers", "--json").stdout)) and len(
+        w) == 2 and {x["state"] for x in w} <= {"idle", "busy"} and w, timeout=10)
     assert len(workers) == 2 and {w["state"] for w in workers} <= {"idle", "busy"}
     assert "SUPERVISOR" in cli(r, "workers").stdout
 
