@@ -2,7 +2,7 @@
 generation they are to belong to, and whether the supervisor is stopping.
 
 Signal handlers and control messages (``commands``) change the plan; the loop
-(``arbiter``) moves the children (``pool``) toward it. Both hold this one object.
+(``arbiter``) moves the children (``pool``) toward it. The two share this one object.
 """
 
 from __future__ import annotations
