@@ -24,7 +24,7 @@ def prepare_call(call: Call, broker: Broker) -> Prepared:
                 max_bytes=broker.defaults.max_payload_bytes)
     fn = registered().get(call.function)
     if fn is not None and fn.job_options.limit is not None:
-        # Publish the function's limit with its jobs, so it holds before any worker starts.
+        # Publish the function's limit with its jobs, so it applies before any worker starts.
         p = msgspec.structs.replace(p, extra={**p.extra,
                                               "ldef": fn.job_options.limit + DECLARED})
     return p

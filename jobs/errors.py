@@ -56,7 +56,7 @@ class UnknownFunction(JobsError, LookupError):
 
 
 class StaleToken(JobsError):
-    """An outcome was written with a claim token that no longer holds the job."""
+    """An outcome was written with a claim token that is no longer the job's."""
 
 
 class Retry(Exception):

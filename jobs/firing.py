@@ -14,7 +14,7 @@ Every supervisor runs a ``Firer``; for each schedule, a pass does this:
 
 A firer that stops between 2 and 3 leaves a claim that is not marked sent. After
 ``CLAIM_LEASE`` seconds any firer takes it over: if the tick's job exists, the claim is
-only marked sent; if not, the job is sent. (A firer asking again for a claim it holds,
+only marked sent; if not, the job is sent. (A firer asking again for a claim it already has,
 say after a lost reply, gets it back at once.) Enqueueing is idempotent on the job id,
 so a take-over never makes a second job as long as a finished job's record outlives
 the lease (``result_ttl`` above 10 s; the default is a day) and no firer is frozen for

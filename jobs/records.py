@@ -51,7 +51,7 @@ class AttemptError(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
 
 
 class Claimed(msgspec.Struct, frozen=True, kw_only=True):
-    """A job a worker holds: what it needs to run it and to write its outcome."""
+    """A job a worker claimed: what it needs to run it and to write its outcome."""
 
     id: str
     queue: str
@@ -67,7 +67,7 @@ class Claimed(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ExpiredLease(msgspec.Struct, frozen=True, kw_only=True):
-    """A claimed job whose lease ran out: its holder is gone or cut off."""
+    """A claimed job whose lease ran out: the worker that claimed it is gone or cut off."""
 
     id: str
     queue: str

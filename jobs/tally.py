@@ -7,7 +7,7 @@ worker also flushes when it goes idle and before a job when counts are due, so a
 killed in a job loses only the counts of the moment before it, never a job.
 
 Those counts are not lost either when the worker runs under a supervisor: the tally
-mirrors what it holds unwritten (``snapshot``, a few hundred bytes) where its supervisor
+mirrors what it has not written yet (``snapshot``, a few hundred bytes) where its supervisor
 can read it, and a supervisor that reaps a killed or crashed worker writes them out.
 """
 

@@ -83,7 +83,7 @@ def record_failure(broker: Broker, job_id: str, queue: str, token: str, attempt:
                    *, only_if_expired: bool = False) -> str | None:
     """Account a failure that happened outside the function (kill, crash, lost worker).
 
-    Returns the new state (``scheduled`` or ``dead``), or None if the token no longer held it.
+    Returns the new state (``scheduled`` or ``dead``), or None if the token was no longer the job's.
     """
     fn, _ = find_function(spec.function) if spec else (None, "")
     policy = resolve(spec, fn, broker.defaults)
@@ -236,7 +236,7 @@ class Worker:
                          policy: Policy) -> tuple[str | None, Claimed | None]:
         """Write the outcome and claim the next job: one round trip when the job succeeded.
 
-        Returns the job's new state (None when its token no longer held it) and the next
+        Returns the job's new state (None when its token was no longer the job's) and the next
         claimed job, if any.
         """
         if outcome.verdict is not Verdict.COMPLETED:

@@ -73,7 +73,7 @@ def test_a_record_written_over_with_another_type_blocks_nothing(broker):
     refuses instead of holding every later one behind it."""
     from jobs.records import AttemptError, ErrorKind
     from jobs.worker import reclaim
-    from supervisor.runtime.duties import Duties, Held, Settlement
+    from supervisor.runtime.duties import Claim, Duties, Settlement
 
     queue = Queue("default", broker)
     overwritten = queue.enqueue(jobfuncs.add, 1, 2)
@@ -103,8 +103,8 @@ def test_a_record_written_over_with_another_type_blocks_nothing(broker):
     third = worker.claim()
     assert third is not None and third.id == again.id
     duties = Duties(broker, 60.0, ["default"], list, dict, lambda message: None)
-    duties.settle(Settlement(Held(late.id, "default", held.token), lost))
-    duties.settle(Settlement(Held(again.id, "default", third.token), lost))
+    duties.settle(Settlement(Claim(late.id, "default", held.token), lost))
+    duties.settle(Settlement(Claim(again.id, "default", third.token), lost))
     duties.shutdown(timeout=5.0)
     assert duties.pending == 0
     assert again.refresh().state is not JobState.ACTIVE  # the outcome behind it was written

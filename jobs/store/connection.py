@@ -106,35 +106,35 @@ def read_sentinel_password(settings: RedisSettings) -> str | None:
 # -- fork safety of TLS ----------------------------------------------------------------
 #
 # OpenSSL is not fork-safe while another thread is inside it: a child forked at that
-# moment inherits OpenSSL's internal locks held by a thread that does not exist in the
+# moment inherits OpenSSL's internal locks, taken by a thread that does not exist in the
 # child, and its first TLS handshake can then wait forever (observed: a worker hung in
 # EVP_KEYEXCH_fetch, forked while the supervisor's Redis threads were connecting; see
 # openssl/openssl#19066). So every TLS connection of this library sets itself up (context,
 # handshake, the first replies, which carry the session tickets) under one process-wide
 # lock, and a fork waits for that lock (at most FORK_WAIT seconds, so a handshake with a
-# stalled server cannot hold a fork up for long). The child starts with a fresh lock.
+# stalled server cannot delay a fork for long). The child starts with a fresh lock.
 
 FORK_WAIT = 1.0
 _tls_lock = threading.RLock()
-_held_for_fork = False
+_locked_for_fork = False
 
 
 def _before_fork() -> None:
-    global _held_for_fork
-    _held_for_fork = _tls_lock.acquire(timeout=FORK_WAIT)
+    global _locked_for_fork
+    _locked_for_fork = _tls_lock.acquire(timeout=FORK_WAIT)
 
 
 def _after_fork_in_parent() -> None:
-    global _held_for_fork
-    if _held_for_fork:
-        _held_for_fork = False
+    global _locked_for_fork
+    if _locked_for_fork:
+        _locked_for_fork = False
         _tls_lock.release()
 
 
 def _after_fork_in_child() -> None:
-    global _tls_lock, _held_for_fork
+    global _tls_lock, _locked_for_fork
     _tls_lock = threading.RLock()
-    _held_for_fork = False
+    _locked_for_fork = False
 
 
 os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,

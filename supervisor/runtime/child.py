@@ -94,7 +94,7 @@ class Child:
                 try:
                     job = worker.claim(wait=CLAIM_WAIT)
                 except (BrokerUnavailable, BrokerError) as exc:
-                    self._redis_down(exc, holding=False)
+                    self._redis_down(exc, claimed=False)
                     continue
                 except StopWaiting:
                     break
@@ -237,7 +237,7 @@ class Child:
         children behind."""
         if os.getpid() != self.pid:
             # A process the job forked has returned from the function: it must not go on
-            # as a second worker holding the same job. Only the worker writes outcomes.
+            # as a second worker running the same job. Only the worker writes outcomes.
             os._exit(0)
         for sig, handler in zip(GUARDED_SIGNALS, self.handlers, strict=True):
             if _raw_handler(sig) is not handler:
@@ -248,17 +248,17 @@ class Child:
             while os.waitpid(-1, os.WNOHANG)[0] > 0:  # reap what the job started and left
                 pass
 
-    def _redis_down(self, exc: BrokerUnavailable | BrokerError, holding: bool = True) -> None:
+    def _redis_down(self, exc: BrokerUnavailable | BrokerError, claimed: bool = True) -> None:
         """Back off (up to 5 s) while Redis is unreachable, logging once per outage.
 
-        A worker holding nothing (``holding=False``) cuts the pause short when asked to
+        A worker with no job claimed (``claimed=False``) cuts the pause short when asked to
         stop; one keeping an outcome to write sleeps it out and tries again.
         """
         if self.outage == 0:
             log.warning("worker %d: %s; retrying", os.getpid(), exc)
         self.outage += 1
         until = time.monotonic() + min(0.1 * 2 ** min(self.outage, 6), 5.0)
-        while (left := until - time.monotonic()) > 0 and (holding or not self.stopping):
+        while (left := until - time.monotonic()) > 0 and (claimed or not self.stopping):
             time.sleep(min(left, 0.05))
 
     def _should_recycle(self) -> bool:

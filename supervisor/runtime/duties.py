@@ -1,7 +1,7 @@
 """Redis duties of the supervisor, on threads so a slow or absent Redis never delays
 the main loop's deadline enforcement.
 
-One pipelined lease renewal per tick for every job the children hold, the cancel
+One pipelined lease renewal per tick for every job the children run, the cancel
 requests for those jobs, reclaim of expired leases, outcomes of killed children (kept
 and retried until written), the supervisor's registry entry, and the backlog figure
 autoscaling reads. Control messages (``jobvisor scale``, ``reload --host``) have a thread
@@ -36,7 +36,10 @@ TRIM_EVERY = 10.0  # seconds between sweeps of the finished-jobs indexes
 CONTROL_WAIT = 1.0  # the control thread's blocking wait: also how soon it notices a stop
 
 
-class Held(msgspec.Struct, frozen=True):
+class Claim(msgspec.Struct, frozen=True):
+    """A job a child runs under its claim token: what renewing its lease or settling it
+    takes."""
+
     job_id: str
     queue: str
     token: str
@@ -45,7 +48,7 @@ class Held(msgspec.Struct, frozen=True):
 class Settlement(msgspec.Struct, frozen=True):
     """What to do with the job of a child that is gone: release it, or account a failure."""
 
-    held: Held
+    claim: Claim
     error: AttemptError | None  # None: release without spending an attempt
 
 
@@ -75,13 +78,13 @@ class Event(msgspec.Struct, frozen=True):
 
 class Duties:
     def __init__(self, broker: Broker, lease: float, queues: list[str],
-                 held: Callable[[], list[Held]], state: Callable[[], dict[str, Any]],
+                 claims: Callable[[], list[Claim]], state: Callable[[], dict[str, Any]],
                  on_control: Callable[[Control], None],
                  on_cancel: Callable[[str, str], None] = lambda job_id, reason: None) -> None:
         self.broker = broker
         self.lease = lease
         self.queues = queues
-        self.held = held
+        self.claims = claims
         self.state = state
         self.on_control = on_control
         self.on_cancel = on_cancel
@@ -138,7 +141,7 @@ class Duties:
         deadline = time.monotonic() + timeout
         # Everything gets one try: a claim a killed worker had in flight may have taken a
         # job it never showed, given back here if Redis answers (else its lease runs out).
-        # Outcomes of jobs workers held are worth waiting for; lifecycle events are not.
+        # Outcomes of jobs workers had claimed are worth waiting for; lifecycle events are not.
         flushed = self._flush()
         while not flushed and self._outcomes_pending() and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -202,7 +205,7 @@ class Duties:
                     queues = self.broker.known_queues()
                     waited = time.monotonic() - now
                     if waited > self.lease / 2:
-                        # With nothing held, no renewal spoke to Redis first: this reply is
+                        # With nothing claimed, no renewal spoke to Redis first: this reply is
                         # the one that waited out the outage.
                         reclaim_not_before = self._outage(waited)
                     else:
@@ -232,17 +235,17 @@ class Duties:
             log.warning("job %s reclaimed after its lease expired: now %s", job_id, state)
 
     def _renew(self) -> None:
-        """Renew the leases of the jobs the children hold; pass on cancel requests."""
-        held = self.held()
-        lost = self.broker.renew([(h.job_id, h.queue, h.token) for h in held], self.lease)
+        """Renew the leases of the jobs the children run; pass on cancel requests."""
+        claims = self.claims()
+        lost = self.broker.renew([(c.job_id, c.queue, c.token) for c in claims], self.lease)
         for i in lost:
             # A job its worker just finished is not lost (its slot lags a moment behind).
-            state = self.broker.state_of(held[i].job_id)
+            state = self.broker.state_of(claims[i].job_id)
             if state not in ("completed", "dead", "canceled"):
                 log.warning("job %s is no longer held by its worker (its lease expired and it "
-                            "was reclaimed: now %s)", held[i].job_id, state)
+                            "was reclaimed: now %s)", claims[i].job_id, state)
         # Cancel requests for running jobs: checked every tick, only while busy.
-        for job_id, reason in self.broker.cancel_requests([h.job_id for h in held]).items():
+        for job_id, reason in self.broker.cancel_requests([c.job_id for c in claims]).items():
             self.on_cancel(job_id, reason)
 
     def _flush(self) -> bool:
@@ -269,13 +272,13 @@ class Duties:
                                  "released back to %s", *taken)
                     self._outbox.popleft()
                     continue
-                h = item.held
+                c = item.claim
                 if item.error is None:
-                    self.broker.release_held(h.job_id, h.queue, h.token)
-                    log.info("job %s released back to %s", h.job_id, h.queue)
+                    self.broker.release_held(c.job_id, c.queue, c.token)
+                    log.info("job %s released back to %s", c.job_id, c.queue)
                 else:
-                    state = account_failure(self.broker, h.job_id, h.queue, h.token, item.error)
-                    log.warning("job %s: %s -> %s", h.job_id, item.error.message,
+                    state = account_failure(self.broker, c.job_id, c.queue, c.token, item.error)
+                    log.warning("job %s: %s -> %s", c.job_id, item.error.message,
                                 state or "already settled")
             except Exception as exc:
                 if not isinstance(exc, BrokerError) or exc.code in RETRYABLE:

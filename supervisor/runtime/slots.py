@@ -20,7 +20,7 @@ import msgspec
 # attempt, padding, then job id, queue, token, function, and the token of the claim in
 # flight as fixed-size byte strings; last, the outcome counts the child has not written
 # to Redis yet (length, then jobs.tally's encoding), which the supervisor writes out if
-# the child dies holding them.
+# the child dies before it could.
 UNCOUNTED_MAX = 1024
 _LAYOUT = struct.Struct(f"<QQdddddiiii128s128s128s200s128sH{UNCOUNTED_MAX}s")
 _DEADLINES = 24  # deadline, soft_deadline
@@ -52,7 +52,7 @@ class SlotView(msgspec.Struct, frozen=True, kw_only=True):
     queue: str
     token: str
     function: str
-    next_token: str  # a claim sent with this token may hold a job the slot does not show
+    next_token: str  # a claim sent with this token may have taken a job the slot does not show
     uncounted: bytes  # outcome counts not written yet (jobs.tally.decode_pending)
 
 

@@ -1,7 +1,8 @@
-"""How the supervisor loop sleeps: until a signal, a poke from a thread, or a timeout.
+"""How the supervisor loop sleeps: until a signal, a message from a thread, or a timeout.
 
 Signal handlers only append the signal number to a deque; ``signal.set_wakeup_fd``
-writes a byte to a pipe so a ``select`` on it returns at once.
+writes a byte to a pipe so a ``select`` on it returns at once. The duties threads append
+control messages and cancel requests the same way and write the byte themselves.
 """
 
 from __future__ import annotations
@@ -13,10 +14,14 @@ import signal
 from collections import deque
 from collections.abc import Iterable
 
+from jobs.cluster import Control
+
 
 class Wakeup:
     def __init__(self) -> None:
         self.signals: deque[int] = deque()
+        self.controls: deque[Control] = deque()  # ``jobvisor scale``, ``reload --host``
+        self.cancels: deque[tuple[str, str]] = deque()  # (job id, reason): running jobs
         self._r = self._w = -1
 
     def install(self, signals: Iterable[int]) -> None:
@@ -27,6 +32,16 @@ class Wakeup:
 
     def _on_signal(self, signum: int, frame: object) -> None:
         self.signals.append(signum)
+
+    def control_arrived(self, message: Control) -> None:
+        """Called on the control thread: hand the message to the loop and wake it."""
+        self.controls.append(message)
+        self.poke()
+
+    def cancel_arrived(self, job_id: str, reason: str) -> None:
+        """Called on the duties thread: a running job of ours is to be canceled."""
+        self.cancels.append((job_id, reason))
+        self.poke()
 
     def poke(self) -> None:
         """Wake the loop from another thread."""

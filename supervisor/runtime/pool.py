@@ -1,0 +1,152 @@
+"""The children as they are: a record per worker process, the shared-memory slots they
+report through, the signals sent to them, and the views others read from their slots
+(the jobs whose leases to renew, the registry entry, the status line, counts by state).
+
+The loop (``arbiter``) spawns, reaps and retires children; ``commands`` stops them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import msgspec
+import psutil
+
+from jobs.records import AttemptError
+from supervisor.runtime.duties import Claim
+from supervisor.runtime.scaling import POOL_MAX
+from supervisor.runtime.slots import ChildState, Slots, SlotView
+
+log = logging.getLogger("supervisor.runtime.arbiter")  # the loop's log lines, one name
+
+MAX_SLOTS = 2 * POOL_MAX  # a rolling restart runs two generations side by side
+
+
+class ChildInfo(msgspec.Struct, kw_only=True):
+    pid: int
+    slot: int
+    age: int
+    generation: int
+    spawned: float
+    retiring: bool = False
+    kill_reason: AttemptError | None = None
+    release_on_kill: bool = False
+    kill_at: float = 0.0  # SIGKILL due at this time after a SIGTERM grace (0: none pending)
+
+
+def signal_group(pid: int, sig: int) -> None:
+    """Signal the child's process group (its subprocesses too), else the child itself."""
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+
+class Pool:
+    def __init__(self) -> None:
+        self.children: dict[int, ChildInfo] = {}
+        self.slots = Slots(MAX_SLOTS)
+        self.age = 0  # children spawned so far: a new child's age orders it among them
+
+    def __iter__(self) -> Iterator[ChildInfo]:
+        """A copy: the loop adds and removes children while the duties thread reads them."""
+        return iter(list(self.children.values()))
+
+    def __len__(self) -> int:
+        return len(self.children)
+
+    def reserve_slot(self) -> int:
+        """A slot no child uses, cleared for the next one."""
+        used = {c.slot for c in self}
+        slot = next(i for i in range(MAX_SLOTS) if i not in used)
+        self.slots.clear(slot)
+        return slot
+
+    def add(self, pid: int, slot: int, generation: int) -> None:
+        self.age += 1
+        self.children[pid] = ChildInfo(pid=pid, slot=slot, age=self.age,
+                                       generation=generation, spawned=time.monotonic())
+
+    def remove(self, pid: int) -> ChildInfo | None:
+        """The record of a child that exited, if it was one of ours."""
+        return self.children.pop(pid, None)
+
+    def view(self, c: ChildInfo) -> SlotView:
+        return self.slots.read(c.slot)
+
+    def busy(self, c: ChildInfo) -> bool:
+        return self.view(c).state is ChildState.BUSY
+
+    def booted(self, c: ChildInfo) -> bool:
+        return self.view(c).state in (ChildState.IDLE, ChildState.BUSY)
+
+    # -- signals -----------------------------------------------------------------------
+
+    def kill(self, info: ChildInfo, error: AttemptError | None, release: bool = False,
+             grace: float = 0.0) -> None:
+        """SIGKILL the child's process group, after a SIGTERM and ``grace`` seconds if given."""
+        if info.kill_reason is None and not info.release_on_kill:
+            info.kill_reason = error
+            info.release_on_kill = release
+        if grace > 0 and not info.kill_at:
+            info.kill_at = time.monotonic() + grace
+            signal_group(info.pid, signal.SIGTERM)
+            return
+        signal_group(info.pid, signal.SIGKILL)
+
+    def kill_all(self, release: bool) -> None:
+        for info in self:
+            self.kill(info, None, release=release)
+
+    def terminate_all(self) -> None:
+        """SIGTERM every child: each finishes its job, then exits (a graceful stop)."""
+        for pid in self.children:
+            signal_group(pid, signal.SIGTERM)
+
+    def retire(self, c: ChildInfo, why: str) -> None:
+        c.retiring = True
+        log.info("worker %d retiring: %s", c.pid, why)
+        signal_group(c.pid, signal.SIGTERM)
+
+    # -- views (also read on the duties thread) -----------------------------------------
+
+    def claims(self) -> list[Claim]:
+        """The jobs the children run, whose leases are to be renewed."""
+        out = []
+        for c in self:
+            v = self.view(c)
+            if v.state is ChildState.BUSY and v.job_id:
+                out.append(Claim(v.job_id, v.queue, v.token))
+        return out
+
+    def workers(self) -> list[dict[str, Any]]:
+        now = time.monotonic()
+        out = []
+        for c in self:
+            v = self.view(c)
+            try:
+                rss = psutil.Process(c.pid).memory_info().rss
+            except psutil.Error:
+                rss = 0
+            busy = v.state is ChildState.BUSY
+            out.append({"pid": c.pid, "state": v.state.name.lower(), "job": v.job_id,
+                        "function": v.function,
+                        "elapsed": round(now - v.started, 3) if busy else 0.0,
+                        "jobs_done": v.jobs_done, "rss": rss})
+        return out
+
+    def states(self) -> Counter[str]:
+        return Counter(self.view(c).state.name.lower() for c in self)
+
+    def status(self, queues: list[str]) -> str:
+        views = [self.view(c) for c in self]
+        busy = sum(1 for v in views if v.state is ChildState.BUSY)
+        return f"{busy}/{len(views)} busy [{','.join(queues)}]"
