@@ -68,7 +68,7 @@ class Maintenance(BrokerState):
     def release_limits(self) -> tuple[int, float | None]:
         """Give held jobs of due limits their turn; (released, seconds until the next)."""
         with translated(self.url):
-            moved, next_ms = self.scripts.limits(keys=[self.keys.limits_due()],
+            moved, next_ms = self.scripts.release_limits(keys=[self.keys.limits_due()],
                                                  args=[self.prefix])
         return int(moved), (None if int(next_ms) < 0 else int(next_ms) / 1000.0)
 
