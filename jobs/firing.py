@@ -34,7 +34,6 @@ import random
 import secrets
 import socket
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import msgspec
 
@@ -52,6 +51,7 @@ from jobs.schedules import (
 )
 from jobs.store.broker import Broker
 from jobs.store.connection import translated
+from jobs.store.layouts import CRON_CLAIM, CRON_SENT
 
 Clock = Callable[[], float]
 
@@ -231,9 +231,9 @@ class Firer:
     def claim(self, s: Schedule, tick: int) -> bool:
         """Step 2: True when this firer won ``tick`` (or took over its stalled claim)."""
         job_id = tick_job_id(s.name, tick)
-        keys = [self.keys.state(s.name), self.broker.keys.job(job_id)]
-        args: list[Any] = [tick, job_id, int(self.lease * 1000), int(STATE_TTL * 1000),
-                           self.ident]
+        keys = CRON_CLAIM.keys(state=self.keys.state(s.name), job=self.broker.keys.job(job_id))
+        args = CRON_CLAIM.args(tick=tick, job_id=job_id, lease_ms=int(self.lease * 1000),
+                               keep_ms=int(STATE_TTL * 1000), firer=self.ident)
         with translated(self.broker.url):
             return bool(self.broker.runner.run(self.broker.scripts.cron_claim, keys, args))
 
@@ -257,8 +257,9 @@ class Firer:
 
     def _mark_sent(self, s: Schedule, tick: int, job_id: str) -> None:
         with translated(self.broker.url):
-            self.broker.runner.run(self.broker.scripts.cron_sent, [self.keys.state(s.name)],
-                                   [tick, job_id])
+            self.broker.runner.run(self.broker.scripts.cron_sent,
+                                   CRON_SENT.keys(state=self.keys.state(s.name)),
+                                   CRON_SENT.args(tick=tick, job_id=job_id))
 
     def _fire(self, s: Schedule, tick: int, now: float, done: Pass) -> None:
         if self.claim(s, tick):  # else another supervisor fired it

@@ -266,12 +266,13 @@ def test_each_script_lists_the_parts_it_uses_and_only_those():
     fails otherwise), and a part it lists is one it uses."""
     from importlib import resources
 
-    from jobs.store.scripts import PARTS, SCRIPTS, _definitions, source
+    from jobs.store.layouts import SCRIPTS
+    from jobs.store.scripts import PARTS, _definitions, source
 
     lua = resources.files("jobs.store") / "lua"
-    for name, parts in SCRIPTS.items():
+    for name, layout in SCRIPTS.items():
         text = source(name)
-        for part in parts:
+        for part in layout.parts:
             defined = _definitions((lua / f"_{part}.lua").read_text())
             assert any(f"local function {d}(" in text for d in defined), (name, part)
     assert set(PARTS) == {p.name[1:-4] for p in lua.iterdir()

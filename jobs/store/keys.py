@@ -65,9 +65,6 @@ class Keys:
     def queues(self) -> str:
         return f"{self.ns}:queues"
 
-    def waiters(self, job_id: str) -> str:
-        return f"{self.ns}:waiters:{job_id}"
-
     def done(self, job_id: str) -> str:
         return f"{self.ns}:done:{job_id}"
 

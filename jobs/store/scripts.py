@@ -15,6 +15,8 @@ from importlib import resources
 import redis
 from redis.commands.core import Script
 
+from jobs.store.layouts import SCRIPTS
+
 # Operations several scripts share, each in ``lua/_<name>.lua``, with the parts each one
 # uses; a part comes after the parts it uses.
 PARTS: dict[str, tuple[str, ...]] = {
@@ -22,32 +24,6 @@ PARTS: dict[str, tuple[str, ...]] = {
     "limits": (),
     "complete_job": ("after_final", "limits"),
     "claim_job": ("limits",),
-}
-
-# Every script, ``lua/<name>.lua``, with the parts it uses.
-SCRIPTS: dict[str, tuple[str, ...]] = {
-    "enqueue": ("after_final",),
-    "claim": ("claim_job",),
-    "finish_claim": ("complete_job", "claim_job"),
-    "complete": ("complete_job",),
-    "fail": ("after_final", "limits"),
-    "release": ("after_final", "limits"),
-    "renew": (),
-    "promote": ("limits",),
-    "release_limits": ("limits",),
-    "expired": (),
-    "cancel": ("after_final",),
-    "requeue": (),
-    "purge": (),
-    "watch": (),
-    "resume": (),
-    "progress": (),
-    "event": (),
-    "trim": (),
-    "age": (),
-    "claimed_by": ("claim_job",),
-    "cron_claim": (),
-    "cron_sent": (),
 }
 
 _DEFINITION = re.compile(r"^local (?:function )?([A-Za-z_]\w*)", re.MULTILINE)
@@ -64,7 +40,7 @@ def source(name: str) -> str:
     """
     lua = resources.files("jobs.store") / "lua"
     body = (lua / f"{name}.lua").read_text()
-    listed = _with_their_parts(SCRIPTS[name])
+    listed = _with_their_parts(SCRIPTS[name].parts)
     libs = [(lua / "_lib.lua").read_text()]
     libs += [(lua / f"_{part}.lua").read_text() for part in PARTS if part in listed]
     helpers = used_helpers(libs, body)
@@ -74,7 +50,8 @@ def source(name: str) -> str:
                 (lua / f"_{part}.lua").read_text()))
             if unlisted:
                 raise ValueError(f"{name}.lua uses {', '.join(sorted(unlisted))} of "
-                                 f"_{part}.lua: list {part!r} among its parts in SCRIPTS")
+                                 f"_{part}.lua: list {part!r} among its parts in "
+                                 "jobs/store/layouts.py")
     return "".join(helpers) + body
 
 
@@ -128,14 +105,13 @@ def _words(lua: str) -> set[str]:
 
 
 class Scripts:
-    """One ``Script`` per entry of ``SCRIPTS``, by name (``scripts.claim``); redis-py runs
-    EVALSHA and reloads a script the server forgot."""
+    """One ``Script`` per script of ``jobs.store.layouts``, as an attribute of its name
+    (``scripts.claim``); redis-py runs EVALSHA and reloads a script the server forgot."""
 
     def __init__(self, client: redis.Redis) -> None:
-        self._scripts = {name: client.register_script(source(name)) for name in SCRIPTS}
+        for name in SCRIPTS:
+            setattr(self, name, client.register_script(source(name)))
 
     def __getattr__(self, name: str) -> Script:
-        try:
-            return self.__dict__["_scripts"][name]  # type: ignore[no-any-return]
-        except KeyError:
-            raise AttributeError(f"no Lua script {name!r} in jobs.store.scripts.SCRIPTS") from None
+        """Only for names that are not scripts (the scripts are instance attributes)."""
+        raise AttributeError(f"no Lua script {name!r} in jobs.store.layouts")

@@ -59,6 +59,23 @@ local function limit_hold(base, prefix, name, id, score, until_ms)
     end
 end
 
+-- A queued job under the limits named in `lim` may start now: take its tokens and running
+-- slots and return true; else park it with the first limit that holds it back, false.
+local function limits_admit(prefix, lim, id, score, now)
+    local base = ns_of(prefix)
+    for name in string.gmatch(lim, '[^|]+') do
+        local wait_until = limit_check(base, name, now)
+        if wait_until > 0 then
+            limit_hold(base, prefix, name, id, score, wait_until)
+            return false
+        end
+    end
+    for name in string.gmatch(lim, '[^|]+') do
+        limit_take(base, name, id, now)
+    end
+    return true
+end
+
 -- Put up to `up_to` held jobs of limit `name` back in their queues, in their old places.
 local function limit_release(base, prefix, name, up_to)
     if up_to < 1 then return 0 end
