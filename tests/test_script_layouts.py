@@ -167,7 +167,8 @@ def test_the_hot_calls_send_each_value_under_its_name(broker: Broker):
     assert keys == {"queued": k.queued("q1"), "scheduled": k.scheduled("q1"),
                     "wake_list": k.wake("q1"), "sequence": k.seq(), "queues": k.queues(),
                     "timers": k.timers(), "completed": k.completed("q1"), "dead": k.dead("q1"),
-                    "canceled": k.canceled("q1"), "events": k.events()}
+                    "canceled": k.canceled("q1"), "events": k.events(),
+                    "waiting": k.state_index("q1", "waiting"), "limits": k.limits()}
     assert {n: v for n, v in args.items() if n != "jobs"} == {
         "queue": b"q1", "job_count": b"1", "events_len": events_len, "prefix": prefix,
         "resent": b"0"}
@@ -180,11 +181,12 @@ def test_the_hot_calls_send_each_value_under_its_name(broker: Broker):
     for retry_in, on_dead in ((3.0, None), (None, hook)):
         broker.fail("J1", "q1", "T1", errors, retry_in, function="m:f", only_if_expired=True,
                     on_dead=on_dead)
-        keys, _, args, each = _sent(broker, FAIL)
+        keys, hook_keys, args, each = _sent(broker, FAIL)
         assert keys == {"job": k.job("J1"), "active": k.active("q1"),
                         "scheduled": k.scheduled("q1"), "dead": k.dead("q1"),
-                        "done": k.done("J1"), "timers": k.timers(), "events": k.events(),
-                        "stats": keys["stats"], "totals": k.totals()}
+                        "canceled": k.canceled("q1"), "done": k.done("J1"),
+                        "timers": k.timers(), "events": k.events(), "stats": keys["stats"],
+                        "totals": k.totals(), "sequence": k.seq(), "queues": k.queues()}
         assert keys["stats"].startswith(k.stats(0)[:-1])
         assert args == {
             "id": b"J1", "token": b"T1", "errors": encoder.encode(errors),
@@ -195,3 +197,4 @@ def test_the_hot_calls_send_each_value_under_its_name(broker: Broker):
             "duration_bucket": args["duration_bucket"], "summary": b"ValueError: bad"}
         assert args["duration_bucket"] != b""
         assert each == ([] if retry_in else [b"H1", b"S", b"5", b"q4"])
+        assert hook_keys == ([] if retry_in else [k.job("H1"), k.queued("q4"), k.wake("q4")])

@@ -119,7 +119,7 @@ class Broker(JobOperations, Maintenance):
                 queued=k.queued(queue), scheduled=k.scheduled(queue), wake_list=k.wake(queue),
                 sequence=k.seq(), queues=k.queues(), timers=k.timers(),
                 completed=k.completed(queue), dead=k.dead(queue), canceled=k.canceled(queue),
-                events=k.events())
+                events=k.events(), waiting=k.state_index(queue, "waiting"), limits=k.limits())
         packed = b"".join(pack_job(p, self._extra(p.extra)) for p in jobs)
         # In ENQUEUE's order (a hot call: see jobs.store.layouts).
         return keys, [queue, len(jobs), self.events_len, self.prefix, packed, resent]
@@ -259,8 +259,9 @@ class Broker(JobOperations, Maintenance):
         summary = f"{last.type}: {last.message}"[:500] if last else ""
         duration = last.duration if last else 0.0
         # In FAIL's order (a hot call: see jobs.store.layouts); the hook, rare, by name.
-        keys = [k.job(job_id), k.active(queue), k.scheduled(queue), k.dead(queue), k.done(job_id),
-                k.timers(), k.events(), k.stats(minute()), k.totals()]
+        keys = [k.job(job_id), k.active(queue), k.scheduled(queue), k.dead(queue),
+                k.canceled(queue), k.done(job_id), k.timers(), k.events(), k.stats(minute()),
+                k.totals(), k.seq(), k.queues()]
         args: list[Any] = [
             job_id, token, encoder.encode(list(errors)),
             -1 if retry_in is None else int(retry_in * 1000), "1" if only_if_expired else "0",
@@ -269,6 +270,8 @@ class Broker(JobOperations, Maintenance):
             bucket(duration) if last and last.duration else "", summary,
         ]
         if on_dead is not None and retry_in is None:
+            keys += FAIL.key_item(hook_job=k.job(on_dead.id), hook_queued=k.queued(on_dead.queue),
+                                  hook_wake_list=k.wake(on_dead.queue))
             args += FAIL.arg_item(hook_id=on_dead.id, hook_spec=on_dead.spec,
                                   hook_priority=on_dead.priority, hook_queue=on_dead.queue)
         with translated(self.url):
@@ -291,7 +294,8 @@ class Broker(JobOperations, Maintenance):
         """Give a held job back without spending an attempt (graceful stop, kill on stop)."""
         k = self.keys
         keys = RELEASE.keys(job=k.job(job_id), active=k.active(queue), queued=k.queued(queue),
-                            wake_list=k.wake(queue), events=k.events())
+                            wake_list=k.wake(queue), events=k.events(),
+                            canceled=k.canceled(queue), done=k.done(job_id))
         args = RELEASE.args(id=job_id, token=token, events_len=self.events_len, queue=queue,
                             prefix=self.prefix)
         with translated(self.url):

@@ -109,7 +109,7 @@ class JobOperations(BrokerState):
         keys = CANCEL.keys(job=k.job(job_id), queued=k.queued(queue), scheduled=k.scheduled(queue),
                            waiting=k.state_index(queue, "waiting"), canceled=k.canceled(queue),
                            done=k.done(job_id), wake_list=k.wake(queue), events=k.events(),
-                           cancels=k.cancels())
+                           cancels=k.cancels(), held=k.held())
         args = CANCEL.args(id=job_id, reason=reason, prefix=self.prefix,
                            canceled_ttl_ms=int(self.defaults.dead_ttl * 1000),
                            max_canceled=self.defaults.max_dead, events_len=self.events_len,

@@ -122,7 +122,8 @@ class Layout:
 
 ENQUEUE = Layout(
     "enqueue", parts=("after_final",),
-    keys="queued scheduled wake_list sequence queues timers completed dead canceled events",
+    keys="queued scheduled wake_list sequence queues timers completed dead canceled events "
+         "waiting limits",
     args="queue job_count events_len prefix jobs resent")
 CLAIM = Layout(
     "claim", parts=("claim_job",),
@@ -144,14 +145,15 @@ CLAIMED_BY = Layout(
     args="prefix token")
 FAIL = Layout(
     "fail", parts=("after_final", "limits"),
-    keys="job active scheduled dead done timers events stats totals",
+    keys="job active scheduled dead canceled done timers events stats totals sequence queues",
+    each_key="hook_job hook_queued hook_wake_list",
     args="id token errors retry_ms only_if_expired prefix dead_ttl_ms max_dead events_len "
          "queue fn duration_ms duration_bucket summary",
     each="hook",
     each_arg="hook_id hook_spec hook_priority hook_queue")
 RELEASE = Layout(
     "release", parts=("after_final", "limits"),
-    keys="job active queued wake_list events",
+    keys="job active queued wake_list events canceled done",
     args="id token events_len queue prefix")
 RENEW = Layout(
     "renew",
@@ -159,7 +161,7 @@ RENEW = Layout(
     args="lease_ms", each_arg="id token")
 CANCEL = Layout(
     "cancel", parts=("after_final",),
-    keys="job queued scheduled waiting canceled done wake_list events cancels",
+    keys="job queued scheduled waiting canceled done wake_list events cancels held",
     args="id reason prefix canceled_ttl_ms max_canceled events_len queue")
 REQUEUE = Layout(
     "requeue",

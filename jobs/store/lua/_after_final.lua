@@ -1,5 +1,11 @@
 -- What follows a job's final state (completed, dead or canceled): its dependents are
 -- released or canceled, its batch counts it (and fires the callbacks when it is the last).
+--
+-- Keys built here, from the namespace base: those named by what records hold (the
+-- records, result done lists and `kids:` sets of dependents and batch members, the
+-- indexes of their queues, a batch's keys) and the namespace keys this work touches
+-- (seq, queues, timers, cancels). It runs inside complete and finish_claim only when a
+-- record asks for it: sending its keys with every call would cost the hot path.
 
 -- A waiting job's last parent is done: queue it, or schedule it when it asked for a delay.
 local function release_waiting(base, prefix, id, now)
@@ -15,13 +21,14 @@ local function release_waiting(base, prefix, id, now)
         redis.call('ZADD', scheduled, due, id)
         poke_timers(scheduled, base .. 'timers', id)
     else
-        push_queued(base, job, id, queue, pri)
+        push_queued(job, qkey(base, queue, 'queued'), qkey(base, queue, 'wake'), base .. 'seq',
+            id, pri)
     end
 end
 
 -- Count a member's final outcome in its batch; the member that completes the batch
 -- enqueues the callbacks in the same step, so they are enqueued exactly once.
-local function batch_member_final(base, prefix, bid, id, outcome, now, events_key, events_len)
+local function batch_member_final(base, prefix, bid, id, outcome, now, events, events_len)
     local bkey = base .. 'batch:' .. bid
     redis.call('HSET', prefix .. id, 'bs', outcome)
     redis.call('HINCRBY', bkey, outcome, 1)
@@ -37,7 +44,9 @@ local function batch_member_final(base, prefix, bid, id, outcome, now, events_ke
         local spec, queue, pri = unpack(redis.call('HMGET', bkey, kind .. ':spec',
             kind .. ':q', kind .. ':pri'))
         if spec then
-            create_queued(base, prefix, bid .. '.on_' .. kind, spec, queue, pri, now)
+            local cid = bid .. '.on_' .. kind
+            create_queued(prefix .. cid, qkey(base, queue, 'queued'), qkey(base, queue, 'wake'),
+                base .. 'seq', base .. 'queues', cid, spec, queue, pri, now)
         end
     end
     notify(bkey, base .. 'done:batch:' .. bid)
@@ -45,15 +54,15 @@ local function batch_member_final(base, prefix, bid, id, outcome, now, events_ke
         redis.call('PEXPIRE', bkey, ttl)
         redis.call('PEXPIRE', bkey .. ':jobs', ttl)
     end
-    emit(events_key, events_len, 'e', 'batch_finished', 'batch', bid, 'completed', c,
+    emit(events, events_len, 'e', 'batch_finished', 'batch', bid, 'completed', c,
         'dead', d, 'canceled', x)
 end
 
 -- A job reached a final state (completed, dead or canceled): release or cancel the jobs
 -- waiting on it, count it in its batch, forget a pending request to cancel it.
--- Callers call it only when the record has one of the fields 'k', 'b' or 'cx'. A canceled dependent is itself final, so the
--- cancel cascades down a chain in this one step.
-local function after_final(prefix, id, outcome, now, events_key, events_len)
+-- Callers call it only when the record has one of the fields 'k', 'b' or 'cx'. A canceled
+-- dependent is itself final, so the cancel cascades down a chain in this one step.
+local function after_final(prefix, id, outcome, now, events, events_len)
     local base = ns_of(prefix)
     local todo = {{id, outcome}}
     local i = 1
@@ -86,8 +95,9 @@ local function after_final(prefix, id, outcome, now, events_key, events_len)
                         end
                     else
                         redis.call('ZREM', qkey(base, kq, 'waiting'), kid)
-                        cancel_record(base, prefix, kid, kq, 'parent ' .. fid .. ' ended ' .. fout,
-                            now, events_key, events_len)
+                        cancel_record(kjob, qkey(base, kq, 'canceled'), base .. 'done:' .. kid,
+                            kid, kq, 'parent ' .. fid .. ' ended ' .. fout, now, events,
+                            events_len)
                         todo[#todo + 1] = {kid, 'canceled'}
                     end
                 end
@@ -96,7 +106,7 @@ local function after_final(prefix, id, outcome, now, events_key, events_len)
             redis.call('HDEL', job, 'k')
         end
         if batch then
-            batch_member_final(base, prefix, batch, fid, fout, now, events_key, events_len)
+            batch_member_final(base, prefix, batch, fid, fout, now, events, events_len)
         end
     end
 end

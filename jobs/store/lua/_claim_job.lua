@@ -4,6 +4,9 @@
 -- The queues a claim looks at are the group of its script's arguments: `keys` (the
 -- script's KEYS) holds from `first_key` on the queued index, active index and wake list
 -- of each queue, `names` (its ARGV) from `first_name` on their names, in claim order.
+--
+-- Keys built here: the record of each job a claim pops or looks for (its id is known only
+-- inside), and what the limits build (_limits.lua).
 
 -- The job claim `token` took and still holds, looked for among the running jobs of the
 -- queues (a resent claim is rare: no claim writes a memory of itself for it).

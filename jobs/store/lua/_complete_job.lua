@@ -1,4 +1,5 @@
 -- Completing: the operation of complete.lua and of finish_claim.lua.
+-- Keys built here: what after_final and limit_free build.
 
 -- The success path: record the result if the claim token still holds the job. Returns 1
 -- when written (or already written with this token), 0 for a stale token; the second

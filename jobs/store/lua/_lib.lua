@@ -3,10 +3,10 @@
 -- globals). The operations several scripts share have files of their own (_claim_job.lua,
 -- _complete_job.lua, _after_final.lua, _limits.lua), included the same way.
 --
--- Keys built here: job records are `prefix .. id` for ids that are only known
--- inside a script (popped from an index), and the keys of workflows (dependents,
--- batches, limits) whose names depend on what a record says. They mirror
--- jobs/keys.py: the namespace base is the record prefix without its "job:".
+-- Helpers take the keys they touch as parameters. The one key built here is the record
+-- of a job whose id a finished-jobs index gives (trim_index); ns_of and qkey are what
+-- the parts build the keys they derive from records with (see the README, "Keys built
+-- inside scripts"). They mirror jobs/store/keys.py.
 
 local PRIORITY_BAND = 4398046511104 -- 2^42 sequence numbers per priority level
 local MSGPACK_NIL = string.char(192) -- what a parent that failed passes on (None)
@@ -123,40 +123,39 @@ local function record(job, ...)
     return f
 end
 
--- "ns:job:" -> "ns:", the start of every key of the namespace.
+-- "ns:job:" -> "ns:", the start of every key of the namespace (keys.py's Keys.ns).
 local function ns_of(prefix)
     return string.sub(prefix, 1, -5)
 end
 
+-- A queue's key of `kind` (queued, waiting, scheduled, wake, canceled, ...).
 local function qkey(base, queue, kind)
     return base .. '{' .. queue .. '}:' .. kind
 end
 
 -- Put a job whose record is written on its queue, behind its priority's jobs.
-local function push_queued(base, job, id, queue, priority)
-    local queued = qkey(base, queue, 'queued')
+local function push_queued(job, queued, wake_list, sequence, id, priority)
     redis.call('HSET', job, 'st', 'queued')
-    redis.call('ZADD', queued, queue_score(priority, redis.call('INCR', base .. 'seq')), id)
-    wake(qkey(base, queue, 'wake'), queued)
+    redis.call('ZADD', queued, queue_score(priority, redis.call('INCR', sequence)), id)
+    wake(wake_list, queued)
 end
 
 -- Create a queued job from inside a script (hooks, batch callbacks) unless the id exists,
 -- so a hook is enqueued exactly once however often its trigger is replayed.
-local function create_queued(base, prefix, id, spec, queue, priority, now)
-    local job = prefix .. id
+local function create_queued(job, queued, wake_list, sequence, queues, id, spec, queue,
+                             priority, now)
     if redis.call('EXISTS', job) == 1 then return false end
-    redis.call('SADD', base .. 'queues', queue)
+    redis.call('SADD', queues, queue)
     redis.call('HSET', job, 'spec', spec, 'q', queue, 'pri', priority, 'att', 0, 'te', now)
-    push_queued(base, job, id, queue, priority)
+    push_queued(job, queued, wake_list, sequence, id, priority)
     return true
 end
 
 -- Mark a job canceled (the caller took it out of its index) and tell its waiters.
-local function cancel_record(base, prefix, id, queue, reason, now, events_key, events_len)
-    local job = prefix .. id
+local function cancel_record(job, canceled, done, id, queue, reason, now, events, events_len)
     redis.call('HSET', job, 'st', 'canceled', 'why', reason, 'tf', now)
     redis.call('HDEL', job, 'due', 'deps', 'hold')
-    redis.call('ZADD', qkey(base, queue, 'canceled'), now, id)
-    notify(job, base .. 'done:' .. id)
-    emit(events_key, events_len, 'e', 'canceled', 'id', id, 'q', queue, 'reason', reason)
+    redis.call('ZADD', canceled, now, id)
+    notify(job, done)
+    emit(events, events_len, 'e', 'canceled', 'id', id, 'q', queue, 'reason', reason)
 end

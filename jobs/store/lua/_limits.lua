@@ -1,5 +1,11 @@
 -- Rate and concurrency limits: checked and taken when a job is claimed, held jobs parked
 -- and released, slots freed when a job stops running.
+--
+-- Keys built here, from the namespace base: a limit's keys (`limit:<name>:tat`, `:active`,
+-- `:held`, named by a job's 'lim' or 'hold' field or the due set), the records of held
+-- jobs and their queues' indexes, and the namespace keys of limits (limits, held,
+-- limits:due, timers). Limits run inside claim, finish_claim and complete only for jobs
+-- that carry one: sending their keys with every call would cost the hot path.
 
 -- Rate and concurrency limits. A definition lives in the hash base..'limits' under
 -- 'fn:<function>' or 'q:<queue>' as "<count> <period ms> <most running>" (0: none).

@@ -3,6 +3,7 @@
 -- sequence number, so it lands in the higher level ahead of the jobs enqueued there after
 -- it; its record keeps its own priority.
 -- Returns the number of jobs moved.
+-- Keys built here: the records of the jobs it looks at.
 
 local first_queue_key = 1  -- KEYS[1..]: per queue: queued
 local prefix = ARGV[1]     -- job record prefix

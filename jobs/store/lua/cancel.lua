@@ -3,6 +3,8 @@
 -- canceled (fail.lua reads the 'cx' field when the killed job is accounted).
 -- Returns 1 when canceled, 'active' when a running job was asked to stop, else the job's
 -- state (or false when there is no such job).
+-- Keys built here: the held set of the limit that holds the job back (the record names
+-- it), and what after_final builds.
 
 local job = KEYS[1]              -- the job's record
 local queued = KEYS[2]           -- the queued index of its queue
@@ -13,6 +15,7 @@ local done = KEYS[6]             -- the job's result done list
 local wake_list = KEYS[7]        -- the queue's wake list
 local events = KEYS[8]           -- the events stream
 local cancels = KEYS[9]          -- the set of running jobs asked to cancel
+local held = KEYS[10]            -- per queue, how many queued jobs limits hold back
 local id = ARGV[1]               -- the job's id
 local reason = ARGV[2]           -- why it is canceled
 local prefix = ARGV[3]           -- job record prefix
@@ -34,12 +37,12 @@ if not index then return st end
 -- A queued job a rate or concurrency limit holds back sits in that limit's held set.
 if hold then
     index = ns_of(prefix) .. 'limit:' .. hold .. ':held'
-    redis.call('HINCRBY', ns_of(prefix) .. 'held', queue, -1)
+    redis.call('HINCRBY', held, queue, -1)
 end
 local now = now_ms()
 redis.call('ZREM', index, id)
 if st == 'queued' then trim_wake(wake_list, queued) end
-cancel_record(ns_of(prefix), prefix, id, queue, reason, now, events, events_len)
+cancel_record(job, canceled, done, id, queue, reason, now, events, events_len)
 trim_index(canceled, prefix, 'canceled', now - tonumber(canceled_ttl_ms), tonumber(max_canceled))
 after_final(prefix, id, 'canceled', now, events, events_len)
 return 1

@@ -4,6 +4,7 @@
 --   {queue position i, id, spec, attempts (this one included), priority,
 --    encoded errors or false, enqueued ms, now ms, parent's encoded result or false,
 --    names of unreadable numeric fields (a damaged record) or false}
+-- Keys built here: what claim_job builds.
 
 local paused = KEYS[1]      -- the set of paused queue names
 local events = KEYS[2]      -- the events stream

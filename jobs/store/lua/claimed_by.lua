@@ -1,6 +1,7 @@
 -- The job a claim token took and still holds, if any: the supervisor gives back what a
 -- worker that died mid-claim took (rare: a scan of the queues' running jobs).
 -- Returns {job id, queue position i} or nil.
+-- Keys built here: the records of the running jobs it looks at.
 
 local first_queue_key = 1  -- KEYS[1..]: per queue: queued, active, wake_list
 local prefix = ARGV[1]     -- job record prefix

@@ -1,6 +1,7 @@
 -- Record a successful outcome, if the claim token still holds the job (complete_job).
 -- Returns 1 when written, 2 when already written with this token (a resend), 0 for a
 -- stale token.
+-- Keys built here: what complete_job builds.
 
 local job = KEYS[1]            -- the job's record
 local active = KEYS[2]         -- the active index of its queue

@@ -2,6 +2,10 @@
 -- Returns, per job: 1 when created, the existing job's state when the id was taken, or
 -- '=' .. id of the job already holding the uniqueness key. When a parent does not exist
 -- nothing is written and the reply is {'missing', job id, parent id}.
+--
+-- Keys built here: the jobs' records and result done lists, their parents' records and
+-- `kids:` sets, from the ids in `jobs` (one argument for n jobs: n keys would cost the
+-- server more than the enqueue); a job's uniqueness key comes built, in its options.
 
 local queued = KEYS[1]      -- the queue's queued index
 local scheduled = KEYS[2]   -- its scheduled index
@@ -13,6 +17,8 @@ local completed = KEYS[7]   -- the queue's completed index
 local dead = KEYS[8]        -- its dead index
 local canceled = KEYS[9]    -- its canceled index
 local events = KEYS[10]     -- the events stream
+local waiting = KEYS[11]    -- the queue's waiting index
+local limits = KEYS[12]     -- the limit definitions
 local queue = ARGV[1]       -- the queue's name
 local job_count = ARGV[2]   -- number of jobs n
 local events_len = ARGV[3]  -- events stream length (0: off)
@@ -66,11 +72,10 @@ for i = 1, n do
 end
 
 -- Limits are looked up only when any exist: plain queues pay one EXISTS per call.
-local limits_key = base .. 'limits'
-if limit_defs then redis.call('HSET', limits_key, unpack(limit_defs)) end
+if limit_defs then redis.call('HSET', limits, unpack(limit_defs)) end
 local queue_limit = false
-local has_limits = redis.call('EXISTS', limits_key) == 1
-if has_limits then queue_limit = redis.call('HEXISTS', limits_key, 'q:' .. queue) == 1 end
+local has_limits = redis.call('EXISTS', limits) == 1
+if has_limits then queue_limit = redis.call('HEXISTS', limits, 'q:' .. queue) == 1 end
 
 local now = now_ms()
 local seq = redis.call('INCRBY', sequence, n) - n
@@ -114,7 +119,7 @@ for i = 1, n do
         if ex.pr then field('pr', ex.pr) end
         if has_limits then
             local lim = {}
-            if redis.call('HEXISTS', limits_key, 'fn:' .. fn) == 1 then lim[1] = 'fn:' .. fn end
+            if redis.call('HEXISTS', limits, 'fn:' .. fn) == 1 then lim[1] = 'fn:' .. fn end
             if queue_limit then lim[#lim + 1] = 'q:' .. queue end
             if #lim > 0 then field('lim', table.concat(lim, '|')) end
         end
@@ -140,7 +145,8 @@ for i = 1, n do
         if at >= 0 then due = at elseif delay > 0 then due = now + delay end
         if failed then
             redis.call('HSET', job, unpack(fields))
-            cancel_record(base, prefix, id, queue, failed, now, events, events_len)
+            cancel_record(job, canceled, base .. 'done:' .. id, id, queue, failed, now, events,
+                events_len)
             if ex.b then after_final(prefix, id, 'canceled', now, events, events_len) end
         elseif pending > 0 then
             field('st', 'waiting')
@@ -148,7 +154,7 @@ for i = 1, n do
             if at >= 0 then field('at', at) end
             if delay > 0 then field('dly', delay) end
             redis.call('HSET', job, unpack(fields))
-            redis.call('ZADD', qkey(base, queue, 'waiting'), now, id)
+            redis.call('ZADD', waiting, now, id)
             if n == 1 then emit(events, events_len, 'e', 'waiting', 'id', id, 'q', queue) end
         elseif due > now then
             field('st', 'scheduled')

@@ -1,6 +1,7 @@
 -- List claimed jobs whose lease has expired (fail.lua re-checks each); entries
 -- whose record is gone are dropped so they cannot block the listing.
 -- Returns a flat list: queue position, id, token, attempts, spec, errors (false if none).
+-- Keys built here: the records of the jobs whose lease has expired.
 
 local first_queue_key = 1  -- KEYS[1..]: per queue: active
 local prefix = ARGV[1]     -- job record prefix

@@ -2,16 +2,24 @@
 -- A job someone asked to cancel while it ran ends 'canceled' instead; a final outcome
 -- releases or cancels the job's dependents and counts in its batch (after_final).
 -- Returns 'scheduled', 'dead' or 'canceled' when written, 0 for a stale token or a live lease.
+-- Keys built here: records of dead jobs a trim drops, and what after_final and
+-- limit_free build.
 
 local job = KEYS[1]              -- the job's record
 local active = KEYS[2]           -- the active index of its queue
 local scheduled = KEYS[3]        -- its scheduled index
 local dead = KEYS[4]             -- its dead index
-local done = KEYS[5]             -- its result done list
-local timers = KEYS[6]           -- the promoter's timers list
-local events = KEYS[7]           -- the events stream
-local stats = KEYS[8]            -- this minute's statistics hash
-local totals = KEYS[9]           -- the totals hash
+local canceled = KEYS[5]         -- its canceled index
+local done = KEYS[6]             -- the job's result done list
+local timers = KEYS[7]           -- the promoter's timers list
+local events = KEYS[8]           -- the events stream
+local stats = KEYS[9]            -- this minute's statistics hash
+local totals = KEYS[10]          -- the totals hash
+local sequence = KEYS[11]        -- the sequence counter
+local queues = KEYS[12]          -- the set of queue names
+-- The job's on_dead hook, if it has one, enqueued in the same step as the death (so it
+-- runs exactly once): a group of none or one, in KEYS and in ARGV.
+local first_hook_key = 13  -- KEYS[13..]: per hook: hook_job, hook_queued, hook_wake_list
 local id = ARGV[1]               -- the job's id
 local token = ARGV[2]            -- its claim token
 local errors = ARGV[3]           -- encoded list of every attempt's error
@@ -26,8 +34,6 @@ local fn = ARGV[11]              -- its function's name
 local duration_ms = ARGV[12]     -- how long the attempt ran
 local duration_bucket = ARGV[13] -- its duration bucket ('' when unknown)
 local summary = ARGV[14]         -- error summary
--- The job's on_dead hook, if it has one, enqueued in the same step as the death (so it
--- runs exactly once): a group of none or one.
 local first_hook_arg = 15  -- ARGV[15..]: per hook: hook_id, hook_spec, hook_priority, hook_queue
 
 local st, tok, kids, batch, cx, lim = unpack(record(job, 'st', 'tok', 'k', 'b', 'cx',
@@ -48,7 +54,7 @@ if lim then limit_free(ns_of(prefix), prefix, lim, id) end
 -- Someone asked to cancel this running job: whatever ended the attempt, it ends canceled.
 if cx then
     redis.call('HSET', job, 'errs', errors)
-    cancel_record(ns_of(prefix), prefix, id, queue, cx, now, events, events_len)
+    cancel_record(job, canceled, done, id, queue, cx, now, events, events_len)
     count(stats, totals, queue, fn, 'canceled', duration_ms, duration_bucket)
     after_final(prefix, id, 'canceled', now, events, events_len)
     return 'canceled'
@@ -70,9 +76,11 @@ trim_index(dead, prefix, 'dead', now - tonumber(dead_ttl_ms), tonumber(max_dead)
 notify(job, done)
 count(stats, totals, queue, fn, 'dead', duration_ms, duration_bucket)
 emit(events, events_len, 'e', 'dead', 'id', id, 'q', queue, 'error', summary)
+local hook_job, hook_queued, hook_wake_list = unpack(KEYS, first_hook_key)
 local hook_id, hook_spec, hook_priority, hook_queue = unpack(ARGV, first_hook_arg)
 if hook_id then
-    create_queued(ns_of(prefix), prefix, hook_id, hook_spec, hook_queue, hook_priority, now)
+    create_queued(hook_job, hook_queued, hook_wake_list, sequence, queues, hook_id, hook_spec,
+        hook_queue, hook_priority, now)
 end
 if kids or batch then after_final(prefix, id, 'dead', now, events, events_len) end
 return 'dead'

@@ -3,6 +3,7 @@
 -- and a resent claim finds what the first one took. What changes per call comes first,
 -- what a worker sends every time after it (the client packs that part once).
 -- Returns {completed: 1 or 0, the claimed job as claim.lua returns it, or false}.
+-- Keys built here: what complete_job and claim_job build.
 
 local job = KEYS[1]            -- the finished job's record
 local done = KEYS[2]           -- its result done list

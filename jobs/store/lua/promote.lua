@@ -1,6 +1,7 @@
 -- Move due scheduled jobs to their queues, give limit-held jobs their turn, and say
 -- when the next of either is due (one call per promoter pass).
 -- Returns {jobs moved, ms until the next due job or limit (0: more are due now, -1: none)}.
+-- Keys built here: the records of the due jobs, and what release_due_limits builds.
 
 local sequence = KEYS[1]    -- the sequence counter
 local limits_due = KEYS[2]  -- the limits' due times

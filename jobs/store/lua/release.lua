@@ -1,11 +1,14 @@
 -- Give a claimed job back to the front of its priority without spending an attempt.
 -- Returns 1 when released (or canceled, when a cancel was asked), 0 for a stale token.
+-- Keys built here: what after_final and limit_free build.
 
 local job = KEYS[1]         -- the job's record
 local active = KEYS[2]      -- the active index of its queue
 local queued = KEYS[3]      -- its queued index
 local wake_list = KEYS[4]   -- its wake list
 local events = KEYS[5]      -- the events stream
+local canceled = KEYS[6]    -- the queue's canceled index
+local done = KEYS[7]        -- the job's result done list
 local id = ARGV[1]          -- the job's id
 local token = ARGV[2]       -- its claim token
 local events_len = ARGV[3]  -- events stream length (0: off)
@@ -19,7 +22,7 @@ if lim then limit_free(ns_of(prefix), prefix, lim, id) end
 -- A job someone asked to cancel is not put back: it ends canceled.
 if cx then
     local now = now_ms()
-    cancel_record(ns_of(prefix), prefix, id, queue, cx, now, events, events_len)
+    cancel_record(job, canceled, done, id, queue, cx, now, events, events_len)
     after_final(prefix, id, 'canceled', now, events, events_len)
     return 1
 end

@@ -4,6 +4,7 @@
 -- canceled.
 -- Returns 1 when requeued, -1 when the job is on another queue, else the job's state
 -- (or false when there is no such job).
+-- Keys built here: the job's batch hash (the record names the batch).
 
 local job = KEYS[1]         -- the job's record
 local dead = KEYS[2]        -- the dead index of its queue

@@ -1,5 +1,6 @@
 -- Sweep a queue's finished-jobs indexes (run by supervisors every few seconds).
 -- Returns 1.
+-- Keys built here: the records of the jobs a sweep drops.
 
 local completed = KEYS[1]      -- the queue's completed index
 local dead = KEYS[2]           -- its dead index
