@@ -266,8 +266,8 @@ def test_each_script_lists_the_parts_it_uses_and_only_those():
     fails otherwise), and a part it lists is one it uses."""
     from importlib import resources
 
-    from jobs.store.layouts import SCRIPTS
-    from jobs.store.scripts import PARTS, _definitions, source
+    from jobs.store.layouts import PARTS, SCRIPTS
+    from jobs.store.scripts import _definitions, source
 
     lua = resources.files("jobs.store") / "lua"
     for name, layout in SCRIPTS.items():

@@ -1,4 +1,4 @@
-"""Every Lua script: its name, the parts it uses, and its KEYS and ARGV by name.
+"""Every Lua script (its parts, its KEYS and ARGV by name) and every shared part.
 
 Each script's header binds the same names, in the same order, to locals
 (``local job = KEYS[1]``); ``tests/test_script_layouts.py`` reads the headers and fails
@@ -118,7 +118,18 @@ class Layout:
         return f"<Layout {self.name}>"
 
 
-# -- the registry: every script, in jobs/store/lua/<name>.lua -------------------------------
+# -- the registry ---------------------------------------------------------------------------
+
+# The operations several scripts share, each in jobs/store/lua/_<name>.lua, with the parts
+# each one uses; a part comes after the parts it uses.
+PARTS: dict[str, tuple[str, ...]] = {
+    "after_final": (),
+    "limits": (),
+    "complete_job": ("after_final", "limits"),
+    "claim_job": ("limits",),
+}
+
+# Every script, in jobs/store/lua/<name>.lua.
 
 ENQUEUE = Layout(
     "enqueue", parts=("after_final",),

@@ -15,16 +15,7 @@ from importlib import resources
 import redis
 from redis.commands.core import Script
 
-from jobs.store.layouts import SCRIPTS
-
-# Operations several scripts share, each in ``lua/_<name>.lua``, with the parts each one
-# uses; a part comes after the parts it uses.
-PARTS: dict[str, tuple[str, ...]] = {
-    "after_final": (),
-    "limits": (),
-    "complete_job": ("after_final", "limits"),
-    "claim_job": ("limits",),
-}
+from jobs.store.layouts import PARTS, SCRIPTS
 
 _DEFINITION = re.compile(r"^local (?:function )?([A-Za-z_]\w*)", re.MULTILINE)
 _WORD = re.compile(r"[A-Za-z_]\w*")
