@@ -1,8 +1,9 @@
 """``batch([...])``: jobs that run independently, with callbacks when the last one ends.
 
 The member whose final outcome completes the batch enqueues the callbacks inside the
-same Lua step that records that outcome (``batch_member_final`` in ``_lib.lua``), so they
-are enqueued exactly once even when members finish at the same instant on many hosts.
+same Lua step that records that outcome (``batch_member_final``, in ``_after_final.lua``),
+so they are enqueued exactly once even when members finish at the same instant on many
+hosts.
 """
 
 from __future__ import annotations

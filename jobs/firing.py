@@ -34,7 +34,6 @@ import random
 import secrets
 import socket
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import msgspec
 
@@ -52,7 +51,7 @@ from jobs.schedules import (
 )
 from jobs.store.broker import Broker
 from jobs.store.connection import translated
-from jobs.store.scripts import source
+from jobs.store.layouts import CRON_CLAIM, CRON_SENT
 
 Clock = Callable[[], float]
 
@@ -150,8 +149,6 @@ class Firer:
         self.lease = lease
         self.rng = rng or random.Random()
         self.keys = ScheduleKeys(broker)
-        self._claim = broker.client.register_script(source("cron_claim"))
-        self._sent = broker.client.register_script(source("cron_sent"))
         self._api_version: bytes | None = None
         self._api: list[Schedule] = []
         self._decided: dict[str, int] = {}  # latest tick this firer fired or skipped
@@ -234,11 +231,11 @@ class Firer:
     def claim(self, s: Schedule, tick: int) -> bool:
         """Step 2: True when this firer won ``tick`` (or took over its stalled claim)."""
         job_id = tick_job_id(s.name, tick)
-        keys = [self.keys.state(s.name), self.broker.keys.job(job_id)]
-        args: list[Any] = [tick, job_id, int(self.lease * 1000), int(STATE_TTL * 1000),
-                           self.ident]
+        keys = CRON_CLAIM.keys(state=self.keys.state(s.name), job=self.broker.keys.job(job_id))
+        args = CRON_CLAIM.args(tick=tick, job_id=job_id, lease_ms=int(self.lease * 1000),
+                               keep_ms=int(STATE_TTL * 1000), firer=self.ident)
         with translated(self.broker.url):
-            return bool(self.broker.runner.run(self._claim, keys, args))
+            return bool(self.broker.runner.run(self.broker.scripts.cron_claim, keys, args))
 
     def send(self, s: Schedule, tick: int) -> str:
         """Step 3: enqueue the tick's job and mark the claim sent; return the job id.
@@ -260,7 +257,9 @@ class Firer:
 
     def _mark_sent(self, s: Schedule, tick: int, job_id: str) -> None:
         with translated(self.broker.url):
-            self.broker.runner.run(self._sent, [self.keys.state(s.name)], [tick, job_id])
+            self.broker.runner.run(self.broker.scripts.cron_sent,
+                                   CRON_SENT.keys(state=self.keys.state(s.name)),
+                                   CRON_SENT.args(tick=tick, job_id=job_id))
 
     def _fire(self, s: Schedule, tick: int, now: float, done: Pass) -> None:
         if self.claim(s, tick):  # else another supervisor fired it

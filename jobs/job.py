@@ -137,7 +137,7 @@ class Job:
             remaining = _FOREVER_CHUNK if deadline is None else deadline - now
             if remaining > 0 and now >= registered_until:
                 # One waiter registration per result() call (renewed only for endless waits).
-                state = self.broker.watch(self.id, ttl=remaining + 60)
+                state = self.broker.watch(self.id)
                 registered_until = now + remaining
             else:
                 state = self.broker.state_of(self.id)

@@ -1,9 +1,10 @@
 """Rate limits and cluster-wide concurrency limits, per function or per queue.
 
-A limit is checked atomically when a worker claims a job (``claim_job`` in ``_lib.lua``).
-A job the limit holds back stays ``queued`` but leaves the queue's index for the limit's
-held set, so the jobs behind it run; it goes back in its old place when a running job of
-the limit finishes or the bucket has tokens again (the promoter, ``limits.lua``).
+A limit is checked atomically when a worker claims a job (``claim_job``, in
+``jobs/store/lua/_claim_job.lua``). A job the limit holds back stays ``queued`` but leaves
+the queue's index for the limit's held set, so the jobs behind it run; it goes back in its
+old place when a running job of the limit finishes or the bucket has tokens again (the
+promoter: ``release_due_limits``, in ``_limits.lua``).
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ job state, cancel its jobs) and the read-only **dashboard** (``stats``, ``show``
 How the lists were made: every command the Python code sends (grep of ``jobs/`` and
 ``supervisor/``, then MONITOR on a private server while each role ran), plus every
 command a Lua script of that role may call (``jobs/store/lua/``; each script carries the
-shared helpers of ``_lib.lua``, so all of those count). The Lua part is not trimmed
+shared helpers and operations it includes, ``_lib.lua`` and ``_*.lua``, so all of those
+count). The Lua part is not trimmed
 further on purpose: a script refused a command halfway stops there, and Redis does not
 undo the writes it already made (a job record left outside every state index).
 

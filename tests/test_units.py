@@ -259,3 +259,22 @@ def test_job_ids_are_80_random_bits_in_lower_case_base32(monkeypatch):
     for raw in (bytes(range(10)), b"\xff" * 10, b"\x00" * 10, b"\x80" + b"\x01" * 9):
         monkeypatch.setattr(options.secrets, "token_bytes", lambda n, raw=raw: raw)
         assert options.new_job_id() == base64.b32encode(raw).decode().lower()
+
+
+def test_each_script_lists_the_parts_it_uses_and_only_those():
+    """A script reaches a shared operation only through a part it lists (composing it
+    fails otherwise), and a part it lists is one it uses."""
+    from importlib import resources
+
+    from jobs.store.layouts import PARTS, SCRIPTS
+    from jobs.store.scripts import _definitions, source
+
+    lua = resources.files("jobs.store") / "lua"
+    for name, layout in SCRIPTS.items():
+        text = source(name)
+        for part in layout.parts:
+            defined = _definitions((lua / f"_{part}.lua").read_text())
+            assert any(f"local function {d}(" in text for d in defined), (name, part)
+    assert set(PARTS) == {p.name[1:-4] for p in lua.iterdir()
+                          if p.name.startswith("_") and p.name != "_lib.lua"}
+    assert set(SCRIPTS) == {p.name[:-4] for p in lua.iterdir() if not p.name.startswith("_")}

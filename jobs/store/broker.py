@@ -17,6 +17,15 @@ from jobs.settings import JobDefaults, RedisSettings
 from jobs.store.connection import make_client, redact, resolve_url, translated
 from jobs.store.job_ops import JobOperations
 from jobs.store.keys import Keys
+from jobs.store.layouts import (
+    CLAIM,
+    CLAIMED_BY,
+    ENQUEUE,
+    FAIL,
+    FINISH_CLAIM,
+    RELEASE,
+    RENEW,
+)
 from jobs.store.maintenance import Maintenance
 from jobs.store.runner import ScriptRunner
 from jobs.store.scripts import Scripts
@@ -53,7 +62,11 @@ class Broker(JobOperations, Maintenance):
         self.scripts = Scripts(self.client)
         self.runner = ScriptRunner(self.client)
         self._enqueue_keys: dict[str, list[str]] = {}  # by queue name
-        # The hot call's keys and arguments that are the same on every call of a worker.
+        # What the claim calls send the same on every call of a worker, built once by name:
+        # claim's keys and arguments by (queues, lease), and the keys and arguments after
+        # the per-call ones of the hot call (finish_claim) by (queue, queues, lease).
+        self._claim_fixed: dict[tuple[tuple[str, ...], float],
+                                tuple[list[str], str, int, int]] = {}
         self._hot_fixed: dict[tuple[str, tuple[str, ...], float],
                               tuple[tuple[str, ...], tuple[Any, ...]]] = {}
 
@@ -75,7 +88,8 @@ class Broker(JobOperations, Maintenance):
         with translated(self.url):
             # Safe to resend: ids are fixed before the call, and a resend (flagged) finds
             # the jobs its first send may have written.
-            reply = self.runner.run(self.scripts.enqueue, keys, args, resend_flag=5)
+            reply = self.runner.run(self.scripts.enqueue, keys, args,
+                                    resend_flag=ENQUEUE.resend_flag)
         return _enqueued_ids(jobs, reply)
 
     def enqueue_batches(self, batches: Sequence[tuple[str, Sequence[Prepared]]]) -> list[str]:
@@ -101,10 +115,13 @@ class Broker(JobOperations, Maintenance):
         keys = self._enqueue_keys.get(queue)
         if keys is None:
             k = self.keys
-            keys = self._enqueue_keys[queue] = [
-                k.queued(queue), k.scheduled(queue), k.wake(queue), k.seq(), k.queues(),
-                k.timers(), k.completed(queue), k.dead(queue), k.canceled(queue), k.events()]
+            keys = self._enqueue_keys[queue] = ENQUEUE.keys(
+                queued=k.queued(queue), scheduled=k.scheduled(queue), wake_list=k.wake(queue),
+                sequence=k.seq(), queues=k.queues(), timers=k.timers(),
+                completed=k.completed(queue), dead=k.dead(queue), canceled=k.canceled(queue),
+                events=k.events(), waiting=k.state_index(queue, "waiting"), limits=k.limits())
         packed = b"".join(pack_job(p, self._extra(p.extra)) for p in jobs)
+        # In ENQUEUE's order (a hot call: see jobs.store.layouts).
         return keys, [queue, len(jobs), self.events_len, self.prefix, packed, resent]
 
     def _extra(self, extra: dict[str, Any]) -> bytes:
@@ -117,9 +134,11 @@ class Broker(JobOperations, Maintenance):
     # -- claim and outcomes ----------------------------------------------------------------
 
     def _queue_keys(self, queues: Sequence[str]) -> list[str]:
+        """The keys of the queues a claim looks at, as the claim scripts take them."""
         keys: list[str] = []
         for q in queues:
-            keys += [self.keys.queued(q), self.keys.active(q), self.keys.wake(q)]
+            keys += CLAIM.key_item(queued=self.keys.queued(q), active=self.keys.active(q),
+                                   wake_list=self.keys.wake(q))
         return keys
 
     def claim(self, queues: Sequence[str], token: str, lease: float,
@@ -133,7 +152,8 @@ class Broker(JobOperations, Maintenance):
         with translated(self.url):
             # Safe to resend after a lost reply: told it is a resend, the script looks for
             # a job this token holds before it claims.
-            reply = self.runner.run(self.scripts.claim, keys, args, resend_flag=4)
+            reply = self.runner.run(self.scripts.claim, keys, args,
+                                    resend_flag=CLAIM.resend_flag)
         return self._claimed(reply, queues, token)
 
     def wait_and_claim(self, wake: Sequence[str], timeout: float, queues: Sequence[str],
@@ -145,15 +165,21 @@ class Broker(JobOperations, Maintenance):
         with translated(self.url):
             reply = self.runner.wait_then_run(
                 ("BLPOP", *(self.keys.wake(q) for q in wake), wait), self.scripts.claim,
-                keys, args, resend_flag=4)
+                keys, args, resend_flag=CLAIM.resend_flag)
         return self._claimed(reply, queues, token)
 
     def _claim_call(self, queues: Sequence[str], token: str, lease: float,
                     resent: bool) -> tuple[list[str], list[Any]]:
-        keys = [self.keys.paused(), self.keys.events(), *self._queue_keys(queues)]
-        args = [self.prefix, token, int(lease * 1000), self.events_len, "1" if resent else "0",
-                *queues]
-        return keys, args
+        fixed = self._claim_fixed.get((tuple(queues), lease))
+        if fixed is None:
+            fixed = (CLAIM.keys(self._queue_keys(queues), paused=self.keys.paused(),
+                                events=self.keys.events()),
+                     self.prefix, int(lease * 1000), self.events_len)
+            if len(self._claim_fixed) < 64:  # weighted queues change order: keep it bounded
+                self._claim_fixed[(tuple(queues), lease)] = fixed
+        keys, prefix, lease_ms, events_len = fixed
+        # In CLAIM's order (a hot call: see jobs.store.layouts).
+        return keys, [prefix, token, lease_ms, events_len, "1" if resent else "0", *queues]
 
     def finish_and_claim(self, job: Claimed, result: bytes, result_ttl: float, duration: float,
                          queues: Sequence[str], token: str, lease: float,
@@ -169,15 +195,21 @@ class Broker(JobOperations, Maintenance):
         k = self.keys
         fixed = self._hot_fixed.get((job.queue, tuple(queues), lease))
         if fixed is None:
-            fixed = ((k.active(job.queue), k.completed(job.queue), k.events(), k.paused(),
-                      *self._queue_keys(queues)),
-                     (job.queue, self.prefix, self.events_len, int(lease * 1000), *queues))
+            fixed = (tuple(FINISH_CLAIM.keys_after(
+                         "done", self._queue_keys(queues), active=k.active(job.queue),
+                         completed=k.completed(job.queue), events=k.events(),
+                         paused=k.paused())),
+                     tuple(FINISH_CLAIM.args_after(
+                         "resent", queues, queue=job.queue, prefix=self.prefix,
+                         events_len=self.events_len, lease_ms=int(lease * 1000))))
             if len(self._hot_fixed) < 64:  # weighted queues change order: keep it bounded
                 self._hot_fixed[(job.queue, tuple(queues), lease)] = fixed
-        fixed_keys, fixed_args = fixed
-        keys = (k.job(job.id), k.done(job.id), *fixed_keys)
+        keys_after, args_after = fixed
+        # What changes per call, in FINISH_CLAIM's order up to "done" and "resent" (a hot
+        # call: see jobs.store.layouts).
+        keys = (k.job(job.id), k.done(job.id), *keys_after)
         args = (job.id, job.token, result, max(1, int(result_ttl * 1000)), int(duration * 1000),
-                token, "0", *fixed_args)
+                token, "0", *args_after)
         before = self.count_commands(counts) if counts else []
 
         def answered(errors: list[Exception | None]) -> None:
@@ -187,7 +219,8 @@ class Broker(JobOperations, Maintenance):
 
         with translated(self.url):
             done, reply = self.runner.run_after(before, self.scripts.finish_claim, keys, args,
-                                                resend_flag=6, answered=answered)
+                                                resend_flag=FINISH_CLAIM.resend_flag,
+                                                answered=answered)
         return bool(done), self._claimed(reply or None, queues, token)
 
     def _claimed(self, reply: Any, queues: Sequence[str], token: str) -> Claimed | None:
@@ -198,6 +231,7 @@ class Broker(JobOperations, Maintenance):
         """"now" when written by this call, "before" when an earlier call with this token
         wrote it (a resend), None when the token no longer holds the job."""
         k = self.keys
+        # In COMPLETE's order (a hot call: see jobs.store.layouts).
         keys = [k.job(job.id), k.active(job.queue), k.completed(job.queue), k.done(job.id),
                 k.events()]
         args = [job.id, job.token, result, max(1, int(result_ttl * 1000)), self.prefix,
@@ -224,9 +258,10 @@ class Broker(JobOperations, Maintenance):
         last = errors[-1] if errors else None
         summary = f"{last.type}: {last.message}"[:500] if last else ""
         duration = last.duration if last else 0.0
+        # In FAIL's order (a hot call: see jobs.store.layouts); the hook, rare, by name.
         keys = [k.job(job_id), k.active(queue), k.scheduled(queue), k.dead(queue),
-                k.waiters(job_id), k.done(job_id), k.timers(), k.events(), k.stats(minute()),
-                k.totals()]
+                k.canceled(queue), k.done(job_id), k.timers(), k.events(), k.stats(minute()),
+                k.totals(), k.seq(), k.queues()]
         args: list[Any] = [
             job_id, token, encoder.encode(list(errors)),
             -1 if retry_in is None else int(retry_in * 1000), "1" if only_if_expired else "0",
@@ -235,7 +270,10 @@ class Broker(JobOperations, Maintenance):
             bucket(duration) if last and last.duration else "", summary,
         ]
         if on_dead is not None and retry_in is None:
-            args += [on_dead.id, on_dead.spec, on_dead.priority, on_dead.queue]
+            keys += FAIL.key_item(hook_job=k.job(on_dead.id), hook_queued=k.queued(on_dead.queue),
+                                  hook_wake_list=k.wake(on_dead.queue))
+            args += FAIL.arg_item(hook_id=on_dead.id, hook_spec=on_dead.spec,
+                                  hook_priority=on_dead.priority, hook_queue=on_dead.queue)
         with translated(self.url):
             reply = self.runner.run(self.scripts.fail, keys, args)
         return reply.decode() if isinstance(reply, bytes) else None
@@ -244,8 +282,9 @@ class Broker(JobOperations, Maintenance):
         """(job id, queue) of the job claim ``token`` took and still holds, if any, looked
         for among the running jobs of ``queues`` (rare: a worker died mid-claim)."""
         with translated(self.url):
-            reply = self.scripts.claimed_by(keys=self._queue_keys(queues),
-                                            args=[self.prefix, token])
+            reply = self.scripts.claimed_by(
+                keys=CLAIMED_BY.keys(self._queue_keys(queues)),
+                args=CLAIMED_BY.args(prefix=self.prefix, token=token))
         return None if reply is None else (reply[0].decode(), queues[int(reply[1]) - 1])
 
     def release(self, job: Claimed) -> bool:
@@ -254,22 +293,26 @@ class Broker(JobOperations, Maintenance):
     def release_held(self, job_id: str, queue: str, token: str) -> bool:
         """Give a held job back without spending an attempt (graceful stop, kill on stop)."""
         k = self.keys
-        keys = [k.job(job_id), k.active(queue), k.queued(queue), k.wake(queue), k.events()]
+        keys = RELEASE.keys(job=k.job(job_id), active=k.active(queue), queued=k.queued(queue),
+                            wake_list=k.wake(queue), events=k.events(),
+                            canceled=k.canceled(queue), done=k.done(job_id))
+        args = RELEASE.args(id=job_id, token=token, events_len=self.events_len, queue=queue,
+                            prefix=self.prefix)
         with translated(self.url):
-            return bool(self.scripts.release(
-                keys=keys, args=[job_id, token, self.events_len, queue, self.prefix]))
+            return bool(self.scripts.release(keys=keys, args=args))
 
     def renew(self, held: Sequence[tuple[str, str, str]], lease: float) -> list[int]:
         """Extend leases of ``(job_id, queue, token)``; return the indexes no longer held."""
         if not held:
             return []
         keys: list[str] = []
-        args: list[Any] = [int(lease * 1000)]
+        each: list[Any] = []
         for job_id, queue, token in held:
-            keys += [self.keys.job(job_id), self.keys.active(queue)]
-            args += [job_id, token]
+            keys += RENEW.key_item(job=self.keys.job(job_id), active=self.keys.active(queue))
+            each += RENEW.arg_item(id=job_id, token=token)
         with translated(self.url):
-            lost = self.scripts.renew(keys=keys, args=args)
+            lost = self.scripts.renew(keys=RENEW.keys(keys),
+                                      args=RENEW.args(each, lease_ms=int(lease * 1000)))
         return [int(i) - 1 for i in lost]
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from jobs.records import Claimed, JobRecord, record_from_hash
 from jobs.store.broker_state import BrokerState
 from jobs.store.connection import translated
+from jobs.store.layouts import CANCEL, EVENT, PROGRESS, PURGE, REQUEUE, RESUME, WATCH
 
 
 class JobOperations(BrokerState):
@@ -63,19 +64,21 @@ class JobOperations(BrokerState):
 
     def progress(self, job: Claimed, encoded: bytes, done: float, total: float | None,
                  message: str) -> bool:
-        keys = [self.keys.job(job.id), self.keys.events()]
-        args: list[Any] = [job.token, encoded, self.events_len, job.id, job.queue, done,
-                           "" if total is None else total, message]
+        keys = PROGRESS.keys(job=self.keys.job(job.id), events=self.keys.events())
+        args = PROGRESS.args(token=job.token, progress=encoded, events_len=self.events_len,
+                             id=job.id, queue=job.queue, done=done,
+                             total="" if total is None else total, message=message)
         with translated(self.url):
             return bool(self.scripts.progress(keys=keys, args=args))
 
     def event(self, **fields: str | int | float) -> None:
         """Append one event (used for worker lifecycle events)."""
-        args: list[Any] = [self.events_len]
+        each: list[Any] = []
         for key, value in fields.items():
-            args += [key, value]
+            each += EVENT.arg_item(field=key, value=value)
         with translated(self.url):
-            self.scripts.event(keys=[self.keys.events()], args=args)
+            self.scripts.event(keys=EVENT.keys(events=self.keys.events()),
+                               args=EVENT.args(each, events_len=self.events_len))
 
     def append_log(self, job_id: str, line: str, keep: int) -> None:
         key = self.keys.log(job_id)
@@ -103,21 +106,26 @@ class JobOperations(BrokerState):
 
     def cancel(self, job_id: str, queue: str, reason: str) -> int | str | None:
         k = self.keys
-        keys = [k.job(job_id), k.queued(queue), k.scheduled(queue), k.state_index(queue, "waiting"),
-                k.canceled(queue), k.waiters(job_id), k.done(job_id), k.wake(queue), k.events(),
-                k.cancels()]
-        args: list[Any] = [job_id, reason, self.prefix, int(self.defaults.dead_ttl * 1000),
-                           self.defaults.max_dead, self.events_len, queue]
+        keys = CANCEL.keys(job=k.job(job_id), queued=k.queued(queue), scheduled=k.scheduled(queue),
+                           waiting=k.state_index(queue, "waiting"), canceled=k.canceled(queue),
+                           done=k.done(job_id), wake_list=k.wake(queue), events=k.events(),
+                           cancels=k.cancels(), held=k.held())
+        args = CANCEL.args(id=job_id, reason=reason, prefix=self.prefix,
+                           canceled_ttl_ms=int(self.defaults.dead_ttl * 1000),
+                           max_canceled=self.defaults.max_dead, events_len=self.events_len,
+                           queue=queue)
         with translated(self.url):
             return _state_reply(self.scripts.cancel(keys=keys, args=args))
 
     def requeue(self, job_id: str, queue: str) -> int | str | None:
         """1 when requeued, -1 when the job is on another queue, else its state or None."""
         k = self.keys
-        keys = [k.job(job_id), k.dead(queue), k.queued(queue), k.wake(queue), k.seq(), k.events()]
+        keys = REQUEUE.keys(job=k.job(job_id), dead=k.dead(queue), queued=k.queued(queue),
+                            wake_list=k.wake(queue), sequence=k.seq(), events=k.events())
+        args = REQUEUE.args(id=job_id, queue=queue, events_len=self.events_len,
+                            prefix=self.prefix)
         with translated(self.url):
-            return _state_reply(self.scripts.requeue(
-                keys=keys, args=[job_id, queue, self.events_len, self.prefix]))
+            return _state_reply(self.scripts.requeue(keys=keys, args=args))
 
     def cancel_requests(self, job_ids: Sequence[str]) -> dict[str, str]:
         """Which of these running jobs someone asked to cancel, with the reason given."""
@@ -137,19 +145,22 @@ class JobOperations(BrokerState):
 
     def purge(self, job_id: str, queue: str) -> int | str | None:
         """1 when deleted, -1 when the job is on another queue, else its state or None."""
-        keys = [self.keys.job(job_id), self.keys.dead(queue)]
+        keys = PURGE.keys(job=self.keys.job(job_id), dead=self.keys.dead(queue))
         with translated(self.url):
-            return _state_reply(self.scripts.purge(keys=keys, args=[job_id, queue]))
+            return _state_reply(self.scripts.purge(keys=keys,
+                                                   args=PURGE.args(id=job_id, queue=queue)))
 
     def resume(self, queue: str) -> bool:
-        keys = [self.keys.paused(), self.keys.queued(queue), self.keys.wake(queue)]
+        keys = RESUME.keys(paused=self.keys.paused(), queued=self.keys.queued(queue),
+                           wake_list=self.keys.wake(queue))
         with translated(self.url):
-            return bool(self.scripts.resume(keys=keys, args=[queue]))
+            return bool(self.scripts.resume(keys=keys, args=RESUME.args(queue=queue)))
 
-    def watch(self, job_id: str, ttl: float) -> str | None:
-        keys = [self.keys.job(job_id), self.keys.waiters(job_id)]
+    def watch(self, job_id: str) -> str | None:
+        """Count one more result waiter unless the job is final; its state, or None."""
         with translated(self.url):
-            st = self.scripts.watch(keys=keys, args=[int(ttl * 1000)])
+            st = self.scripts.watch(keys=WATCH.keys(job=self.keys.job(job_id)),
+                                    args=WATCH.args())
         return st.decode() if st else None
 
     def wait_done(self, job_id: str, timeout: float) -> None:

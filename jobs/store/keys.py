@@ -65,14 +65,11 @@ class Keys:
     def queues(self) -> str:
         return f"{self.ns}:queues"
 
-    def waiters(self, job_id: str) -> str:
-        return f"{self.ns}:waiters:{job_id}"
-
     def done(self, job_id: str) -> str:
         return f"{self.ns}:done:{job_id}"
 
     def kids(self, job_id: str) -> str:
-        """The ids of jobs waiting on ``job_id`` (built in Lua too: _lib.lua after_final)."""
+        """The ids of jobs waiting on ``job_id`` (built in Lua too: after_final)."""
         return f"{self.ns}:kids:{job_id}"
 
     def batch(self, batch_id: str) -> str:

@@ -8,6 +8,7 @@ from typing import Any
 from jobs.records import ExpiredLease, errors_or_none, spec_or_none
 from jobs.store.broker_state import BrokerState
 from jobs.store.connection import translated
+from jobs.store.layouts import AGE, EXPIRED, PROMOTE, RELEASE_LIMITS, TRIM
 
 
 class Maintenance(BrokerState):
@@ -17,10 +18,12 @@ class Maintenance(BrokerState):
         """Sweep a queue's finished indexes of expired entries (maintenance)."""
         k = self.keys
         d = self.defaults
+        keys = TRIM.keys(completed=k.completed(queue), dead=k.dead(queue),
+                         canceled=k.canceled(queue))
+        args = TRIM.args(prefix=self.prefix, dead_ttl_ms=int(d.dead_ttl * 1000),
+                         max_completed=d.max_completed, max_dead=d.max_dead)
         with translated(self.url):
-            self.scripts.trim(keys=[k.completed(queue), k.dead(queue), k.canceled(queue)],
-                              args=[self.prefix, int(d.dead_ttl * 1000), d.max_completed,
-                                    d.max_dead])
+            self.scripts.trim(keys=keys, args=args)
 
     def add_counts(self, counts: dict[int, dict[str, int]]) -> None:
         """Add outcome counters (by minute) to the statistics hashes and to the totals."""
@@ -48,28 +51,34 @@ class Maintenance(BrokerState):
     def promote(self, queues: Sequence[str], limit: int = 1000) -> tuple[int, float | None]:
         """Queue due scheduled jobs and limit-held jobs whose turn came; return (moved,
         seconds until the next is due or None)."""
-        keys: list[str] = []
+        each: list[str] = []
         for q in queues:
-            keys += [self.keys.scheduled(q), self.keys.queued(q), self.keys.wake(q)]
-        keys += [self.keys.seq(), self.keys.limits_due()]
+            each += PROMOTE.key_item(scheduled=self.keys.scheduled(q), queued=self.keys.queued(q),
+                                     wake_list=self.keys.wake(q))
+        keys = PROMOTE.keys(each, sequence=self.keys.seq(), limits_due=self.keys.limits_due())
         with translated(self.url):
-            moved, next_ms = self.scripts.promote(keys=keys, args=[self.prefix, limit])
+            moved, next_ms = self.scripts.promote(keys=keys,
+                                                  args=PROMOTE.args(prefix=self.prefix, most=limit))
         return int(moved), (None if int(next_ms) < 0 else int(next_ms) / 1000.0)
 
     def age(self, queues: Sequence[str], after: float, step: int, limit: int = 100) -> int:
         """Starvation guard: each ``after`` seconds queued adds ``step`` to a job's priority."""
         if not queues:
             return 0
-        keys = [self.keys.queued(q) for q in queues]
+        each: list[str] = []
+        for q in queues:
+            each += AGE.key_item(queued=self.keys.queued(q))
+        keys = AGE.keys(each)
+        args = AGE.args(prefix=self.prefix, age_ms=int(after * 1000), step=step, most=limit)
         with translated(self.url):
-            return int(self.scripts.age(keys=keys, args=[self.prefix, int(after * 1000), step,
-                                                         limit]))
+            return int(self.scripts.age(keys=keys, args=args))
 
     def release_limits(self) -> tuple[int, float | None]:
         """Give held jobs of due limits their turn; (released, seconds until the next)."""
         with translated(self.url):
-            moved, next_ms = self.scripts.limits(keys=[self.keys.limits_due()],
-                                                 args=[self.prefix])
+            moved, next_ms = self.scripts.release_limits(
+                keys=RELEASE_LIMITS.keys(limits_due=self.keys.limits_due()),
+                args=RELEASE_LIMITS.args(prefix=self.prefix))
         return int(moved), (None if int(next_ms) < 0 else int(next_ms) / 1000.0)
 
     def wait_for_timers(self, timeout: float) -> None:
@@ -79,9 +88,13 @@ class Maintenance(BrokerState):
             self.client.blpop([self.keys.timers()], timeout=wait)
 
     def expired(self, queues: Sequence[str], limit: int = 500) -> list[ExpiredLease]:
-        keys = [self.keys.active(q) for q in queues]
+        each: list[str] = []
+        for q in queues:
+            each += EXPIRED.key_item(active=self.keys.active(q))
+        keys = EXPIRED.keys(each)
         with translated(self.url):
-            flat = self.scripts.expired(keys=keys, args=[self.prefix, limit])
+            flat = self.scripts.expired(keys=keys, args=EXPIRED.args(prefix=self.prefix,
+                                                                     most=limit))
         out = []
         for i in range(0, len(flat), 6):
             pos, job_id, token, attempts, spec, errs = flat[i : i + 6]

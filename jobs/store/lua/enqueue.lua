@@ -1,85 +1,95 @@
 -- Enqueue a batch of jobs on one queue (a single job is a batch of one).
--- KEYS[1] queued index      KEYS[2] scheduled index   KEYS[3] wake list
--- KEYS[4] sequence counter  KEYS[5] set of queue names KEYS[6] promoter timers list
--- KEYS[7] completed index   KEYS[8] dead index         KEYS[9] canceled index
--- KEYS[10] events stream
--- ARGV[1] queue name  ARGV[2] number of jobs n  ARGV[3] events stream length (0: off)
--- ARGV[4] job record prefix (job i's record is prefix .. id)
--- ARGV[6] '0' when this call is sent for the first time (a job with a generated id then
---   cannot exist yet: its record is not looked up), '1' when it may be a resend
--- ARGV[5] the n jobs, packed back to back (one argument, not eight per job: parsing
---   thousands of arguments cost the server more than the enqueue itself), each as
---   struct '>Hc0Ic0iddBIc0Hc0':
---   id, encoded spec, priority, delay in ms (-1: none), absolute due ms (-1: none),
---   1 when the id was chosen by the caller (it may have been used before), else 0,
---   workflow options as JSON, or '' for none:
---     deps: parent ids (the job waits until they are final), opf: 'run' to run even
---     when a parent ends dead or canceled, pr: the parent whose result it receives,
---     b: batch id, uk/ut/uw: uniqueness key name, its window in ms, 1 to hold the key
---     for the whole window rather than until the job is final, ldef: the function's
---     limit definition (see limit_def), published so the limit holds from this job on,
---   the function name (for its rate and concurrency limits)
 -- Returns, per job: 1 when created, the existing job's state when the id was taken, or
 -- '=' .. id of the job already holding the uniqueness key. When a parent does not exist
 -- nothing is written and the reply is {'missing', job id, parent id}.
+--
+-- Keys built here: the jobs' records and result done lists, their parents' records and
+-- `kids:` sets, from the ids in `jobs` (one argument for n jobs: n keys would cost the
+-- server more than the enqueue); a job's uniqueness key comes built, in its options.
 
-local n = tonumber(ARGV[2])
-local prefix = ARGV[4]
-local maybe_resent = ARGV[6] ~= '0'
+local queued = KEYS[1]      -- the queue's queued index
+local scheduled = KEYS[2]   -- its scheduled index
+local wake_list = KEYS[3]   -- its wake list
+local sequence = KEYS[4]    -- the sequence counter
+local queues = KEYS[5]      -- the set of queue names
+local timers = KEYS[6]      -- the promoter's timers list
+local completed = KEYS[7]   -- the queue's completed index
+local dead = KEYS[8]        -- its dead index
+local canceled = KEYS[9]    -- its canceled index
+local events = KEYS[10]     -- the events stream
+local waiting = KEYS[11]    -- the queue's waiting index
+local limits = KEYS[12]     -- the limit definitions
+local queue = ARGV[1]       -- the queue's name
+local job_count = ARGV[2]   -- number of jobs n
+local events_len = ARGV[3]  -- events stream length (0: off)
+local prefix = ARGV[4]      -- job record prefix (job i's record is prefix .. id)
+-- The n jobs, packed back to back (one argument, not eight per job: parsing thousands
+-- of arguments cost the server more than the enqueue itself), each as struct
+-- '>Hc0Ic0iddBIc0Hc0': id, encoded spec, priority, delay in ms (-1: none), absolute due
+-- ms (-1: none), 1 when the id was chosen by the caller (it may have been used before)
+-- else 0, workflow options as JSON or '' for none, the function name (for its rate and
+-- concurrency limits). The options: deps: parent ids (the job waits until they are
+-- final), opf: 'run' to run even when a parent ends dead or canceled, pr: the parent
+-- whose result it receives, b: batch id, uk/ut/uw: uniqueness key, its window in ms, 1
+-- to hold the key for the whole window rather than until the job is final, ldef: the
+-- function's limit definition (see _limits.lua), published so the limit holds from this
+-- job on.
+local jobs = ARGV[5]
+-- '0' when this call is sent for the first time (a job with a generated id then cannot
+-- exist yet: its record is not looked up), '1' when it may be a resend.
+local resent = ARGV[6]
+
+local n = tonumber(job_count)
+local maybe_resent = resent ~= '0'
 local base = ns_of(prefix)
 local final = {completed = true, dead = true, canceled = true}
 local NO_EXTRA = {}
-local packed, pos = {}, 1
-for i = 1, n do
-    local job = {}
-    job[1], job[2], job[3], job[4], job[5], job[6], job[7], job[8], pos =
-        struct.unpack('>Hc0Ic0iddBIc0Hc0', ARGV[5], pos)
-    packed[i] = job
-end
-local function arg(i, k) return packed[i][k + 1] end
 
--- Check every parent before writing anything: a parent must exist, or be created
--- earlier in this same call (a chain enqueued at once).
-local extras = {}
-local earlier = {}
+-- Read every job and check every parent before writing anything: a parent must exist, or
+-- be created earlier in this same call (a chain enqueued at once).
+local unpacked, extras, earlier, pos = {}, {}, {}, 1
+local limit_defs = nil -- fn:<function>, definition, ... of the functions that declare limits
 for i = 1, n do
-    if arg(i, 6) ~= '' then
-        local ex = cjson.decode(arg(i, 6))
+    local id, spec, pri, delay, at, custom, extra, fn
+    id, spec, pri, delay, at, custom, extra, fn, pos = struct.unpack('>Hc0Ic0iddBIc0Hc0', jobs,
+        pos)
+    unpacked[i] = {id, spec, pri, delay, at, custom, fn}
+    if extra ~= '' then
+        local ex = cjson.decode(extra)
         extras[i] = ex
         for _, pid in ipairs(ex.deps or {}) do
             if not earlier[pid] and redis.call('EXISTS', prefix .. pid) == 0 then
-                return {'missing', arg(i, 0), pid}
+                return {'missing', id, pid}
             end
         end
+        if ex.ldef then
+            limit_defs = limit_defs or {}
+            limit_defs[#limit_defs + 1] = 'fn:' .. fn
+            limit_defs[#limit_defs + 1] = ex.ldef
+        end
     end
-    earlier[arg(i, 0)] = true
+    earlier[id] = true
 end
 
 -- Limits are looked up only when any exist: plain queues pay one EXISTS per call.
-local limits_key = base .. 'limits'
-for i = 1, n do
-    if extras[i] and extras[i].ldef then
-        redis.call('HSET', limits_key, 'fn:' .. arg(i, 7), extras[i].ldef)
-    end
-end
+if limit_defs then redis.call('HSET', limits, unpack(limit_defs)) end
 local queue_limit = false
-local has_limits = redis.call('EXISTS', limits_key) == 1
-if has_limits then queue_limit = redis.call('HEXISTS', limits_key, 'q:' .. ARGV[1]) == 1 end
+local has_limits = redis.call('EXISTS', limits) == 1
+if has_limits then queue_limit = redis.call('HEXISTS', limits, 'q:' .. queue) == 1 end
 
 local now = now_ms()
-local seq = redis.call('INCRBY', KEYS[4], n) - n
-redis.call('SADD', KEYS[5], ARGV[1])
+local seq = redis.call('INCRBY', sequence, n) - n
+redis.call('SADD', queues, queue)
 local out = {}
 local woken = 0 -- jobs made runnable by this call: each may wake one blocked worker
 for i = 1, n do
-    local id, spec, pri = arg(i, 0), arg(i, 1), arg(i, 2)
-    local delay, at = arg(i, 3), arg(i, 4)
+    local id, spec, pri, delay, at, custom, fn = unpack(unpacked[i])
     local ex = extras[i] or NO_EXTRA
     local job = prefix .. id
     -- Also for a generated id when the call may be a resend (its reply lost): it must
     -- find its own jobs.
     local existing = nil
-    if maybe_resent or arg(i, 5) == 1 then existing = redis.call('HGET', job, 'st') end
+    if maybe_resent or custom == 1 then existing = redis.call('HGET', job, 'st') end
     local holder = nil
     if not existing and ex.uk then
         holder = redis.call('GET', ex.uk)
@@ -95,12 +105,12 @@ for i = 1, n do
         out[i] = '=' .. holder
     else
         -- A reused custom id whose old record expired may linger in a finished index.
-        if arg(i, 5) == 1 then
-            redis.call('ZREM', KEYS[7], id)
-            redis.call('ZREM', KEYS[8], id)
-            redis.call('ZREM', KEYS[9], id)
+        if custom == 1 then
+            redis.call('ZREM', completed, id)
+            redis.call('ZREM', dead, id)
+            redis.call('ZREM', canceled, id)
         end
-        local fields = {'spec', spec, 'q', ARGV[1], 'pri', pri, 'att', 0, 'te', now}
+        local fields = {'spec', spec, 'q', queue, 'pri', pri, 'att', 0, 'te', now}
         local nf = #fields
         local function field(k, v) fields[nf + 1] = k; fields[nf + 2] = v; nf = nf + 2 end
         if ex.uk then redis.call('SET', ex.uk, id, 'PX', ex.ut) end
@@ -109,10 +119,8 @@ for i = 1, n do
         if ex.pr then field('pr', ex.pr) end
         if has_limits then
             local lim = {}
-            if redis.call('HEXISTS', limits_key, 'fn:' .. arg(i, 7)) == 1 then
-                lim[1] = 'fn:' .. arg(i, 7)
-            end
-            if queue_limit then lim[#lim + 1] = 'q:' .. ARGV[1] end
+            if redis.call('HEXISTS', limits, 'fn:' .. fn) == 1 then lim[1] = 'fn:' .. fn end
+            if queue_limit then lim[#lim + 1] = 'q:' .. queue end
             if #lim > 0 then field('lim', table.concat(lim, '|')) end
         end
         local pending, failed = 0, nil
@@ -137,46 +145,47 @@ for i = 1, n do
         if at >= 0 then due = at elseif delay > 0 then due = now + delay end
         if failed then
             redis.call('HSET', job, unpack(fields))
-            cancel_record(base, prefix, id, ARGV[1], failed, now, KEYS[10], ARGV[3])
-            if ex.b then after_final(prefix, id, 'canceled', now, KEYS[10], ARGV[3]) end
+            cancel_record(job, canceled, base .. 'done:' .. id, id, queue, failed, now, events,
+                events_len)
+            if ex.b then after_final(prefix, id, 'canceled', now, events, events_len) end
         elseif pending > 0 then
             field('st', 'waiting')
             field('deps', pending)
             if at >= 0 then field('at', at) end
             if delay > 0 then field('dly', delay) end
             redis.call('HSET', job, unpack(fields))
-            redis.call('ZADD', qkey(base, ARGV[1], 'waiting'), now, id)
-            if n == 1 then emit(KEYS[10], ARGV[3], 'e', 'waiting', 'id', id, 'q', ARGV[1]) end
+            redis.call('ZADD', waiting, now, id)
+            if n == 1 then emit(events, events_len, 'e', 'waiting', 'id', id, 'q', queue) end
         elseif due > now then
             field('st', 'scheduled')
             field('due', due)
             redis.call('HSET', job, unpack(fields))
-            redis.call('ZADD', KEYS[2], due, id)
-            poke_timers(KEYS[2], KEYS[6], id)
-            if n == 1 then emit(KEYS[10], ARGV[3], 'e', 'scheduled', 'id', id, 'q', ARGV[1]) end
+            redis.call('ZADD', scheduled, due, id)
+            poke_timers(scheduled, timers, id)
+            if n == 1 then emit(events, events_len, 'e', 'scheduled', 'id', id, 'q', queue) end
         else
             field('st', 'queued')
             redis.call('HSET', job, unpack(fields))
-            redis.call('ZADD', KEYS[1], queue_score(pri, seq + i), id)
+            redis.call('ZADD', queued, queue_score(pri, seq + i), id)
             woken = woken + 1
-            if n == 1 then emit(KEYS[10], ARGV[3], 'e', 'enqueued', 'id', id, 'q', ARGV[1]) end
+            if n == 1 then emit(events, events_len, 'e', 'enqueued', 'id', id, 'q', queue) end
         end
         out[i] = 1
     end
 end
 -- About one wake token per queued job (as wake() keeps it), topped up once per call.
 if woken > 0 then
-    local tokens_left = redis.call('LLEN', KEYS[3])
+    local tokens_left = redis.call('LLEN', wake_list)
     local missing = woken -- no token left: the queue holds at least the jobs just added
     if tokens_left > 0 then
-        missing = math.min(woken, redis.call('ZCARD', KEYS[1]) - tokens_left)
+        missing = math.min(woken, redis.call('ZCARD', queued) - tokens_left)
     end
     if missing > 0 then
         local tokens = {}
         for t = 1, missing do tokens[t] = 1 end
-        redis.call('RPUSH', KEYS[3], unpack(tokens))
+        redis.call('RPUSH', wake_list, unpack(tokens))
     end
 end
 -- A bulk enqueue reports one event, not one per job.
-if n > 1 then emit(KEYS[10], ARGV[3], 'e', 'bulk_enqueued', 'q', ARGV[1], 'n', n) end
+if n > 1 then emit(events, events_len, 'e', 'bulk_enqueued', 'q', queue, 'n', n) end
 return out

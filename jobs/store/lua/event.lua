@@ -1,7 +1,9 @@
 -- Append one event from Python (worker started / stopped / killed and the like).
--- KEYS[1] events stream
--- ARGV[1] events stream length (0: off), then field, value pairs
 -- Returns 1.
 
-emit(KEYS[1], ARGV[1], unpack(ARGV, 2))
+local events = KEYS[1]      -- the events stream
+local events_len = ARGV[1]  -- events stream length (0: off)
+local first_field = 2       -- ARGV[2..]: per field: field, value
+
+emit(events, events_len, unpack(ARGV, first_field))
 return 1

@@ -1,30 +1,32 @@
 -- Move due scheduled jobs to their queues, give limit-held jobs their turn, and say
 -- when the next of either is due (one call per promoter pass).
--- KEYS[3*(i-1)+1] scheduled index of queue i, KEYS[3*(i-1)+2] its queued index,
--- KEYS[3*(i-1)+3] its wake list; KEYS[#KEYS-1] the sequence counter;
--- KEYS[#KEYS] the limits' due times
--- ARGV[1] job record prefix  ARGV[2] most jobs to move per queue
 -- Returns {jobs moved, ms until the next due job or limit (0: more are due now, -1: none)}.
+-- Keys built here: the records of the due jobs, and what release_due_limits builds.
+
+local sequence = KEYS[1]    -- the sequence counter
+local limits_due = KEYS[2]  -- the limits' due times
+local first_queue_key = 3   -- KEYS[3..]: per queue: scheduled, queued, wake_list
+local prefix = ARGV[1]      -- job record prefix
+local most = ARGV[2]        -- most jobs to move per queue
 
 local now = now_ms()
-local limit = tonumber(ARGV[2])
-local released, next_due = release_due_limits(KEYS[#KEYS], ARGV[1], now)
+local limit = tonumber(most)
+local released, next_due = release_due_limits(limits_due, prefix, now)
 local moved = released
-local seq_key = KEYS[#KEYS - 1]
-for i = 1, #KEYS - 2, 3 do
-    local scheduled, queued, wake_key = KEYS[i], KEYS[i + 1], KEYS[i + 2]
+for at = first_queue_key, #KEYS, 3 do
+    local scheduled, queued, wake_list = KEYS[at], KEYS[at + 1], KEYS[at + 2]
     local due = redis.call('ZRANGEBYSCORE', scheduled, '-inf', now, 'LIMIT', 0, limit)
     if #due > 0 then
-        local seq = redis.call('INCRBY', seq_key, #due) - #due
+        local seq = redis.call('INCRBY', sequence, #due) - #due
         for j, id in ipairs(due) do
-            local job = ARGV[1] .. id
+            local job = prefix .. id
             local pri, st = unpack(record(job, 'pri', 'st'))
             redis.call('ZREM', scheduled, id)
             if pri and st == 'scheduled' then
                 redis.call('HSET', job, 'st', 'queued')
                 redis.call('HDEL', job, 'due')
                 redis.call('ZADD', queued, queue_score(pri, seq + j), id)
-                wake(wake_key, queued)
+                wake(wake_list, queued)
                 moved = moved + 1
             end
         end

@@ -1,25 +1,34 @@
 -- Give a claimed job back to the front of its priority without spending an attempt.
--- KEYS[1] job record  KEYS[2] active index  KEYS[3] queued index  KEYS[4] wake list
--- ARGV[1] job id  ARGV[2] claim token
--- KEYS[5] events stream  ARGV[3] events stream length (0: off)  ARGV[4] queue name
--- ARGV[5] job record prefix
 -- Returns 1 when released (or canceled, when a cancel was asked), 0 for a stale token.
+-- Keys built here: what after_final and limit_free build.
 
-local st, tok, pri, lim, cx = unpack(record(KEYS[1], 'st', 'tok', 'pri', 'lim',
-    'cx'))
-if st ~= 'active' or tok ~= ARGV[2] then return 0 end
-redis.call('ZREM', KEYS[2], ARGV[1])
-if lim then limit_free(ns_of(ARGV[5]), ARGV[5], lim, ARGV[1]) end
+local job = KEYS[1]         -- the job's record
+local active = KEYS[2]      -- the active index of its queue
+local queued = KEYS[3]      -- its queued index
+local wake_list = KEYS[4]   -- its wake list
+local events = KEYS[5]      -- the events stream
+local canceled = KEYS[6]    -- the queue's canceled index
+local done = KEYS[7]        -- the job's result done list
+local id = ARGV[1]          -- the job's id
+local token = ARGV[2]       -- its claim token
+local events_len = ARGV[3]  -- events stream length (0: off)
+local queue = ARGV[4]       -- the job's queue name
+local prefix = ARGV[5]      -- job record prefix
+
+local st, tok, pri, lim, cx = unpack(record(job, 'st', 'tok', 'pri', 'lim', 'cx'))
+if st ~= 'active' or tok ~= token then return 0 end
+redis.call('ZREM', active, id)
+if lim then limit_free(ns_of(prefix), prefix, lim, id) end
 -- A job someone asked to cancel is not put back: it ends canceled.
 if cx then
     local now = now_ms()
-    cancel_record(ns_of(ARGV[5]), ARGV[5], ARGV[1], ARGV[4], cx, now, KEYS[5], ARGV[3])
-    after_final(ARGV[5], ARGV[1], 'canceled', now, KEYS[5], ARGV[3])
+    cancel_record(job, canceled, done, id, queue, cx, now, events, events_len)
+    after_final(prefix, id, 'canceled', now, events, events_len)
     return 1
 end
-redis.call('HINCRBY', KEYS[1], 'att', -1)
-redis.call('HSET', KEYS[1], 'st', 'queued')
-redis.call('ZADD', KEYS[3], queue_score(pri, 0), ARGV[1])
-wake(KEYS[4], KEYS[3])
-emit(KEYS[5], ARGV[3], 'e', 'released', 'id', ARGV[1], 'q', ARGV[4])
+redis.call('HINCRBY', job, 'att', -1)
+redis.call('HSET', job, 'st', 'queued')
+redis.call('ZADD', queued, queue_score(pri, 0), id)
+wake(wake_list, queued)
+emit(events, events_len, 'e', 'released', 'id', id, 'q', queue)
 return 1

@@ -1,18 +1,20 @@
 -- Extend the leases of many claimed jobs in one round trip.
--- KEYS[2*(i-1)+1] record of job i, KEYS[2*(i-1)+2] its active index
--- ARGV[1] lease in ms, then for job i: ARGV[2*i] id, ARGV[2*i+1] claim token
 -- Returns the positions (1-based) of jobs the token no longer holds.
 
-local lease_end = now_ms() + tonumber(ARGV[1])
+local first_job_key = 1  -- KEYS[1..]: per job: job, active
+local lease_ms = ARGV[1] -- lease in ms
+local first_job_arg = 2  -- ARGV[2..]: per job: id, token
+
+local lease_end = now_ms() + tonumber(lease_ms)
 local lost = {}
-for i = 1, #KEYS / 2 do
-    local job, active = KEYS[2 * i - 1], KEYS[2 * i]
-    local id, token = ARGV[2 * i], ARGV[2 * i + 1]
+for i = 0, #KEYS / 2 - 1 do
+    local job, active = KEYS[first_job_key + 2 * i], KEYS[first_job_key + 2 * i + 1]
+    local id, token = ARGV[first_job_arg + 2 * i], ARGV[first_job_arg + 2 * i + 1]
     local st, tok = unpack(record(job, 'st', 'tok'))
     if st == 'active' and tok == token then
         redis.call('ZADD', active, 'XX', lease_end, id)
     else
-        lost[#lost + 1] = i
+        lost[#lost + 1] = i + 1
     end
 end
 return lost

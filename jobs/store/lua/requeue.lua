@@ -1,26 +1,34 @@
 -- Put a dead job back on its queue with a fresh set of attempts (errors are kept).
--- KEYS[1] job record  KEYS[2] dead index  KEYS[3] queued index  KEYS[4] wake list
--- KEYS[5] sequence counter
--- ARGV[1] job id  ARGV[2] queue name (must be the job's)
--- KEYS[6] events stream  ARGV[3] events stream length (0: off)  ARGV[4] job record prefix
 -- A batch member leaves its batch's dead count (its new outcome counts when it comes;
 -- callbacks that already ran do not run again). Dependents canceled by its death stay
 -- canceled.
 -- Returns 1 when requeued, -1 when the job is on another queue, else the job's state
 -- (or false when there is no such job).
+-- Keys built here: the job's batch hash (the record names the batch).
 
-local st, pri, q, batch = unpack(redis.call('HMGET', KEYS[1], 'st', 'pri', 'q', 'b'))
+local job = KEYS[1]         -- the job's record
+local dead = KEYS[2]        -- the dead index of its queue
+local queued = KEYS[3]      -- its queued index
+local wake_list = KEYS[4]   -- its wake list
+local sequence = KEYS[5]    -- the sequence counter
+local events = KEYS[6]      -- the events stream
+local id = ARGV[1]          -- the job's id
+local queue = ARGV[2]       -- the queue's name (must be the job's)
+local events_len = ARGV[3]  -- events stream length (0: off)
+local prefix = ARGV[4]      -- job record prefix
+
+local st, pri, q, batch = unpack(redis.call('HMGET', job, 'st', 'pri', 'q', 'b'))
 if not st then return false end
-if q ~= ARGV[2] then return -1 end
+if q ~= queue then return -1 end
 if st ~= 'dead' then return st end
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('HSET', KEYS[1], 'st', 'queued', 'att', 0)
-redis.call('HDEL', KEYS[1], 'tf', 'tok')
-if batch and redis.call('HGET', KEYS[1], 'bs') == 'dead' then
-    redis.call('HINCRBY', ns_of(ARGV[4]) .. 'batch:' .. batch, 'dead', -1)
-    redis.call('HDEL', KEYS[1], 'bs')
+redis.call('ZREM', dead, id)
+redis.call('HSET', job, 'st', 'queued', 'att', 0)
+redis.call('HDEL', job, 'tf', 'tok')
+if batch and redis.call('HGET', job, 'bs') == 'dead' then
+    redis.call('HINCRBY', ns_of(prefix) .. 'batch:' .. batch, 'dead', -1)
+    redis.call('HDEL', job, 'bs')
 end
-redis.call('ZADD', KEYS[3], queue_score(pri, redis.call('INCR', KEYS[5])), ARGV[1])
-wake(KEYS[4], KEYS[3])
-emit(KEYS[6], ARGV[3], 'e', 'requeued', 'id', ARGV[1], 'q', ARGV[2])
+redis.call('ZADD', queued, queue_score(pri, redis.call('INCR', sequence)), id)
+wake(wake_list, queued)
+emit(events, events_len, 'e', 'requeued', 'id', id, 'q', queue)
 return 1

@@ -1,10 +1,11 @@
--- Register a result waiter unless the job is already final.
--- KEYS[1] job record  KEYS[2] (unused: waiters are counted in the record)
--- ARGV[1] waiter registration TTL ms
--- Returns the job's state (false when there is no such job); registers only when not final.
+-- Register a result waiter unless the job is already final: waiters are counted in the
+-- record's 'w' field, and told through its result done list (notify).
+-- Returns the job's state (false when there is no such job).
 
-local st = redis.call('HGET', KEYS[1], 'st')
+local job = KEYS[1]  -- the job's record
+
+local st = redis.call('HGET', job, 'st')
 if not st then return false end
 if st == 'completed' or st == 'dead' or st == 'canceled' then return st end
-redis.call('HINCRBY', KEYS[1], 'w', 1)
+redis.call('HINCRBY', job, 'w', 1)
 return st
