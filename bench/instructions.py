@@ -122,13 +122,16 @@ def _child(url: str, namespace: str, jobs: int, data_dir: str) -> None:
     """Run the supervisor's child loop here until it has run ``jobs`` jobs."""
     from supervisor.config import load_config
     from supervisor.runtime.child import Child
+    from supervisor.runtime.preload import preload
     from supervisor.runtime.slots import Slots
 
     path = Path(data_dir) / f"child-{jobs}.toml"
     path.write_text(f'[redis]\nurl = "{url}"\nnamespace = "{namespace}"\n'
                     f'[supervisor]\nworkers = 1\nmax_jobs_per_child = {jobs}\n'
                     f'data_dir = "{data_dir}"\n[worker]\nmodules = ["examples.cpu"]\n')
-    child = Child(load_config(path), Slots(4), 0, url)
+    config = load_config(path)
+    preload(config.worker.modules, config.worker.path)  # as the supervisor does before forking
+    child = Child(config, Slots(4), 0, url)
     child.run(os.getppid())
 
 
