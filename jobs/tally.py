@@ -83,6 +83,11 @@ class Tally:
             self.mirror(b"")
         return pending
 
+    def send_due(self) -> CountsInFlight | None:
+        """The counts, if due, to ride along with the next outcome (``settle`` it after)."""
+        pending = self.take(only_if_due=True)
+        return CountsInFlight(self, pending) if pending else None
+
     def snapshot(self) -> bytes:
         """The counts not written yet, encoded for ``decode_pending``."""
         with self._lock:
@@ -110,6 +115,28 @@ class Tally:
         except Exception:
             self.restore(pending)
             raise
+
+
+class CountsInFlight:
+    """Counts sent along with another write: given back to the tally when that write
+    fails, unless Redis is known to have applied them (a count is then written twice only
+    when the connection broke after the write reached the server)."""
+
+    __slots__ = ("applied", "fields", "pending", "tally")
+
+    def __init__(self, tally: Tally, pending: dict[int, Counts]) -> None:
+        self.tally = tally
+        self.pending = pending
+        self.fields = by_field(pending)
+        self.applied = False
+
+    def answered(self, applied: bool) -> None:
+        """Told by the broker once the replies to the counts are read."""
+        self.applied = applied
+
+    def settle(self) -> None:
+        if not self.applied:
+            self.tally.restore(self.pending)
 
 
 def by_field(pending: dict[int, Counts]) -> dict[int, dict[str, int]]:

@@ -30,7 +30,7 @@ from jobs.records import AttemptError, Claimed, ErrorKind, ExpiredLease, JobSpec
 from jobs.registry import lookup
 from jobs.store.broker import Broker, default_broker
 from jobs.store.keys import check_name
-from jobs.tally import Tally, by_field
+from jobs.tally import Tally
 
 log = logging.getLogger(__name__)
 
@@ -250,17 +250,18 @@ class Worker:
         # the server what this token took, so a job claimed with it is not stranded.
         self.pending_token = self._token()
         self.claiming(self.pending_token)
-        counts = self.tally.take(only_if_due=True)  # due counts ride along: no trip of their own
-        applied = [False]
-        try:
+        counts = self.tally.send_due()  # due counts ride along: no trip of their own
+        if counts is None:
             done, following = self.broker.finish_and_claim(
                 job, outcome.result, policy.result_ttl, outcome.duration, self._order(),
-                self.pending_token, self.lease, by_field(counts), applied.append)
-        finally:
-            # Kept for the next flush unless Redis applied them: a count is written twice
-            # only when the connection broke after the write reached the server.
-            if counts and not any(applied):
-                self.tally.restore(counts)
+                self.pending_token, self.lease)
+        else:
+            try:
+                done, following = self.broker.finish_and_claim(
+                    job, outcome.result, policy.result_ttl, outcome.duration, self._order(),
+                    self.pending_token, self.lease, counts.fields, counts.answered)
+            finally:
+                counts.settle()
         self.pending_token = None
         if following is None:
             self.claiming("")

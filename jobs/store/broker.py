@@ -32,6 +32,16 @@ from jobs.store.scripts import Scripts
 from jobs.timeseries import bucket, minute
 
 
+def _counts_applied(before: Sequence[tuple[Any, ...]],
+                    counted: Callable[[bool], None]) -> Callable[[list[Exception | None]], None]:
+    """Tells ``counted`` whether Redis applied any of the counter increments ``before``."""
+    def answered(errors: list[Exception | None]) -> None:
+        counted(any(e is None for e, command in zip(errors, before, strict=True)
+                    if command[0] == "HINCRBY"))
+
+    return answered
+
+
 class Broker(JobOperations, Maintenance):
     """A Redis client, its loaded scripts, key names and defaults for one namespace."""
 
@@ -211,12 +221,7 @@ class Broker(JobOperations, Maintenance):
         args = (job.id, job.token, result, max(1, int(result_ttl * 1000)), int(duration * 1000),
                 token, "0", *args_after)
         before = self.count_commands(counts) if counts else []
-
-        def answered(errors: list[Exception | None]) -> None:
-            if counted is not None and before:
-                counted(any(e is None for e, command in zip(errors, before, strict=True)
-                            if command[0] == "HINCRBY"))
-
+        answered = _counts_applied(before, counted) if before and counted else None
         with translated(self.url):
             done, reply = self.runner.run_after(before, self.scripts.finish_claim, keys, args,
                                                 resend_flag=FINISH_CLAIM.resend_flag,

@@ -53,7 +53,7 @@ class ScriptRunner:
 
     def run_after(self, before: Sequence[tuple[Any, ...]], script: Script, keys: Sequence[str],
                   args: Sequence[Any], resend_flag: int,
-                  answered: Callable[[list[Exception | None]], None]) -> Any:
+                  answered: Callable[[list[Exception | None]], None] | None) -> Any:
         """``run``, with the commands ``before`` sent ahead of the script in the same write
         (their replies are not needed: writes that may ride along with the hot call).
 

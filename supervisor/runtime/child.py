@@ -26,6 +26,7 @@ import psutil
 import jobs
 from jobs import BrokerError, BrokerUnavailable, JobTimeout, StaleToken, Worker
 from jobs.execute import resolve_job
+from jobs.policy import Outcome, Policy
 from jobs.records import Claimed
 from supervisor.config import Config
 from supervisor.errors import ExitCode
@@ -88,26 +89,27 @@ class Child:
         worker.tally.mirror = self._mirror_counts
         threading.Thread(target=self._heartbeat, daemon=True, name="heartbeat").start()
         self._idle(worker)
-        job: Claimed | None = None
+        claimed: Claimed | None = None  # the next job to run, if one was claimed
         while not self.stopping:
-            if job is None:
+            if claimed is None:
                 try:
-                    job = worker.claim(wait=CLAIM_WAIT)
+                    claimed = worker.claim(wait=CLAIM_WAIT)
                 except (BrokerUnavailable, BrokerError) as exc:
                     self._redis_down(exc, claimed=False)
                     continue
                 except StopWaiting:
                     break
                 self.outage = 0
-                if job is None:
+                if claimed is None:
                     continue
-            job = self._run_job(worker, job)
-            if job is None:
+            outcome, policy = self._run_job(worker, claimed)
+            claimed = self._finish(worker, claimed, outcome, policy)  # and claim the next
+            if claimed is None:
                 self._idle(worker)
             recycle = self._should_recycle()
-            if job is not None and (self.stopping or recycle):
-                self._give_back(worker, job)  # claimed with the last result: not ours to run
-                job = None
+            if claimed is not None and (self.stopping or recycle):
+                self._give_back(worker, claimed)  # claimed with the last result: not ours
+                claimed = None
             if recycle:
                 self._flush(worker)
                 return ExitCode.RECYCLE
@@ -181,8 +183,8 @@ class Child:
         """The tally handed counts over or took them back: the slot shows what is left."""
         self.slots.uncounted(self.slot, blob if len(blob) <= UNCOUNTED_MAX else b"")
 
-    def _run_job(self, worker: Worker, job: Claimed) -> Claimed | None:
-        """Run one job, write its outcome, and return the next job claimed with it."""
+    def _run_job(self, worker: Worker, job: Claimed) -> tuple[Outcome, Policy]:
+        """Run one job under its hard deadline (and soft timeout), showing it in the slot."""
         if worker.tally.due():
             self._flush(worker)  # before the job: it may be killed and take the counts along
         resolved = resolve_job(job, worker.broker)
@@ -205,6 +207,12 @@ class Child:
             self._contain(job)
         self.slots.returned(self.slot)
         self.jobs_done += 1
+        return outcome, policy
+
+    def _finish(self, worker: Worker, job: Claimed, outcome: Outcome,
+                policy: Policy) -> Claimed | None:
+        """Write the outcome and claim the next job in one round trip; when Redis does not
+        answer, keep the outcome until it is written, then recover what the call claimed."""
         if not self.stopping:
             try:
                 _, following = worker.finish_and_claim(job, outcome, policy)
@@ -212,21 +220,32 @@ class Child:
                 return following
             except (BrokerUnavailable, BrokerError) as exc:
                 # Unknown whether it applied: fall back to finish.
+                name = job.spec.function if job.spec else "?"
                 set_title(f"worker finishing {name} {job.id}: its outcome waits for Redis")
                 log.warning("job %s returned; its outcome is kept until Redis takes it",
                             job.id)
                 self._redis_down(exc)
-        while True:  # the outcome is kept until written: the supervisor renews the lease
+        self._write_outcome(worker, job, outcome, policy)
+        return self._recover_claim(worker)
+
+    def _write_outcome(self, worker: Worker, job: Claimed, outcome: Outcome,
+                       policy: Policy) -> None:
+        """Retry until written (the supervisor renews the lease meanwhile), or until the
+        token is found stale: then the job is no longer this worker's."""
+        while True:
             try:
                 worker.finish(job, outcome, policy)
                 self.outage = 0
-                break
+                return
             except StaleToken as exc:
                 log.warning("%s", exc)
-                break
+                return
             except (BrokerUnavailable, BrokerError) as exc:
                 self._redis_down(exc)
-        while True:  # the combined call may have claimed a job before its reply was lost
+
+    def _recover_claim(self, worker: Worker) -> Claimed | None:
+        """The combined call may have claimed a job before its reply was lost: ask again."""
+        while True:
             try:
                 return worker.recover_claim()
             except (BrokerUnavailable, BrokerError) as exc:
