@@ -105,6 +105,13 @@ class JobOperations(BrokerState):
         return q.decode() if q else None
 
     def cancel(self, job_id: str, queue: str, reason: str) -> int | str | None:
+        """1 when canceled, 'active' when a running job was asked to stop, else its state."""
+        keys, args = self.cancel_call(job_id, queue, reason)
+        with translated(self.url):
+            return _state_reply(self.scripts.cancel(keys=keys, args=args))
+
+    def cancel_call(self, job_id: str, queue: str,
+                    reason: str) -> tuple[list[Any], list[Any]]:
         k = self.keys
         keys = CANCEL.keys(job=k.job(job_id), queued=k.queued(queue), scheduled=k.scheduled(queue),
                            waiting=k.state_index(queue, "waiting"), canceled=k.canceled(queue),
@@ -114,18 +121,26 @@ class JobOperations(BrokerState):
                            canceled_ttl_ms=int(self.defaults.dead_ttl * 1000),
                            max_canceled=self.defaults.max_dead, events_len=self.events_len,
                            queue=queue)
-        with translated(self.url):
-            return _state_reply(self.scripts.cancel(keys=keys, args=args))
+        return keys, args
 
-    def requeue(self, job_id: str, queue: str) -> int | str | None:
-        """1 when requeued, -1 when the job is on another queue, else its state or None."""
-        k = self.keys
-        keys = REQUEUE.keys(job=k.job(job_id), dead=k.dead(queue), queued=k.queued(queue),
-                            wake_list=k.wake(queue), sequence=k.seq(), events=k.events())
-        args = REQUEUE.args(id=job_id, queue=queue, events_len=self.events_len,
-                            prefix=self.prefix)
+    def requeue(self, job_id: str, queue: str,
+                states: Sequence[str] = ("dead",)) -> int | str | None:
+        """Queue a dead (or, when ``states`` allows, canceled) job again with fresh attempts.
+
+        1 when requeued, -1 when the job is on another queue, else its state or None.
+        """
+        keys, args = self.requeue_call(job_id, queue, states)
         with translated(self.url):
             return _state_reply(self.scripts.requeue(keys=keys, args=args))
+
+    def requeue_call(self, job_id: str, queue: str,
+                     states: Sequence[str]) -> tuple[list[Any], list[Any]]:
+        k = self.keys
+        return (REQUEUE.keys(job=k.job(job_id), dead=k.dead(queue), canceled=k.canceled(queue),
+                             queued=k.queued(queue), wake_list=k.wake(queue), sequence=k.seq(),
+                             events=k.events()),
+                REQUEUE.args(id=job_id, queue=queue, events_len=self.events_len,
+                             prefix=self.prefix, states=",".join(states)))
 
     def cancel_requests(self, job_ids: Sequence[str]) -> dict[str, str]:
         """Which of these running jobs someone asked to cancel, with the reason given."""
@@ -143,12 +158,23 @@ class JobOperations(BrokerState):
         return {j: (r or b"canceled by request").decode("utf-8", "replace")
                 for j, r in zip(asked, reasons, strict=True)}
 
-    def purge(self, job_id: str, queue: str) -> int | str | None:
-        """1 when deleted, -1 when the job is on another queue, else its state or None."""
-        keys = PURGE.keys(job=self.keys.job(job_id), dead=self.keys.dead(queue))
+    def purge(self, job_id: str, queue: str,
+              states: Sequence[str] = ("dead",)) -> int | str | None:
+        """Delete a job in one of ``states`` (final ones only) with its log for good.
+
+        1 when deleted, -1 when the job is on another queue, else its state or None.
+        """
+        keys, args = self.purge_call(job_id, queue, states)
         with translated(self.url):
-            return _state_reply(self.scripts.purge(keys=keys,
-                                                   args=PURGE.args(id=job_id, queue=queue)))
+            return _state_reply(self.scripts.purge(keys=keys, args=args))
+
+    def purge_call(self, job_id: str, queue: str,
+                   states: Sequence[str]) -> tuple[list[Any], list[Any]]:
+        k = self.keys
+        return (PURGE.keys(job=k.job(job_id), completed=k.completed(queue), dead=k.dead(queue),
+                           canceled=k.canceled(queue), log=k.log(job_id), done=k.done(job_id),
+                           kids=k.kids(job_id)),
+                PURGE.args(id=job_id, queue=queue, states=",".join(states)))
 
     def resume(self, queue: str) -> bool:
         keys = RESUME.keys(paused=self.keys.paused(), queued=self.keys.queued(queue),

@@ -176,12 +176,12 @@ CANCEL = Layout(
     args="id reason prefix canceled_ttl_ms max_canceled events_len queue")
 REQUEUE = Layout(
     "requeue",
-    keys="job dead queued wake_list sequence events",
-    args="id queue events_len prefix")
+    keys="job dead canceled queued wake_list sequence events",
+    args="id queue events_len prefix states")
 PURGE = Layout(
     "purge",
-    keys="job dead",
-    args="id queue")
+    keys="job completed dead canceled log done kids",
+    args="id queue states")
 WATCH = Layout(
     "watch",
     keys="job")

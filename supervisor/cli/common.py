@@ -8,7 +8,6 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -67,13 +66,6 @@ def local_pid(config: Config) -> int:
 
 def local_ident(config: Config) -> str:
     return f"{socket.gethostname()}:{local_pid(config)}"
-
-
-def iso(ts: float | None) -> str | None:
-    """An epoch time as ISO 8601 with this host's UTC offset (text and JSON alike)."""
-    if not ts:
-        return None
-    return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="milliseconds")
 
 
 def ago(ts: float | None) -> str:

@@ -9,12 +9,12 @@ import time
 from datetime import datetime
 from typing import Any
 
-from jobs import Broker, Job, JobState, Queue
+from jobs import Job, JobState, Queue
 from jobs.cluster import served_queues, unserved_warning
-from jobs.effective import FunctionOptions, options_of
 from jobs.errors import ConfigurationError
-from jobs.records import JobRecord, any_decoder
-from supervisor.cli.common import connect, iso, output
+from jobs.query import job_view
+from jobs.records import any_decoder
+from supervisor.cli.common import connect, output
 from supervisor.errors import ExitCode
 
 
@@ -65,38 +65,6 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     return 0
 
 
-def job_dict(r: JobRecord, broker: Broker, log: list[str] | None = None,
-             published: dict[str, FunctionOptions] | None = None) -> dict[str, Any]:
-    """A job as every command shows it (text and JSON); options are the effective ones."""
-    result = None
-    if r.result:
-        try:
-            result = any_decoder.decode(r.result)
-        except Exception:
-            result = "<undecodable>"
-    last = r.errors[-1] if r.errors else None
-    options = options_of(r.spec, broker, published)
-    return {
-        "id": r.id, "function": r.spec.function if r.spec else None, "queue": r.queue,
-        "priority": r.priority, "state": r.state.value, "attempts": r.attempts,
-        "max_attempts": options["max_attempts"], "timeout": options["timeout"],
-        "args": r.spec.args if r.spec else None, "kwargs": r.spec.kwargs if r.spec else None,
-        "error": {"type": last.type, "kind": last.kind.value, "message": last.message,
-                  "traceback": last.traceback} if last else None,
-        "errors": [{"attempt": e.attempt, "kind": e.kind.value, "type": e.type,
-                    "message": e.message, "duration": e.duration, "worker": e.worker,
-                    "at": iso(e.at)} for e in r.errors],
-        "result": result, "progress": r.progress, "enqueued_at": iso(r.enqueued_at),
-        "started_at": iso(r.started_at), "finished_at": iso(r.finished_at),
-        "due_at": iso(r.due_at),
-        "cancel_reason": r.cancel_reason, "waiting_on": r.waiting_on, "batch_id": r.batch_id,
-        "cancel_requested": r.cancel_requested,
-        # A limit's mark outlives the hold on a job canceled while held: only queued counts.
-        "held_by": r.held_by if r.state is JobState.QUEUED else None,
-        "log": log or [],
-    }
-
-
 def _show_text(d: dict[str, Any]) -> str:
     lines = [f"{k:13} {d[k]}" for k in ("id", "function", "queue", "priority", "state")]
     lines += _workflow_lines(d)
@@ -139,7 +107,7 @@ def warn_if_unserved(job: Job) -> None:
 def cmd_show(args: argparse.Namespace) -> int:
     broker = connect(args)
     job = Job.fetch(args.id, broker)
-    output(args, job_dict(job.record, broker, broker.job_log(args.id)), _show_text)
+    output(args, job_view(job.record, broker, broker.job_log(args.id)), _show_text)
     warn_if_unserved(job)
     return 0
 
@@ -169,7 +137,7 @@ def cmd_wait(args: argparse.Namespace) -> int:
             if deadline is not None and time.monotonic() >= deadline:
                 break
             broker.wait_done(job.id, 0.2)  # wakes at once when the job finishes
-    output(args, job_dict(job.record, broker), lambda d: _ended_text(d, args.timeout))
+    output(args, job_view(job.record, broker), lambda d: _ended_text(d, args.timeout))
     return _exit_code(job.state)
 
 

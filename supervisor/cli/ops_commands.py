@@ -26,20 +26,19 @@ from jobs.cluster import (
 from jobs.effective import published_functions
 from jobs.errors import ConfigurationError
 from jobs.events import follow, recent_events
+from jobs.query import iso, job_view
 from jobs.stats import as_dict, queue_stats
 from supervisor.cli.common import (
     ago,
     broker_for,
     connect,
     duration,
-    iso,
     load,
     local_ident,
     local_pid,
     output,
     table,
 )
-from supervisor.cli.job_commands import job_dict
 from supervisor.runtime.scaling import POOL_MAX
 
 
@@ -104,7 +103,7 @@ def cmd_dead(args: argparse.Namespace) -> int:
     if args.action == "list":
         published = published_functions(broker)
         records = q.dead(limit=args.limit, **_filters(args))
-        rows = [job_dict(r, broker, published=published) for r in records]
+        rows = [job_view(r, broker, published=published) for r in records]
         output(args, rows, lambda rows: table(
             [[r["id"], r["function"], f"{r['attempts']}/{r['max_attempts']}",
               (r["error"] or {}).get("type", "-"),

@@ -1,0 +1,30 @@
+"""One query layer for every operator surface: the CLI, the web app and the HTTP API read
+and act through these functions, so each shows the same figures.
+
+- ``listing``: jobs of one queue and state, filtered, a page at a time behind a cursor.
+- ``bulk``: requeue, cancel or delete chosen jobs or every job a filter matches; clear.
+- ``groups``: dead letters grouped by function and error type.
+- ``views``: a job as every surface shows it (plain data, JSON-ready).
+"""
+
+from jobs.query.bulk import ACTIONS, Action, act_on, act_on_matching, clear_queue
+from jobs.query.filters import JobFilter
+from jobs.query.groups import DeadGroup, dead_groups
+from jobs.query.listing import LISTED_STATES, JobPage, list_jobs
+from jobs.query.views import iso, job_view
+
+__all__ = [
+    "ACTIONS",
+    "LISTED_STATES",
+    "Action",
+    "DeadGroup",
+    "JobFilter",
+    "JobPage",
+    "act_on",
+    "act_on_matching",
+    "clear_queue",
+    "dead_groups",
+    "iso",
+    "job_view",
+    "list_jobs",
+]

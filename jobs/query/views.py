@@ -1,0 +1,55 @@
+"""A job as every surface shows it: plain data that prints as text and encodes as JSON."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from jobs.effective import FunctionOptions, options_of
+from jobs.records import JobRecord, any_decoder
+from jobs.states import JobState
+from jobs.store.broker import Broker
+
+
+def iso(ts: float | None) -> str | None:
+    """An epoch time as ISO 8601 with this host's UTC offset (text and JSON alike)."""
+    if not ts:
+        return None
+    return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="milliseconds")
+
+
+def decoded_result(r: JobRecord) -> Any:
+    if not r.result:
+        return None
+    try:
+        return any_decoder.decode(r.result)
+    except Exception:
+        return "<undecodable>"
+
+
+def job_view(r: JobRecord, broker: Broker, log: list[str] | None = None,
+             published: dict[str, FunctionOptions] | None = None) -> dict[str, Any]:
+    """Every field of a job; options are the effective ones (the function's, else the
+    defaults), as the supervisors that run it published them."""
+    last = r.errors[-1] if r.errors else None
+    options = options_of(r.spec, broker, published)
+    return {
+        "id": r.id, "function": r.spec.function if r.spec else None, "queue": r.queue,
+        "priority": r.priority, "state": r.state.value, "attempts": r.attempts,
+        "max_attempts": options["max_attempts"], "timeout": options["timeout"],
+        "args": r.spec.args if r.spec else None, "kwargs": r.spec.kwargs if r.spec else None,
+        "error": {"type": last.type, "kind": last.kind.value, "message": last.message,
+                  "traceback": last.traceback} if last else None,
+        "errors": [{"attempt": e.attempt, "kind": e.kind.value, "type": e.type,
+                    "message": e.message, "traceback": e.traceback, "duration": e.duration,
+                    "worker": e.worker, "at": iso(e.at)} for e in r.errors],
+        "result": decoded_result(r), "progress": r.progress,
+        "enqueued_at": iso(r.enqueued_at), "started_at": iso(r.started_at),
+        "finished_at": iso(r.finished_at), "due_at": iso(r.due_at),
+        "cancel_reason": r.cancel_reason, "waiting_on": r.waiting_on, "batch_id": r.batch_id,
+        "cancel_requested": r.cancel_requested,
+        # A limit's mark outlives the hold on a job canceled while held: only queued counts.
+        "held_by": r.held_by if r.state is JobState.QUEUED else None,
+        "corrupt": r.corrupt,
+        "log": log or [],
+    }
