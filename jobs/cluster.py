@@ -6,6 +6,7 @@ from typing import Any
 
 import msgspec
 
+from jobs.errors import ConfigurationError
 from jobs.store.broker import Broker, default_broker
 from jobs.store.connection import translated
 from jobs.store.keys import check_name
@@ -80,6 +81,39 @@ def send_control(ident: str, message: Control, broker: Broker | None = None) -> 
         pipe.rpush(key, msgspec.json.encode(message))
         pipe.pexpire(key, CONTROL_TTL_MS)
         pipe.execute()
+
+
+def _scale_refusal(ident: str, workers: int, entry: dict[str, Any], pool_max: int) -> str | None:
+    """Why ``scale workers`` cannot be done by the supervisor of ``entry``, if it cannot."""
+    most = entry.get("max_workers")  # absent from a supervisor of an older version
+    if most is None or workers <= most:
+        return None
+    if entry.get("max_workers_configured"):
+        how = "raise supervisor.max_workers in its config.toml and reload it"
+    else:
+        how = "set supervisor.max_workers in its config.toml and reload it to allow more"
+    return (f"scale {workers} refused: {ident} runs at most {most} workers "
+            f"({entry.get('max_workers_from', 'supervisor.max_workers')}); {how} "
+            f"(up to {pool_max})")
+
+
+def request_scale(ident: str, workers: int, pool_max: int,
+                  broker: Broker | None = None) -> dict[str, Any]:
+    """Ask a live supervisor to run ``workers`` workers; its entry as it was, or an error
+    saying why it cannot (not live, or beyond its maximum, which ``pool_max`` caps)."""
+    if workers < 1:
+        raise ConfigurationError("scale needs at least 1 worker")
+    b = broker or default_broker()
+    entry = supervisor_entry(ident, b)
+    if entry is None:
+        raise ConfigurationError(
+            f"supervisor {ident} is not live: it has no entry in Redis (a running supervisor "
+            "renews its entry every second); see `jobvisor hosts` for the live ones")
+    refusal = _scale_refusal(ident, workers, entry, pool_max)
+    if refusal:
+        raise ConfigurationError(refusal)
+    send_control(ident, Scale(workers=workers), b)
+    return entry
 
 
 def take_control(ident: str, broker: Broker, wait: float = 0.0) -> list[Control]:

@@ -100,6 +100,7 @@ class JobRecord(msgspec.Struct, frozen=True, kw_only=True):
     batch_id: str | None = None
     cancel_requested: str | None = None  # a running job asked to stop, with the reason
     held_by: str | None = None  # the limit holding a queued job back ("fn:..." or "q:...")
+    parents: tuple[str, ...] = ()  # the jobs it was enqueued to wait for
 
 
 encoder = msgspec.msgpack.Encoder()
@@ -174,6 +175,7 @@ def record_from_hash(job_id: str, fields: dict[bytes, bytes]) -> JobRecord:
         batch_id=_text(fields.get(b"b")),
         cancel_requested=_text(fields.get(b"cx")),
         held_by=_text(fields.get(b"hold")),
+        parents=tuple(fields[b"par"].decode().split(",")) if fields.get(b"par") else (),
     )
 
 

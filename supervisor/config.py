@@ -91,12 +91,27 @@ class MetricsSettings(Table, frozen=True, kw_only=True, forbid_unknown_fields=Tr
             raise ValueError("metrics.address needs a port from 1 to 65535")
 
 
+class DashboardSettings(Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``[dashboard]``: the web dashboard and HTTP API (``jobvisor dashboard``)."""
+
+    bind: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.\-\[\]:]*:[0-9]{1,5}$")] = "127.0.0.1:9181"
+    # name:role:hash lines (``jobvisor dashboard passwd``); empty: no sign-in, loopback only.
+    users_file: str = ""
+    read_only: bool = False  # everyone is a viewer, whatever their role
+    refresh: Annotated[float, Meta(ge=0.5, le=60)] = 2.0  # seconds between live updates
+
+    def __post_init__(self) -> None:
+        if not 0 < int(self.bind.rpartition(":")[2]) < 65536:
+            raise ValueError("dashboard.bind needs a port from 1 to 65535")
+
+
 class Config(Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
     redis: RedisSettings = RedisSettings()
     supervisor: SupervisorSettings = SupervisorSettings()
     worker: WorkerSettings = WorkerSettings()
     defaults: JobDefaults = JobDefaults()
     metrics: MetricsSettings = MetricsSettings()
+    dashboard: DashboardSettings = DashboardSettings()
     # [[schedules]]: cron schedules every supervisor fires (jobs.schedules.Schedule).
     schedules: list[Schedule] = msgspec.field(default_factory=list)
     queue_limits: dict[QueueName, QueueLimit] = msgspec.field(default_factory=dict)
@@ -136,9 +151,10 @@ def config_path(explicit: str | None) -> Path | None:
     return local if local.exists() else None
 
 
+# The tables settable from the environment.
 TABLES: dict[str, type[msgspec.Struct]] = {
     "redis": RedisSettings, "supervisor": SupervisorSettings, "worker": WorkerSettings,
-    "defaults": JobDefaults, "metrics": MetricsSettings}  # settable from the environment
+    "defaults": JobDefaults, "metrics": MetricsSettings, "dashboard": DashboardSettings}
 
 
 def load_config(path: str | os.PathLike[str] | None) -> Config:

@@ -18,9 +18,11 @@ from typing import Any
 import msgspec
 
 from jobs.errors import ConfigurationError
+from jobs.job import Job
 from jobs.query.cursor import last_position, walk
 from jobs.query.filters import JobFilter
 from jobs.query.listing import records_of, state_index
+from jobs.queue import Queue
 from jobs.records import JobRecord
 from jobs.store.broker import Broker
 from jobs.store.connection import translated
@@ -132,3 +134,17 @@ def clear_queue(broker: Broker, queue: str, *, who: str = "library") -> Outcome:
     as canceled until trimmed, and their dependents are canceled as for any cancel."""
     return act_on_matching(broker, queue, "queued", Action.CANCEL.value, who=who,
                            reason=f"queue cleared by {who}")
+
+
+def copy_job(broker: Broker, job_id: str, *, who: str = "library") -> str:
+    """Enqueue a new job with the same function, arguments, queue and priority; its id."""
+    record = Job.fetch(job_id, broker).record
+    if record.spec is None:
+        raise ConfigurationError(f"job {job_id}'s arguments cannot be read: it cannot be copied")
+    spec = record.spec
+    copy = Queue(record.queue, broker).options(priority=record.priority).enqueue(
+        spec.function, *spec.args, **spec.kwargs)
+    log.info("%s: copied job %s to %s on queue %s", who, job_id, copy.id, record.queue)
+    broker.event(e="action", who=who, action="copy", q=record.queue, count=1,
+                 scope=f"copy of {job_id}: {copy.id}")
+    return copy.id

@@ -50,6 +50,7 @@ def job_view(r: JobRecord, broker: Broker, log: list[str] | None = None,
         "cancel_requested": r.cancel_requested,
         # A limit's mark outlives the hold on a job canceled while held: only queued counts.
         "held_by": r.held_by if r.state is JobState.QUEUED else None,
+        "parents": list(r.parents),
         "corrupt": r.corrupt,
         "log": log or [],
     }

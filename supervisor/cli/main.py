@@ -52,6 +52,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from supervisor.cli.dashboard import cmd_dashboard as dashboard
+
+    return dashboard(args)
+
+
 def cmd_top(args: argparse.Namespace) -> int:
     from supervisor.cli.top import run_top
 
@@ -227,6 +233,21 @@ def _ops_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     schedules.set_defaults(func=schedule_commands.cmd_schedules)
 
 
+def _dashboard_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    web = _command(sub, "dashboard", "serve the web dashboard and HTTP API; `dashboard "
+                   "passwd NAME` prints a users-file line")
+    web.add_argument("action", nargs="?", choices=["serve", "passwd"], default="serve",
+                     help="serve (default) or passwd: hash a password for [dashboard] users_file")
+    web.add_argument("name", nargs="?", help="passwd: the user's name")
+    web.add_argument("--bind", metavar="HOST:PORT",
+                     help="address to listen on (default: [dashboard] bind, 127.0.0.1:9181)")
+    web.add_argument("--role", choices=["viewer", "admin"], default="viewer",
+                     help="passwd: viewer reads, admin also acts (default: viewer)")
+    web.add_argument("--generate", action="store_true",
+                     help="passwd: make a random secret (for API scripts) instead of asking")
+    web.set_defaults(func=cmd_dashboard)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jobvisor", description=__doc__)
     p.add_argument("--config", metavar="PATH",
@@ -244,6 +265,7 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--jobs", type=_positive_int, default=40,
                       help="prime-counting jobs to run (default: 40)")
     demo.set_defaults(func=cmd_demo)
+    _dashboard_parser(sub)
     _job_parsers(sub)
     _ops_parsers(sub)
     return p

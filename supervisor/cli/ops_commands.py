@@ -13,13 +13,12 @@ from typing import Any
 from jobs import Job, Queue
 from jobs.cluster import (
     Reload,
-    Scale,
     pause,
     paused,
+    request_scale,
     resume,
     send_control,
     served_queues,
-    supervisor_entry,
     supervisors,
     unserved_warning,
 )
@@ -156,35 +155,10 @@ def cmd_pause(args: argparse.Namespace) -> int:
     return 0
 
 
-def _scale_refusal(ident: str, workers: int, entry: dict[str, Any]) -> str | None:
-    """Why ``scale workers`` cannot be done by the supervisor of ``entry``, if it cannot."""
-    most = entry.get("max_workers")  # absent from a supervisor of an older version
-    if most is None or workers <= most:
-        return None
-    if entry.get("max_workers_configured"):
-        how = "raise supervisor.max_workers in its config.toml and reload it"
-    else:
-        how = "set supervisor.max_workers in its config.toml and reload it to allow more"
-    return (f"scale {workers} refused: {ident} runs at most {most} workers "
-            f"({entry.get('max_workers_from', 'supervisor.max_workers')}); {how} "
-            f"(up to {POOL_MAX})")
-
-
 def cmd_scale(args: argparse.Namespace) -> int:
     config, _ = load(args)
-    if args.workers < 1:
-        raise ConfigurationError("scale needs at least 1 worker")
-    broker = broker_for(config)
     ident = args.host or local_ident(config)
-    entry = supervisor_entry(ident, broker)
-    if entry is None:
-        raise ConfigurationError(
-            f"supervisor {ident} is not live: it has no entry in Redis (a running supervisor "
-            "renews its entry every second); see `jobvisor hosts` for the live ones")
-    refusal = _scale_refusal(ident, args.workers, entry)
-    if refusal:
-        raise ConfigurationError(refusal)
-    send_control(ident, Scale(workers=args.workers), broker)
+    entry = request_scale(ident, args.workers, POOL_MAX, broker_for(config))
     print(f"asked {ident} to run {args.workers} workers (now {len(entry['workers'])})")
     return 0
 

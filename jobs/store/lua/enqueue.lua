@@ -117,6 +117,7 @@ for i = 1, n do
         if ex.b then field('b', ex.b) end
         if ex.opf then field('opf', ex.opf) end
         if ex.pr then field('pr', ex.pr) end
+        if ex.deps then field('par', table.concat(ex.deps, ',')) end
         if has_limits then
             local lim = {}
             if redis.call('HEXISTS', limits, 'fn:' .. fn) == 1 then lim[1] = 'fn:' .. fn end
