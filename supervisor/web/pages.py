@@ -42,7 +42,6 @@ from supervisor.web.api import job_filter, known_job, who
 from supervisor.web.security import admin_only
 
 Form = Annotated[dict[str, Any], Body(media_type=RequestEncodingType.URL_ENCODED)]
-Seconds = Annotated[float | None, Parameter(ge=0)]
 StateName = Annotated[str, Parameter(query="state", description="a job state")]
 FILTER_FIELDS = ("function", "error_type", "text", "older_than", "newer_than")
 
@@ -76,7 +75,8 @@ def _form_filter(form: dict[str, Any]) -> JobFilter:
         try:
             return float(raw)
         except ValueError:
-            raise ValidationException(f"{name} must be a number of seconds") from None
+            raise ValidationException(f"{name} must be a number of seconds, not {raw!r}") \
+                from None
 
     return job_filter(form.get("function"), form.get("error_type"), form.get("text"),
                       seconds("older_than"), seconds("newer_than"))
@@ -102,9 +102,10 @@ class Pages(Controller):
     def queue(self, request: Request[Any, Any, Any], broker: Broker, queue: str,
               state_name: StateName = "queued", function: str | None = None,
               error_type: str | None = None, text: str | None = None,
-              older_than: Seconds = None, newer_than: Seconds = None,
+              older_than: str | None = None, newer_than: str | None = None,
               cursor: str | None = None, order: str = "newest") -> Template:
-        where = job_filter(function, error_type, text, older_than, newer_than)
+        where = _form_filter({"function": function, "error_type": error_type, "text": text,
+                              "older_than": older_than, "newer_than": newer_than})
         listing = list_jobs(broker, queue, state_name, where=where, cursor=cursor, limit=50,
                             newest_first=order != "oldest")
         stats = queue_stats(broker, [check_name("queue", queue)])[0]

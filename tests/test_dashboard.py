@@ -1,0 +1,260 @@
+"""The dashboard in a real headless Chromium, against a real dashboard process and Valkey."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+import jobs
+from jobs import JobState, Queue, RedisSettings, Worker
+from jobs.cluster import paused
+from jobs.stats import queue_stats
+from tests.web import Dashboard, browser_session, free_port, signed_in, users_file
+
+SHOTS = Path(__file__).parent.parent / "docs" / "screenshots"
+
+
+@pytest.fixture(scope="module")
+def ns() -> str:
+    return f"dash{os.getpid()}"
+
+
+@pytest.fixture(scope="module")
+def lib(server, ns):
+    b = jobs.connect(server.url, redis_settings=RedisSettings(namespace=ns))
+    yield b
+    b.client.close()
+
+
+@pytest.fixture(autouse=True)
+def empty(lib, ns):
+    yield
+    keys = list(lib.client.scan_iter(match=f"{ns}:*", count=1000))
+    if keys:
+        lib.client.delete(*keys)
+
+
+@pytest.fixture(scope="module")
+def dash(tmp_path_factory, server, ns):
+    tmp = tmp_path_factory.mktemp("dashboard")
+    d = Dashboard(tmp, server.url, ns, users=users_file(tmp))
+    yield d
+    d.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    yield from browser_session()
+
+
+def open_as(browser, dash, name):
+    from tests.web import USERS
+
+    page = browser.new_context(viewport={"width": 1360, "height": 900}).new_page()
+    dialogs = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.accept()))
+    page.dialogs = dialogs
+    page.goto(f"{dash.base}/login")
+    page.fill("input[name=name]", name)
+    page.fill("input[name=password]", USERS[name][1])
+    page.click("button.primary")
+    page.wait_for_url(f"{dash.base}/")
+    return page
+
+
+def dead_jobs(lib, count, function="tests.jobfuncs:key_error", queue="default"):
+    q = Queue(queue, lib).options(max_attempts=1)
+    ids = [j.id for j in q.enqueue_many((function,) for _ in range(count))]
+    Worker([queue], broker=lib).run_until_empty()
+    return ids
+
+
+def shot(page, name):
+    if os.environ.get("JOBVISOR_SCREENSHOTS"):
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def test_the_overview_shows_the_library_s_counts(browser, dash, lib):
+    from tests import jobfuncs
+
+    dead_jobs(lib, 2, queue="alpha")
+    alpha = Queue("alpha", lib)
+    for i in range(3):
+        alpha.enqueue(jobfuncs.add, i, i)
+    Queue("beta", lib).options(delay=600).enqueue(jobfuncs.add, 1, 1)
+    page = open_as(browser, dash, "ada")
+    expected = {s.queue: s for s in queue_stats(lib)}
+    assert set(expected) == {"alpha", "beta"}
+    for queue, stats in expected.items():
+        for state in ("queued", "scheduled", "active", "completed", "dead", "canceled"):
+            cell = page.locator(f"tr[data-queue={queue}] [data-count={state}]")
+            assert cell.inner_text() == str(getattr(stats, state)), (queue, state)
+    assert page.locator("tr[data-queue=alpha] [data-count=queued]").inner_text() == "3"
+    page.wait_for_selector("#chart canvas")
+    shot(page, "overview")
+
+
+def test_a_dead_job_shows_its_traceback(browser, dash, lib):
+    from tests import jobfuncs
+
+    job = Queue("default", lib).options(max_attempts=1).enqueue(jobfuncs.spin_then_fail, 0.0)
+    Worker(["default"], broker=lib).run_until_empty()
+    page = open_as(browser, dash, "ada")
+    page.goto(f"{dash.base}/jobs/{job.id}")
+    traceback = page.locator("pre[data-field=traceback]").first.inner_text()
+    assert "Traceback (most recent call last)" in traceback
+    assert "ValueError: failed after spinning" in traceback
+    assert page.locator("[data-field=state]").inner_text() == "dead"
+    shot(page, "job")
+
+
+def test_requeue_from_the_page_moves_the_job_and_the_count(browser, dash, lib):
+    [dead] = dead_jobs(lib, 1)
+    page = open_as(browser, dash, "ada")
+    page.goto(f"{dash.base}/queues/default?state=dead")
+    assert page.locator("[data-state=dead] .count").inner_text() == "1"
+    page.check(f"input[name=ids][value=\"{dead}\"]")
+    page.select_option("select[name=action]", "requeue")
+    page.click("button[name=scope][value=chosen]")
+    page.wait_for_selector(".notice")
+    assert "requeue: 1 of 1 chosen job(s)" in page.locator(".notice").inner_text()
+    assert jobs.Job.fetch(dead, lib).state is JobState.QUEUED
+    assert page.locator("[data-state=dead] .count").inner_text() == "0"
+    assert page.locator("[data-state=queued] .count").inner_text() == "1"
+
+
+def test_a_filter_narrows_the_list_and_act_on_all_matching_touches_exactly_those(
+        browser, dash, lib):
+    key_errors = dead_jobs(lib, 4)
+    others = dead_jobs(lib, 3, "tests.jobfuncs:raises_bad_str")
+    page = open_as(browser, dash, "ada")
+    page.goto(f"{dash.base}/queues/default?state=dead")
+    assert page.locator("tr[data-job]").count() == 7
+    page.fill("input[name=error_type]", "KeyError")
+    page.click("form.filters button.primary")
+    page.wait_for_url("**error_type=KeyError**")
+    listed = {page.locator("tr[data-job]").nth(i).get_attribute("data-job") for i in range(4)}
+    assert page.locator("tr[data-job]").count() == 4 and listed == set(key_errors)
+    shot(page, "queue")
+    page.select_option("select[name=action]", "requeue")
+    page.click("button[name=scope][value=all]")
+    page.wait_for_selector(".notice")
+    assert page.dialogs and "matching this filter" in page.dialogs[-1]
+    assert "requeue: 4 of all dead jobs matching the filter" in page.locator(".notice").inner_text()
+    for job_id in key_errors:
+        assert jobs.Job.fetch(job_id, lib).state is JobState.QUEUED
+    for job_id in others:
+        assert jobs.Job.fetch(job_id, lib).state is JobState.DEAD
+
+
+def test_a_viewer_sees_no_actions_and_its_posts_are_refused(browser, dash, lib):
+    dead_jobs(lib, 2)
+    page = open_as(browser, dash, "vic")
+    page.goto(f"{dash.base}/queues/default?state=dead")
+    assert page.locator("tr[data-job]").count() == 2
+    assert page.locator("input[name=ids]").count() == 0
+    assert page.locator("button[name=scope]").count() == 0
+    assert page.get_by_text("Clear queued").count() == 0
+    viewer = signed_in(dash.base, "vic")
+    token = viewer.cookies["csrftoken"]
+    refused = viewer.post("/queues/default/act", data={
+        "_csrf_token": token, "state": "dead", "action": "delete", "scope": "all"})
+    assert refused.status_code == 403
+    api = httpx.post(f"{dash.base}/api/queues/default/jobs/delete",
+                     json={"all_matching": True, "state": "dead"},
+                     headers={"Authorization": "Bearer vic:vic-secret-1"})
+    assert api.status_code == 403 and "needs the admin role" in api.json()["error"]
+    assert Queue("default", lib).counts()["dead"] == 2
+    admin = httpx.post(f"{dash.base}/api/queues/default/jobs/delete",
+                       json={"all_matching": True, "state": "dead"},
+                       headers={"Authorization": "Bearer ada:ada-secret-1"})
+    assert admin.status_code == 200 and admin.json()["done"] == 2
+
+
+def test_a_browser_post_without_the_csrf_token_is_refused(dash, lib):
+    admin = signed_in(dash.base, "ada")
+    assert admin.post("/queues/default/pause", data={}).status_code == 403
+    assert admin.post("/queues/default/pause",
+                      data={"_csrf_token": "0" * 128}).status_code == 403
+    assert "default" not in paused(lib)
+    done = admin.post("/queues/default/pause", data={"_csrf_token": admin.cookies["csrftoken"]})
+    assert done.status_code == 303
+    assert "default" in paused(lib)
+
+
+def test_hostile_job_data_is_shown_as_text_and_runs_nothing(browser, dash, lib):
+    payload = "<script>window.pwned = 1</script><img src=x onerror=\"window.pwned = 2\">"
+    job = Queue("default", lib).enqueue("tests.jobfuncs:record", payload)
+    page = open_as(browser, dash, "ada")
+    for url in (f"/jobs/{job.id}", "/queues/default?state=queued"):
+        page.goto(dash.base + url)
+        page.wait_for_load_state("load")
+        assert page.evaluate("window.pwned") is None
+        assert page.locator("img[src=x]").count() == 0
+    page.goto(f"{dash.base}/jobs/{job.id}")
+    assert json.dumps(payload) in page.locator("pre[data-field=args]").inner_text()
+    assert page.dialogs == []
+    headers = httpx.get(f"{dash.base}/login").headers
+    assert "script-src 'self'" in headers["content-security-policy"]
+    assert "unsafe-inline" not in headers["content-security-policy"]
+
+
+def test_a_change_through_the_library_appears_on_an_open_page_without_reload(
+        browser, dash, lib):
+    from tests import jobfuncs
+
+    page = open_as(browser, dash, "ada")
+    page.goto(f"{dash.base}/queues/default?state=queued")
+    page.evaluate("window.stillHere = true")
+    count = page.locator("[data-state=queued] .count")
+    assert count.inner_text() == "0"
+    Queue("default", lib).enqueue_many((jobfuncs.add, i, i) for i in range(3))
+    from playwright.sync_api import expect
+
+    expect(count).to_have_text("3", timeout=15_000)
+    expect(page.locator("tr[data-job]")).to_have_count(3, timeout=15_000)
+    assert page.evaluate("window.stillHere") is True  # refreshed in place, not reloaded
+
+
+def test_signing_in_is_required_and_the_api_describes_itself(dash, lib):
+    from tests import jobfuncs
+
+    job = Queue("default", lib).enqueue(jobfuncs.add, 2, 3)
+    page = httpx.get(f"{dash.base}/queues/default", headers={"Accept": "text/html"})
+    assert page.status_code == 303
+    assert page.headers["location"] == "/login?next=/queues/default"
+    assert httpx.get(f"{dash.base}/api/queues").status_code == 401
+    wrong = httpx.get(f"{dash.base}/api/queues", headers={"Authorization": "Bearer ada:nope"})
+    assert wrong.status_code == 401
+    auth = {"Authorization": "Bearer vic:vic-secret-1"}
+    stats = httpx.get(f"{dash.base}/api/queue/stats", headers=auth).json()
+    assert [(s["queue"], s["queued"]) for s in stats] == [("default", 1)]
+    found = httpx.get(f"{dash.base}/api/job/{job.id}", headers=auth).json()
+    assert found["state"] == "queued" and found["args"] == [2, 3]
+    assert httpx.get(f"{dash.base}/api/jobs/nosuchjob", headers=auth).status_code == 404
+    listed = httpx.get(f"{dash.base}/api/queues/default/jobs",
+                       params={"state": "queued", "limit": 10}, headers=auth).json()
+    assert [j["id"] for j in listed["jobs"]] == [job.id] and listed["next"] is None
+    schema = httpx.get(f"{dash.base}/api/openapi.json", headers=auth).json()
+    for path in ("/api/queues", "/api/queues/{queue}/jobs", "/api/jobs/{job_id}",
+                 "/api/queues/{queue}/jobs/{action}", "/api/hosts/{ident}/scale",
+                 "/api/events"):
+        assert path in schema["paths"], path
+
+
+def test_the_dashboard_will_not_listen_beyond_loopback_without_sign_in(tmp_path, server):
+    config = tmp_path / "open.toml"
+    config.write_text(f'[redis]\nurl = "{server.url}"\n')
+    done = subprocess.run(
+        [sys.executable, "-m", "supervisor", "--config", str(config), "dashboard", "--bind",
+         f"0.0.0.0:{free_port()}"], capture_output=True, text=True, timeout=60,
+        cwd=Path(__file__).parent.parent)
+    assert done.returncode == 1
+    assert "with no sign-in" in done.stderr and "users_file" in done.stderr
