@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from jobs import JobState, Queue, Worker, batch
 from jobs.limits import set_limit
-from tests.helpers import wait_until
+from tests.helpers import stop_process, wait_until
 from tests.procs import start_and_wait
 
 ROOT = Path(__file__).parent.parent
@@ -256,3 +257,34 @@ def test_demo_short_run():
     assert "WorkerCrashed" in out.stdout and "transient failure" in out.stdout
     assert "'completed': 12" in out.stdout and "'dead': 2" in out.stdout
     assert "CRITICAL" in out.stdout and "queues" in out.stdout
+    assert "dashboard: http://127.0.0.1:" in out.stdout
+
+
+def test_demo_keep_leaves_the_dashboard_up_until_interrupted():
+    import re
+
+    import httpx
+
+    proc = subprocess.Popen([sys.executable, "-m", "supervisor", "demo", "--jobs", "2",
+                             "--keep"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, cwd=ROOT)
+    try:
+        seen = []
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            seen.append(line)
+            if "keep running" in line:
+                break
+        url = re.search(r"keep running: (http://\S+/)", "".join(seen))
+        assert url, "".join(seen)
+        page = httpx.get(url.group(1), headers={"Accept": "text/html"})
+        assert page.status_code == 200 and 'data-queue="default"' in page.text
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(url.group(1), timeout=2)
+    finally:
+        stop_process(proc)

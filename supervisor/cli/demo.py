@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 from rich.console import Console, Group
@@ -33,6 +36,48 @@ graceful_timeout = 5.0
 modules = ["examples.cpu"]
 queues = ["default"]
 """
+
+
+def _free_bind(preferred: int = 9181) -> str:
+    """127.0.0.1:9181, or another free loopback port when that one is taken."""
+    for port in (preferred, 0):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return f"127.0.0.1:{s.getsockname()[1]}"
+    raise SystemExit("jobvisor demo: no free loopback port for the dashboard")
+
+
+def _start_dashboard(config: Path, tmp: str) -> tuple[subprocess.Popen[bytes], str]:
+    bind = _free_bind()
+    log = open(Path(tmp) / "dashboard.log", "wb")  # noqa: SIM115 - the process writes it
+    proc = subprocess.Popen([sys.executable, "-m", "supervisor", "--config", str(config),
+                             "dashboard", "--bind", bind], stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    return proc, f"http://{bind}/"
+
+
+def _dashboard_answers(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> bool:
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url + "healthz", timeout=1):
+                return True
+        except OSError:
+            time.sleep(0.1)
+    return False
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _wait_ready(broker: Broker, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
@@ -133,8 +178,14 @@ def run_demo(args: argparse.Namespace) -> int:
         proc = subprocess.Popen([sys.executable, "-m", "supervisor", "--config", str(config),
                                  "run", "--log-file", str(Path(tmp) / "supervisor.log")])
         broker = Broker(embedded_url(data_dir), redis_settings=RedisSettings())
+        dashboard: subprocess.Popen[bytes] | None = None
         try:
             _wait_ready(broker, proc)
+            dashboard, url = _start_dashboard(config, tmp)
+            if _dashboard_answers(url, dashboard):
+                console.print(f"dashboard: {url}  (open it to watch the jobs live)")
+            else:
+                console.print(f"the dashboard did not start; see {tmp}/dashboard.log")
             started = time.monotonic()
             jobs_ = _enqueue(Queue("default", broker), args.jobs)
             console.print(f"enqueued {len(jobs_)} jobs: prime counting at every priority, "
@@ -142,11 +193,14 @@ def run_demo(args: argparse.Namespace) -> int:
                           "one flaky job (retries), one job that crashes its worker")
             _follow(console, broker, jobs_, timeout=120)
             _summary(console, jobs_, time.monotonic() - started)
+            if args.keep and dashboard is not None and dashboard.poll() is None:
+                console.print(f"\nthe supervisor and the dashboard keep running: {url}\n"
+                              "enqueue more with JOBVISOR_CONFIG="
+                              f"{config} jobvisor enqueue ...; Ctrl-C stops them")
+                with contextlib.suppress(KeyboardInterrupt):
+                    dashboard.wait()
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            for running in (dashboard, proc):
+                if running is not None:
+                    _stop(running)
     return 0

@@ -264,6 +264,9 @@ def parser() -> argparse.ArgumentParser:
     demo = _command(sub, "demo", "start a supervisor, run example jobs, show a summary")
     demo.add_argument("--jobs", type=_positive_int, default=40,
                       help="prime-counting jobs to run (default: 40)")
+    demo.add_argument("--keep", action="store_true",
+                      help="keep the supervisor and the dashboard running after the summary "
+                           "(Ctrl-C stops them)")
     demo.set_defaults(func=cmd_demo)
     _dashboard_parser(sub)
     _job_parsers(sub)

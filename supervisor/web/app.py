@@ -83,6 +83,11 @@ def _on_jobs_error(request: Request[Any, Any, Any], exc: JobsError) -> Response[
     return _error(request, 400 if isinstance(exc, ConfigurationError) else 500, str(exc))
 
 
+@get("/healthz", tags=["health"], summary="Alive: the dashboard process answers")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
 @get("/login", include_in_schema=False)
 async def login_form(request: Request[Any, Any, Any], next: str = "/") -> Template:
     return Template(template_name="login.html", context={
@@ -136,7 +141,7 @@ def create_app(config: Config, *, broker: Broker | None = None,
     return Litestar(
         route_handlers=[
             pages.Pages, api.QueuesApi, api.JobsApi, api.FleetApi, api.DeadApi, api.EventsApi,
-            login_form, login, logout,
+            healthz, login_form, login, logout,
             create_static_files_router(path="/static", directories=[HERE / "static"],
                                        include_in_schema=False, opt={"exclude_from_auth": True}),
         ],
