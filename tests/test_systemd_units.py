@@ -25,13 +25,14 @@ REPO = Path(__file__).resolve().parent.parent
 UNIT_DIR = REPO / "systemd"
 BASE = UNIT_DIR / "jobvisor.service"
 TEMPLATE = UNIT_DIR / "jobvisor@.service"
+DASHBOARD = UNIT_DIR / "jobvisor-dashboard.service"
 INSTANCE = "demo"
 EXECUTABLE = "/usr/local/bin/jobvisor"
 DEFAULT_GRACEFUL_TIMEOUT = 30.0  # DESIGN.md section 5
 
 # The one complaint we expect: the executable is installed on servers, not here.
 MISSING_EXECUTABLE = re.compile(
-    r"^jobvisor(@[\w.-]+)?\.service: Command "
+    r"^jobvisor(@[\w.-]+|-dashboard)?\.service: Command "
     + re.escape(EXECUTABLE)
     + r" is not executable: No such file or directory$"
 )
@@ -108,8 +109,9 @@ def with_existing_executable(text: str) -> str:
 # --- systemd-analyze verify ---------------------------------------------------------
 
 
-def test_base_unit_verifies_except_for_missing_executable() -> None:
-    code, lines = verify(BASE)
+@pytest.mark.parametrize("unit", [BASE, DASHBOARD], ids=lambda p: p.name)
+def test_unit_verifies_except_for_missing_executable(unit: Path) -> None:
+    code, lines = verify(unit)
     assert unexpected(lines) == []
     if Path(EXECUTABLE).exists():
         assert code == 0, lines
@@ -128,6 +130,20 @@ def test_template_instance_verifies_except_for_missing_executable(tmp_path: Path
             f"jobvisor@{INSTANCE}.service: Command {EXECUTABLE} is not executable: "
             "No such file or directory"
         ]
+
+
+def test_dashboard_unit_runs_the_dashboard_hardened(tmp_path: Path) -> None:
+    service = directives(DASHBOARD)["Service"]
+    assert service["ExecStart"] == f"{EXECUTABLE} dashboard --config /etc/jobvisor/config.toml"
+    hardening = {k: v for k, v in COMMON_SERVICE.items()
+                 if k not in ("Type", "NotifyAccess", "WatchdogSec", "ExecReload", "KillMode",
+                              "TimeoutStopSec")}
+    assert {k: service.get(k) for k in hardening} == hardening
+    assert "ReadWritePaths" not in service  # it writes nothing
+    copy = tmp_path / "jobvisor-dashboard.service"
+    copy.write_text(with_existing_executable(DASHBOARD.read_text()))
+    code, lines = verify(copy)
+    assert (code, lines) == (0, [])
 
 
 def test_units_are_clean_when_the_executable_exists(tmp_path: Path) -> None:
