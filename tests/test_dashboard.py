@@ -258,3 +258,36 @@ def test_the_dashboard_will_not_listen_beyond_loopback_without_sign_in(tmp_path,
         cwd=Path(__file__).parent.parent)
     assert done.returncode == 1
     assert "with no sign-in" in done.stderr and "users_file" in done.stderr
+
+
+def test_the_app_mounts_inside_another_asgi_application(server, ns, lib):
+    import msgspec
+    from litestar import Litestar, asgi
+    from litestar.testing import TestClient
+    from litestar.types import Receive, Scope, Send
+
+    from supervisor.config import Config
+    from supervisor.web.app import create_app
+
+    config = msgspec.convert({"redis": {"url": server.url, "namespace": ns}}, Config)
+    inner = create_app(config)
+    html = {"Accept": "text/html"}
+
+    @asgi("/ops", is_mount=True, copy_scope=True)
+    async def ops(scope: Scope, receive: Receive, send: Send) -> None:
+        await inner(scope, receive, send)
+
+    with TestClient(Litestar([ops])) as client:
+        page = client.get("/ops/queues/default", headers=html)
+        assert page.status_code == 200
+        assert 'href="/ops/static/app.css"' in page.text and 'href="/ops/dead"' in page.text
+        assert client.get("/ops/static/app.css").status_code == 200
+        done = client.post("/ops/queues/default/pause",
+                           data={"_csrf_token": client.cookies["csrftoken"]},
+                           follow_redirects=False)
+        assert done.status_code == 303 and done.headers["location"] == "/ops/queues/default"
+        assert "default" in paused(lib)
+    # How Starlette's and FastAPI's Mount (and uvicorn --root-path) present a prefix.
+    with TestClient(inner, root_path="/jobvisor") as client:
+        page = client.get("/jobvisor/", headers=html)
+        assert page.status_code == 200 and 'href="/jobvisor/hosts"' in page.text

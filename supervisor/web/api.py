@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, Request, get, post
 from litestar.exceptions import NotFoundException
-from litestar.params import Parameter
+from litestar.params import JSONBody, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from jobs import Job, JobNotFound
@@ -37,11 +37,8 @@ from jobs.store.broker import Broker
 from jobs.store.keys import check_name
 from supervisor.runtime.scaling import POOL_MAX
 from supervisor.web.accounts import User
+from supervisor.web.params import BrokerDep, InPath, Query, Seconds, StateName
 from supervisor.web.security import admin_only
-
-Seconds = Annotated[float | None, Parameter(ge=0, description="seconds")]
-StateName = Annotated[str, Parameter(
-    query="state", description="queued, scheduled, waiting, active, completed, dead or canceled")]
 
 
 class JobList(msgspec.Struct, kw_only=True):
@@ -101,25 +98,25 @@ class QueuesApi(Controller):
 
     @get(["/queues", "/queue/stats"], sync_to_thread=True,
          summary="Every queue's counts, recent outcomes, throughput and lag")
-    def queues(self, broker: Broker) -> list[QueueStats]:
+    def queues(self, broker: BrokerDep) -> list[QueueStats]:
         return queue_stats(broker)
 
     @get("/overview", sync_to_thread=True, summary="Queues, workers and the last hour")
-    def overview(self, broker: Broker) -> Overview:
+    def overview(self, broker: BrokerDep) -> Overview:
         return Overview(queues=queue_stats(broker), fleet=fleet(broker=broker),
                         series=minute_series(broker))
 
     @get("/series", sync_to_thread=True, summary="Outcomes per minute, oldest first")
-    def series(self, broker: Broker, queue: str | None = None,
-               minutes: Annotated[int, Parameter(ge=1, le=120)] = 60) -> Series:
+    def series(self, broker: BrokerDep, queue: Query = None,
+               minutes: Annotated[int, QueryParameter(ge=1, le=120)] = 60) -> Series:
         return minute_series(broker, minutes, queue)
 
     @get("/queues/{queue:str}", sync_to_thread=True, summary="One queue's figures")
-    def queue(self, broker: Broker, queue: str) -> QueueStats:
+    def queue(self, broker: BrokerDep, queue: InPath) -> QueueStats:
         return queue_stats(broker, [check_name("queue", queue)])[0]
 
     @post("/queues/{queue:str}/pause", guards=[admin_only], sync_to_thread=True, status_code=200)
-    def pause(self, request: Request[Any, Any, Any], broker: Broker, queue: str) -> Accepted:
+    def pause(self, request: Request[Any, Any, Any], broker: BrokerDep, queue: InPath) -> Accepted:
         pause(queue, broker)
         broker.event(e="action", who=who(request), action="pause", q=queue, count=0,
                      scope="queue")
@@ -127,7 +124,7 @@ class QueuesApi(Controller):
 
     @post("/queues/{queue:str}/resume", guards=[admin_only], sync_to_thread=True,
           status_code=200)
-    def resume(self, request: Request[Any, Any, Any], broker: Broker, queue: str) -> Accepted:
+    def resume(self, request: Request[Any, Any, Any], broker: BrokerDep, queue: InPath) -> Accepted:
         resume(queue, broker)
         broker.event(e="action", who=who(request), action="resume", q=queue, count=0,
                      scope="queue")
@@ -135,7 +132,7 @@ class QueuesApi(Controller):
 
     @post("/queues/{queue:str}/clear", guards=[admin_only], sync_to_thread=True,
           status_code=200, summary="Cancel every queued job of the queue")
-    def clear(self, request: Request[Any, Any, Any], broker: Broker, queue: str) -> Outcome:
+    def clear(self, request: Request[Any, Any, Any], broker: BrokerDep, queue: InPath) -> Outcome:
         return clear_queue(broker, check_name("queue", queue), who=who(request))
 
 
@@ -145,11 +142,11 @@ class JobsApi(Controller):
 
     @get("/queues/{queue:str}/jobs", sync_to_thread=True,
          summary="Jobs of one state, filtered, a page at a time (pass `next` as cursor)")
-    def jobs(self, broker: Broker, queue: str, state_name: StateName = "queued",
-             function: str | None = None, error_type: str | None = None,
-             text: str | None = None, older_than: Seconds = None, newer_than: Seconds = None,
-             cursor: str | None = None, limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
-             order: Annotated[str, Parameter(pattern="^(newest|oldest)$")] = "newest",
+    def jobs(self, broker: BrokerDep, queue: InPath, state_name: StateName = "queued",
+             function: Query = None, error_type: Query = None,
+             text: Query = None, older_than: Seconds = None, newer_than: Seconds = None,
+             cursor: Query = None, limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
+             order: Annotated[str, QueryParameter(pattern="^(newest|oldest)$")] = "newest",
              ) -> JobList:
         page = list_jobs(broker, queue, state_name,
                          where=job_filter(function, error_type, text, older_than, newer_than),
@@ -160,8 +157,8 @@ class JobsApi(Controller):
 
     @post("/queues/{queue:str}/jobs/{action:str}", guards=[admin_only], sync_to_thread=True,
           status_code=200, summary="requeue, cancel or delete the chosen or all matching jobs")
-    def act(self, request: Request[Any, Any, Any], broker: Broker, queue: str, action: str,
-            data: Selection) -> Outcome:
+    def act(self, request: Request[Any, Any, Any], broker: BrokerDep, queue: InPath, action: InPath,
+            data: JSONBody[Selection]) -> Outcome:
         check_name("queue", queue)
         if data.all_matching:
             return act_on_matching(broker, queue, data.state, action, where=data.filter,
@@ -170,7 +167,7 @@ class JobsApi(Controller):
 
     @get(["/jobs/{job_id:str}", "/job/{job_id:str}"], sync_to_thread=True,
          summary="Every field of one job, its log and its events")
-    def job(self, broker: Broker, job_id: str) -> dict[str, Any]:
+    def job(self, broker: BrokerDep, job_id: InPath) -> dict[str, Any]:
         job = known_job(job_id, broker)
         view = job_view(job.record, broker, broker.job_log(job_id))
         view["events"] = recent_events(broker, 200, job=job_id)
@@ -180,8 +177,8 @@ class JobsApi(Controller):
 
     @post("/jobs/{job_id:str}/{action:str}", guards=[admin_only], sync_to_thread=True,
           status_code=200, summary="requeue, cancel, delete or copy (enqueue again) one job")
-    def job_action(self, request: Request[Any, Any, Any], broker: Broker, job_id: str,
-                   action: str) -> dict[str, Any]:
+    def job_action(self, request: Request[Any, Any, Any], broker: BrokerDep, job_id: InPath,
+                   action: InPath) -> dict[str, Any]:
         job = known_job(job_id, broker)
         if action == "copy":
             copied = copy_job(broker, job_id, who=who(request))
@@ -195,17 +192,17 @@ class FleetApi(Controller):
     tags = ("hosts and workers",)
 
     @get("/hosts", sync_to_thread=True, summary="Live supervisors with their workers")
-    def hosts(self, broker: Broker) -> list[dict[str, Any]]:
+    def hosts(self, broker: BrokerDep) -> list[dict[str, Any]]:
         return supervisors(broker)
 
     @get("/workers", sync_to_thread=True, summary="Every live worker")
-    def workers(self, broker: Broker) -> list[dict[str, Any]]:
+    def workers(self, broker: BrokerDep) -> list[dict[str, Any]]:
         return [{"supervisor": e["id"], **w} for e in supervisors(broker) for w in e["workers"]]
 
     @post("/hosts/{ident:str}/scale", guards=[admin_only], sync_to_thread=True,
           status_code=200)
-    def scale(self, request: Request[Any, Any, Any], broker: Broker, ident: str,
-              data: ScaleRequest) -> Accepted:
+    def scale(self, request: Request[Any, Any, Any], broker: BrokerDep, ident: InPath,
+              data: JSONBody[ScaleRequest]) -> Accepted:
         entry = request_scale(ident, data.workers, POOL_MAX, broker)
         broker.event(e="action", who=who(request), action="scale", q="", count=data.workers,
                      scope=ident)
@@ -214,7 +211,7 @@ class FleetApi(Controller):
 
     @post("/hosts/{ident:str}/reload", guards=[admin_only], sync_to_thread=True,
           status_code=200)
-    def reload(self, request: Request[Any, Any, Any], broker: Broker, ident: str) -> Accepted:
+    def reload(self, request: Request[Any, Any, Any], broker: BrokerDep, ident: InPath) -> Accepted:
         send_control(ident, Reload(), broker)
         broker.event(e="action", who=who(request), action="reload", q="", count=0, scope=ident)
         return Accepted(message=f"asked {ident} to reload")
@@ -226,7 +223,7 @@ class DeadApi(Controller):
 
     @get("/queues/{queue:str}/dead-groups", sync_to_thread=True,
          summary="Dead jobs grouped by function and error type, largest first")
-    def groups(self, broker: Broker, queue: str) -> DeadGroups:
+    def groups(self, broker: BrokerDep, queue: InPath) -> DeadGroups:
         return dead_groups(broker, queue)
 
 
@@ -236,12 +233,12 @@ class EventsApi(Controller):
 
     @get("/events", sync_to_thread=True,
          summary="Server-sent events: recent ones first, then each as it happens")
-    def events(self, broker: Broker, queue: str | None = None, job: str | None = None,
-               recent: Annotated[int, Parameter(ge=0, le=1000)] = 20) -> ServerSentEvent:
+    def events(self, broker: BrokerDep, queue: Query = None, job: Query = None,
+               recent: Annotated[int, QueryParameter(ge=0, le=1000)] = 20) -> ServerSentEvent:
         return ServerSentEvent(_event_stream(broker, queue, job, recent))
 
 
-def _event_stream(broker: Broker, queue: str | None, job: str | None,
+def _event_stream(broker: BrokerDep, queue: str | None, job: str | None,
                   recent: int) -> Iterator[str | ServerSentEventMessage]:
     """Recent events, then each new one; a comment line while idle keeps proxies open."""
     encode = msgspec.json.encode

@@ -10,14 +10,12 @@ import logging
 import secrets
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import quote
 
 from litestar import Litestar, MediaType, Request, Response, get, post
-from litestar.contrib.jinja import JinjaTemplateEngine
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.enums import RequestEncodingType
 from litestar.exceptions import (
     HTTPException,
     NotAuthorizedException,
@@ -28,7 +26,8 @@ from litestar.middleware import DefineMiddleware
 from litestar.middleware.session.server_side import ServerSideSessionConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
-from litestar.params import Body
+from litestar.params import FromQuery, URLEncodedBody
+from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Redirect, Template
 from litestar.static_files import create_static_files_router
 from litestar.stores.memory import MemoryStore
@@ -89,14 +88,14 @@ async def healthz() -> dict[str, str]:
 
 
 @get("/login", include_in_schema=False)
-async def login_form(request: Request[Any, Any, Any], next: str = "/") -> Template:
+async def login_form(request: Request[Any, Any, Any], next: FromQuery[str] = "/") -> Template:
     return Template(template_name="login.html", context={
         "next": _local(next), "user": None, "failed": False, "root": root_of(request)})
 
 
 @post("/login", include_in_schema=False, sync_to_thread=True)
 def login(request: Request[Any, Any, Any],
-          data: Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)],
+          data: URLEncodedBody[dict[str, str]],
           ) -> Response[Any]:
     accounts: Accounts | None = request.app.state.accounts
     name, secret = data.get("name", ""), data.get("password", "")

@@ -8,13 +8,12 @@ API has, and redirect back (post/redirect/get) with a notice of what was done.
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import urlencode
 
 from litestar import Controller, Request, get, post
-from litestar.enums import RequestEncodingType
 from litestar.exceptions import ValidationException
-from litestar.params import Body, Parameter
+from litestar.params import FromQuery, URLEncodedBody
 from litestar.response import Redirect, Template
 
 from jobs import JobsError
@@ -35,14 +34,13 @@ from jobs.query import (
 from jobs.query.bulk import copy_job
 from jobs.query.overview import fleet
 from jobs.stats import queue_stats
-from jobs.store.broker import Broker
 from jobs.store.keys import check_name
 from supervisor.runtime.scaling import POOL_MAX
 from supervisor.web.api import job_filter, known_job, who
+from supervisor.web.params import BrokerDep, InPath, Query, StateName
 from supervisor.web.security import admin_only
 
-Form = Annotated[dict[str, Any], Body(media_type=RequestEncodingType.URL_ENCODED)]
-StateName = Annotated[str, Parameter(query="state", description="a job state")]
+Form = URLEncodedBody[dict[str, Any]]
 FILTER_FIELDS = ("function", "error_type", "text", "older_than", "newer_than")
 
 
@@ -56,8 +54,17 @@ def page(request: Request[Any, Any, Any], name: str, **context: Any) -> Template
 
 
 def root_of(request: Request[Any, Any, Any]) -> str:
-    """The path the app is mounted at ("" when it is served on its own)."""
-    return str(request.scope.get("root_path", "")).rstrip("/")
+    """The path the app is mounted at ("" when it is served on its own): the ASGI
+    ``root_path`` (Starlette's and FastAPI's Mount, ``uvicorn --root-path``), else what a
+    Litestar mount took off the front of the path."""
+    scope = request.scope
+    root = str(scope.get("root_path", ""))
+    if not root:
+        raw = bytes(scope.get("raw_path") or b"").decode("latin-1")
+        path = str(scope.get("path", ""))
+        if raw != path and raw.endswith(path):
+            root = raw[: len(raw) - len(path)]
+    return root.rstrip("/")
 
 
 def back(request: Request[Any, Any, Any], url: str, notice: str) -> Redirect:
@@ -93,17 +100,17 @@ class Pages(Controller):
     include_in_schema = False
 
     @get("/", sync_to_thread=True)
-    def overview(self, request: Request[Any, Any, Any], broker: Broker) -> Template:
+    def overview(self, request: Request[Any, Any, Any], broker: BrokerDep) -> Template:
         entries = supervisors(broker)
         return page(request, "overview.html", queues=queue_stats(broker),
                     fleet=fleet(entries), hosts=entries)
 
     @get("/queues/{queue:str}", sync_to_thread=True)
-    def queue(self, request: Request[Any, Any, Any], broker: Broker, queue: str,
-              state_name: StateName = "queued", function: str | None = None,
-              error_type: str | None = None, text: str | None = None,
-              older_than: str | None = None, newer_than: str | None = None,
-              cursor: str | None = None, order: str = "newest") -> Template:
+    def queue(self, request: Request[Any, Any, Any], broker: BrokerDep, queue: InPath,
+              state_name: StateName = "queued", function: Query = None,
+              error_type: Query = None, text: Query = None,
+              older_than: Query = None, newer_than: Query = None,
+              cursor: Query = None, order: FromQuery[str] = "newest") -> Template:
         where = _form_filter({"function": function, "error_type": error_type, "text": text,
                               "older_than": older_than, "newer_than": newer_than})
         listing = list_jobs(broker, queue, state_name, where=where, cursor=cursor, limit=50,
@@ -120,7 +127,7 @@ class Pages(Controller):
                     filtered=not where.is_empty())
 
     @post("/queues/{queue:str}/act", guards=[admin_only], sync_to_thread=True)
-    def act(self, request: Request[Any, Any, Any], broker: Broker, queue: str,
+    def act(self, request: Request[Any, Any, Any], broker: BrokerDep, queue: InPath,
             data: Form) -> Redirect:
         check_name("queue", queue)
         state = str(data.get("state", "queued"))
@@ -142,7 +149,7 @@ class Pages(Controller):
         return back(request, url, f"{action}: {outcome.done} of {what}{skipped}")
 
     @post("/queues/{queue:str}/pause", guards=[admin_only], sync_to_thread=True)
-    def pause(self, request: Request[Any, Any, Any], broker: Broker, queue: str) -> Redirect:
+    def pause(self, request: Request[Any, Any, Any], broker: BrokerDep, queue: InPath) -> Redirect:
         if queue in paused(broker):
             resume(queue, broker)
             done = "resumed"
@@ -154,19 +161,19 @@ class Pages(Controller):
         return back(request, f"/queues/{queue}", f"{done} queue {queue}")
 
     @get("/queues/{queue:str}/clear", sync_to_thread=True)
-    def confirm_clear(self, request: Request[Any, Any, Any], broker: Broker,
-                      queue: str) -> Template:
+    def confirm_clear(self, request: Request[Any, Any, Any], broker: BrokerDep,
+                      queue: InPath) -> Template:
         stats = queue_stats(broker, [check_name("queue", queue)])[0]
         return page(request, "clear.html", queue=queue, count=stats.queued)
 
     @post("/queues/{queue:str}/clear", guards=[admin_only], sync_to_thread=True)
-    def clear(self, request: Request[Any, Any, Any], broker: Broker, queue: str) -> Redirect:
+    def clear(self, request: Request[Any, Any, Any], broker: BrokerDep, queue: InPath) -> Redirect:
         outcome = clear_queue(broker, check_name("queue", queue), who=who(request))
         return back(request, f"/queues/{queue}",
                     f"cleared {outcome.done} queued job(s) of {queue}")
 
     @get("/jobs/{job_id:str}", sync_to_thread=True)
-    def job(self, request: Request[Any, Any, Any], broker: Broker, job_id: str) -> Template:
+    def job(self, request: Request[Any, Any, Any], broker: BrokerDep, job_id: InPath) -> Template:
         job = known_job(job_id, broker)
         view = job_view(job.record, broker, broker.job_log(job_id))
         dependents = sorted(m.decode() for m in broker.client.smembers(broker.keys.kids(job_id)))
@@ -174,7 +181,7 @@ class Pages(Controller):
                     dependents=dependents, pretty=_pretty, iso=iso)
 
     @post("/jobs/{job_id:str}/act", guards=[admin_only], sync_to_thread=True)
-    def job_act(self, request: Request[Any, Any, Any], broker: Broker, job_id: str,
+    def job_act(self, request: Request[Any, Any, Any], broker: BrokerDep, job_id: InPath,
                 data: Form) -> Redirect:
         job = known_job(job_id, broker)
         action = str(data.get("action", ""))
@@ -188,8 +195,8 @@ class Pages(Controller):
         return back(request, f"/jobs/{job_id}", f"{action}: {said}")
 
     @get("/dead", sync_to_thread=True)
-    def dead(self, request: Request[Any, Any, Any], broker: Broker,
-             queue: str | None = None) -> Template:
+    def dead(self, request: Request[Any, Any, Any], broker: BrokerDep,
+             queue: Query = None) -> Template:
         stats = queue_stats(broker)
         names = [s.queue for s in stats if s.dead] or [s.queue for s in stats][:1]
         chosen = queue or (names[0] if names else "default")
@@ -197,7 +204,7 @@ class Pages(Controller):
                     found=dead_groups(broker, chosen), iso=iso)
 
     @post("/dead/{queue:str}/act", guards=[admin_only], sync_to_thread=True)
-    def dead_act(self, request: Request[Any, Any, Any], broker: Broker, queue: str,
+    def dead_act(self, request: Request[Any, Any, Any], broker: BrokerDep, queue: InPath,
                  data: Form) -> Redirect:
         where = JobFilter(function=str(data.get("function") or "") or None,
                           error_type=str(data.get("error_type") or "") or None)
@@ -207,12 +214,12 @@ class Pages(Controller):
                     f"{action}: {outcome.done} dead job(s) of {where.function}")
 
     @get("/hosts", sync_to_thread=True)
-    def hosts(self, request: Request[Any, Any, Any], broker: Broker) -> Template:
+    def hosts(self, request: Request[Any, Any, Any], broker: BrokerDep) -> Template:
         entries = supervisors(broker)
         return page(request, "hosts.html", hosts=entries, fleet=fleet(entries), iso=iso)
 
     @post("/hosts/{ident:str}/scale", guards=[admin_only], sync_to_thread=True)
-    def scale(self, request: Request[Any, Any, Any], broker: Broker, ident: str,
+    def scale(self, request: Request[Any, Any, Any], broker: BrokerDep, ident: InPath,
               data: Form) -> Redirect:
         try:
             workers = int(str(data.get("workers", "")))
@@ -228,7 +235,7 @@ class Pages(Controller):
                     f"asked {ident} to run {workers} workers (now {len(entry['workers'])})")
 
     @post("/hosts/{ident:str}/reload", guards=[admin_only], sync_to_thread=True)
-    def reload(self, request: Request[Any, Any, Any], broker: Broker, ident: str) -> Redirect:
+    def reload(self, request: Request[Any, Any, Any], broker: BrokerDep, ident: InPath) -> Redirect:
         send_control(ident, Reload(), broker)
         broker.event(e="action", who=who(request), action="reload", q="", count=0, scope=ident)
         return back(request, "/hosts", f"asked {ident} to reload")
