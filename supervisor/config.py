@@ -11,6 +11,7 @@ from msgspec import Meta
 
 from jobs.environment import apply_overrides, explain, read_toml
 from jobs.errors import ConfigurationError
+from jobs.health import DEFAULT_REDIS_TIMEOUT
 from jobs.rates import definition
 from jobs.schedules import Schedule
 from jobs.settings import JobDefaults, RedisSettings, Table
@@ -105,6 +106,14 @@ class DashboardSettings(Table, frozen=True, kw_only=True, forbid_unknown_fields=
             raise ValueError("dashboard.bind needs a port from 1 to 65535")
 
 
+class HealthSettings(Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``[health]``: what ``jobvisor health`` and ``/readyz`` hold the cluster to."""
+
+    max_lag: Annotated[float, Meta(ge=0, le=86400 * 365)] = 0.0  # 0: off
+    max_dead: Annotated[int, Meta(ge=0)] = 0  # 0: off
+    redis_timeout: Annotated[float, Meta(gt=0, le=60)] = DEFAULT_REDIS_TIMEOUT
+
+
 class Config(Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
     redis: RedisSettings = RedisSettings()
     supervisor: SupervisorSettings = SupervisorSettings()
@@ -112,6 +121,7 @@ class Config(Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
     defaults: JobDefaults = JobDefaults()
     metrics: MetricsSettings = MetricsSettings()
     dashboard: DashboardSettings = DashboardSettings()
+    health: HealthSettings = HealthSettings()
     # [[schedules]]: cron schedules every supervisor fires (jobs.schedules.Schedule).
     schedules: list[Schedule] = msgspec.field(default_factory=list)
     queue_limits: dict[QueueName, QueueLimit] = msgspec.field(default_factory=dict)
@@ -125,6 +135,11 @@ class Config(Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
             raise ValueError(f"schedules: each name must be used once, {twice[0]!r} is not")
+        if self.health.max_dead >= self.defaults.max_dead:
+            raise ValueError(
+                f"health.max_dead ({self.health.max_dead}) must be below defaults.max_dead "
+                f"({self.defaults.max_dead}), the most dead jobs a queue keeps, or it can "
+                "never be exceeded: lower health.max_dead (0: off)")
 
     def pool_size(self, limit: int = POOL_MAX) -> int:
         """The fixed pool size, or the starting size when autoscaling; ``workers = 0``
@@ -154,7 +169,8 @@ def config_path(explicit: str | None) -> Path | None:
 # The tables settable from the environment.
 TABLES: dict[str, type[msgspec.Struct]] = {
     "redis": RedisSettings, "supervisor": SupervisorSettings, "worker": WorkerSettings,
-    "defaults": JobDefaults, "metrics": MetricsSettings, "dashboard": DashboardSettings}
+    "defaults": JobDefaults, "metrics": MetricsSettings, "dashboard": DashboardSettings,
+    "health": HealthSettings}
 
 
 def load_config(path: str | os.PathLike[str] | None) -> Config:

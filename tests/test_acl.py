@@ -4,7 +4,7 @@ Roles: the **worker** (``jobvisor run``: the supervisor and its workers, and eve
 operator command that changes state: cancel, pause/resume, dead requeue/purge, scale,
 reload, schedules), the **producer** (enqueue in every form, wait for results, read
 job state, cancel its jobs) and the read-only **dashboard** (``stats``, ``show``,
-``top``, ``hosts``, ``workers``, ``events``, ``dead list``, ``schedules``).
+``top``, ``hosts``, ``workers``, ``events``, ``dead list``, ``schedules``, ``health``).
 
 How the lists were made: every command the Python code sends (grep of ``jobs/`` and
 ``supervisor/``, then MONITOR on a private server while each role ran), plus every
@@ -29,6 +29,8 @@ import secrets
 import socket
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -163,6 +165,14 @@ def config_for(users: Users, user: str, name: str, tail: str = "") -> Path:
     return path
 
 
+def readyz(port: int) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=10) as reply:
+            return int(reply.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
 SCHEDULE = """
 [[schedules]]
 name = "acl-tick"
@@ -212,11 +222,17 @@ def test_each_role_works_with_exactly_its_acl(users, tmp_path, namespace):
     # The worker role: a supervisor with cron, a queue limit, retries, a timeout kill,
     # an on_dead hook and the cancel of a running job. Its password comes from a file.
     (tmp_path / "sup").mkdir()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
     sup = Running(tmp_path / "sup", SimpleNamespace(url=users.url(worker)), namespace,
-                  tail=SCHEDULE,
+                  tail=SCHEDULE + f'[metrics]\naddress = "127.0.0.1:{port}"\n'
+                                  "[health]\nmax_lag = 3600.0\nmax_dead = 1000\n",
                   env={"JOBVISOR_REDIS_PASSWORD_FILE": str(users.password_file(worker))})
     try:
         sup.wait_workers(2)
+        # The supervisor's /readyz, every check of it, under the worker role.
+        wait_until(lambda: readyz(port) == 200, timeout=10, what="/readyz to pass")
         p = users.broker(producer)
         made = produce(p)
         assert made["plain"].result(timeout=30) == 168
@@ -255,12 +271,15 @@ def test_each_role_works_with_exactly_its_acl(users, tmp_path, namespace):
         outputs = []
         for args in (["stats", "--json"], ["stats"], ["show", made["plain"].id, "--json"],
                      ["show", made["fails"].id], ["top", "--once"], ["hosts"], ["workers"],
-                     ["events", "--count", "5"], ["dead", "list"], ["schedules"]):
+                     ["events", "--count", "5"], ["dead", "list"], ["schedules"],
+                     ["health", "--max-lag", "3600", "--max-dead", "1000"]):
             out = cli(config, password, *args)
             assert out.returncode == 0, (args, out.stderr)
             outputs.append(out.stdout + out.stderr)
         assert '"completed"' in outputs[0] and '"state": "completed"' in outputs[2]
         assert "ValueError" in outputs[3] and str(sup.proc.pid) in outputs[5]
+        assert "ok    dead:default" in outputs[10] and "FAIL" not in outputs[10]
+        assert readyz(port) == 200
         # ... and the read-only Python API a dashboard of one's own would use.
         d = users.broker(dashboard)
         assert Queue("default", d).counts()["dead"] >= 2

@@ -75,6 +75,10 @@ def test_default_config_and_shipped_file_agree():
         ("[redis]\npassword = 'x'\n", "not allowed in config.toml"),
         ("[defaults]\nmax_attempts = 0\n", ">= 1 - at `$.defaults.max_attempts`"),
         ("[metrics]\naddress = 'nonsense'\n", "$.metrics.address"),
+        ("[health]\nmax_lag = -1\n", ">= 0.0 - at `$.health.max_lag`"),
+        ("[health]\nredis_timeout = 0\n", "> 0.0 - at `$.health.redis_timeout`"),
+        ("[health]\nmax_dead = 100000\n",
+         "health.max_dead (100000) must be below defaults.max_dead (100000)"),
         ("not toml = = \n", "not valid TOML"),
     ],
 )

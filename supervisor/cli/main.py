@@ -140,6 +140,20 @@ def _dead_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     dead.set_defaults(func=ops_commands.cmd_dead)
 
 
+def _health_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    health = _command(sub, "health", "check Redis, live supervisors and the [health] "
+                      "thresholds; exit 0 when all pass, 1 when a check fails, 4 when Redis "
+                      "does not answer")
+    health.add_argument("--max-lag", type=_seconds, metavar="SECONDS",
+                        help="fail when a queue's oldest queued job has waited longer "
+                             "(default: [health] max_lag; 0: off)")
+    health.add_argument("--max-dead", type=_count, metavar="N",
+                        help="fail when a queue holds more dead jobs (default: [health] "
+                             "max_dead; 0: off)")
+    _json_flag(health)
+    health.set_defaults(func=ops_commands.cmd_health)
+
+
 def _job_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     enq = _command(sub, "enqueue", "enqueue a job by name; prints its id")
     enq.add_argument("name", help="module:function")
@@ -226,6 +240,7 @@ def _ops_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     top.add_argument("--interval", type=_positive_seconds, default=1.0, metavar="SECONDS",
                      help="time between refreshes, 0.05 to 3600 (default: 1)")
     top.set_defaults(func=cmd_top)
+    _health_parser(sub)
     schedules = _command(sub, "schedules", "cron schedules: next fire times, last run")
     schedules.add_argument("--next", type=_positive_int, default=3,
                            help="fire times shown (default 3)")

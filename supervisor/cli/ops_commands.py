@@ -1,4 +1,5 @@
-"""CLI commands for operators: stats, hosts, workers, dead letters, pause, scale, events."""
+"""CLI commands for operators: stats, hosts, workers, dead letters, pause, scale, events,
+health."""
 
 from __future__ import annotations
 
@@ -25,8 +26,10 @@ from jobs.cluster import (
 from jobs.effective import published_functions
 from jobs.errors import ConfigurationError
 from jobs.events import follow, recent_events
+from jobs.health import Health, as_dict, check_health
 from jobs.query import iso, job_view
-from jobs.stats import as_dict, queue_stats
+from jobs.stats import as_dict as stats_dict
+from jobs.stats import queue_stats
 from supervisor.cli.common import (
     ago,
     broker_for,
@@ -38,6 +41,7 @@ from supervisor.cli.common import (
     output,
     table,
 )
+from supervisor.errors import ExitCode
 from supervisor.runtime.scaling import POOL_MAX
 
 
@@ -58,7 +62,7 @@ def _stats_text(rows: list[dict[str, Any]]) -> str:
 def cmd_stats(args: argparse.Namespace) -> int:
     broker = connect(args)
     served = served_queues(broker)
-    rows = [{**as_dict(s), "served": s.queue in served} for s in queue_stats(broker)]
+    rows = [{**stats_dict(s), "served": s.queue in served} for s in queue_stats(broker)]
     output(args, rows, _stats_text)
     for r in rows:
         if not r["served"] and (r["queued"] or r["scheduled"] or r["waiting"]):
@@ -200,3 +204,25 @@ def cmd_events(args: argparse.Namespace) -> int:
         if deadline is not None and time.monotonic() >= deadline:
             break
     return 0
+
+
+def _health_text(health: Health) -> str:
+    width = max(len(c.name) for c in health.checks)
+    return "\n".join(f"{'ok' if c.ok else 'FAIL':<4}  {c.name:<{width}}  {c.detail}"
+                     for c in health.checks)
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    """Exit 0 when every check passed, 4 when Redis did not answer, 1 when another failed."""
+    config, _ = load(args)
+    settings = config.health
+    health = check_health(
+        broker_for(config),
+        max_lag=settings.max_lag if args.max_lag is None else args.max_lag,
+        max_dead=settings.max_dead if args.max_dead is None else args.max_dead,
+        redis_timeout=settings.redis_timeout)
+    output(args, as_dict(health), lambda _: _health_text(health))
+    if health.ok:
+        return int(ExitCode.OK)
+    redis_down = any(c.name == "redis" and not c.ok for c in health.checks)
+    return int(ExitCode.REDIS_UNAVAILABLE if redis_down else ExitCode.ERROR)

@@ -1,2 +1,2 @@
 """What the supervisor talks to besides Redis: systemd (notify, watchdog), the embedded
-Valkey server, the Prometheus metrics endpoint, and log output."""
+Valkey server, the HTTP endpoint (Prometheus metrics, health probes), and log output."""

@@ -1,4 +1,4 @@
-"""Prometheus metrics, served by the supervisor when ``[metrics] address`` is set.
+"""Prometheus metrics, served at ``/metrics`` on ``[metrics] address`` (``endpoint``).
 
 Cluster-wide job counts and durations come from Redis (the totals every worker's
 outcome scripts keep); worker, kill and reclaim figures are this supervisor's own.
@@ -10,7 +10,6 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -90,11 +89,3 @@ class JobvisorCollector(Collector):
         yield hist
         yield depth
 
-
-def serve(address: str, broker: Broker, local: LocalFigures) -> None:
-    """Start the HTTP endpoint on ``host:port`` in a daemon thread."""
-    host, _, port = address.rpartition(":")
-    registry = CollectorRegistry()
-    registry.register(JobvisorCollector(broker, local))
-    start_http_server(int(port), addr=host or "127.0.0.1", registry=registry)
-    log.info("metrics on http://%s:%s/metrics", host or "127.0.0.1", port)

@@ -21,7 +21,8 @@ from jobs import Broker
 from jobs.limits import registered_limits
 from supervisor.config import Config
 from supervisor.errors import ExitCode, HaltServer
-from supervisor.integrations.metrics import LocalFigures, serve
+from supervisor.integrations.endpoint import serve
+from supervisor.integrations.metrics import LocalFigures
 from supervisor.integrations.systemd import Notifier, unset_environment
 from supervisor.runtime.child import Child, child_main
 from supervisor.runtime.commands import Commands
@@ -94,9 +95,11 @@ class Arbiter:
             self.cron.start()
             if config.metrics.address:
                 try:
-                    serve(config.metrics.address, self.duties.broker, self.figures)
+                    serve(config.metrics.address, self.duties.broker, self.figures,
+                          lambda: self.plan.config.health, self.duties.ident)
                 except OSError as exc:
-                    log.error("metrics endpoint %s not served: %s", config.metrics.address, exc)
+                    log.error("HTTP endpoint %s (metrics, health) not served: %s",
+                              config.metrics.address, exc)
             log.info("supervisor %d starting %d workers on %s; %s", os.getpid(),
                      self.plan.target, ",".join(config.worker.queues), self.plan.limit.describe())
             while True:
