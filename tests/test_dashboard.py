@@ -291,3 +291,38 @@ def test_the_app_mounts_inside_another_asgi_application(server, ns, lib):
     with TestClient(inner, root_path="/jobvisor") as client:
         page = client.get("/jobvisor/", headers=html)
         assert page.status_code == 200 and 'href="/jobvisor/hosts"' in page.text
+
+
+def test_the_dashboard_s_readyz_follows_a_redis_outage(tmp_path):
+    from tests.helpers import wait_until
+    from tests.procs import Running
+    from tests.server import ValkeyServer
+
+    srv = ValkeyServer(tmp_path / "own")
+    srv.start()
+    (tmp_path / "s").mkdir()
+    (tmp_path / "d").mkdir()
+    sup = Running(tmp_path / "s", srv, "ready", workers=1)
+    d = Dashboard(tmp_path / "d", srv.url, "ready", extra="[health]\nredis_timeout = 0.5\n")
+
+    def ready() -> tuple[int, dict]:
+        reply = httpx.get(f"{d.base}/readyz", timeout=5)
+        return reply.status_code, reply.json()
+
+    try:
+        sup.wait_workers(1)
+        wait_until(lambda: ready()[0] == 200, timeout=20, what="ready")
+        status, body = ready()
+        assert body["status"] == "ok"
+        assert [c["name"] for c in body["checks"]] == ["redis", "supervisors"]
+        srv.stop()
+        status, body = wait_until(lambda: (r := ready())[0] == 503 and r, timeout=10,
+                                  what="/readyz to fail")
+        assert {c["name"] for c in body["checks"] if not c["ok"]} == {"redis", "supervisors"}
+        assert httpx.get(f"{d.base}/healthz").json() == {"status": "ok"}
+        srv.start()
+        wait_until(lambda: ready()[0] == 200, timeout=20, what="ready again")
+    finally:
+        d.stop()
+        sup.stop()
+        srv.stop()

@@ -35,8 +35,9 @@ from litestar.template.config import TemplateConfig
 
 import jobs
 from jobs.errors import BrokerUnavailable, ConfigurationError, JobsError
+from jobs.health import LIVE_BODY, check_health, response
 from jobs.store.broker import Broker
-from supervisor.config import Config
+from supervisor.config import Config, HealthSettings
 from supervisor.web import api, pages
 from supervisor.web.accounts import Accounts
 from supervisor.web.pages import root_of
@@ -83,8 +84,20 @@ def _on_jobs_error(request: Request[Any, Any, Any], exc: JobsError) -> Response[
 
 
 @get("/healthz", tags=["health"], summary="Alive: the dashboard process answers")
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+async def healthz() -> Response[bytes]:
+    return Response(LIVE_BODY, media_type=MediaType.JSON)
+
+
+@get("/readyz", tags=["health"], sync_to_thread=True,
+     summary="Ready: Redis answers, a supervisor is live, the [health] thresholds hold")
+def readyz(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """200 or 503 with every check, bounded by ``[health] redis_timeout``."""
+    state = request.app.state
+    limits: HealthSettings = state.health
+    status, body = response(check_health(
+        state.broker, max_lag=limits.max_lag or None, max_dead=limits.max_dead or None,
+        redis_timeout=limits.redis_timeout))
+    return Response(body, status_code=status, media_type=MediaType.JSON)
 
 
 @get("/login", include_in_schema=False)
@@ -133,6 +146,7 @@ def create_app(config: Config, *, broker: Broker | None = None,
     broker = broker or jobs.connect(redis_settings=config.redis, defaults=config.defaults,
                                     data_dir=config.supervisor.data_dir)
     state = State({"broker": broker, "accounts": accounts, "read_only": settings.read_only,
+                   "health": config.health,
                    "refresh_ms": int(settings.refresh * 1000)})
     secret = secrets.token_hex(32)
     sessions = ServerSideSessionConfig(key="jobvisor-session", httponly=True, samesite="strict",
@@ -140,7 +154,7 @@ def create_app(config: Config, *, broker: Broker | None = None,
     return Litestar(
         route_handlers=[
             pages.Pages, api.QueuesApi, api.JobsApi, api.FleetApi, api.DeadApi, api.EventsApi,
-            healthz, login_form, login, logout,
+            healthz, readyz, login_form, login, logout,
             create_static_files_router(path="/static", directories=[HERE / "static"],
                                        include_in_schema=False, opt={"exclude_from_auth": True}),
         ],
