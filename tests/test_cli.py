@@ -147,6 +147,22 @@ def test_busy_worker_is_listed(r):
     assert workers[0]["job"] == j.id and workers[0]["function"] == "examples.cpu:spin"
 
 
+def test_workers_show_failed_jobs_and_uptime(r):
+    def totals():
+        rows = json.loads(cli(r, "workers", "--json").stdout)
+        return (sum(w["jobs_done"] for w in rows), sum(w["jobs_failed"] for w in rows),
+                min(w["uptime"] for w in rows))
+
+    done, failed, _ = totals()
+    q = Queue("default", r.broker)
+    for job in [q.enqueue("tests.jobfuncs:key_error"), q.enqueue("tests.jobfuncs:gives_up"),
+                q.enqueue("tests.jobfuncs:add", 1, 2)]:
+        wait_until(lambda job=job: job.refresh().state.is_final, timeout=10)
+    now = wait_until(lambda: (t := totals())[0] >= done + 3 and t, timeout=10)
+    assert now[:2] == (done + 3, failed + 2) and now[2] > 0
+    assert "FAILED" in cli(r, "workers").stdout
+
+
 def test_dead_letter_commands(r):
     q = Queue("default", r.broker)
     ids = [q.enqueue("tests.jobfuncs:gives_up").id for _ in range(3)]

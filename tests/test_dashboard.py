@@ -316,7 +316,7 @@ def test_the_dashboard_s_readyz_follows_a_redis_outage(tmp_path):
         assert body["status"] == "ok"
         assert [c["name"] for c in body["checks"]] == ["redis", "supervisors"]
         srv.stop()
-        status, body = wait_until(lambda: (r := ready())[0] == 503 and r, timeout=10,
+        _, body = wait_until(lambda: (r := ready())[0] == 503 and r, timeout=10,
                                   what="/readyz to fail")
         assert {c["name"] for c in body["checks"] if not c["ok"]} == {"redis", "supervisors"}
         assert httpx.get(f"{d.base}/healthz").json() == {"status": "ok"}

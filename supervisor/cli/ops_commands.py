@@ -88,8 +88,10 @@ def cmd_workers(args: argparse.Namespace) -> int:
     output(args, rows, lambda rows: table(
         [[r["supervisor"], r["pid"], r["state"], r["function"] or "-", r["job"] or "-",
           duration(r["elapsed"]) if r["state"] == "busy" else "-",
-          f"{r['rss'] / 2**20:.0f}MiB", r["jobs_done"]] for r in rows],
-        ["SUPERVISOR", "PID", "STATE", "FUNCTION", "JOB", "ELAPSED", "RSS", "DONE"])
+          f"{r['rss'] / 2**20:.0f}MiB", r["jobs_done"], r.get("jobs_failed", "-"),
+          duration(r["uptime"]) if "uptime" in r else "-"] for r in rows],
+        ["SUPERVISOR", "PID", "STATE", "FUNCTION", "JOB", "ELAPSED", "RSS", "DONE", "FAILED",
+         "UP"])
         if rows else "no live workers")
     return 0
 

@@ -71,6 +71,7 @@ class Child:
         self.stopping = False
         self.worker: Worker | None = None
         self.jobs_done = 0
+        self.jobs_failed = 0
         self.outage = 0
         self.pid = 0  # set in the child after the fork
         self.handlers: list[Any] = []  # the worker's own, put back after any job changes one
@@ -177,7 +178,7 @@ class Child:
                 if len(uncounted) > UNCOUNTED_MAX:
                     uncounted = b""  # the flush failed: they stay in the tally alone
         self.slots.write(self.slot, state, os.getpid(), self.jobs_done, uncounted=uncounted,
-                         **fields)
+                         jobs_failed=self.jobs_failed, **fields)
 
     def _mirror_counts(self, blob: bytes) -> None:
         """The tally handed counts over or took them back: the slot shows what is left."""
@@ -207,6 +208,8 @@ class Child:
             self._contain(job)
         self.slots.returned(self.slot)
         self.jobs_done += 1
+        if outcome.error is not None:
+            self.jobs_failed += 1
         return outcome, policy
 
     def _finish(self, worker: Worker, job: Claimed, outcome: Outcome,

@@ -140,7 +140,8 @@ class Pool:
             out.append({"pid": c.pid, "state": v.state.name.lower(), "job": v.job_id,
                         "function": v.function,
                         "elapsed": round(now - v.started, 3) if busy else 0.0,
-                        "jobs_done": v.jobs_done, "rss": rss})
+                        "jobs_done": v.jobs_done, "jobs_failed": v.jobs_failed, "rss": rss,
+                        "uptime": round(now - c.spawned, 3)})
         return out
 
     def states(self) -> Counter[str]:
