@@ -326,3 +326,42 @@ def test_the_dashboard_s_readyz_follows_a_redis_outage(tmp_path):
         d.stop()
         sup.stop()
         srv.stop()
+
+
+def test_every_page_renders_without_a_script_or_policy_error(browser, dash, lib, tmp_path):
+    """Each page in a real browser: no console error, no CSP violation; with
+    JOBVISOR_SCREENSHOTS=1 the pictures in docs/screenshots are taken from here."""
+    from tests import jobfuncs
+    from tests.helpers import wait_until
+    from tests.procs import Running
+
+    sup = Running(tmp_path, type("S", (), {"url": lib.url})(), lib.keys.ns, workers=2)
+    try:
+        sup.wait_workers(2)
+        dead = dead_jobs(lib, 3)
+        dead_jobs(lib, 2, "tests.jobfuncs:raises_bad_str")
+        Queue("default", lib).options(max_attempts=1).enqueue(jobfuncs.spin_then_fail, 0.0)
+        spin = Queue("default", lib).enqueue("examples.cpu:spin", 3)
+        Queue("default", lib).enqueue_many(("examples.cpu:count_primes", 200_000 + i)
+                                           for i in range(40))
+        Queue("reports", lib).options(delay=3600).enqueue(jobfuncs.add, 1, 2)
+        wait_until(lambda: spin.refresh().state is JobState.ACTIVE, timeout=20)
+        page = open_as(browser, dash, "ada")
+        problems: list[str] = []
+        page.on("console", lambda m: m.type in ("error", "warning") and problems.append(m.text))
+        page.on("pageerror", lambda e: problems.append(str(e)))
+        pages = {"overview": "/", "queue": "/queues/default?state=dead",
+                 "job": f"/jobs/{dead[0]}", "running-job": f"/jobs/{spin.id}",
+                 "dead-letters": "/dead", "hosts": "/hosts",
+                 "clear": "/queues/default/clear"}
+        for name, url in pages.items():
+            reply = page.goto(dash.base + url)
+            assert reply is not None and reply.status == 200, (url, reply and reply.status)
+            page.wait_for_timeout(600)  # one live refresh
+            shot(page, name)
+        assert page.locator("tr[data-worker]").count() >= 0
+        page.goto(dash.base + "/hosts")
+        assert page.locator("tr[data-worker]").count() == 2
+        assert problems == []
+    finally:
+        sup.stop()
