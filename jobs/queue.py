@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec
@@ -13,7 +12,9 @@ from jobs.enqueue import enqueue_call, enqueue_many
 from jobs.errors import ConfigurationError
 from jobs.job import Job
 from jobs.options import Call, EnqueueOptions
-from jobs.records import JobRecord, record_from_hash
+from jobs.query import JobFilter, act_on_matching, list_jobs
+from jobs.query.listing import MAX_PAGE
+from jobs.records import JobRecord
 from jobs.states import JobState
 from jobs.store.broker import Broker, default_broker
 
@@ -90,25 +91,35 @@ class Queue:
     def dead(self, *, function: str | None = None, error_type: str | None = None,
              older_than: float | None = None, newer_than: float | None = None,
              limit: int | None = 100) -> list[JobRecord]:
-        """Dead jobs, newest first, filtered by function, last error type and age (seconds)."""
+        """Dead jobs, newest first, filtered by function, last error type and age (seconds):
+        the pages of ``jobs.query.list_jobs``, so they match ``jobvisor jobs list``."""
+        where = JobFilter(function=function, error_type=error_type, older_than=older_than,
+                          newer_than=newer_than)
         out: list[JobRecord] = []
-        now = time.time()
-        for record in self._dead_records():
-            if _matches(record, function, error_type, older_than, newer_than, now):
-                out.append(record)
-                if limit is not None and len(out) >= limit:
-                    break
+        cursor: str | None = None
+        while limit is None or len(out) < limit:
+            want = MAX_PAGE if limit is None else min(MAX_PAGE, limit - len(out))
+            page = list_jobs(self.broker, self.name, "dead", where=where, cursor=cursor,
+                             limit=want)
+            out += page.jobs
+            if page.next is None:
+                break
+            cursor = page.next
         return out
 
     def requeue_dead(self, job_id: str | None = None, **filters: Any) -> int:
         """Requeue one dead job, or every dead job matching the filters (all without any)."""
-        ids = [job_id] if job_id else [r.id for r in self.dead(limit=None, **filters)]
-        return sum(1 for i in ids if self._checked(i, self.broker.requeue(i, self.name)))
+        if job_id:
+            return int(self._checked(job_id, self.broker.requeue(job_id, self.name)))
+        return act_on_matching(self.broker, self.name, "dead", "requeue",
+                               where=JobFilter(**filters)).done
 
     def purge_dead(self, job_id: str | None = None, **filters: Any) -> int:
         """Delete one dead job, or every dead job matching the filters (all without any)."""
-        ids = [job_id] if job_id else [r.id for r in self.dead(limit=None, **filters)]
-        return sum(1 for i in ids if self._checked(i, self.broker.purge(i, self.name)))
+        if job_id:
+            return int(self._checked(job_id, self.broker.purge(job_id, self.name)))
+        return act_on_matching(self.broker, self.name, "dead", "delete",
+                               where=JobFilter(**filters)).done
 
     def _checked(self, job_id: str, reply: int | str | None) -> bool:
         if reply == -1:
@@ -117,26 +128,6 @@ class Queue:
                 f"{self.broker.queue_of(job_id)!r}: use that queue"
             )
         return reply == 1
-
-    def _dead_records(self) -> Iterator[JobRecord]:
-        b = self.broker
-        for ids in b.scan_index(b.keys.dead(self.name)):
-            for job_id, fields in zip(ids, b.fetch_many(ids), strict=True):
-                if fields:
-                    yield record_from_hash(job_id, fields)
-
-
-def _matches(r: JobRecord, function: str | None, error_type: str | None,
-             older_than: float | None, newer_than: float | None, now: float) -> bool:
-    if function is not None and (r.spec is None or r.spec.function != function):
-        return False
-    last = r.errors[-1] if r.errors else None
-    if error_type is not None and (last is None or error_type not in (last.type, last.kind)):
-        return False
-    age = now - (r.finished_at or now)
-    if older_than is not None and age < older_than:
-        return False
-    return not (newer_than is not None and age > newer_than)
 
 
 def queue_counts(broker: Broker | None = None) -> dict[str, dict[str, int]]:

@@ -1,10 +1,11 @@
 """Redis ACLs: the minimal ACL of each role, tested against the session Valkey server.
 
 Roles: the **worker** (``jobvisor run``: the supervisor and its workers, and every
-operator command that changes state: cancel, pause/resume, dead requeue/purge, scale,
-reload, schedules), the **producer** (enqueue in every form, wait for results, read
+operator command that changes state: cancel, delete, clear, pause/resume, dead
+requeue/purge, scale, reload, schedules), the **producer** (enqueue in every form, wait for results, read
 job state, cancel its jobs) and the read-only **dashboard** (``stats``, ``show``,
-``top``, ``hosts``, ``workers``, ``events``, ``dead list``, ``schedules``, ``health``).
+``top``, ``hosts``, ``workers``, ``events``, ``jobs list``, ``dead list``, ``dead
+groups``, ``schedules``, ``health``).
 
 How the lists were made: every command the Python code sends (grep of ``jobs/`` and
 ``supervisor/``, then MONITOR on a private server while each role ran), plus every
@@ -66,7 +67,7 @@ PRODUCER = ("~{ns}:* +ping +evalsha +script|load +script|exists +hgetall +lrange
             "+watch +unwatch +multi +exec +discard " + LUA)
 WORKER = PRODUCER + " +zrevrangebyscore +zscore +lpop +smismember +hsetnx"
 DASHBOARD = ("%R~{ns}:* +ping +time +scan +mget +hget +hmget +hgetall +lrange +smembers "
-             "+scard +zcard +zrevrange +zrangebyscore +xrevrange +xread")
+             "+scard +zcard +zrange +zrevrange +zrangebyscore +xrevrange +xread")
 ROLES = {"worker": WORKER, "producer": PRODUCER, "dashboard": DASHBOARD}
 # redis-py announces itself with CLIENT SETINFO on each new connection and ignores a
 # refusal; granting it (Redis >= 7.2, Valkey) only keeps ACL LOG quiet.
@@ -257,6 +258,10 @@ def test_each_role_works_with_exactly_its_acl(users, tmp_path, namespace):
         assert scaled.returncode == 0, scaled.stderr
         assert re.fullmatch(rf"asked {ident} to run 3 workers \(now \d\)\n", scaled.stdout)
         sup.wait_workers(3)
+        # So do `delete` (cancel, purge, the audit event) and `clear`.
+        for args in (["delete", made["canceled"].id], ["clear", "default", "--yes"]):
+            out = cli(config_for(users, worker, "operator"), users.passwords[worker], *args)
+            assert out.returncode == 0, (args, out.stderr)
 
         # The dashboard role, from the CLI, its password from the environment.
         config = config_for(users, dashboard, "dashboard", SCHEDULE)
@@ -272,7 +277,8 @@ def test_each_role_works_with_exactly_its_acl(users, tmp_path, namespace):
         for args in (["stats", "--json"], ["stats"], ["show", made["plain"].id, "--json"],
                      ["show", made["fails"].id], ["top", "--once"], ["hosts"], ["workers"],
                      ["events", "--count", "5"], ["dead", "list"], ["schedules"],
-                     ["health", "--max-lag", "3600", "--max-dead", "1000"]):
+                     ["health", "--max-lag", "3600", "--max-dead", "1000"],
+                     ["jobs", "list", "--state", "dead"], ["dead", "groups"]):
             out = cli(config, password, *args)
             assert out.returncode == 0, (args, out.stderr)
             outputs.append(out.stdout + out.stderr)

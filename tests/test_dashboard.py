@@ -313,6 +313,7 @@ def test_the_dashboard_s_readyz_follows_a_redis_outage(tmp_path):
         sup.wait_workers(1)
         wait_until(lambda: ready()[0] == 200, timeout=20, what="ready")
         status, body = ready()
+        assert status == 200
         assert body["status"] == "ok"
         assert [c["name"] for c in body["checks"]] == ["redis", "supervisors"]
         srv.stop()

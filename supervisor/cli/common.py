@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import difflib
+import getpass
 import json
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +64,21 @@ def local_pid(config: Config) -> int:
             "or give --host ID (see `jobvisor hosts`)"
         ) from None
     return pid
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest known name, else nothing."""
+    near = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {near[0]!r}?)" if near else ""
+
+
+def actor() -> str:
+    """Who acts, for the audit trail of bulk actions: ``cli:<user>@<host>``."""
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):  # no login name and no passwd entry (some containers)
+        user = f"uid{os.getuid()}"
+    return f"cli:{user}@{socket.gethostname()}"
 
 
 def local_ident(config: Config) -> str:

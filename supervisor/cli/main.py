@@ -13,7 +13,8 @@ from pathlib import Path
 
 import jobs
 from jobs import JobsError
-from supervisor.cli import job_commands, ops_commands, schedule_commands
+from jobs.query import LISTED_STATES
+from supervisor.cli import job_commands, ops_commands, query_commands, schedule_commands
 from supervisor.cli.common import load
 from supervisor.errors import ConfigError, ExitCode, HaltServer
 from supervisor.integrations.logs import configure
@@ -120,10 +121,10 @@ def _json_flag(p: argparse.ArgumentParser) -> None:
 
 
 def _dead_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    dead = _command(sub, "dead", "dead-letter queue: list, show, requeue, purge")
-    dead.add_argument("action", choices=["list", "show", "requeue", "purge"],
-                      help="list (filters apply), show one, requeue or purge (an id, "
-                           "filters or --all)")
+    dead = _command(sub, "dead", "dead-letter queue: list, groups, show, requeue, purge")
+    dead.add_argument("action", choices=["list", "groups", "show", "requeue", "purge"],
+                      help="list (filters apply), groups (by function and error type), show "
+                           "one, requeue or purge (an id, filters or --all)")
     dead.add_argument("id", nargs="?", help="one job id")
     dead.add_argument("--queue", default="default",
                       help="the queue whose dead letters to act on (default: default)")
@@ -152,6 +153,53 @@ def _health_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
                              "max_dead; 0: off)")
     _json_flag(health)
     health.set_defaults(func=ops_commands.cmd_health)
+
+
+def _jobs_group(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``jobvisor jobs ACTION``: a command group, so more actions on jobs fit under it."""
+    group = _command(sub, "jobs", "jobs of a queue in any state")
+    actions = group.add_subparsers(dest="jobs_action", required=True, metavar="ACTION")
+    ls = _command(actions, "list", "jobs of one queue and state, filtered, a page at a time; "
+                  "prints the --cursor of the next page")
+    ls.add_argument("--queue", default="default", help="default: default")
+    ls.add_argument("--state", default="queued", choices=LISTED_STATES, help="default: queued")
+    ls.add_argument("--function", help="only jobs of this module:function")
+    ls.add_argument("--error-type", help="only jobs whose last error has this type or kind")
+    ls.add_argument("--text", help="only jobs with this text (any case) in the id, arguments "
+                                   "or last error")
+    ls.add_argument("--older-than", type=_seconds, metavar="SECONDS",
+                    help="only jobs that ended longer ago than this (not yet ended: that "
+                         "were enqueued)")
+    ls.add_argument("--newer-than", type=_seconds, metavar="SECONDS",
+                    help="only jobs that ended at most this long ago (not yet ended: that "
+                         "were enqueued)")
+    ls.add_argument("--limit", type=_positive_int, default=50,
+                    help="jobs per page, at most 500 (default: 50)")
+    ls.add_argument("--oldest-first", action="store_true",
+                    help="the index's order instead of newest first (for queued jobs: the "
+                         "order they run in)")
+    ls.add_argument("--cursor", help="go on from where the previous page ended (with the "
+                                     "same options)")
+    ls.add_argument("--scan", type=_positive_int, default=20_000, metavar="N",
+                    help="look at most at this many jobs for one page (default: 20000): a "
+                         "filter that matches few stops there and prints where to go on")
+    _json_flag(ls)
+    ls.set_defaults(func=query_commands.cmd_jobs_list)
+
+
+def _query_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    _jobs_group(sub)
+    delete = _command(sub, "delete", "delete jobs for good (one not yet started is canceled "
+                      "first; a running one is refused)")
+    delete.add_argument("ids", nargs="+", metavar="ID", help="the jobs' ids")
+    _json_flag(delete)
+    delete.set_defaults(func=query_commands.cmd_delete)
+    clear = _command(sub, "clear", "cancel every queued job of a queue")
+    clear.add_argument("queue", help="queue name")
+    clear.add_argument("--yes", "-y", action="store_true",
+                       help="do not ask for confirmation (needed when stdin is not a terminal)")
+    _json_flag(clear)
+    clear.set_defaults(func=query_commands.cmd_clear)
 
 
 def _job_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -285,6 +333,7 @@ def parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
     _dashboard_parser(sub)
     _job_parsers(sub)
+    _query_parsers(sub)
     _ops_parsers(sub)
     return p
 

@@ -4,14 +4,13 @@ health."""
 from __future__ import annotations
 
 import argparse
-import difflib
 import os
 import signal
 import sys
 import time
 from typing import Any
 
-from jobs import Job, Queue
+from jobs import Broker, Job, JobState, Queue
 from jobs.cluster import (
     Reload,
     pause,
@@ -27,13 +26,15 @@ from jobs.effective import published_functions
 from jobs.errors import ConfigurationError
 from jobs.events import follow, recent_events
 from jobs.health import Health, as_dict, check_health
-from jobs.query import iso, job_view
+from jobs.query import JobFilter, act_on, act_on_matching, iso, job_view
 from jobs.stats import as_dict as stats_dict
 from jobs.stats import queue_stats
 from supervisor.cli.common import (
+    actor,
     ago,
     broker_for,
     connect,
+    did_you_mean,
     duration,
     load,
     local_ident,
@@ -41,6 +42,7 @@ from supervisor.cli.common import (
     output,
     table,
 )
+from supervisor.cli.query_commands import cmd_dead_groups
 from supervisor.errors import ExitCode
 from supervisor.runtime.scaling import POOL_MAX
 
@@ -102,42 +104,72 @@ def _filters(args: argparse.Namespace) -> dict[str, Any]:
             if v is not None}
 
 
+def _dead_list(args: argparse.Namespace, broker: Broker) -> int:
+    published = published_functions(broker)
+    records = Queue(args.queue, broker).dead(limit=args.limit, **_filters(args))
+    rows = [job_view(r, broker, published=published) for r in records]
+    output(args, rows, lambda rows: table(
+        [[r["id"], r["function"], f"{r['attempts']}/{r['max_attempts']}",
+          (r["error"] or {}).get("type", "-"),
+          ((r["error"] or {}).get("message") or "")[:60], ago(rec.finished_at)]
+         for r, rec in zip(rows, records, strict=True)],
+        ["ID", "FUNCTION", "ATTEMPTS", "ERROR", "MESSAGE", "DIED"])
+        if rows else f"no dead jobs in {args.queue}")
+    return 0
+
+
+def _not_dead(args: argparse.Namespace, broker: Broker) -> str | None:
+    """Why ``dead requeue|purge ID`` cannot act on that job, if it cannot."""
+    record = Job.fetch(args.id, broker).record  # JobNotFound when there is no such job
+    if record.queue != args.queue:
+        return (f"job {args.id} is not on queue {args.queue!r} but on {record.queue!r}: "
+                f"add --queue {record.queue}")
+    if record.state is not JobState.DEAD:
+        return (f"job {args.id} is {record.state}, not dead: nothing to {args.action} (see "
+                f"`jobvisor show {args.id}`)")
+    return None
+
+
+def _dead_act(args: argparse.Namespace, broker: Broker) -> int:
+    """Requeue or purge one dead job or all a filter matches, as ``jobs.query`` does for
+    every surface (and with who asked, for the audit trail)."""
+    if not (args.id or _filters(args) or args.all):
+        raise ConfigurationError(
+            f"dead {args.action} needs a job id, a filter (--function, --error-type, "
+            "--older-than, --newer-than) or --all"
+        )
+    action = "requeue" if args.action == "requeue" else "delete"
+    if args.id:
+        refusal = _not_dead(args, broker)
+        if refusal:
+            raise ConfigurationError(refusal)
+        n = act_on(broker, args.queue, [args.id], action, who=actor()).done
+        if n == 0:  # it left the dead letters meanwhile
+            raise ConfigurationError(_not_dead(args, broker) or f"job {args.id}: not dead")
+    else:
+        n = act_on_matching(broker, args.queue, "dead", action,
+                            where=JobFilter(**_filters(args)), who=actor()).done
+    verb = "requeued" if args.action == "requeue" else "purged"
+    output(args, {verb: n}, lambda d: f"{verb} {n} dead job(s) of {args.queue}")
+    return 0
+
+
 def cmd_dead(args: argparse.Namespace) -> int:
     broker = connect(args)
-    q = Queue(args.queue, broker)
     if args.action == "list":
-        published = published_functions(broker)
-        records = q.dead(limit=args.limit, **_filters(args))
-        rows = [job_view(r, broker, published=published) for r in records]
-        output(args, rows, lambda rows: table(
-            [[r["id"], r["function"], f"{r['attempts']}/{r['max_attempts']}",
-              (r["error"] or {}).get("type", "-"),
-              ((r["error"] or {}).get("message") or "")[:60], ago(rec.finished_at)]
-             for r, rec in zip(rows, records, strict=True)],
-            ["ID", "FUNCTION", "ATTEMPTS", "ERROR", "MESSAGE", "DIED"])
-            if rows else f"no dead jobs in {args.queue}")
-        return 0
+        return _dead_list(args, broker)
+    if args.action == "groups":
+        if args.id or _filters(args):
+            raise ConfigurationError("dead groups takes no job id and no filter: it groups "
+                                     "every dead job of --queue")
+        return cmd_dead_groups(args)
     if args.action == "show":
         if not args.id:
             raise ConfigurationError("dead show needs a job id")
         from supervisor.cli.job_commands import cmd_show
 
         return cmd_show(args)
-    if not (args.id or _filters(args) or args.all):
-        raise ConfigurationError(
-            f"dead {args.action} needs a job id, a filter (--function, --error-type, "
-            "--older-than, --newer-than) or --all"
-        )
-    act = q.requeue_dead if args.action == "requeue" else q.purge_dead
-    n = act(args.id, **_filters(args)) if args.id else act(**_filters(args))
-    verb = "requeued" if args.action == "requeue" else "purged"
-    if args.id and n == 0:
-        state = Job.fetch(args.id, broker).state  # JobNotFound when there is no such job
-        raise ConfigurationError(
-            f"job {args.id} is {state}, not dead: nothing to {args.action} (see "
-            f"`jobvisor show {args.id}`)")
-    output(args, {verb: n}, lambda d: f"{verb} {n} dead job(s) of {args.queue}")
-    return 0
+    return _dead_act(args, broker)
 
 
 def cmd_pause(args: argparse.Namespace) -> int:
@@ -150,11 +182,10 @@ def cmd_pause(args: argparse.Namespace) -> int:
         print(f"resumed {args.queue}")
         return 0
     if args.queue not in known and not args.new:
-        near = difflib.get_close_matches(args.queue, known, n=1)
         raise ConfigurationError(
             f"queue {args.queue!r} does not exist: no job was ever enqueued to it and no live "
-            f"supervisor serves it{f' (did you mean {near[0]!r}?)' if near else ''}; to pause "
-            "it before its first job on purpose, add --new")
+            f"supervisor serves it{did_you_mean(args.queue, known)}; to pause it before its "
+            "first job on purpose, add --new")
     pause(args.queue, broker)
     print(f"paused {args.queue}" + ("" if args.queue in known else
                                     " (a new queue: it starts paused when jobs arrive)"))
