@@ -205,3 +205,17 @@ def test_bad_queries_say_what_was_wrong(broker):
         list_jobs(broker, "default", "dead", limit=0)
     with pytest.raises(ConfigurationError, match="queue"):
         list_jobs(broker, "bad queue!", "dead")
+
+
+def test_a_copy_is_a_new_job_with_the_same_call(broker):
+    from jobs.query.bulk import copy_job
+
+    original = Queue("other").options(priority=20).enqueue(jobfuncs.add, 4, 5)
+    copied = Job.fetch(copy_job(broker, original.id, who="carol"))
+    assert copied.id != original.id
+    assert (copied.function, copied.queue, copied.priority) == ("tests.jobfuncs:add", "other", 20)
+    assert copied.record.spec.args == [4, 5]
+    audit = [e for e in recent_events(broker, 20) if e.get("e") == "action"]
+    assert audit[-1]["action"] == "copy" and audit[-1]["who"] == "carol"
+    with pytest.raises(JobNotFound):
+        copy_job(broker, "nosuchjob")

@@ -17,12 +17,13 @@ from typing import Any
 
 import msgspec
 
+from jobs.enqueue import enqueue_call
 from jobs.errors import ConfigurationError
 from jobs.job import Job
+from jobs.options import Call, EnqueueOptions
 from jobs.query.cursor import last_position, walk
 from jobs.query.filters import JobFilter
 from jobs.query.listing import records_of, state_index
-from jobs.queue import Queue
 from jobs.records import JobRecord
 from jobs.store.broker import Broker
 from jobs.store.connection import translated
@@ -142,8 +143,9 @@ def copy_job(broker: Broker, job_id: str, *, who: str = "library") -> str:
     if record.spec is None:
         raise ConfigurationError(f"job {job_id}'s arguments cannot be read: it cannot be copied")
     spec = record.spec
-    copy = Queue(record.queue, broker).options(priority=record.priority).enqueue(
-        spec.function, *spec.args, **spec.kwargs)
+    copy = enqueue_call(Call(spec.function, tuple(spec.args), dict(spec.kwargs),
+                             EnqueueOptions(queue=record.queue, priority=record.priority)),
+                        broker)
     log.info("%s: copied job %s to %s on queue %s", who, job_id, copy.id, record.queue)
     broker.event(e="action", who=who, action="copy", q=record.queue, count=1,
                  scope=f"copy of {job_id}: {copy.id}")
