@@ -77,8 +77,8 @@ class Queue:
         ``queued`` includes the jobs a rate or concurrency limit holds back, which are
         also counted on their own as ``held``.
         """
-        counts = self.broker.counts(self.name, [s.value for s in COUNTED_STATES])
-        counts["held"] = self.broker.held(self.name)
+        counts = self.broker.jobs.counts(self.name, [s.value for s in COUNTED_STATES])
+        counts["held"] = self.broker.jobs.held(self.name)
         counts["queued"] += counts["held"]
         return counts
 
@@ -103,25 +103,25 @@ class Queue:
     def requeue_dead(self, job_id: str | None = None, **filters: Any) -> int:
         """Requeue one dead job, or every dead job matching the filters (all without any)."""
         ids = [job_id] if job_id else [r.id for r in self.dead(limit=None, **filters)]
-        return sum(1 for i in ids if self._checked(i, self.broker.requeue(i, self.name)))
+        return sum(1 for i in ids if self._checked(i, self.broker.jobs.requeue(i, self.name)))
 
     def purge_dead(self, job_id: str | None = None, **filters: Any) -> int:
         """Delete one dead job, or every dead job matching the filters (all without any)."""
         ids = [job_id] if job_id else [r.id for r in self.dead(limit=None, **filters)]
-        return sum(1 for i in ids if self._checked(i, self.broker.purge(i, self.name)))
+        return sum(1 for i in ids if self._checked(i, self.broker.jobs.purge(i, self.name)))
 
     def _checked(self, job_id: str, reply: int | str | None) -> bool:
         if reply == -1:
             raise ConfigurationError(
                 f"job {job_id} is not on queue {self.name!r} but on "
-                f"{self.broker.queue_of(job_id)!r}: use that queue"
+                f"{self.broker.jobs.queue_of(job_id)!r}: use that queue"
             )
         return reply == 1
 
     def _dead_records(self) -> Iterator[JobRecord]:
         b = self.broker
-        for ids in b.scan_index(b.keys.dead(self.name)):
-            for job_id, fields in zip(ids, b.fetch_many(ids), strict=True):
+        for ids in b.jobs.scan_index(b.keys.dead(self.name)):
+            for job_id, fields in zip(ids, b.jobs.fetch_many(ids), strict=True):
                 if fields:
                     yield record_from_hash(job_id, fields)
 
@@ -142,4 +142,4 @@ def _matches(r: JobRecord, function: str | None, error_type: str | None,
 def queue_counts(broker: Broker | None = None) -> dict[str, dict[str, int]]:
     """Counts per state for every queue this namespace has seen."""
     broker = broker or default_broker()
-    return {q: Queue(q, broker).counts() for q in broker.known_queues()}
+    return {q: Queue(q, broker).counts() for q in broker.jobs.known_queues()}

@@ -23,7 +23,7 @@ def test_held_job_stays_queued_and_does_not_block_the_jobs_behind_it(broker, ser
     held = capped[2].refresh()
     assert held.state is JobState.QUEUED
     assert broker.client.hget(broker.keys.job(held.id), "hold") == b"fn:tests.jobfuncs:capped"
-    assert broker.counts("default", ["queued"]) == {"queued": 0}
+    assert broker.jobs.counts("default", ["queued"]) == {"queued": 0}
     [limit] = status(broker)
     assert (limit.name, limit.max_concurrency, limit.running, limit.held) == (
         "fn:tests.jobfuncs:capped", 2, 2, 1)
@@ -59,7 +59,7 @@ def test_queue_limit_set_from_the_api(broker):
     c = q.enqueue(jobfuncs.add, 3, 3)
     assert w.claim() is None
     set_limit(queue="reports", broker=broker)
-    broker.release_limits()
+    broker.maintenance.release_limits()
     assert w.claim().id == c.id
 
 

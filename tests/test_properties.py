@@ -55,12 +55,12 @@ def test_random_operations_keep_one_state_per_job(server, ops):
                 sched = broker.keys.scheduled("p")
                 for job_id in broker.client.zrange(sched, 0, -1):
                     broker.client.zadd(sched, {job_id: 0})
-                broker.promote(["p"])
+                broker.maintenance.promote(["p"])
             elif op == "cancel" and target:
-                broker.cancel(target, "p", "test")
+                broker.jobs.cancel(target, "p", "test")
             elif op == "requeue" and target:
-                broker.requeue(target, "p")
-            elif op == "purge" and target and broker.purge(target, "p") == 1:
+                broker.jobs.requeue(target, "p")
+            elif op == "purge" and target and broker.jobs.purge(target, "p") == 1:
                 known.remove(target)
             for job_id in known:
                 assert_consistent(broker, job_id, "p")

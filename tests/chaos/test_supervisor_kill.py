@@ -54,7 +54,7 @@ def kill_and_recover(victim: Supervisor, other: Supervisor, broker: Broker) -> t
     recovered = time.monotonic() - killed_at
     assert other.alive()
     for job_id in held:  # each one was put back with the reason, and has run (or will)
-        errors = broker.fetch(job_id).errors  # type: ignore[union-attr]
+        errors = broker.jobs.fetch(job_id).errors  # type: ignore[union-attr]
         assert any(e.type == "WorkerLost" for e in errors), (job_id, errors)
     return recovered, len(held)
 
