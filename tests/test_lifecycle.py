@@ -357,8 +357,8 @@ def test_cancel_queued_and_scheduled_at_once_active_on_request(broker):
     c = jobfuncs.add.enqueue(1, 1)
     assert a.cancel() and b.cancel()
     worker = Worker(broker=broker)
-    held = worker.claim()
-    assert held.id == c.id
+    claimed = worker.claim()
+    assert claimed.id == c.id
     # A running job is only asked to stop: its supervisor kills it (tests/test_workflows.py).
     assert c.cancel("no longer needed")
     assert c.refresh().state is JobState.ACTIVE
@@ -372,8 +372,8 @@ def test_cancel_queued_and_scheduled_at_once_active_on_request(broker):
     assert Worker(broker=broker).claim() is None
     assert broker.client.llen(broker.keys.wake("default")) == 0
     # A job that finished before its supervisor acted keeps its outcome; the request is gone.
-    outcome, policy = worker.execute(held)
-    assert worker.finish(held, outcome, policy) == "completed"
+    outcome, policy = worker.execute(claimed)
+    assert worker.finish(claimed, outcome, policy) == "completed"
     assert broker.jobs.cancel_requests([c.id]) == {}
 
 

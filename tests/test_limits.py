@@ -51,9 +51,9 @@ def test_queue_limit_set_from_the_api(broker):
     q = Queue("reports", broker)
     a, b = q.enqueue(jobfuncs.add, 1, 1), q.enqueue(jobfuncs.add, 2, 2)
     w = Worker(["reports"], broker=broker)
-    held = w.claim()
-    assert held.id == a.id and w.claim() is None
-    w.finish(held, *w.execute(held))
+    running = w.claim()
+    assert running.id == a.id and w.claim() is None  # the limit holds b back
+    w.finish(running, *w.execute(running))
     assert w.claim().id == b.id
     # Removing the limit lets held jobs go at once (the promoter's next pass).
     c = q.enqueue(jobfuncs.add, 3, 3)

@@ -316,9 +316,9 @@ def test_starvation_guard_caps_at_the_top_level_and_keeps_fifo(broker):
 def test_a_released_job_that_was_asked_to_cancel_ends_canceled(broker):
     j = jobfuncs.add.enqueue(1, 1)
     w = Worker(broker=broker)
-    held = w.claim()
+    claimed = w.claim()
     assert j.cancel("stop it")
-    assert w.release(held)  # a graceful stop gives it back: it must not run again
+    assert w.release(claimed)  # a graceful stop gives it back: it must not run again
     assert j.refresh().state is JobState.CANCELED and j.record.cancel_reason == "stop it"
     assert broker.jobs.cancel_requests([j.id]) == {}
     assert_consistent(broker, j.id, "default")

@@ -292,10 +292,11 @@ class Broker(Store):
         return None if reply is None else (reply[0].decode(), queues[int(reply[1]) - 1])
 
     def release(self, job: Claimed) -> bool:
-        return self.release_held(job.id, job.queue, job.token)
+        return self.release_claim(job.id, job.queue, job.token)
 
-    def release_held(self, job_id: str, queue: str, token: str) -> bool:
-        """Give a held job back without spending an attempt (graceful stop, kill on stop)."""
+    def release_claim(self, job_id: str, queue: str, token: str) -> bool:
+        """Give a claimed job back without spending an attempt (graceful stop, kill on
+        stop, a worker that died before running it); False when ``token`` no longer holds it."""
         k = self.keys
         keys = RELEASE.keys(job=k.job(job_id), active=k.active(queue), queued=k.queued(queue),
                             wake_list=k.wake(queue), events=k.events(),
@@ -305,13 +306,14 @@ class Broker(Store):
         with translated(self.url):
             return bool(self.scripts.release(keys=keys, args=args))
 
-    def renew(self, held: Sequence[tuple[str, str, str]], lease: float) -> list[int]:
-        """Extend leases of ``(job_id, queue, token)``; return the indexes no longer held."""
-        if not held:
+    def renew(self, claims: Sequence[tuple[str, str, str]], lease: float) -> list[int]:
+        """Extend the leases of ``(job_id, queue, token)`` claims; return the indexes of
+        those whose token no longer holds its job."""
+        if not claims:
             return []
         keys: list[str] = []
         each: list[Any] = []
-        for job_id, queue, token in held:
+        for job_id, queue, token in claims:
             keys += RENEW.key_item(job=self.keys.job(job_id), active=self.keys.active(queue))
             each += RENEW.arg_item(id=job_id, token=token)
         with translated(self.url):

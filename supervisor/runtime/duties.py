@@ -242,7 +242,7 @@ class Duties:
             # A job its worker just finished is not lost (its slot lags a moment behind).
             state = self.broker.jobs.state_of(claims[i].job_id)
             if state not in ("completed", "dead", "canceled"):
-                log.warning("job %s is no longer held by its worker (its lease expired and it "
+                log.warning("job %s was taken from its worker (its lease expired and it "
                             "was reclaimed: now %s)", claims[i].job_id, state)
         # Cancel requests for running jobs: checked every tick, only while busy.
         for job_id, reason in self.broker.jobs.cancel_requests([c.job_id for c in claims]).items():
@@ -267,14 +267,14 @@ class Duties:
                 if isinstance(item, InFlight):
                     taken = self.broker.claimed_by(item.token, self.queues)
                     if taken is not None:
-                        self.broker.release_held(taken[0], taken[1], item.token)
+                        self.broker.release_claim(taken[0], taken[1], item.token)
                         log.info("job %s, claimed by a worker that died before running it, "
                                  "released back to %s", *taken)
                     self._outbox.popleft()
                     continue
                 c = item.claim
                 if item.error is None:
-                    self.broker.release_held(c.job_id, c.queue, c.token)
+                    self.broker.release_claim(c.job_id, c.queue, c.token)
                     log.info("job %s released back to %s", c.job_id, c.queue)
                 else:
                     state = account_failure(self.broker, c.job_id, c.queue, c.token, item.error)
@@ -286,7 +286,7 @@ class Duties:
                     return False
                 # Refused for good (a record written over by another program, ...): one
                 # such item must not hold up every outcome queued behind it.
-                log.error("Redis refused %s, dropped (a job it held comes back when its "
+                log.error("Redis refused %s, dropped (a job it claimed comes back when its "
                           "lease runs out): %s", item, exc)
             self._outbox.popleft()
         return True
