@@ -92,7 +92,7 @@ class BatchHandle:
             remaining = 30.0 if deadline is None else deadline - time.monotonic()
             if remaining <= 0:
                 raise ResultTimeout(f"batch {self.id} has not finished after {timeout} s")
-            b.wait_done(f"batch:{self.id}", remaining)
+            b.jobs.wait_done(f"batch:{self.id}", remaining)
 
 
 class Batch:

@@ -148,7 +148,7 @@ def pause(queue: str, broker: Broker | None = None) -> None:
 def resume(queue: str, broker: Broker | None = None) -> None:
     """Workers claim from ``queue`` again; blocked workers are woken."""
     b = broker or default_broker()
-    b.resume(check_name("queue", queue))
+    b.jobs.resume(check_name("queue", queue))
 
 
 def paused(broker: Broker | None = None) -> set[str]:

@@ -50,12 +50,12 @@ class JobContext:
         self._last_write = now
         text = (message or "")[:500]
         data = encoder.encode(Progress(done=done, total=total, message=text or None))
-        self._broker.progress(self._job, data, done, total, text)
+        self._broker.jobs.progress(self._job, data, done, total, text)
 
     def log(self, message: str) -> None:
         """A line in the worker's log and in the job's own log (last 200 lines kept)."""
         log.info("job %s: %s", self.job_id, message)
-        self._broker.append_log(self.job_id, message[:2000], LOG_LINES)
+        self._broker.jobs.append_log(self.job_id, message[:2000], LOG_LINES)
 
 
 _current: ContextVar[JobContext | None] = ContextVar("jobvisor_job", default=None)

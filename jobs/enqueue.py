@@ -94,7 +94,7 @@ def _check_parents(prepared: list[Prepared], broker: Broker) -> None:
     """
     ours = {p.id for p in prepared}
     outside = sorted({d for p in prepared for d in p.extra.get("deps", ()) if d not in ours})
-    for parent, exists in zip(outside, broker.exist(outside), strict=True):
+    for parent, exists in zip(outside, broker.jobs.exist(outside), strict=True):
         if not exists:
             child = next(p.id for p in prepared if parent in p.extra.get("deps", ()))
             raise JobNotFound(

@@ -186,7 +186,7 @@ def _supervisor(probe: Broker, ident: str) -> Iterator[Check]:
 
 
 def _lag(probe: Broker, max_lag: float) -> Iterator[Check]:
-    queues = probe.known_queues()
+    queues = probe.jobs.known_queues()
     if not queues:
         yield Check(name="lag", ok=True, detail=f"no queues yet (max_lag {max_lag:g} s)")
         return
@@ -213,12 +213,12 @@ def _lag(probe: Broker, max_lag: float) -> Iterator[Check]:
 
 
 def _dead(probe: Broker, max_dead: int) -> Iterator[Check]:
-    queues = probe.known_queues()
+    queues = probe.jobs.known_queues()
     if not queues:
         yield Check(name="dead", ok=True, detail=f"no queues yet (max_dead {max_dead})")
         return
     for q in queues:
-        n = probe.counts(q, ["dead"])["dead"]
+        n = probe.jobs.counts(q, ["dead"])["dead"]
         if n > max_dead:
             yield Check(name=f"dead:{q}", ok=False, value=n, detail=(
                 f"queue {q!r} holds {_jobs(n)}, more than max_dead {max_dead}: see "

@@ -41,7 +41,7 @@ class Job:
         return cls(job_id, broker).refresh()
 
     def refresh(self) -> Job:
-        record = self.broker.fetch(self.id)
+        record = self.broker.jobs.fetch(self.id)
         if record is None:
             raise JobNotFound(
                 f"no job {self.id!r} in namespace {self.broker.keys.ns!r}: it was never "
@@ -118,7 +118,7 @@ class Job:
         the supervisor running it, on whichever host, within about a second, and then ends
         ``canceled`` (``result()`` raises ``JobCanceled`` once it has).
         """
-        reply = self.broker.cancel(self.id, self.record.queue, reason)
+        reply = self.broker.jobs.cancel(self.id, self.record.queue, reason)
         self._record = None
         if reply is None:
             raise JobNotFound(f"no job {self.id!r} to cancel")
@@ -137,10 +137,10 @@ class Job:
             remaining = _FOREVER_CHUNK if deadline is None else deadline - now
             if remaining > 0 and now >= registered_until:
                 # One waiter registration per result() call (renewed only for endless waits).
-                state = self.broker.watch(self.id)
+                state = self.broker.jobs.watch(self.id)
                 registered_until = now + remaining
             else:
-                state = self.broker.state_of(self.id)
+                state = self.broker.jobs.state_of(self.id)
             if state is None:
                 raise JobNotFound(f"no job {self.id!r}: never enqueued, purged or expired")
             if state in _FINAL:
@@ -150,7 +150,7 @@ class Job:
                     f"job {self.id} is still {state} after {timeout} s; call result() again "
                     "to keep waiting"
                 )
-            self.broker.wait_done(self.id, remaining)
+            self.broker.jobs.wait_done(self.id, remaining)
 
     def _final_value(self) -> Any:
         record = self.refresh().record

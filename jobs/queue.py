@@ -78,8 +78,8 @@ class Queue:
         ``queued`` includes the jobs a rate or concurrency limit holds back, which are
         also counted on their own as ``held``.
         """
-        counts = self.broker.counts(self.name, [s.value for s in COUNTED_STATES])
-        counts["held"] = self.broker.held(self.name)
+        counts = self.broker.jobs.counts(self.name, [s.value for s in COUNTED_STATES])
+        counts["held"] = self.broker.jobs.held(self.name)
         counts["queued"] += counts["held"]
         return counts
 
@@ -110,14 +110,14 @@ class Queue:
     def requeue_dead(self, job_id: str | None = None, **filters: Any) -> int:
         """Requeue one dead job, or every dead job matching the filters (all without any)."""
         if job_id:
-            return int(self._checked(job_id, self.broker.requeue(job_id, self.name)))
+            return int(self._checked(job_id, self.broker.jobs.requeue(job_id, self.name)))
         return act_on_matching(self.broker, self.name, "dead", "requeue",
                                where=JobFilter(**filters)).done
 
     def purge_dead(self, job_id: str | None = None, **filters: Any) -> int:
         """Delete one dead job, or every dead job matching the filters (all without any)."""
         if job_id:
-            return int(self._checked(job_id, self.broker.purge(job_id, self.name)))
+            return int(self._checked(job_id, self.broker.jobs.purge(job_id, self.name)))
         return act_on_matching(self.broker, self.name, "dead", "delete",
                                where=JobFilter(**filters)).done
 
@@ -125,7 +125,7 @@ class Queue:
         if reply == -1:
             raise ConfigurationError(
                 f"job {job_id} is not on queue {self.name!r} but on "
-                f"{self.broker.queue_of(job_id)!r}: use that queue"
+                f"{self.broker.jobs.queue_of(job_id)!r}: use that queue"
             )
         return reply == 1
 
@@ -133,4 +133,4 @@ class Queue:
 def queue_counts(broker: Broker | None = None) -> dict[str, dict[str, int]]:
     """Counts per state for every queue this namespace has seen."""
     broker = broker or default_broker()
-    return {q: Queue(q, broker).counts() for q in broker.known_queues()}
+    return {q: Queue(q, broker).counts() for q in broker.jobs.known_queues()}

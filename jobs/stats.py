@@ -71,7 +71,7 @@ def oldest_queued_age(broker: Broker, queue: str) -> float | None:
 
 def queue_stats(broker: Broker | None = None, queues: list[str] | None = None) -> list[QueueStats]:
     b = broker or default_broker()
-    names = queues if queues is not None else b.known_queues()
+    names = queues if queues is not None else b.jobs.known_queues()
     # "Last minute" is the current clock minute plus the previous one: a sliding window
     # of 60-120 s, so a job finished a moment ago is never missing from it.
     minute_counts = recent(b, 2)
@@ -80,7 +80,7 @@ def queue_stats(broker: Broker | None = None, queues: list[str] | None = None) -
         paused = {q.decode() for q in b.client.smembers(b.keys.paused())}
     out = []
     for q in names:
-        counts = b.counts(q, [s.value for s in COUNTED_STATES])
+        counts = b.jobs.counts(q, [s.value for s in COUNTED_STATES])
         last_minute = {o: minute_counts.get(f"{q}|{o}", 0) for o in OUTCOMES}
         # Throughput over the current partial minute and the one before it.
         seconds = 60 + time.time() % 60

@@ -111,7 +111,7 @@ class Tally:
         if not pending:
             return
         try:
-            broker.add_counts(by_field(pending))
+            broker.maintenance.add_counts(by_field(pending))
         except Exception:
             self.restore(pending)
             raise

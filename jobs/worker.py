@@ -97,7 +97,7 @@ def record_failure(broker: Broker, job_id: str, queue: str, token: str, attempt:
 def account_failure(broker: Broker, job_id: str, queue: str, token: str,
                     error: AttemptError) -> str | None:
     """Account a job whose worker was killed or crashed; no-op if the token lost the job."""
-    record = broker.fetch(job_id)
+    record = broker.jobs.fetch(job_id)
     if record is None or record.token != token or record.state != "active":
         return None
     error = msgspec.structs.replace(error, attempt=record.attempts)
@@ -111,11 +111,11 @@ def reclaim(broker: Broker, queues: Sequence[str] | None = None) -> list[tuple[s
     Safe from any number of processes on any number of hosts: each move re-checks the
     token and the expiry inside Redis. Returns ``(job_id, new_state)`` pairs.
     """
-    queues = list(queues) if queues is not None else broker.known_queues()
+    queues = list(queues) if queues is not None else broker.jobs.known_queues()
     if not queues:
         return []
     moved = []
-    for lease in broker.expired(queues):
+    for lease in broker.maintenance.expired(queues):
         new_state = _reclaim_one(broker, lease)
         if new_state:
             moved.append((lease.id, new_state))
@@ -140,16 +140,17 @@ def run_promoter(broker: Broker, stop: threading.Event,
     Sleeps locally until the next due time (server clock, relative wait) and is woken
     through Redis when an earlier job is scheduled, so lateness stays in milliseconds.
     """
+    maintenance = broker.maintenance
     while not stop.is_set():
-        names = list(queues()) if queues else broker.known_queues()
-        _, next_in = broker.promote(names) if names else broker.release_limits()
+        names = list(queues()) if queues else broker.jobs.known_queues()
+        _, next_in = maintenance.promote(names) if names else maintenance.release_limits()
         if next_in is not None and next_in < 0.25:
             stop.wait(next_in)
         else:
             # BLPOP timeouts fire on the server's timer tick (~100 ms): wake early, then
             # finish the wait locally above. An earlier due time wakes the BLPOP at once.
-            broker.wait_for_timers(IDLE_WAIT if next_in is None
-                                   else min(next_in - 0.15, IDLE_WAIT))
+            maintenance.wait_for_timers(IDLE_WAIT if next_in is None
+                                        else min(next_in - 0.15, IDLE_WAIT))
 
 
 class Worker:
@@ -333,7 +334,7 @@ class Worker:
         """Run jobs here until the queues hold nothing runnable; count outcomes by state."""
         done: Counter[str] = Counter()
         while max_jobs is None or sum(done.values()) < max_jobs:
-            self.broker.promote(self.queues)
+            self.broker.maintenance.promote(self.queues)
             job = self.claim()
             if job is None:
                 break

@@ -168,7 +168,7 @@ def test_dead_letter_commands(r):
     ids = [q.enqueue("tests.jobfuncs:gives_up").id for _ in range(3)]
     other = q.enqueue("tests.jobfuncs:key_error").id
     for i in [*ids, other]:
-        wait_until(lambda i=i: r.broker.state_of(i) == "dead", timeout=10)
+        wait_until(lambda i=i: r.broker.jobs.state_of(i) == "dead", timeout=10)
     listed = json.loads(cli(r, "dead", "list", "--json").stdout)
     assert {d["id"] for d in listed} == {*ids, other}
     only = json.loads(cli(r, "dead", "list", "--function", "tests.jobfuncs:key_error",

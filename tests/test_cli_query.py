@@ -129,7 +129,7 @@ def _audit(broker) -> list[dict[str, str]]:
 
 def test_delete_final_and_pending_jobs_refuses_running_and_unknown_ones(config, broker):
     final = make_dead(broker, 1)[0]
-    broker.append_log(final, "a line", 10)
+    broker.jobs.append_log(final, "a line", 10)
     pending = Queue("default", broker).options(delay=600).enqueue(jobfuncs.add, 1, 2).id
     other = Queue("other", broker).enqueue(jobfuncs.add, 3, 4).id  # queued, another queue
     running = Queue("default", broker).enqueue(jobfuncs.add, 2, 2)
@@ -143,7 +143,7 @@ def test_delete_final_and_pending_jobs_refuses_running_and_unknown_ones(config, 
     for gone in (final, pending, other):
         with pytest.raises(JobNotFound):
             Job.fetch(gone, broker)
-    assert broker.job_log(final) == []
+    assert broker.jobs.job_log(final) == []
     assert running.refresh().state is JobState.ACTIVE
     for queue in ("default", "other"):
         for state in ("dead", "canceled", "scheduled", "queued"):

@@ -84,10 +84,10 @@ def test_a_record_written_over_with_another_type_blocks_nothing(broker):
     claimed = worker.claim()  # not an error: the overwritten entry is skipped
     assert claimed is not None and claimed.id == good.id
 
-    # A held job whose key is overwritten mid-run, next to one whose lease expires.
+    # A claimed job whose key is overwritten mid-run, next to one whose lease expires.
     late = queue.enqueue(jobfuncs.add, 3, 3)
-    held = worker.claim()
-    assert held is not None and held.id == late.id
+    running = worker.claim()
+    assert running is not None and running.id == late.id
     broker.client.delete(broker.keys.job(late.id))
     broker.client.set(broker.keys.job(late.id), "someone else's value")
 
@@ -103,7 +103,7 @@ def test_a_record_written_over_with_another_type_blocks_nothing(broker):
     third = worker.claim()
     assert third is not None and third.id == again.id
     duties = Duties(broker, 60.0, ["default"], list, dict, lambda message: None)
-    duties.settle(Settlement(Claim(late.id, "default", held.token), lost))
+    duties.settle(Settlement(Claim(late.id, "default", running.token), lost))
     duties.settle(Settlement(Claim(again.id, "default", third.token), lost))
     duties.shutdown(timeout=5.0)
     assert duties.pending == 0

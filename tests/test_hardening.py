@@ -20,7 +20,7 @@ from tests.helpers import assert_consistent, wait_until
 def test_reused_custom_id_after_expiry_is_not_deleted_by_trimming(broker):
     jobfuncs.add.options(job_id="report", result_ttl=0.05).enqueue(1, 1)
     Worker(broker=broker).run_until_empty()
-    wait_until(lambda: broker.fetch("report") is None, timeout=5)
+    wait_until(lambda: broker.jobs.fetch("report") is None, timeout=5)
     again = jobfuncs.add.options(job_id="report").enqueue(2, 2)
     assert_consistent(broker, "report", "default")
     jobfuncs.add.enqueue(0, 0)

@@ -246,7 +246,7 @@ def test_lease_expiry_reclaim_spends_attempts_then_dead(broker):
     w = Worker(broker=broker, lease=0.0)
     for expected in ("scheduled", "scheduled", "dead"):
         broker.client.hset(broker.keys.job(j.id), "due", 0)
-        broker.promote(["default"])
+        broker.maintenance.promote(["default"])
         assert w.claim() is not None
         assert reclaim(broker) == [(j.id, expected)]
         assert_consistent(broker, j.id, "default")
@@ -294,9 +294,9 @@ def test_delayed_job_promoted_within_milliseconds(broker):
 
 def test_promote_reports_next_due(broker):
     Queue("d").options(delay=10).enqueue("m:f")
-    moved, next_in = broker.promote(["d"])
+    moved, next_in = broker.maintenance.promote(["d"])
     assert moved == 0 and 9 < next_in <= 10
-    assert broker.promote(["empty"]) == (0, None)
+    assert broker.maintenance.promote(["empty"]) == (0, None)
 
 
 def test_result_blocks_until_done(broker):
@@ -330,11 +330,11 @@ def test_result_ttl_expiry(broker):
     j = jobfuncs.add.options(result_ttl=0.3).enqueue(1, 1)
     run(broker)
     assert j.result(timeout=1) == 2
-    wait_until(lambda: broker.fetch(j.id) is None, timeout=5)
+    wait_until(lambda: broker.jobs.fetch(j.id) is None, timeout=5)
     with pytest.raises(JobNotFound):
         Job.fetch(j.id)
     assert broker.client.zscore(broker.keys.completed("default"), j.id) is not None
-    broker.trim("default")  # the supervisors' maintenance sweep
+    broker.maintenance.trim("default")  # the supervisors' maintenance sweep
     assert broker.client.zscore(broker.keys.completed("default"), j.id) is None
 
 
@@ -346,9 +346,9 @@ def test_completed_index_bounded_by_count(server, namespace):
     ids = [q.enqueue(jobfuncs.add, i, i).id for i in range(12)]
     Worker(broker=b).run_until_empty()
     assert q.counts()["completed"] == 12
-    b.trim("default")  # the supervisors' sweep bounds the index, deleting the oldest
+    b.maintenance.trim("default")  # the supervisors' sweep bounds the index, deleting the oldest
     assert q.counts()["completed"] == 5
-    assert b.fetch(ids[0]) is None and b.fetch(ids[-1]) is not None
+    assert b.jobs.fetch(ids[0]) is None and b.jobs.fetch(ids[-1]) is not None
 
 
 def test_cancel_queued_and_scheduled_at_once_active_on_request(broker):
@@ -357,13 +357,13 @@ def test_cancel_queued_and_scheduled_at_once_active_on_request(broker):
     c = jobfuncs.add.enqueue(1, 1)
     assert a.cancel() and b.cancel()
     worker = Worker(broker=broker)
-    held = worker.claim()
-    assert held.id == c.id
+    claimed = worker.claim()
+    assert claimed.id == c.id
     # A running job is only asked to stop: its supervisor kills it (tests/test_workflows.py).
     assert c.cancel("no longer needed")
     assert c.refresh().state is JobState.ACTIVE
     assert c.record.cancel_requested == "no longer needed"
-    assert broker.cancel_requests([c.id, a.id]) == {c.id: "no longer needed"}
+    assert broker.jobs.cancel_requests([c.id, a.id]) == {c.id: "no longer needed"}
     for j in (a, b):
         assert j.refresh().state is JobState.CANCELED
         assert_consistent(broker, j.id, "default")
@@ -372,9 +372,9 @@ def test_cancel_queued_and_scheduled_at_once_active_on_request(broker):
     assert Worker(broker=broker).claim() is None
     assert broker.client.llen(broker.keys.wake("default")) == 0
     # A job that finished before its supervisor acted keeps its outcome; the request is gone.
-    outcome, policy = worker.execute(held)
-    assert worker.finish(held, outcome, policy) == "completed"
-    assert broker.cancel_requests([c.id]) == {}
+    outcome, policy = worker.execute(claimed)
+    assert worker.finish(claimed, outcome, policy) == "completed"
+    assert broker.jobs.cancel_requests([c.id]) == {}
 
 
 def test_dead_letter_list_requeue_purge(broker):
@@ -435,7 +435,7 @@ def test_progress_context_and_log(broker):
     events = broker.client.xrange(broker.keys.events())
     progress = [e for _, e in events if e[b"e"] == b"progress"]
     assert 1 <= len(progress) < 20  # throttled: 10,000 reports became a handful of writes
-    assert broker.job_log(j.id)[0].endswith("attempt 1 of 3")
+    assert broker.jobs.job_log(j.id)[0].endswith("attempt 1 of 3")
 
 
 def test_current_outside_a_job_is_an_error():

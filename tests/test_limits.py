@@ -23,7 +23,7 @@ def test_held_job_stays_queued_and_does_not_block_the_jobs_behind_it(broker, ser
     held = capped[2].refresh()
     assert held.state is JobState.QUEUED
     assert broker.client.hget(broker.keys.job(held.id), "hold") == b"fn:tests.jobfuncs:capped"
-    assert broker.counts("default", ["queued"]) == {"queued": 0}
+    assert broker.jobs.counts("default", ["queued"]) == {"queued": 0}
     [limit] = status(broker)
     assert (limit.name, limit.max_concurrency, limit.running, limit.held) == (
         "fn:tests.jobfuncs:capped", 2, 2, 1)
@@ -51,15 +51,15 @@ def test_queue_limit_set_from_the_api(broker):
     q = Queue("reports", broker)
     a, b = q.enqueue(jobfuncs.add, 1, 1), q.enqueue(jobfuncs.add, 2, 2)
     w = Worker(["reports"], broker=broker)
-    held = w.claim()
-    assert held.id == a.id and w.claim() is None
-    w.finish(held, *w.execute(held))
+    running = w.claim()
+    assert running.id == a.id and w.claim() is None  # the limit holds b back
+    w.finish(running, *w.execute(running))
     assert w.claim().id == b.id
     # Removing the limit lets held jobs go at once (the promoter's next pass).
     c = q.enqueue(jobfuncs.add, 3, 3)
     assert w.claim() is None
     set_limit(queue="reports", broker=broker)
-    broker.release_limits()
+    broker.maintenance.release_limits()
     assert w.claim().id == c.id
 
 

@@ -25,7 +25,7 @@ def test_random_operations_keep_one_state_per_job(server, ops):
     q = Queue("p", broker)
     w = Worker(["p"], broker=broker, lease=60)
     known: list[str] = []
-    held: dict[str, object] = {}
+    claimed: dict[str, object] = {}
     try:
         for op, n in ops:
             target = known[n % len(known)] if known else None
@@ -37,30 +37,30 @@ def test_random_operations_keep_one_state_per_job(server, ops):
                 w.lease = 0.0 if op == "claim_expiring" else 60
                 c = w.claim()
                 if c is not None:
-                    held[c.id] = c
-            elif op == "complete" and held:
-                c = list(held.values())[n % len(held)]
+                    claimed[c.id] = c
+            elif op == "complete" and claimed:
+                c = list(claimed.values())[n % len(claimed)]
                 broker.complete(c, b"\xc0", 60)
-            elif op in ("retry", "die") and held:
-                c = list(held.values())[n % len(held)]
+            elif op in ("retry", "die") and claimed:
+                c = list(claimed.values())[n % len(claimed)]
                 broker.fail(c.id, c.queue, c.token, [_error(c.attempt)],
                             0.0 if op == "retry" else None)
-            elif op == "release" and held:
-                broker.release(list(held.values())[n % len(held)])
-            elif op == "renew" and held:
-                broker.renew([(c.id, c.queue, c.token) for c in held.values()], 60)
+            elif op == "release" and claimed:
+                broker.release(list(claimed.values())[n % len(claimed)])
+            elif op == "renew" and claimed:
+                broker.renew([(c.id, c.queue, c.token) for c in claimed.values()], 60)
             elif op == "reclaim":
                 reclaim(broker, ["p"])
             elif op == "promote_all":
                 sched = broker.keys.scheduled("p")
                 for job_id in broker.client.zrange(sched, 0, -1):
                     broker.client.zadd(sched, {job_id: 0})
-                broker.promote(["p"])
+                broker.maintenance.promote(["p"])
             elif op == "cancel" and target:
-                broker.cancel(target, "p", "test")
+                broker.jobs.cancel(target, "p", "test")
             elif op == "requeue" and target:
-                broker.requeue(target, "p")
-            elif op == "purge" and target and broker.purge(target, "p") == 1:
+                broker.jobs.requeue(target, "p")
+            elif op == "purge" and target and broker.jobs.purge(target, "p") == 1:
                 known.remove(target)
             for job_id in known:
                 assert_consistent(broker, job_id, "p")

@@ -152,7 +152,7 @@ def test_requeue_takes_a_canceled_job_back(broker):
 
 def test_delete_removes_final_and_pending_jobs_and_leaves_running_ones(broker):
     final = make_dead(broker, 1)[0]
-    broker.append_log(final, "a line", 10)
+    broker.jobs.append_log(final, "a line", 10)
     pending = Queue("default").options(delay=600).enqueue(jobfuncs.add, 1, 2).id
     running = Queue("default").enqueue(jobfuncs.add, 2, 2)
     claimed = Worker(["default"], broker=broker).claim()
@@ -162,7 +162,7 @@ def test_delete_removes_final_and_pending_jobs_and_leaves_running_ones(broker):
     for gone in (final, pending):
         with pytest.raises(JobNotFound):
             Job.fetch(gone)
-    assert broker.job_log(final) == []
+    assert broker.jobs.job_log(final) == []
     assert running.refresh().state is JobState.ACTIVE
     for state in ("dead", "canceled", "scheduled"):
         assert broker.client.zcard(broker.keys.state_index("default", state)) == 0

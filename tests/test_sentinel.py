@@ -161,11 +161,11 @@ def test_failover_mid_run(cluster, server, namespace, tmp_path):
         sup.wait_workers(2)
         producer = Producer(broker, args)
         producer.start()
-        wait_until(lambda: broker.counts("default", ["completed"])["completed"] >= 100,
+        wait_until(lambda: broker.jobs.counts("default", ["completed"])["completed"] >= 100,
                    timeout=30, what="a third of the first jobs to complete")
 
         # 2. The primary dies mid-run.
-        at_kill = broker.counts("default", ["completed", "active"])
+        at_kill = broker.jobs.counts("default", ["completed", "active"])
         before = at_kill["completed"]
         lag = (_replication(primary_client)["master_repl_offset"]
                - _replication(cluster.replica_client)["slave_repl_offset"])
@@ -177,8 +177,8 @@ def test_failover_mid_run(cluster, server, namespace, tmp_path):
             timeout=20, interval=0.02, what="the sentinel to promote the replica")
         promoted = time.monotonic()
         assert promoted_to
-        after = broker.counts("default", ["completed"])["completed"]
-        wait_until(lambda: broker.counts("default", ["completed"])["completed"] > after + 10,
+        after = broker.jobs.counts("default", ["completed"])["completed"]
+        wait_until(lambda: broker.jobs.counts("default", ["completed"])["completed"] > after + 10,
                    timeout=20, what="workers to complete jobs on the new primary")
         resumed = time.monotonic()
         producer.halt.wait(1.0)
@@ -189,20 +189,20 @@ def test_failover_mid_run(cluster, server, namespace, tmp_path):
         third = [j.id for j in queue.enqueue_many([(FUNCTION, *args)] * 50)]
 
         acked = [job_id for job_id, _ in producer.acked]
-        present = broker.exist(acked)
+        present = broker.jobs.exist(acked)
         lost = [j for j, there in zip(acked, present, strict=True) if not there]
         lost_before_kill = [j for j, t in producer.acked if t < killed and j in set(lost)]
         expected = first + [j for j, there in zip(acked, present, strict=True) if there] + third
 
         def settled() -> bool:
-            c = broker.counts("default", ["queued", "active", "scheduled", "completed"])
+            c = broker.jobs.counts("default", ["queued", "active", "scheduled", "completed"])
             return c["completed"] >= len(expected) and not (c["queued"] or c["active"]
                                                             or c["scheduled"])
 
         wait_until(settled, timeout=40, interval=0.05, what="every job to complete")
         states = Counter(assert_consistent(broker, j, "default") for j in expected)
         runs = {k.decode(): int(v) for k, v in ledger.hgetall(f"{key}:runs").items()}
-        records = broker.fetch_many(expected)
+        records = broker.jobs.fetch_many(expected)
         attempts = Counter(int(r.get(b"att", 0) or 0) for r in records)
 
         assert states == Counter({"completed": len(expected)}), states

@@ -270,8 +270,8 @@ def test_after_an_outage_reclaim_waits_a_lease_for_live_hosts_to_renew(tmp_path)
         queue = Queue("default", broker)
         job = queue.enqueue("tests.jobfuncs:add", 1, 2)
         elsewhere = Worker(["default"], broker=broker, lease=1.0)  # another host's worker
-        held = elsewhere.claim()
-        assert held is not None and held.id == job.id
+        claimed = elsewhere.claim()
+        assert claimed is not None and claimed.id == job.id
         rounds = [0]
         round_done = threading.Event()
 
@@ -291,7 +291,7 @@ def test_after_an_outage_reclaim_waits_a_lease_for_live_hosts_to_renew(tmp_path)
         after = rounds[0]
         wait_until(lambda: rounds[0] > after, timeout=10)  # a round of duties since
         assert job.refresh().state is JobState.ACTIVE  # not taken from its host...
-        assert broker.renew([(held.id, held.queue, held.token)], 1.0) == []  # ...who renews
+        assert broker.renew([(claimed.id, claimed.queue, claimed.token)], 1.0) == []  # ...who renews
         # That host now goes silent for good: its job comes back once its lease runs out.
         wait_until(lambda: job.refresh().state is not JobState.ACTIVE, timeout=10)
         assert job.errors[-1].type == "WorkerLost"

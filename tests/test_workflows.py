@@ -97,7 +97,7 @@ def test_unknown_parent_is_refused_and_nothing_is_written(broker):
 def test_bad_workflow_options_are_refused(broker, bad, message):
     with pytest.raises(ConfigurationError, match=message):
         jobfuncs.add.options(**bad).enqueue(1, 1)
-    assert broker.counts("default", ["queued"]) == {"queued": 0}
+    assert broker.jobs.counts("default", ["queued"]) == {"queued": 0}
 
 
 # -- chains ---------------------------------------------------------------------------------
@@ -219,7 +219,7 @@ def test_batch_id_makes_the_enqueue_idempotent(broker):
     first = batch([jobfuncs.add.call(1, 1)]).enqueue(broker, batch_id="nightly-2026-11-23")
     again = batch([jobfuncs.add.call(1, 1)]).enqueue(broker, batch_id="nightly-2026-11-23")
     assert first.id == again.id and len(again.jobs()) == 1
-    assert broker.counts("default", ["queued"]) == {"queued": 1}
+    assert broker.jobs.counts("default", ["queued"]) == {"queued": 1}
 
 
 # -- uniqueness ------------------------------------------------------------------------------
@@ -289,13 +289,13 @@ def test_cancel_running_job_kills_its_worker(sup):
 def test_starvation_guard_lifts_jobs_that_waited_too_long(broker):
     low = jobfuncs.add.options(priority="low").enqueue(0, 0)
     high = [jobfuncs.add.options(priority="high").enqueue(i, i) for i in range(3)]
-    assert broker.age(["default"], after=5, step=15) == 0  # nobody has waited 5 s yet
+    assert broker.maintenance.age(["default"], after=5, step=15) == 0  # nobody has waited 5 s yet
     # The low job has waited 10 s (its enqueue time moved back, as a clock would):
     # two periods of 5 s lift it by 2 x 15 to 30, above HIGH (20).
     te = int(broker.client.hget(broker.keys.job(low.id), "te"))
     broker.client.hset(broker.keys.job(low.id), "te", te - 10_000)
-    assert broker.age(["default"], after=5, step=15) == 1
-    assert broker.age(["default"], after=5, step=15) == 0  # already at that level
+    assert broker.maintenance.age(["default"], after=5, step=15) == 1
+    assert broker.maintenance.age(["default"], after=5, step=15) == 0  # already at that level
     w = Worker(broker=broker)
     order = [w.claim().id for _ in range(4)]
     assert order == [low.id] + [j.id for j in high]
@@ -308,7 +308,7 @@ def test_starvation_guard_caps_at_the_top_level_and_keeps_fifo(broker):
     for j in jobs_:
         te = int(broker.client.hget(broker.keys.job(j.id), "te"))
         broker.client.hset(broker.keys.job(j.id), "te", te - 3_600_000)
-    assert broker.age(["default"], after=1, step=1000) == 2
+    assert broker.maintenance.age(["default"], after=1, step=1000) == 2
     w = Worker(broker=broker)
     assert [w.claim().id for _ in range(4)] == [j.id for j in jobs_]  # all at 1000: FIFO
 
@@ -316,11 +316,11 @@ def test_starvation_guard_caps_at_the_top_level_and_keeps_fifo(broker):
 def test_a_released_job_that_was_asked_to_cancel_ends_canceled(broker):
     j = jobfuncs.add.enqueue(1, 1)
     w = Worker(broker=broker)
-    held = w.claim()
+    claimed = w.claim()
     assert j.cancel("stop it")
-    assert w.release(held)  # a graceful stop gives it back: it must not run again
+    assert w.release(claimed)  # a graceful stop gives it back: it must not run again
     assert j.refresh().state is JobState.CANCELED and j.record.cancel_reason == "stop it"
-    assert broker.cancel_requests([j.id]) == {}
+    assert broker.jobs.cancel_requests([j.id]) == {}
     assert_consistent(broker, j.id, "default")
 
 

@@ -68,14 +68,15 @@ def _apply(broker: Broker, queue: str, records: Sequence[JobRecord], action: Act
         state = r.state.value
         if action is Action.REQUEUE and state in ("dead", "canceled"):
             calls.append((broker.scripts.requeue,
-                          *broker.requeue_call(r.id, queue, ("dead", "canceled"))))
+                          *broker.jobs.requeue_call(r.id, queue, ("dead", "canceled"))))
         elif action is Action.CANCEL and state not in FINAL:
-            calls.append((broker.scripts.cancel, *broker.cancel_call(r.id, queue, reason)))
+            calls.append((broker.scripts.cancel, *broker.jobs.cancel_call(r.id, queue, reason)))
         elif action is Action.DELETE and state in PENDING:
-            calls.append((broker.scripts.cancel, *broker.cancel_call(r.id, queue, reason)))
-            calls.append((broker.scripts.purge, *broker.purge_call(r.id, queue, ("canceled",))))
+            calls.append((broker.scripts.cancel, *broker.jobs.cancel_call(r.id, queue, reason)))
+            calls.append((broker.scripts.purge,
+                          *broker.jobs.purge_call(r.id, queue, ("canceled",))))
         elif action is Action.DELETE and state in FINAL:
-            calls.append((broker.scripts.purge, *broker.purge_call(r.id, queue, FINAL)))
+            calls.append((broker.scripts.purge, *broker.jobs.purge_call(r.id, queue, FINAL)))
     if not calls:
         return 0, len(records)
     with translated(broker.url):
@@ -93,7 +94,7 @@ def _record(broker: Broker, who: str, action: Action, queue: str, done: int,
             scope: str) -> None:
     """Who did what to how many jobs: a log line and an event for the audit trail."""
     log.info("%s: %s %d job(s) on queue %s (%s)", who, action.value, done, queue, scope)
-    broker.event(e="action", who=who, action=action.value, q=queue, count=done, scope=scope)
+    broker.jobs.event(e="action", who=who, action=action.value, q=queue, count=done, scope=scope)
 
 
 def act_on(broker: Broker, queue: str, job_ids: Sequence[str], action: str, *,
@@ -147,6 +148,6 @@ def copy_job(broker: Broker, job_id: str, *, who: str = "library") -> str:
                              EnqueueOptions(queue=record.queue, priority=record.priority)),
                         broker)
     log.info("%s: copied job %s to %s on queue %s", who, job_id, copy.id, record.queue)
-    broker.event(e="action", who=who, action="copy", q=record.queue, count=1,
+    broker.jobs.event(e="action", who=who, action="copy", q=record.queue, count=1,
                  scope=f"copy of {job_id}: {copy.id}")
     return copy.id

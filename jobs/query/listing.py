@@ -48,7 +48,7 @@ def state_index(broker: Broker, queue: str, state: str) -> str:
 def records_of(broker: Broker, ids: list[str]) -> list[JobRecord]:
     """The records of ``ids`` that still exist, in order (one pipeline)."""
     return [record_from_hash(i, fields)
-            for i, fields in zip(ids, broker.fetch_many(ids), strict=True) if fields]
+            for i, fields in zip(ids, broker.jobs.fetch_many(ids), strict=True) if fields]
 
 
 def list_jobs(broker: Broker, queue: str, state: str, *, where: JobFilter | None = None,

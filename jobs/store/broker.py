@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 import redis
@@ -16,7 +16,6 @@ from jobs.records import AttemptError, Claimed, claimed_from_reply, encoder
 from jobs.settings import JobDefaults, RedisSettings
 from jobs.store.connection import make_client, redact, resolve_url, translated
 from jobs.store.job_ops import JobOperations
-from jobs.store.keys import Keys
 from jobs.store.layouts import (
     CLAIM,
     CLAIMED_BY,
@@ -26,9 +25,8 @@ from jobs.store.layouts import (
     RELEASE,
     RENEW,
 )
-from jobs.store.maintenance import Maintenance
-from jobs.store.runner import ScriptRunner
-from jobs.store.scripts import Scripts
+from jobs.store.maintenance import Maintenance, count_commands
+from jobs.store.store import Store
 from jobs.timeseries import bucket, minute
 
 
@@ -42,8 +40,14 @@ def _counts_applied(before: Sequence[tuple[Any, ...]],
     return answered
 
 
-class Broker(JobOperations, Maintenance):
-    """A Redis client, its loaded scripts, key names and defaults for one namespace."""
+class Broker(Store):
+    """The typed API over one namespace's ``Store`` (client, scripts, keys, defaults).
+
+    Enqueue, claim, finish, fail, release and renew, the path every job takes, are its
+    own methods, reading the store's state in one lookup. The rest are its parts:
+    ``broker.jobs`` (reads and commands on jobs and queues) and ``broker.maintenance``
+    (what supervisors run on a timer, and the outcome counters).
+    """
 
     def __init__(
         self,
@@ -60,17 +64,12 @@ class Broker(JobOperations, Maintenance):
             redis_settings = redis_settings or found.redis
             defaults = defaults or found.defaults
             data_dir = data_dir or found.data_dir
-        self.settings = redis_settings
-        self.defaults = defaults
-        self.url = url or resolve_url(self.settings, data_dir)
-        # Typed as Any: redis-py's reply types are unions we convert at each call site.
-        self.client: Any = client if client is not None else make_client(self.url, self.settings,
-                                                                      retries)
-        self.keys = Keys(self.settings.namespace)
-        self.prefix = self.keys.job("")
-        self.events_len = self.settings.events_max_len
-        self.scripts = Scripts(self.client)
-        self.runner = ScriptRunner(self.client)
+        url = url or resolve_url(redis_settings, data_dir)
+        if client is None:
+            client = make_client(url, redis_settings, retries)
+        super().__init__(url, client, redis_settings, defaults)
+        self.jobs: Final = JobOperations(self)
+        self.maintenance: Final = Maintenance(self)
         self._enqueue_keys: dict[str, list[str]] = {}  # by queue name
         # What the claim calls send the same on every call of a worker, built once by name:
         # claim's keys and arguments by (queues, lease), and the keys and arguments after
@@ -198,9 +197,9 @@ class Broker(JobOperations, Maintenance):
                          ) -> tuple[bool, Claimed | None]:
         """Complete ``job`` and claim the next one in one round trip (the hot path).
 
-        ``counts``: outcome counters (as ``add_counts`` takes them) sent in the same write;
-        ``counted`` is told whether any of them was applied, once that is known (even if
-        the script then fails; never if the connection broke before).
+        ``counts``: outcome counters (as ``maintenance.add_counts`` takes them) sent in the
+        same write; ``counted`` is told whether any of them was applied, once that is known
+        (even if the script then fails; never if the connection broke before).
         """
         k = self.keys
         fixed = self._hot_fixed.get((job.queue, tuple(queues), lease))
@@ -220,7 +219,7 @@ class Broker(JobOperations, Maintenance):
         keys = (k.job(job.id), k.done(job.id), *keys_after)
         args = (job.id, job.token, result, max(1, int(result_ttl * 1000)), int(duration * 1000),
                 token, "0", *args_after)
-        before = self.count_commands(counts) if counts else []
+        before = count_commands(k, counts) if counts else []
         answered = _counts_applied(before, counted) if before and counted else None
         with translated(self.url):
             done, reply = self.runner.run_after(before, self.scripts.finish_claim, keys, args,
@@ -293,10 +292,11 @@ class Broker(JobOperations, Maintenance):
         return None if reply is None else (reply[0].decode(), queues[int(reply[1]) - 1])
 
     def release(self, job: Claimed) -> bool:
-        return self.release_held(job.id, job.queue, job.token)
+        return self.release_claim(job.id, job.queue, job.token)
 
-    def release_held(self, job_id: str, queue: str, token: str) -> bool:
-        """Give a held job back without spending an attempt (graceful stop, kill on stop)."""
+    def release_claim(self, job_id: str, queue: str, token: str) -> bool:
+        """Give a claimed job back without spending an attempt (graceful stop, kill on
+        stop, a worker that died before running it); False when ``token`` no longer holds it."""
         k = self.keys
         keys = RELEASE.keys(job=k.job(job_id), active=k.active(queue), queued=k.queued(queue),
                             wake_list=k.wake(queue), events=k.events(),
@@ -306,13 +306,14 @@ class Broker(JobOperations, Maintenance):
         with translated(self.url):
             return bool(self.scripts.release(keys=keys, args=args))
 
-    def renew(self, held: Sequence[tuple[str, str, str]], lease: float) -> list[int]:
-        """Extend leases of ``(job_id, queue, token)``; return the indexes no longer held."""
-        if not held:
+    def renew(self, claims: Sequence[tuple[str, str, str]], lease: float) -> list[int]:
+        """Extend the leases of ``(job_id, queue, token)`` claims; return the indexes of
+        those whose token no longer holds its job."""
+        if not claims:
             return []
         keys: list[str] = []
         each: list[Any] = []
-        for job_id, queue, token in held:
+        for job_id, queue, token in claims:
             keys += RENEW.key_item(job=self.keys.job(job_id), active=self.keys.active(queue))
             each += RENEW.arg_item(id=job_id, token=token)
         with translated(self.url):

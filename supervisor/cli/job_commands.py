@@ -107,7 +107,7 @@ def warn_if_unserved(job: Job) -> None:
 def cmd_show(args: argparse.Namespace) -> int:
     broker = connect(args)
     job = Job.fetch(args.id, broker)
-    output(args, job_view(job.record, broker, broker.job_log(args.id)), _show_text)
+    output(args, job_view(job.record, broker, broker.jobs.job_log(args.id)), _show_text)
     warn_if_unserved(job)
     return 0
 
@@ -136,7 +136,7 @@ def cmd_wait(args: argparse.Namespace) -> int:
                        msg=f"[{job.state}] {p.get('message') or ''}")
             if deadline is not None and time.monotonic() >= deadline:
                 break
-            broker.wait_done(job.id, 0.2)  # wakes at once when the job finishes
+            broker.jobs.wait_done(job.id, 0.2)  # wakes at once when the job finishes
     output(args, job_view(job.record, broker), lambda d: _ended_text(d, args.timeout))
     return _exit_code(job.state)
 

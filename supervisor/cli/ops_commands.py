@@ -174,7 +174,7 @@ def cmd_dead(args: argparse.Namespace) -> int:
 
 def cmd_pause(args: argparse.Namespace) -> int:
     broker = connect(args)
-    known = set(broker.known_queues()) | served_queues(broker)
+    known = set(broker.jobs.known_queues()) | served_queues(broker)
     if args.command == "resume":
         if args.queue not in paused(broker):
             raise ConfigurationError(f"queue {args.queue!r} is not paused: nothing to resume")

@@ -141,11 +141,11 @@ def cmd_clear(args: argparse.Namespace) -> int:
     """Cancel every queued job of a queue, after a confirmation naming the count."""
     broker = connect(args)
     queue = check_name("queue", args.queue)
-    count = broker.counts(queue, ["queued"])["queued"]
-    held = broker.held(queue)  # not in the queued index: clear leaves them
+    count = broker.jobs.counts(queue, ["queued"])["queued"]
+    held = broker.jobs.held(queue)  # not in the queued index: clear leaves them
     note = f" (left: {held:,} held back by a rate or concurrency limit)" if held else ""
     if count == 0:
-        known = broker.known_queues()  # SMEMBERS: no SCAN, which the worker's ACL lacks
+        known = broker.jobs.known_queues()  # SMEMBERS: no SCAN, which the worker's ACL lacks
         if queue not in known:
             raise ConfigurationError(f"queue {queue!r} does not exist: no job was ever "
                                      f"enqueued to it{did_you_mean(queue, known)}")

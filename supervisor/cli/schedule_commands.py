@@ -28,7 +28,7 @@ def _row(s: Schedule, source: str, state: State, now: float, count: int,
          broker: Broker) -> dict[str, Any]:
     last = None
     if state.job_id and state.tick is not None:
-        outcome = broker.state_of(state.job_id) or "expired"
+        outcome = broker.jobs.state_of(state.job_id) or "expired"
         if not state.sent:
             outcome = f"{outcome} (enqueue not confirmed yet)"
         last = {"job_id": state.job_id, "tick": _iso(state.tick, s), "state": outcome,

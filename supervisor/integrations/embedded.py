@@ -133,11 +133,11 @@ class EmbeddedServer:
         valkey-server is another binary, so the parent-death signal must be set between
         fork and exec. ``preexec_fn`` would run Python in the forked copy of a supervisor
         that has threads (Redis duties, cron), which can deadlock on a lock one of them
-        held (CPython documents it as unsafe there and means to deprecate it). A launcher
-        interpreter (``-I -S``, about 10 ms, paid only when the server starts) sets it in
-        a process of its own and then execs the server, keeping the pid. The kernel sends
-        the signal when the *thread* that forked exits: launch runs on the supervisor's
-        main thread, which lives as long as the process.
+        had taken (CPython documents it as unsafe there and means to deprecate it). A
+        launcher interpreter (``-I -S``, about 10 ms, paid only when the server starts)
+        sets it in a process of its own and then execs the server, keeping the pid. The
+        kernel sends the signal when the *thread* that forked exits: launch runs on the
+        supervisor's main thread, which lives as long as the process.
         """
         if sys.platform != "linux":
             return self.server_command()

@@ -66,7 +66,7 @@ class JobvisorCollector(Collector):
 
     def _cluster(self) -> Iterator[Metric]:
         b = self.broker
-        queues = b.known_queues()
+        queues = b.jobs.known_queues()
         totals = {k.decode(): int(v) for k, v in b.client.hgetall(b.keys.totals()).items()}
         jobs = CounterMetricFamily("jobvisor_jobs", "Job attempts by outcome (all supervisors)",
                                    labels=["queue", "outcome"])
@@ -83,7 +83,7 @@ class JobvisorCollector(Collector):
                 cumulative += totals.get(f"{q}|d|{bound}", 0)
                 buckets.append((bound, cumulative))
             hist.add_metric([q], buckets, sum_value=totals.get(f"{q}|dsum", 0) / 1000)
-            for state, n in b.counts(q, [s.value for s in COUNTED_STATES]).items():
+            for state, n in b.jobs.counts(q, [s.value for s in COUNTED_STATES]).items():
                 depth.add_metric([q, state], n)
         yield jobs
         yield hist

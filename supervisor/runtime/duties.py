@@ -199,10 +199,10 @@ class Duties:
                 after, step = self.aging
                 if after > 0 and now - last_aging >= min(1.0, after / 2):
                     last_aging = now
-                    self.broker.age(self.queues, after, step)
+                    self.broker.maintenance.age(self.queues, after, step)
                 if now - last_reclaim >= reclaim_every and now >= reclaim_not_before:
                     last_reclaim = now
-                    queues = self.broker.known_queues()
+                    queues = self.broker.jobs.known_queues()
                     waited = time.monotonic() - now
                     if waited > self.lease / 2:
                         # With nothing claimed, no renewal spoke to Redis first: this reply is
@@ -229,7 +229,7 @@ class Duties:
         """Trim the finished-jobs indexes (every TRIM_EVERY s); reclaim expired leases."""
         if trim:
             for q in queues:
-                self.broker.trim(q)
+                self.broker.maintenance.trim(q)
         for job_id, state in reclaim(self.broker, queues):
             self.reclaims += 1
             log.warning("job %s reclaimed after its lease expired: now %s", job_id, state)
@@ -240,12 +240,12 @@ class Duties:
         lost = self.broker.renew([(c.job_id, c.queue, c.token) for c in claims], self.lease)
         for i in lost:
             # A job its worker just finished is not lost (its slot lags a moment behind).
-            state = self.broker.state_of(claims[i].job_id)
+            state = self.broker.jobs.state_of(claims[i].job_id)
             if state not in ("completed", "dead", "canceled"):
-                log.warning("job %s is no longer held by its worker (its lease expired and it "
+                log.warning("job %s was taken from its worker (its lease expired and it "
                             "was reclaimed: now %s)", claims[i].job_id, state)
         # Cancel requests for running jobs: checked every tick, only while busy.
-        for job_id, reason in self.broker.cancel_requests([c.job_id for c in claims]).items():
+        for job_id, reason in self.broker.jobs.cancel_requests([c.job_id for c in claims]).items():
             self.on_cancel(job_id, reason)
 
     def _flush(self) -> bool:
@@ -257,24 +257,24 @@ class Duties:
             item = self._outbox[0]
             try:
                 if isinstance(item, Event):
-                    self.broker.event(**item.fields)
+                    self.broker.jobs.event(**item.fields)
                     self._outbox.popleft()
                     continue
                 if isinstance(item, Uncounted):
-                    self.broker.add_counts(by_field(decode_pending(item.blob)))
+                    self.broker.maintenance.add_counts(by_field(decode_pending(item.blob)))
                     self._outbox.popleft()
                     continue
                 if isinstance(item, InFlight):
                     taken = self.broker.claimed_by(item.token, self.queues)
                     if taken is not None:
-                        self.broker.release_held(taken[0], taken[1], item.token)
+                        self.broker.release_claim(taken[0], taken[1], item.token)
                         log.info("job %s, claimed by a worker that died before running it, "
                                  "released back to %s", *taken)
                     self._outbox.popleft()
                     continue
                 c = item.claim
                 if item.error is None:
-                    self.broker.release_held(c.job_id, c.queue, c.token)
+                    self.broker.release_claim(c.job_id, c.queue, c.token)
                     log.info("job %s released back to %s", c.job_id, c.queue)
                 else:
                     state = account_failure(self.broker, c.job_id, c.queue, c.token, item.error)
@@ -286,7 +286,7 @@ class Duties:
                     return False
                 # Refused for good (a record written over by another program, ...): one
                 # such item must not hold up every outcome queued behind it.
-                log.error("Redis refused %s, dropped (a job it held comes back when its "
+                log.error("Redis refused %s, dropped (a job it claimed comes back when its "
                           "lease runs out): %s", item, exc)
             self._outbox.popleft()
         return True

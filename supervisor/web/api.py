@@ -118,7 +118,7 @@ class QueuesApi(Controller):
     @post("/queues/{queue:str}/pause", guards=[admin_only], sync_to_thread=True, status_code=200)
     def pause(self, request: Request[Any, Any, Any], broker: BrokerDep, queue: InPath) -> Accepted:
         pause(queue, broker)
-        broker.event(e="action", who=who(request), action="pause", q=queue, count=0,
+        broker.jobs.event(e="action", who=who(request), action="pause", q=queue, count=0,
                      scope="queue")
         return Accepted(message=f"paused {queue}")
 
@@ -126,7 +126,7 @@ class QueuesApi(Controller):
           status_code=200)
     def resume(self, request: Request[Any, Any, Any], broker: BrokerDep, queue: InPath) -> Accepted:
         resume(queue, broker)
-        broker.event(e="action", who=who(request), action="resume", q=queue, count=0,
+        broker.jobs.event(e="action", who=who(request), action="resume", q=queue, count=0,
                      scope="queue")
         return Accepted(message=f"resumed {queue}")
 
@@ -169,7 +169,7 @@ class JobsApi(Controller):
          summary="Every field of one job, its log and its events")
     def job(self, broker: BrokerDep, job_id: InPath) -> dict[str, Any]:
         job = known_job(job_id, broker)
-        view = job_view(job.record, broker, broker.job_log(job_id))
+        view = job_view(job.record, broker, broker.jobs.job_log(job_id))
         view["events"] = recent_events(broker, 200, job=job_id)
         view["dependents"] = sorted(m.decode() for m in
                                     broker.client.smembers(broker.keys.kids(job_id)))
@@ -204,7 +204,7 @@ class FleetApi(Controller):
     def scale(self, request: Request[Any, Any, Any], broker: BrokerDep, ident: InPath,
               data: JSONBody[ScaleRequest]) -> Accepted:
         entry = request_scale(ident, data.workers, POOL_MAX, broker)
-        broker.event(e="action", who=who(request), action="scale", q="", count=data.workers,
+        broker.jobs.event(e="action", who=who(request), action="scale", q="", count=data.workers,
                      scope=ident)
         return Accepted(message=f"asked {ident} to run {data.workers} workers "
                                 f"(now {len(entry['workers'])})")
@@ -213,7 +213,7 @@ class FleetApi(Controller):
           status_code=200)
     def reload(self, request: Request[Any, Any, Any], broker: BrokerDep, ident: InPath) -> Accepted:
         send_control(ident, Reload(), broker)
-        broker.event(e="action", who=who(request), action="reload", q="", count=0, scope=ident)
+        broker.jobs.event(e="action", who=who(request), action="reload", q="", count=0, scope=ident)
         return Accepted(message=f"asked {ident} to reload")
 
 

@@ -156,7 +156,7 @@ class Pages(Controller):
         else:
             pause(check_name("queue", queue), broker)
             done = "paused"
-        broker.event(e="action", who=who(request), action=done.rstrip("d"), q=queue, count=0,
+        broker.jobs.event(e="action", who=who(request), action=done.rstrip("d"), q=queue, count=0,
                      scope="queue")
         return back(request, f"/queues/{queue}", f"{done} queue {queue}")
 
@@ -175,7 +175,7 @@ class Pages(Controller):
     @get("/jobs/{job_id:str}", sync_to_thread=True)
     def job(self, request: Request[Any, Any, Any], broker: BrokerDep, job_id: InPath) -> Template:
         job = known_job(job_id, broker)
-        view = job_view(job.record, broker, broker.job_log(job_id))
+        view = job_view(job.record, broker, broker.jobs.job_log(job_id))
         dependents = sorted(m.decode() for m in broker.client.smembers(broker.keys.kids(job_id)))
         return page(request, "job.html", job=view, events=recent_events(broker, 200, job=job_id),
                     dependents=dependents, pretty=_pretty, iso=iso)
@@ -229,7 +229,7 @@ class Pages(Controller):
             entry = request_scale(ident, workers, POOL_MAX, broker)
         except JobsError as exc:
             return back(request, "/hosts", str(exc))
-        broker.event(e="action", who=who(request), action="scale", q="", count=workers,
+        broker.jobs.event(e="action", who=who(request), action="scale", q="", count=workers,
                      scope=ident)
         return back(request, "/hosts",
                     f"asked {ident} to run {workers} workers (now {len(entry['workers'])})")
@@ -237,7 +237,7 @@ class Pages(Controller):
     @post("/hosts/{ident:str}/reload", guards=[admin_only], sync_to_thread=True)
     def reload(self, request: Request[Any, Any, Any], broker: BrokerDep, ident: InPath) -> Redirect:
         send_control(ident, Reload(), broker)
-        broker.event(e="action", who=who(request), action="reload", q="", count=0, scope=ident)
+        broker.jobs.event(e="action", who=who(request), action="reload", q="", count=0, scope=ident)
         return back(request, "/hosts", f"asked {ident} to reload")
 
 

@@ -70,7 +70,7 @@ class Ledger:
 
 def settled(broker: Broker) -> bool:
     """Nothing of the queue is waiting, scheduled, queued or active any more."""
-    counts = broker.counts(QUEUE, OPEN)
+    counts = broker.jobs.counts(QUEUE, OPEN)
     return not any(counts.values())
 
 
@@ -78,7 +78,7 @@ def wait_settled(broker: Broker, timeout: float = 60.0) -> float:
     """Wait (bounded) until the queue has settled; returns the seconds it took."""
     began = time.monotonic()
     wait_until(lambda: settled(broker), timeout=timeout, interval=0.02,
-               what=f"queue to settle ({broker.counts(QUEUE, INDEXES)})")
+               what=f"queue to settle ({broker.jobs.counts(QUEUE, INDEXES)})")
     return time.monotonic() - began
 
 
@@ -141,7 +141,7 @@ def _records(broker: Broker, ids: list[str]) -> dict[str, JobRecord]:
     out = {}
     for i in range(0, len(ids), 1000):
         chunk = ids[i : i + 1000]
-        for job_id, fields in zip(chunk, broker.fetch_many(chunk), strict=True):
+        for job_id, fields in zip(chunk, broker.jobs.fetch_many(chunk), strict=True):
             if fields:
                 out[job_id] = record_from_hash(job_id, fields)
     return out

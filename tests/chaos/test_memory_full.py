@@ -74,7 +74,7 @@ def indexed_vs_records(broker, ids: list[str]) -> tuple[int, int]:
     for s in INDEXES:
         pipe.zcard(broker.keys.state_index(QUEUE, s))
     indexed = sum(pipe.execute())
-    return indexed, sum(broker.exist(ids))
+    return indexed, sum(broker.jobs.exist(ids))
 
 
 def refused_whole(filler: Producer, ids: list[str]) -> None:
@@ -84,7 +84,7 @@ def refused_whole(filler: Producer, ids: list[str]) -> None:
         assert "maxmemory" in str(exc)
     else:
         raise AssertionError("an enqueue succeeded on a full server")
-    assert not any(filler.broker.exist(ids)), "a refused enqueue was written in part"
+    assert not any(filler.broker.jobs.exist(ids)), "a refused enqueue was written in part"
 
 
 def fill_and_free(admin, sup, producer: Producer, filler: Producer,
@@ -97,7 +97,7 @@ def fill_and_free(admin, sup, producer: Producer, filler: Producer,
     message = str(error)
     assert "used memory > 'maxmemory'" in message, message
     assert "free memory or raise maxmemory" in message, message
-    assert not any(filler.broker.exist(refused)), "a refused batch was written in part"
+    assert not any(filler.broker.jobs.exist(refused)), "a refused batch was written in part"
     # Usage hovers at the limit (buffers come and go); pin it below usage so the server
     # stays full while the checks below run.
     admin.config_set("maxmemory", int(admin.info("memory")["used_memory"]) // 2)

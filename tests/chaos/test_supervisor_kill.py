@@ -1,7 +1,7 @@
 """Chaos 2: SIGKILL a whole supervisor mid-run, as if its host died.
 
 Its workers die with it (PDEATHSIG), so nobody renews the leases of the jobs they
-held (each worker holds a 1 s job at that moment, past its ledger write, so there
+had claimed (each worker runs a 1 s job at that moment, past its ledger write, so there
 are some, and each runs twice). The second supervisor keeps working and, once those leases expire
 (``lease_timeout``, 3 s here), puts the jobs back ("worker lost", an attempt spent);
 then the first supervisor is started again and takes its share. In a soak run the two
@@ -18,11 +18,11 @@ from tests.chaos.workload import Producer, conclude, keep_running, percentile, w
 from tests.helpers import wait_until
 
 LEASE = 3.0
-HOLD_MS = 1000.0
+LONG_MS = 1000.0
 
 
 def orphans(broker: Broker, pids: list[int]) -> dict[str, str]:
-    """Active jobs held under a claim token of one of ``pids``: ``{job id: token}``."""
+    """Active jobs claimed with a token of one of ``pids``: ``{job id: token}``."""
     c = broker.client
     ids = [m.decode() for m in c.zrange(broker.keys.active(QUEUE), 0, -1)]
     pipe = c.pipeline(transaction=False)
@@ -36,27 +36,28 @@ def orphans(broker: Broker, pids: list[int]) -> dict[str, str]:
     return out
 
 
-def still_held(broker: Broker, held: dict[str, str]) -> list[str]:
+def still_claimed(broker: Broker, claimed: dict[str, str]) -> list[str]:
     pipe = broker.client.pipeline(transaction=False)
-    for job_id in held:
+    for job_id in claimed:
         pipe.hmget(broker.keys.job(job_id), "st", "tok")
-    return [job_id for (job_id, tok), (st, now) in zip(held.items(), pipe.execute(), strict=True)
+    return [job_id for (job_id, tok), (st, now) in zip(claimed.items(), pipe.execute(),
+                                                        strict=True)
             if st == b"active" and now is not None and now.decode() == tok]
 
 
 def kill_and_recover(victim: Supervisor, other: Supervisor, broker: Broker) -> tuple[float, int]:
-    """Kill ``victim``; return (seconds until its jobs were back, how many it held)."""
+    """Kill ``victim``; return (seconds until its jobs were back, how many it had claimed)."""
     kids = victim.kill()
     killed_at = victim.killed_at
-    held = orphans(broker, kids)
-    wait_until(lambda: not still_held(broker, held), timeout=LEASE + 20,
-               what=f"jobs of the killed supervisor to be reclaimed: {sorted(held)[:5]}")
+    claimed = orphans(broker, kids)
+    wait_until(lambda: not still_claimed(broker, claimed), timeout=LEASE + 20,
+               what=f"jobs of the killed supervisor to be reclaimed: {sorted(claimed)[:5]}")
     recovered = time.monotonic() - killed_at
     assert other.alive()
-    for job_id in held:  # each one was put back with the reason, and has run (or will)
-        errors = broker.fetch(job_id).errors  # type: ignore[union-attr]
+    for job_id in claimed:  # each one was put back with the reason, and has run (or will)
+        errors = broker.jobs.fetch(job_id).errors  # type: ignore[union-attr]
         assert any(e.type == "WorkerLost" for e in errors), (job_id, errors)
-    return recovered, len(held)
+    return recovered, len(claimed)
 
 
 def test_supervisor_killed_mid_run_second_finishes(server, namespace, job_broker, ledger,
@@ -72,17 +73,17 @@ def test_supervisor_killed_mid_run_second_finishes(server, namespace, job_broker
     victim, other = a, b
     end = time.monotonic() + duration
     while True:
-        # Every worker of both supervisors holds one of these when the kill comes, so
+        # Every worker of both supervisors runs one of these when the kill comes, so
         # the victim surely leaves jobs behind.
-        held = job_ids("hold", 4 * len(recoveries), 4)
-        producer.send(held, work_ms=HOLD_MS, priority=100)
-        wait_until(lambda ids=held: set(ids) <= {j for s in (a, b) for _, j in s.busy()},
-                   timeout=20, what="every worker to hold a long job")
+        long_jobs = job_ids("long", 4 * len(recoveries), 4)
+        producer.send(long_jobs, work_ms=LONG_MS, priority=100)
+        wait_until(lambda ids=long_jobs: set(ids) <= {j for s in (a, b) for _, j in s.busy()},
+                   timeout=20, what="every worker to run a long job")
         # Kill once they have done their side effect: a rerun is then a real duplicate.
-        wait_until(lambda ids=held: set(ids) <= ledger.done(), timeout=20,
+        wait_until(lambda ids=long_jobs: set(ids) <= ledger.done(), timeout=20,
                    what="the long jobs' ledger writes")
         took, n = kill_and_recover(victim, other, job_broker)
-        assert n >= 1, "the killed supervisor held no job"
+        assert n >= 1, "the killed supervisor had claimed no job"
         recoveries.append(took)
         orphaned += n
         # The survivor alone keeps the queue moving...

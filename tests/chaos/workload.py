@@ -136,7 +136,7 @@ class Producer:
 class ChildKiller:
     """SIGKILLs a random busy child of the given supervisors every ``low..high`` seconds.
 
-    After each kill it waits (bounded) until the job that child held is accounted, that
+    After each kill it waits (bounded) until the job that child ran is accounted, that
     is no longer ``active`` under the dead child's claim token, and keeps that delay.
     """
 

@@ -40,8 +40,8 @@ local function claim_job(paused, events, keys, first_key, names, first_name, pre
                 return {q, earlier, spec, tonumber(att), pri, errs, te, now, pres or false, false}
             end
         end
-        -- Nothing held with this token: the first call never ran (or what it took was
-        -- taken back since), so this one claims.
+        -- Nothing claimed with this token: the first call never ran (or what it took
+        -- was taken back since), so this one claims.
     end
     local parked = 0
     local q = 0

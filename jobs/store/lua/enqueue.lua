@@ -90,19 +90,19 @@ for i = 1, n do
     -- find its own jobs.
     local existing = nil
     if maybe_resent or custom == 1 then existing = redis.call('HGET', job, 'st') end
-    local holder = nil
+    local owner = nil
     if not existing and ex.uk then
-        holder = redis.call('GET', ex.uk)
-        if holder then
-            local held = redis.call('HGET', prefix .. holder, 'st')
-            -- A holder whose record is gone (purged, expired) holds nothing any more.
-            if not (held and (not final[held] or ex.uw)) then holder = nil end
+        owner = redis.call('GET', ex.uk)
+        if owner then
+            local owner_st = redis.call('HGET', prefix .. owner, 'st')
+            -- An owner whose record is gone (purged, expired) owns the key no more.
+            if not (owner_st and (not final[owner_st] or ex.uw)) then owner = nil end
         end
     end
     if existing then
         out[i] = existing
-    elseif holder then
-        out[i] = '=' .. holder
+    elseif owner then
+        out[i] = '=' .. owner
     else
         -- A reused custom id whose old record expired may linger in a finished index.
         if custom == 1 then
