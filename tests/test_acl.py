@@ -48,6 +48,7 @@ from jobs import (
     JobState,
     Queue,
     RedisSettings,
+    Worker,
     batch,
 )
 from jobs.limits import status as limit_status
@@ -380,3 +381,43 @@ def test_readme_acl_lines_match_these(namespace):
         pytest.skip("README.md has no `ACL SETUSER jobvisor-<role>` lines yet")
     assert {role: text.split() for role, text in found} == {
         role: rules(role, "jobvisor") for role in ROLES}
+
+
+def test_a_read_only_dashboard_runs_under_the_dashboard_acl(users, tmp_path, namespace):
+    """Every page and read of the dashboard with read_only = true, as the read-only
+    dashboard user: nothing refused by Redis, and actions refused by the dashboard."""
+    import httpx
+
+    from tests.web import Dashboard
+
+    worker = users.add("worker", rules("worker", namespace))
+    dashboard = users.add("dashboard", rules("dashboard", namespace))
+    w = users.broker(worker)
+    Queue("default", w).options(max_attempts=1).enqueue_many(
+        ("tests.jobfuncs:key_error",) for _ in range(3))
+    Worker(["default"], broker=w).run_until_empty()
+    dead = w.client.zrange(w.keys.dead("default"), 0, 0)[0].decode()
+    d = Dashboard(tmp_path, users.url(dashboard), namespace, settings="read_only = true\n",
+                  env={"JOBVISOR_REDIS_PASSWORD": users.passwords[dashboard]})
+    try:
+        html = {"Accept": "text/html"}
+        for path in ("/", "/queues/default?state=dead", "/queues/default?state=dead&text=key",
+                     f"/jobs/{dead}", "/dead", "/hosts", "/queues/default/clear",
+                     "/api/queues", "/api/overview", "/api/queues/default/jobs?state=dead",
+                     f"/api/jobs/{dead}", "/api/queues/default/dead-groups", "/api/hosts",
+                     "/api/openapi.json"):
+            reply = httpx.get(d.base + path, headers=html, timeout=10)
+            assert reply.status_code == 200, (path, reply.status_code, reply.text[:300])
+        assert 'name="ids"' not in httpx.get(d.base + "/queues/default?state=dead",
+                                             headers=html).text
+        refused = httpx.post(f"{d.base}/api/queues/default/jobs/requeue",
+                             json={"all_matching": True, "state": "dead"},
+                             headers={"Authorization": "Bearer any:thing"})
+        assert refused.status_code == 403
+        ready = httpx.get(f"{d.base}/readyz", timeout=10).json()
+        assert [c["name"] for c in ready["checks"]][:2] == ["redis", "supervisors"]
+        assert ready["checks"][0]["ok"]
+        assert [d for d in users.denied() if d[2] not in HARMLESS] == []
+        assert Queue("default", w).counts()["dead"] == 3
+    finally:
+        d.stop()

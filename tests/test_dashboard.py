@@ -366,3 +366,26 @@ def test_every_page_renders_without_a_script_or_policy_error(browser, dash, lib,
         assert problems == []
     finally:
         sup.stop()
+
+
+def test_the_event_stream_sends_recent_events_then_new_ones(dash, lib):
+    from tests import jobfuncs
+
+    first = Queue("default", lib).enqueue(jobfuncs.add, 1, 1)
+    auth = {"Authorization": "Bearer vic:vic-secret-1"}
+    seen: list[dict] = []
+    with httpx.stream("GET", f"{dash.base}/api/events", params={"recent": 5}, headers=auth,
+                      timeout=10) as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        later = None
+        for line in stream.iter_lines():
+            if not line.startswith("data: "):
+                continue
+            seen.append(json.loads(line[len("data: "):]))
+            if seen[-1].get("id") == first.id and later is None:
+                later = Queue("default", lib).enqueue(jobfuncs.add, 2, 2)
+            if later is not None and seen[-1].get("id") == later.id:
+                break
+    assert [e["e"] for e in seen if e.get("id") == first.id] == ["enqueued"]
+    assert seen[-1]["e"] == "enqueued" and seen[-1]["id"] == later.id
+    assert httpx.get(f"{dash.base}/api/events").status_code == 401

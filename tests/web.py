@@ -39,7 +39,8 @@ class Dashboard:
     """``jobvisor dashboard`` on a free loopback port, for one namespace."""
 
     def __init__(self, tmp: Path, url: str, ns: str, *, users: Path | None = None,
-                 extra: str = "") -> None:
+                 extra: str = "", settings: str = "", env: dict[str, str] | None = None,
+                 ) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = tmp / "dashboard.log"
@@ -47,12 +48,13 @@ class Dashboard:
         config.write_text(
             f'[redis]\nurl = "{url}"\nnamespace = "{ns}"\nsocket_timeout = 2.0\n'
             f'connect_timeout = 1.0\n\n[dashboard]\nbind = "127.0.0.1:{self.port}"\n'
-            f'refresh = 0.5\n' + (f'users_file = "{users}"\n' if users else "") + extra)
+            f'refresh = 0.5\n' + (f'users_file = "{users}"\n' if users else "") + settings
+            + extra)
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "supervisor", "--config", str(config), "dashboard"],
                 cwd=Path(__file__).parent.parent, stdout=out, stderr=subprocess.STDOUT,
-                env={**os.environ})
+                env={**os.environ, **(env or {})})
         wait_until(self._answers, timeout=20, what="the dashboard to answer")
 
     def _answers(self) -> bool:

@@ -158,7 +158,8 @@ def _health_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 def _jobs_group(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """``jobvisor jobs ACTION``: a command group, so more actions on jobs fit under it."""
     group = _command(sub, "jobs", "jobs of a queue in any state")
-    actions = group.add_subparsers(dest="jobs_action", required=True, metavar="ACTION")
+    actions = group.add_subparsers(dest="jobs_action", required=True, metavar="ACTION",
+                                   help="list: jobs of one queue and state")
     ls = _command(actions, "list", "jobs of one queue and state, filtered, a page at a time; "
                   "prints the --cursor of the next page")
     ls.add_argument("--queue", default="default", help="default: default")

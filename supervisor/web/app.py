@@ -38,9 +38,9 @@ from jobs.errors import BrokerUnavailable, ConfigurationError, JobsError
 from jobs.health import LIVE_BODY, check_health, response
 from jobs.store.broker import Broker
 from supervisor.config import Config, HealthSettings
-from supervisor.web import api, pages
 from supervisor.web.accounts import Accounts
-from supervisor.web.pages import root_of
+from supervisor.web.api import DeadApi, EventsApi, FleetApi, JobsApi, QueuesApi
+from supervisor.web.pages import Pages, root_of
 from supervisor.web.security import SecurityHeaders, csrf, sign_in
 
 log = logging.getLogger("jobvisor.dashboard")
@@ -153,7 +153,7 @@ def create_app(config: Config, *, broker: Broker | None = None,
                                        max_age=12 * 3600)
     return Litestar(
         route_handlers=[
-            pages.Pages, api.QueuesApi, api.JobsApi, api.FleetApi, api.DeadApi, api.EventsApi,
+            Pages, QueuesApi, JobsApi, FleetApi, DeadApi, EventsApi,
             healthz, readyz, login_form, login, logout,
             create_static_files_router(path="/static", directories=[HERE / "static"],
                                        include_in_schema=False, opt={"exclude_from_auth": True}),
