@@ -389,3 +389,35 @@ def test_the_event_stream_sends_recent_events_then_new_ones(dash, lib):
     assert [e["e"] for e in seen if e.get("id") == first.id] == ["enqueued"]
     assert seen[-1]["e"] == "enqueued" and seen[-1]["id"] == later.id
     assert httpx.get(f"{dash.base}/api/events").status_code == 401
+
+
+def test_scale_and_reload_a_supervisor_from_the_hosts_page(browser, dash, lib, tmp_path):
+    from playwright.sync_api import expect
+
+    from tests.helpers import wait_until
+    from tests.procs import Running
+
+    sup = Running(tmp_path, type("S", (), {"url": lib.url})(), lib.keys.ns, workers=1)
+    try:
+        sup.wait_workers(1)
+        page = open_as(browser, dash, "ada")
+        page.goto(f"{dash.base}/hosts")
+        host = page.locator("section.host").first
+        ident = host.get_attribute("data-host")
+        assert ident and ident.endswith(f":{sup.proc.pid}")
+        host.locator("input[name=workers]").fill("3")
+        host.get_by_role("button", name="Scale").click()
+        expect(page.locator(".notice")).to_contain_text(f"asked {ident} to run 3 workers")
+        sup.wait_workers(3)
+        expect(page.locator("tr[data-worker]")).to_have_count(3, timeout=15_000)
+        page.locator("section.host").first.get_by_role("button", name="Reload").click()
+        expect(page.locator(".notice")).to_contain_text(f"asked {ident} to reload")
+        wait_until(lambda: "reload" in sup.logs().lower(), timeout=15, what="the reload")
+        refused = httpx.post(f"{dash.base}/api/hosts/{ident}/scale", json={"workers": 2},
+                             headers={"Authorization": "Bearer vic:vic-secret-1"})
+        assert refused.status_code == 403
+        too_many = httpx.post(f"{dash.base}/api/hosts/{ident}/scale", json={"workers": 100_000},
+                              headers={"Authorization": "Bearer ada:ada-secret-1"})
+        assert too_many.status_code == 400 and "refused" in too_many.json()["error"]
+    finally:
+        sup.stop()
