@@ -15,6 +15,7 @@ import jobs
 from jobs import JobState, Queue, RedisSettings, Worker
 from jobs.cluster import paused
 from jobs.stats import queue_stats
+from tests import jobfuncs  # registers the functions the in-process workers run
 from tests.web import Dashboard, browser_session, free_port, signed_in, users_file
 
 SHOTS = Path(__file__).parent.parent / "docs" / "screenshots"
@@ -82,8 +83,6 @@ def shot(page, name):
 
 
 def test_the_overview_shows_the_library_s_counts(browser, dash, lib):
-    from tests import jobfuncs
-
     dead_jobs(lib, 2, queue="alpha")
     alpha = Queue("alpha", lib)
     for i in range(3):
@@ -102,8 +101,6 @@ def test_the_overview_shows_the_library_s_counts(browser, dash, lib):
 
 
 def test_a_dead_job_shows_its_traceback(browser, dash, lib):
-    from tests import jobfuncs
-
     job = Queue("default", lib).options(max_attempts=1).enqueue(jobfuncs.spin_then_fail, 0.0)
     Worker(["default"], broker=lib).run_until_empty()
     page = open_as(browser, dash, "ada")
@@ -208,8 +205,6 @@ def test_hostile_job_data_is_shown_as_text_and_runs_nothing(browser, dash, lib):
 
 def test_a_change_through_the_library_appears_on_an_open_page_without_reload(
         browser, dash, lib):
-    from tests import jobfuncs
-
     page = open_as(browser, dash, "ada")
     page.goto(f"{dash.base}/queues/default?state=queued")
     page.evaluate("window.stillHere = true")
@@ -224,8 +219,6 @@ def test_a_change_through_the_library_appears_on_an_open_page_without_reload(
 
 
 def test_signing_in_is_required_and_the_api_describes_itself(dash, lib):
-    from tests import jobfuncs
-
     job = Queue("default", lib).enqueue(jobfuncs.add, 2, 3)
     page = httpx.get(f"{dash.base}/queues/default", headers={"Accept": "text/html"})
     assert page.status_code == 303
@@ -332,7 +325,6 @@ def test_the_dashboard_s_readyz_follows_a_redis_outage(tmp_path):
 def test_every_page_renders_without_a_script_or_policy_error(browser, dash, lib, tmp_path):
     """Each page in a real browser: no console error, no CSP violation; with
     JOBVISOR_SCREENSHOTS=1 the pictures in docs/screenshots are taken from here."""
-    from tests import jobfuncs
     from tests.helpers import wait_until
     from tests.procs import Running
 
@@ -342,7 +334,7 @@ def test_every_page_renders_without_a_script_or_policy_error(browser, dash, lib,
         dead = dead_jobs(lib, 3)
         dead_jobs(lib, 2, "tests.jobfuncs:raises_bad_str")
         Queue("default", lib).options(max_attempts=1).enqueue(jobfuncs.spin_then_fail, 0.0)
-        spin = Queue("default", lib).enqueue("examples.cpu:spin", 3)
+        spin = Queue("default", lib).enqueue("examples.cpu:spin", 8)
         Queue("default", lib).enqueue_many(("examples.cpu:count_primes", 200_000 + i)
                                            for i in range(40))
         Queue("reports", lib).options(delay=3600).enqueue(jobfuncs.add, 1, 2)
@@ -351,10 +343,9 @@ def test_every_page_renders_without_a_script_or_policy_error(browser, dash, lib,
         problems: list[str] = []
         page.on("console", lambda m: m.type in ("error", "warning") and problems.append(m.text))
         page.on("pageerror", lambda e: problems.append(str(e)))
-        pages = {"overview": "/", "queue": "/queues/default?state=dead",
-                 "job": f"/jobs/{dead[0]}", "running-job": f"/jobs/{spin.id}",
-                 "dead-letters": "/dead", "hosts": "/hosts",
-                 "clear": "/queues/default/clear"}
+        pages = {"hosts": "/hosts", "overview": "/", "running-job": f"/jobs/{spin.id}",
+                 "queue": "/queues/default?state=dead", "job": f"/jobs/{dead[0]}",
+                 "dead-letters": "/dead", "clear": "/queues/default/clear"}
         for name, url in pages.items():
             reply = page.goto(dash.base + url)
             assert reply is not None and reply.status == 200, (url, reply and reply.status)
@@ -369,8 +360,6 @@ def test_every_page_renders_without_a_script_or_policy_error(browser, dash, lib,
 
 
 def test_the_event_stream_sends_recent_events_then_new_ones(dash, lib):
-    from tests import jobfuncs
-
     first = Queue("default", lib).enqueue(jobfuncs.add, 1, 1)
     auth = {"Authorization": "Bearer vic:vic-secret-1"}
     seen: list[dict] = []

@@ -48,8 +48,11 @@
         var axis = { stroke: dark ? "#98a2b3" : "#667085", grid: { stroke: dark ? "#2a303a" : "#e3e6eb" } };
         chart = new window.uPlot({
           width: box.clientWidth, height: 240,
-          series: [{}, { label: "completed", stroke: dark ? "#69db7c" : "#2b8a3e", width: 2 },
-                   { label: "failed or retried", stroke: dark ? "#ff6b6b" : "#c92a2a", width: 2 }],
+          series: [{}, { label: "completed", stroke: dark ? "#69db7c" : "#2b8a3e", width: 2,
+                         fill: dark ? "rgba(105,219,124,0.12)" : "rgba(43,138,62,0.10)",
+                         points: { show: false } },
+                   { label: "failed or retried", stroke: dark ? "#ff6b6b" : "#c92a2a", width: 2,
+                     points: { show: false } }],
           axes: [axis, axis], scales: { x: { time: true } }
         }, data, box);
         window.addEventListener("resize", function () { chart.setSize({ width: box.clientWidth, height: 240 }); });
