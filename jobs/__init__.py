@@ -26,6 +26,7 @@ from jobs.errors import (
     Retry,
     StaleToken,
     UnknownFunction,
+    UnknownLimit,
 )
 from jobs.job import Job
 from jobs.options import Call, EnqueueOptions
@@ -74,6 +75,7 @@ __all__ = [
     "Schedule",
     "StaleToken",
     "UnknownFunction",
+    "UnknownLimit",
     "Worker",
     "batch",
     "chain",

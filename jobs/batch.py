@@ -17,7 +17,7 @@ import redis
 
 from jobs.chain import as_call
 from jobs.decorator import JobFunction
-from jobs.enqueue import by_queue, prepare_call
+from jobs.enqueue import by_queue, check_limits, prepare_call
 from jobs.errors import ConfigurationError, JobNotFound, ResultTimeout
 from jobs.job import Job
 from jobs.options import Call, EnqueueOptions, Prepared, new_job_id, prepare
@@ -142,6 +142,7 @@ class Batch:
                            f"{kind}:pri": spec.priority}
         members = [prepare_call(c, broker) for c in self.calls]
         members = [msgspec.structs.replace(p, extra={**p.extra, "b": bid}) for p in members]
+        check_limits(members, broker)
         key = broker.keys.batch(bid)
         # One MULTI transaction: the batch and all its members, or nothing. WATCH makes
         # two enqueues of one batch_id at the same moment write it once.

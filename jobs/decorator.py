@@ -15,7 +15,7 @@ from jobs.enqueue import enqueue_call
 from jobs.errors import ConfigurationError
 from jobs.options import Call, EnqueueOptions, check_attempts, check_function_name, check_seconds
 from jobs.priority import Priority, parse_priority
-from jobs.rates import definition
+from jobs.rates import definition, limit_names
 from jobs.registry import register as add_to_registry
 from jobs.store.keys import check_name
 
@@ -42,7 +42,8 @@ class JobOptions(msgspec.Struct, frozen=True, kw_only=True):
     result_ttl: float | None = None
     on_dead: str | None = None
     unique_for: float | None = None
-    limit: str | None = None  # rate and concurrency limit, stored form (jobs.limits)
+    limit: str | None = None  # its own rate and concurrency limit, stored form (jobs.limits)
+    limits: tuple[str, ...] = ()  # the named limits it is under
 
 
 class ArgumentBinder:
@@ -203,6 +204,8 @@ def job(
     unique_for: float | None = None,
     rate_limit: str | None = None,
     max_concurrency: int | None = None,
+    burst: int | None = None,
+    limits: str | Iterable[str] | None = None,
 ) -> JobDecorator: ...
 
 
@@ -222,14 +225,17 @@ def job(
     unique_for: float | None = None,
     rate_limit: str | None = None,
     max_concurrency: int | None = None,
+    burst: int | None = None,
+    limits: str | Iterable[str] | None = None,
 ) -> JobFunction[P, R] | JobDecorator:
     """Register a plain synchronous function as a job (``@job`` or ``@job(...)``).
 
     ``on_dead`` names another job (a ``@job`` function or ``"module:function"``) that is
     enqueued with the dead job's id, atomically with the death, so it runs exactly once.
     ``unique_for`` makes every enqueue of this function unique by its arguments (see
-    ``EnqueueOptions.unique_for``). ``rate_limit="100/m"`` and ``max_concurrency=N`` hold
-    across the whole cluster (``jobs.limits``).
+    ``EnqueueOptions.unique_for``). ``rate_limit="100/m"`` (at most 100 starts in any
+    minute; ``burst=B``: a token bucket of B instead) and ``max_concurrency=N`` hold across
+    the whole cluster, as do the named limits in ``limits`` (``jobs.limits``).
     """
     check_attempts(max_attempts)
     for label, value in (("timeout", timeout), ("soft_timeout", soft_timeout),
@@ -248,7 +254,8 @@ def job(
         result_ttl=result_ttl,
         on_dead=check_function_name(hook) if hook else None,
         unique_for=unique_for,
-        limit=definition(rate_limit, max_concurrency),
+        limit=definition(rate_limit, max_concurrency, burst),
+        limits=limit_names(limits, "@job"),
     )
 
     register = _Register(options)

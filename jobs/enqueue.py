@@ -3,18 +3,19 @@ pipelined round trip. ``Queue``, ``fn.enqueue``, chains, batches and cron all en
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
 
 import msgspec
 
-from jobs.errors import JobNotFound
+from jobs.errors import JobNotFound, UnknownLimit
 from jobs.job import Job
 from jobs.options import Call, Prepared, prepare
 from jobs.priority import Priority
 from jobs.rates import DECLARED
 from jobs.registry import registered
 from jobs.store.broker import Broker, default_broker
+from jobs.store.connection import translated
 
 CHUNK = 1000
 
@@ -23,11 +24,36 @@ def prepare_call(call: Call, broker: Broker) -> Prepared:
     p = prepare(call, default_queue="default", default_priority=int(Priority.NORMAL),
                 max_bytes=broker.defaults.max_payload_bytes)
     fn = registered().get(call.function)
-    if fn is not None and fn.job_options.limit is not None:
-        # Publish the function's limit with its jobs, so it applies before any worker starts.
-        p = msgspec.structs.replace(p, extra={**p.extra,
-                                              "ldef": fn.job_options.limit + DECLARED})
+    if fn is not None and (fn.job_options.limit is not None or fn.job_options.limits):
+        # Publish the function's limits with its jobs, so they apply before any worker starts.
+        extra = dict(p.extra)
+        if fn.job_options.limit is not None:
+            extra["ldef"] = fn.job_options.limit + DECLARED
+        if fn.job_options.limits:
+            extra["lfn"] = "|".join(fn.job_options.limits) + DECLARED
+        p = msgspec.structs.replace(p, extra=extra)
     return p
+
+
+def check_limits(prepared: Sequence[Prepared], broker: Broker) -> None:
+    """Refuse before writing anything when a job names a limit that is not defined.
+
+    The enqueue script checks again atomically; this check keeps a call written in
+    several script calls (queues, chunks, a batch) from being written in part.
+    """
+    wanted = sorted({name for p in prepared
+                     for name in [*p.extra.get("ln", ()), *_attached(p.extra.get("lfn"))]})
+    if not wanted:
+        return
+    with translated(broker.url):
+        found = broker.client.hmget(broker.keys.limits(), [f"n:{n}" for n in wanted])
+    for name, definition in zip(wanted, found, strict=True):
+        if definition is None:
+            raise UnknownLimit(name)
+
+
+def _attached(published: str | None) -> list[str]:
+    return published.split()[0].split("|") if published else []
 
 
 def enqueue_call(call: Call, broker: Broker | None = None) -> Job:
@@ -60,6 +86,8 @@ def enqueue_prepared(prepared: list[Prepared], broker: Broker) -> list[str]:
         grouped = _in_order(prepared)  # parents first
     else:
         grouped = by_queue(prepared)
+    if len(grouped) > 1:
+        check_limits(prepared, broker)
     order = [p for _, items in grouped for p in items]
     ids = broker.enqueue_batches(grouped)
     by_id = {p.id: i for p, i in zip(order, ids, strict=True)}

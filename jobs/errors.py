@@ -55,6 +55,19 @@ class UnknownFunction(JobsError, LookupError):
     """A job names a function that no ``@job`` in the loaded modules registered."""
 
 
+class UnknownLimit(JobsError, LookupError):
+    """A job names a limit that is not defined (``jobs.limits.set_limit`` or config.toml)."""
+
+    def __init__(self, name: str, job_id: str = "") -> None:
+        of = f" (named by job {job_id})" if job_id else ""
+        super().__init__(
+            f"limit {name!r}{of} is not defined: define it with jobs.limits.set_limit("
+            f"{name!r}, rate_limit=..., max_concurrency=...) or a [limits.{name}] table in "
+            "config.toml (a supervisor publishes it at start), or leave it out of limits=; "
+            "nothing was enqueued")
+        self.name = name
+
+
 class StaleToken(JobsError):
     """An outcome was written with a claim token that is no longer the job's."""
 

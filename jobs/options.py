@@ -15,6 +15,7 @@ import msgspec
 
 from jobs.errors import ConfigurationError, PayloadTooLarge
 from jobs.priority import parse_priority
+from jobs.rates import limit_names
 from jobs.records import JobSpec, encoder
 from jobs.store.keys import check_name
 
@@ -37,6 +38,8 @@ class EnqueueOptions(msgspec.Struct, frozen=True, kw_only=True):
     unique_for: float | None = None
     unique_key: str | None = None
     unique_until: str | None = None  # "finished" (default) or "window"
+    # Named limits this job is under besides its function's, queue's and @job(limits=...).
+    limits: str | Sequence[str] | None = None
 
     def merged(self, other: EnqueueOptions) -> EnqueueOptions:
         """These options with every field ``other`` sets taken from ``other``."""
@@ -212,7 +215,8 @@ def unique_digest(call: Call, key: str | None) -> str:
 
 
 def workflow_extra(call: Call) -> dict[str, Any]:
-    """What the enqueue script needs for dependencies and uniqueness (empty when unused)."""
+    """What the enqueue script needs for dependencies, uniqueness and named limits (empty
+    when unused)."""
     opts = call.options
     extra: dict[str, Any] = {}
     parents = _parent_ids(opts.depends_on)
@@ -234,6 +238,9 @@ def workflow_extra(call: Call) -> dict[str, Any]:
     if opts.unique_until not in (None, "finished", "window"):
         raise ConfigurationError(
             f"unique_until must be 'finished' or 'window', got {opts.unique_until!r}")
+    named = limit_names(opts.limits, "options")
+    if named:
+        extra["ln"] = list(named)
     window = check_seconds("unique_for", opts.unique_for)
     if window is not None:
         extra["uk"] = unique_digest(call, opts.unique_key)

@@ -99,7 +99,7 @@ class JobRecord(msgspec.Struct, frozen=True, kw_only=True):
     waiting_on: int = 0  # parents not yet final (state waiting)
     batch_id: str | None = None
     cancel_requested: str | None = None  # a running job asked to stop, with the reason
-    held_by: str | None = None  # the limit holding a queued job back ("fn:..." or "q:...")
+    held_by: str | None = None  # the limit holding a queued job back: fn:..., q:... or n:...
     parents: tuple[str, ...] = ()  # the jobs it was enqueued to wait for
 
 

@@ -55,6 +55,7 @@ class SupervisorSettings(Table, frozen=True, kw_only=True, forbid_unknown_fields
 
 
 QueueName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.:\-]{1,128}$")]
+LimitName = QueueName  # the same alphabet: both become parts of key names
 
 
 class WorkerSettings(Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -70,18 +71,20 @@ class WorkerSettings(Table, frozen=True, kw_only=True, forbid_unknown_fields=Tru
             raise ValueError("weights must give one number per queue (or be empty: strict order)")
 
 
-class QueueLimit(Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """``[queue_limits.<queue>]``: a cluster-wide limit on every job of one queue."""
+class Limit(Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``[queue_limits.<queue>]``: a cluster-wide limit on every job of one queue;
+    ``[limits.<name>]``: a named one, on every job that names it."""
 
     rate_limit: str | None = None
     max_concurrency: int | None = None
+    burst: int | None = None  # a token bucket of this size instead of the sliding window
 
     def __post_init__(self) -> None:
-        definition(self.rate_limit, self.max_concurrency)  # raises naming what is wrong
+        definition(self.rate_limit, self.max_concurrency, self.burst)  # names what is wrong
 
     @property
     def stored(self) -> str | None:
-        return definition(self.rate_limit, self.max_concurrency)
+        return definition(self.rate_limit, self.max_concurrency, self.burst)
 
 
 class MetricsSettings(Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -124,13 +127,20 @@ class Config(Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
     health: HealthSettings = HealthSettings()
     # [[schedules]]: cron schedules every supervisor fires (jobs.schedules.Schedule).
     schedules: list[Schedule] = msgspec.field(default_factory=list)
-    queue_limits: dict[QueueName, QueueLimit] = msgspec.field(default_factory=dict)
+    queue_limits: dict[QueueName, Limit] = msgspec.field(default_factory=dict)
+    limits: dict[LimitName, Limit] = msgspec.field(default_factory=dict)
 
     def limit_definitions(self) -> dict[str, str | None]:
-        """The queue limits in their stored form, keyed ``q:<queue>`` (jobs.limits)."""
-        return {f"q:{queue}": limit.stored for queue, limit in self.queue_limits.items()}
+        """The queue and named limits in their stored form, keyed ``q:<queue>`` and
+        ``n:<name>`` (jobs.limits)."""
+        return {**{f"q:{queue}": limit.stored for queue, limit in self.queue_limits.items()},
+                **{f"n:{name}": limit.stored for name, limit in self.limits.items()}}
 
     def __post_init__(self) -> None:
+        empty = sorted(name for name, limit in self.limits.items() if limit.stored is None)
+        if empty:
+            raise ValueError(f"limits.{empty[0]} limits nothing: give it rate_limit and/or "
+                             "max_concurrency, or remove the table")
         names = [s.name for s in self.schedules]
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:

@@ -77,6 +77,18 @@ def test_show_tells_what_holds_a_job(r):
                                          (1, None, None, None)]
 
 
+def test_enqueue_under_a_named_limit(r):
+    set_limit("reports-api", max_concurrency=1, broker=r.broker)
+    ids = [cli(r, "enqueue", "tests.jobfuncs:add", str(i), "1", "--queue", "side",
+               "--limit", "reports-api").stdout.strip() for i in range(2)]
+    w = Worker(["side"], broker=r.broker)  # no supervisor serves "side"
+    assert w.claim().id == ids[0] and w.claim() is None
+    assert "held_by       limit n:reports-api" in cli(r, "show", ids[1]).stdout
+    bad = cli(r, "enqueue", "tests.jobfuncs:add", "1", "1", "--limit", "reports-apl")
+    assert bad.returncode == 1 and "limit 'reports-apl'" in bad.stderr
+    assert "is not defined" in bad.stderr and "set_limit('reports-apl'" in bad.stderr
+
+
 def test_enqueue_options_and_bad_input(r):
     out = cli(r, "enqueue", "tests.jobfuncs:add", "1", "--kwargs", '{"b": 2}', "--delay", "60",
               "--id", "my-id", "--max-attempts", "2", "--timeout", "9")

@@ -64,7 +64,8 @@ def test_queues_jobs_and_limits_give_clear_errors(broker, name, job_id, rate, mo
                  lambda: Job(job_id, broker).cancel(),
                  lambda: Queue("default", broker).requeue_dead(job_id),
                  lambda: set_limit(queue=name, rate_limit=rate, max_concurrency=most,
-                                   broker=broker)):
+                                   broker=broker),
+                 lambda: set_limit(name, rate_limit=rate, burst=most, broker=broker)):
         try:
             call()
         except BaseException as exc:

@@ -10,7 +10,7 @@ import msgspec
 import redis
 
 from jobs.environment import library_settings
-from jobs.errors import JobNotFound
+from jobs.errors import JobNotFound, UnknownLimit
 from jobs.options import Prepared, pack_job
 from jobs.records import AttemptError, Claimed, claimed_from_reply, encoder
 from jobs.settings import JobDefaults, RedisSettings
@@ -327,12 +327,15 @@ _json = msgspec.json.Encoder()
 
 
 def _enqueued_ids(jobs: Sequence[Prepared], reply: Any) -> list[str]:
-    """Map the enqueue script's reply to ids; a missing parent raises (nothing was written)."""
+    """Map the enqueue script's reply to ids; a missing parent or an undefined limit
+    raises (no job was written)."""
     if reply and reply[0] == b"missing":
         raise JobNotFound(
             f"job {reply[1].decode()} depends on job {reply[2].decode()}, which does not exist "
             "(never enqueued, purged, or its record expired); nothing was enqueued"
         )
+    if reply and reply[0] == b"nolimit":
+        raise UnknownLimit(reply[2].decode(), reply[1].decode())
     return [r[1:].decode() if isinstance(r, bytes) and r.startswith(b"=") else p.id
             for p, r in zip(jobs, reply, strict=True)]
 

@@ -85,7 +85,8 @@ class Keys:
         return f"{self.ns}:unique:{digest}"
 
     def limits(self) -> str:
-        """Limit definitions: ``fn:<function>`` / ``q:<queue>`` -> "count period_ms most"."""
+        """Limit definitions: ``fn:<function>`` / ``q:<queue>`` / ``n:<name>`` -> "count
+        period_ms most burst"; ``fl:<function>`` -> the named limits it is under."""
         return f"{self.ns}:limits"
 
     def held(self) -> str:
@@ -96,7 +97,7 @@ class Keys:
         return f"{self.ns}:limits:due"
 
     def limit(self, name: str) -> str:
-        """The prefix of one limit's keys (``:tat``, ``:active``, ``:held``)."""
+        """The prefix of one limit's keys (``:starts``, ``:tat``, ``:active``, ``:held``)."""
         return f"{self.ns}:limit:{name}"
 
     def cancels(self) -> str:

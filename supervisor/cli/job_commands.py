@@ -59,7 +59,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
         ("max_attempts", args.max_attempts), ("job_id", args.id),
         ("at", _parse_at(args.at) if args.at else None), ("depends_on", args.depends_on),
         ("on_parent_failure", args.on_parent_failure), ("unique_for", args.unique_for),
-        ("unique_key", args.unique_key)) if v is not None}
+        ("unique_key", args.unique_key), ("limits", args.limits)) if v is not None}
     job = Queue(args.queue, broker).options(**opts).enqueue(args.name, *values, **kwargs)
     print(job.id)
     return 0

@@ -228,6 +228,8 @@ def _job_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     enq.add_argument("--unique-for", type=float, metavar="SECONDS",
                      help="return the existing job while one with these arguments is pending")
     enq.add_argument("--unique-key", help="uniqueness key instead of function and arguments")
+    enq.add_argument("--limit", action="append", metavar="NAME", dest="limits",
+                     help="also run under this named limit (repeat for several)")
     enq.set_defaults(func=job_commands.cmd_enqueue)
     for name, func, text in (("show", job_commands.cmd_show, "everything about one job"),
                              ("result", job_commands.cmd_result, "print a completed job's result")):

@@ -106,6 +106,12 @@ class Duties:
         self._limits = definitions
         self._wake.set()
 
+    def _publish_limits(self, definitions: dict[str, str | None]) -> None:
+        for name in publish_limits(self.broker, definitions):
+            log.warning("limit %r is named by @job(limits=...) but not defined: add "
+                        "[limits.%s] to config.toml or call jobs.limits.set_limit(%r, ...); "
+                        "until then its jobs are refused at enqueue", name, name, name)
+
     def set_functions(self, functions: dict[str, FunctionOptions]) -> None:
         """Publish the loaded functions' effective options on the next tick."""
         self._functions = functions
@@ -186,7 +192,7 @@ class Duties:
             try:
                 self._flush()
                 if self._limits is not None:
-                    publish_limits(self.broker, self._limits)
+                    self._publish_limits(self._limits)
                     self._limits = None
                 if self._functions is not None:
                     publish_functions(self.broker, self._functions)

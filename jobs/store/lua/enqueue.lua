@@ -1,7 +1,9 @@
 -- Enqueue a batch of jobs on one queue (a single job is a batch of one).
 -- Returns, per job: 1 when created, the existing job's state when the id was taken, or
 -- '=' .. id of the job already holding the uniqueness key. When a parent does not exist
--- nothing is written and the reply is {'missing', job id, parent id}.
+-- nothing is written and the reply is {'missing', job id, parent id}; when a job names a
+-- limit that is not defined, nothing but the functions' limits is written and the reply
+-- is {'nolimit', job id, limit name}.
 --
 -- Keys built here: the jobs' records and result done lists, their parents' records and
 -- `kids:` sets, from the ids in `jobs` (one argument for n jobs: n keys would cost the
@@ -32,8 +34,8 @@ local prefix = ARGV[4]      -- job record prefix (job i's record is prefix .. id
 -- final), opf: 'run' to run even when a parent ends dead or canceled, pr: the parent
 -- whose result it receives, b: batch id, uk/ut/uw: uniqueness key, its window in ms, 1
 -- to hold the key for the whole window rather than until the job is final, ldef: the
--- function's limit definition (see _limits.lua), published so the limit holds from this
--- job on.
+-- function's limit definition (see _limits.lua) and lfn: the named limits it is under
+-- ('a|b'), published so they hold from this job on, ln: named limits of this job only.
 local jobs = ARGV[5]
 -- '0' when this call is sent for the first time (a job with a generated id then cannot
 -- exist yet: its record is not looked up), '1' when it may be a resend.
@@ -48,7 +50,8 @@ local NO_EXTRA = {}
 -- Read every job and check every parent before writing anything: a parent must exist, or
 -- be created earlier in this same call (a chain enqueued at once).
 local unpacked, extras, earlier, pos = {}, {}, {}, 1
-local limit_defs = nil -- fn:<function>, definition, ... of the functions that declare limits
+local limit_defs = nil -- fn:<function>, definition, fl:<function>, names, ... to publish
+local named = nil -- the first job that names limits of its own
 for i = 1, n do
     local id, spec, pri, delay, at, custom, extra, fn
     id, spec, pri, delay, at, custom, extra, fn, pos = struct.unpack('>Hc0Ic0iddBIc0Hc0', jobs,
@@ -62,20 +65,69 @@ for i = 1, n do
                 return {'missing', id, pid}
             end
         end
-        if ex.ldef then
+        if ex.ldef or ex.lfn then
             limit_defs = limit_defs or {}
-            limit_defs[#limit_defs + 1] = 'fn:' .. fn
-            limit_defs[#limit_defs + 1] = ex.ldef
+            if ex.ldef then
+                limit_defs[#limit_defs + 1] = 'fn:' .. fn
+                limit_defs[#limit_defs + 1] = ex.ldef
+            end
+            if ex.lfn then
+                limit_defs[#limit_defs + 1] = 'fl:' .. fn
+                limit_defs[#limit_defs + 1] = ex.lfn
+            end
         end
+        named = named or (ex.ln and i)
     end
     earlier[id] = true
 end
 
--- Limits are looked up only when any exist: plain queues pay one EXISTS per call.
+-- The limits each job is under ('lim': its function's, its queue's, the named limits of
+-- its function and its own), all known before anything is written: a job naming a limit
+-- that is not defined is refused. Looked up only when limits exist: plain queues pay one
+-- EXISTS per call.
 if limit_defs then redis.call('HSET', limits, unpack(limit_defs)) end
-local queue_limit = false
-local has_limits = redis.call('EXISTS', limits) == 1
-if has_limits then queue_limit = redis.call('HEXISTS', limits, 'q:' .. queue) == 1 end
+local lims = NO_EXTRA
+if redis.call('EXISTS', limits) == 1 then
+    local queue_limit = redis.call('HEXISTS', limits, 'q:' .. queue) == 1
+    local of_fn, known = {}, {}
+    lims = {}
+    for i = 1, n do
+        local fn = unpacked[i][7]
+        local base_lim = of_fn[fn]
+        if not base_lim then
+            local def, names = unpack(redis.call('HMGET', limits, 'fn:' .. fn, 'fl:' .. fn))
+            base_lim = {}
+            if def then base_lim[1] = 'fn:' .. fn end
+            if queue_limit then base_lim[#base_lim + 1] = 'q:' .. queue end
+            for name in string.gmatch(string.match(names or '', '^[^ ]*'), '[^|]+') do
+                base_lim[#base_lim + 1] = 'n:' .. name
+            end
+            of_fn[fn] = base_lim
+        end
+        local lim = base_lim
+        local own = (extras[i] or NO_EXTRA).ln
+        if own then
+            lim = {unpack(base_lim)}
+            local seen = {}
+            for _, name in ipairs(base_lim) do seen[name] = true end
+            for _, name in ipairs(own) do
+                if not seen['n:' .. name] then
+                    seen['n:' .. name] = true
+                    lim[#lim + 1] = 'n:' .. name
+                end
+            end
+        end
+        for _, name in ipairs(lim) do
+            if known[name] == nil and string.sub(name, 1, 2) == 'n:' then
+                known[name] = redis.call('HEXISTS', limits, name) == 1
+            end
+            if known[name] == false then return {'nolimit', unpacked[i][1], string.sub(name, 3)} end
+        end
+        if #lim > 0 then lims[i] = table.concat(lim, '|') end
+    end
+elseif named then
+    return {'nolimit', unpacked[named][1], extras[named].ln[1]}
+end
 
 local now = now_ms()
 local seq = redis.call('INCRBY', sequence, n) - n
@@ -118,12 +170,7 @@ for i = 1, n do
         if ex.opf then field('opf', ex.opf) end
         if ex.pr then field('pr', ex.pr) end
         if ex.deps then field('par', table.concat(ex.deps, ',')) end
-        if has_limits then
-            local lim = {}
-            if redis.call('HEXISTS', limits, 'fn:' .. fn) == 1 then lim[1] = 'fn:' .. fn end
-            if queue_limit then lim[#lim + 1] = 'q:' .. queue end
-            if #lim > 0 then field('lim', table.concat(lim, '|')) end
-        end
+        if lims[i] then field('lim', lims[i]) end
         local pending, failed = 0, nil
         for _, pid in ipairs(ex.deps or {}) do
             local pjob = prefix .. pid
