@@ -33,7 +33,7 @@ local prefix = ARGV[4]      -- job record prefix (job i's record is prefix .. id
 -- whose result it receives, b: batch id, uk/ut/uw: uniqueness key, its window in ms, 1
 -- to hold the key for the whole window rather than until the job is final, ldef: the
 -- function's limit definition (see _limits.lua), published so the limit holds from this
--- job on.
+-- job on, meta: the caller's meta as JSON text, stored as the record's 'meta' field.
 local jobs = ARGV[5]
 -- '0' when this call is sent for the first time (a job with a generated id then cannot
 -- exist yet: its record is not looked up), '1' when it may be a resend.
@@ -118,6 +118,7 @@ for i = 1, n do
         if ex.opf then field('opf', ex.opf) end
         if ex.pr then field('pr', ex.pr) end
         if ex.deps then field('par', table.concat(ex.deps, ',')) end
+        if ex.meta then field('meta', ex.meta) end
         if has_limits then
             local lim = {}
             if redis.call('HEXISTS', limits, 'fn:' .. fn) == 1 then lim[1] = 'fn:' .. fn end
