@@ -62,6 +62,18 @@ def test_an_async_hook_runs_on_the_loop(broker):
     assert (call["id"], call["type"], call["message"]) == (j.id, "KeyError", "'gone'")
 
 
+def test_a_resent_death_calls_the_hook_once(broker):
+    """The child writes an outcome again when the reply to its first write was lost."""
+    j = hookfuncs.fails_twice.options(max_attempts=1).enqueue()
+    w = Worker(broker=broker)
+    claimed = w.claim()
+    assert claimed is not None and claimed.id == j.id
+    outcome, policy = w.execute(claimed)
+    assert w.finish(claimed, outcome, policy) == "dead"
+    assert w.finish(claimed, outcome, policy) == "dead"
+    assert [c["id"] for c in hookfuncs.HOOK_CALLS] == [j.id]
+
+
 def test_on_failure_must_be_callable():
     with pytest.raises(ConfigurationError, match="on_failure must be a function"):
         job(on_failure="tests.hookfuncs:note_failure")  # type: ignore[arg-type]
