@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from contextvars import ContextVar
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -27,8 +28,15 @@ class Progress(msgspec.Struct, frozen=True, omit_defaults=True):
     message: str | None = None
 
 
+_NOT_READ: Any = object()
+
+
 class JobContext:
-    """What a running job may know and do: its id, attempt, and progress reports."""
+    """What a running job may know and do: its id, attempt, times, meta and progress.
+
+    Built for every job, so what costs anything (times as datetimes, ``meta`` read from
+    Redis) is computed only when asked for.
+    """
 
     def __init__(self, job: Claimed, max_attempts: int, broker: Broker) -> None:
         self._job = job
@@ -39,6 +47,36 @@ class JobContext:
         self.attempt = job.attempt
         self.max_attempts = max_attempts
         self._last_write = 0.0
+        self._meta: dict[str, Any] | None = _NOT_READ
+
+    @property
+    def broker(self) -> Broker:
+        """The broker the job was claimed through (enqueue follow-ups on the same server)."""
+        return self._broker
+
+    @property
+    def is_final_attempt(self) -> bool:
+        """True when a failure of this attempt is not retried for want of attempts
+        (``Fail`` and ``dont_retry_on`` end a job on any attempt)."""
+        return self.attempt >= self.max_attempts
+
+    @property
+    def enqueued_at(self) -> datetime:
+        """When the job was enqueued (dispatched), in UTC; the same for every attempt."""
+        return datetime.fromtimestamp(self._job.enqueued_at, UTC)
+
+    @property
+    def started_at(self) -> datetime:
+        """When this attempt was claimed (the Redis server's clock), in UTC."""
+        return datetime.fromtimestamp(self._job.started_at, UTC)
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """What the enqueue gave with ``options(meta={...})`` (``{}`` when nothing): read
+        from Redis the first time a job asks, so jobs that never do pay nothing."""
+        if self._meta is _NOT_READ:
+            self._meta = self._broker.jobs.meta(self.job_id)
+        return dict(self._meta or {})
 
     def progress(self, done: float, total: float | None = None,
                  message: str | None = None) -> None:

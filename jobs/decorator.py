@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, ov
 import msgspec
 
 from jobs.backoff import Backoff
+from jobs.context import JobContext
 from jobs.enqueue import enqueue_call
 from jobs.errors import ConfigurationError
 from jobs.options import Call, EnqueueOptions, check_attempts, check_function_name, check_seconds
@@ -26,6 +27,9 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 ExceptionTypes = tuple[type[BaseException], ...]
+# ``on_failure(ctx, error)``: called in the worker after the last attempt failed; an
+# ``async def`` hook runs on the worker's loop.
+FailureHook = Callable[[JobContext, BaseException], object]
 
 
 class JobOptions(msgspec.Struct, frozen=True, kw_only=True):
@@ -44,6 +48,7 @@ class JobOptions(msgspec.Struct, frozen=True, kw_only=True):
     unique_for: float | None = None
     limit: str | None = None  # its own rate and concurrency limit, stored form (jobs.limits)
     limits: tuple[str, ...] = ()  # the named limits it is under
+    on_failure: FailureHook | None = None
 
 
 class ArgumentBinder:
@@ -130,6 +135,8 @@ class JobFunction(Generic[P, R]):
         self.name = f"{_importable_module(func)}:{func.__qualname__}"
         self.job_options = options
         self.binder = ArgumentBinder(func)
+        # An ``async def`` job: calling it makes a coroutine, which the worker runs on its loop.
+        self.is_async = inspect.iscoroutinefunction(func)
         self.__doc__ = func.__doc__
         self.__wrapped__ = func
 
@@ -206,6 +213,7 @@ def job(
     max_concurrency: int | None = None,
     burst: int | None = None,
     limits: str | Iterable[str] | None = None,
+    on_failure: FailureHook | None = None,
 ) -> JobDecorator: ...
 
 
@@ -227,8 +235,9 @@ def job(
     max_concurrency: int | None = None,
     burst: int | None = None,
     limits: str | Iterable[str] | None = None,
+    on_failure: FailureHook | None = None,
 ) -> JobFunction[P, R] | JobDecorator:
-    """Register a plain synchronous function as a job (``@job`` or ``@job(...)``).
+    """Register a plain function, or an ``async def`` one, as a job (``@job`` or ``@job(...)``).
 
     ``on_dead`` names another job (a ``@job`` function or ``"module:function"``) that is
     enqueued with the dead job's id, atomically with the death, so it runs exactly once.
@@ -236,8 +245,12 @@ def job(
     ``EnqueueOptions.unique_for``). ``rate_limit="100/m"`` (at most 100 starts in any
     minute; ``burst=B``: a token bucket of B instead) and ``max_concurrency=N`` hold across
     the whole cluster, as do the named limits in ``limits`` (``jobs.limits``).
+    ``on_failure(ctx, error)`` is called in the worker once the job is dead (``jobs.hooks``).
     """
     check_attempts(max_attempts)
+    if on_failure is not None and not callable(on_failure):
+        raise ConfigurationError(
+            f"on_failure must be a function taking (ctx, error), got {on_failure!r}")
     for label, value in (("timeout", timeout), ("soft_timeout", soft_timeout),
                          ("result_ttl", result_ttl), ("unique_for", unique_for)):
         check_seconds(label, value)
@@ -256,6 +269,7 @@ def job(
         unique_for=unique_for,
         limit=definition(rate_limit, max_concurrency, burst),
         limits=limit_names(limits, "@job"),
+        on_failure=on_failure,
     )
 
     register = _Register(options)

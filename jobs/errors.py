@@ -86,3 +86,14 @@ class Fail(Exception):
 
 class JobTimeout(Exception):
     """Raised inside a job when its soft timeout passes, so it can clean up."""
+
+
+class JobKilled(JobsError):
+    """What ``on_failure`` receives when the last attempt raised nothing it could pass on:
+    its worker was killed (hard timeout), crashed, or was lost. ``kind`` says which
+    (``timeout``, ``crash``, ``lost``), the message says why."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
 import msgspec
 
+from jobs.aio import run_coroutine
 from jobs.context import JobContext, reset_current, set_current
 from jobs.decorator import JobFunction
 from jobs.errors import JobTimeout, UnknownFunction
@@ -16,13 +18,14 @@ from jobs.registry import lookup
 from jobs.store.broker import Broker
 
 
-def invalid(job: Claimed, message: str, worker: str, type_: str = "InvalidJob") -> Outcome:
+def invalid(job: Claimed, message: str, worker: str, type_: str = "InvalidJob",
+            exc: BaseException | None = None) -> Outcome:
     """A permanent failure found before or after the function ran: no retry can fix it."""
     error = AttemptError(
         attempt=job.attempt, kind=ErrorKind.INVALID, type=type_, message=message,
         at=time.time(), worker=worker,
     )
-    return Outcome(verdict=Verdict.DEAD, error=error)
+    return Outcome(verdict=Verdict.DEAD, error=error, exception=exc)
 
 
 def find(job: Claimed) -> tuple[JobFunction[Any, Any] | None, str]:
@@ -58,7 +61,8 @@ def execute(job: Claimed, broker: Broker, worker: str,
         # The soft timeout fired outside the function (binding or encoding its result).
         retry_in = after_failure(policy, job.attempt, exc)
         return Outcome(verdict=Verdict.DEAD if retry_in is None else Verdict.RETRY,
-                       error=error_of(exc, job.attempt, 0.0, worker), retry_in=retry_in), policy
+                       error=error_of(exc, job.attempt, 0.0, worker), retry_in=retry_in,
+                       exception=exc), policy
 
 
 def _execute(job: Claimed, fn: JobFunction[Any, Any] | None, policy: Policy,
@@ -76,17 +80,19 @@ def _execute(job: Claimed, fn: JobFunction[Any, Any] | None, policy: Policy,
         args, kwargs = fn.binder.bind(given, job.spec.kwargs, ctx)
     except (TypeError, msgspec.ValidationError) as exc:
         return invalid(job, f"arguments do not match {fn.name}: {safe_str(exc)}", worker,
-                       "ValidationError")
+                       "ValidationError", exc)
     token = set_current(ctx)
     started = time.perf_counter()
     try:
         value = fn.func(*args, **kwargs)
-    except (Exception, SystemExit) as exc:
+        if fn.is_async:  # the call made the coroutine: run it on this process's loop
+            value = run_coroutine(value)
+    except (Exception, SystemExit, asyncio.CancelledError) as exc:
         duration = time.perf_counter() - started
         retry_in = after_failure(policy, job.attempt, exc)
         verdict = Verdict.DEAD if retry_in is None else Verdict.RETRY
         return Outcome(verdict=verdict, error=error_of(exc, job.attempt, duration, worker),
-                       retry_in=retry_in, duration=duration)
+                       retry_in=retry_in, duration=duration, exception=exc)
     finally:
         reset_current(token)
     duration = time.perf_counter() - started
@@ -94,5 +100,5 @@ def _execute(job: Claimed, fn: JobFunction[Any, Any] | None, policy: Policy,
         result = encoder.encode(value)
     except (TypeError, OverflowError, ValueError, RecursionError) as exc:
         return invalid(job, f"return value of {fn.name} cannot be stored: {safe_str(exc)}", worker,
-                       "UnencodableResult")
+                       "UnencodableResult", exc)
     return Outcome(verdict=Verdict.COMPLETED, result=result, duration=duration)

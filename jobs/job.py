@@ -92,6 +92,11 @@ class Job:
     def progress(self) -> Any:
         return self.record.progress
 
+    @property
+    def meta(self) -> dict[str, Any]:
+        """What the enqueue gave with ``options(meta={...})``; ``{}`` when nothing."""
+        return dict(self.record.meta or {})
+
     # Times are aware datetimes in UTC; ``record`` keeps the stored epoch seconds.
     @property
     def enqueued_at(self) -> datetime | None:

@@ -40,6 +40,7 @@ class EnqueueOptions(msgspec.Struct, frozen=True, kw_only=True):
     unique_until: str | None = None  # "finished" (default) or "window"
     # Named limits this job is under besides its function's, queue's and @job(limits=...).
     limits: str | Sequence[str] | None = None
+    meta: dict[str, Any] | None = None  # free-form, JSON: who or what enqueued the job
 
     def merged(self, other: EnqueueOptions) -> EnqueueOptions:
         """These options with every field ``other`` sets taken from ``other``."""
@@ -133,15 +134,17 @@ def _at_ms(at: datetime | None) -> int:
     return max(ms, 0)
 
 
-def _encode_spec(spec: JobSpec, max_bytes: int) -> bytes:
+def _encode_spec(spec: JobSpec, max_bytes: int, meta_bytes: int = 0) -> bytes:
     try:
         data = encoder.encode(spec)
     except (TypeError, OverflowError):
         _raise_unencodable(spec)
         raise
-    if len(data) > max_bytes:
+    if len(data) + meta_bytes > max_bytes:
+        with_meta = f" with {meta_bytes} of meta" if meta_bytes else ""
         raise PayloadTooLarge(
-            f"job {spec.function} has a payload of {len(data)} bytes, above max_payload_bytes "
+            f"job {spec.function} has a payload of {len(data) + meta_bytes} bytes{with_meta}, "
+            "above max_payload_bytes "
             f"({max_bytes}): store large data elsewhere (a file or object store) and pass a "
             "reference, or raise [defaults].max_payload_bytes"
         )
@@ -214,11 +217,29 @@ def unique_digest(call: Call, key: str | None) -> str:
     return hashlib.blake2b(material, digest_size=16).hexdigest()
 
 
+_json = msgspec.json.Encoder()
+
+
+def encode_meta(meta: Any) -> str:
+    """``meta`` as JSON text, kept beside the job's spec in its record: an older worker
+    that does not know it runs the job all the same."""
+    if not isinstance(meta, dict) or not all(isinstance(k, str) for k in meta):
+        raise ConfigurationError(f"meta must be a dict with string keys, got {meta!r}")
+    try:
+        return _json.encode(meta).decode()
+    except (TypeError, OverflowError, UnicodeDecodeError) as exc:
+        raise ConfigurationError(
+            f"meta cannot be stored as JSON ({exc}): give strings, numbers, booleans, None, "
+            "lists and dicts") from None
+
+
 def workflow_extra(call: Call) -> dict[str, Any]:
-    """What the enqueue script needs for dependencies, uniqueness and named limits (empty
-    when unused)."""
+    """What the enqueue script needs for dependencies, uniqueness, named limits and meta
+    (empty when unused)."""
     opts = call.options
     extra: dict[str, Any] = {}
+    if opts.meta is not None:
+        extra["meta"] = encode_meta(opts.meta)
     parents = _parent_ids(opts.depends_on)
     if parents:
         extra["deps"] = parents
@@ -268,14 +289,15 @@ def prepare(call: Call, *, default_queue: str, default_priority: int, max_bytes:
         max_attempts=opts.max_attempts,
         result_ttl=check_seconds("result_ttl", opts.result_ttl),
     )
+    extra = workflow_extra(call)
     return Prepared(
         id=check_name("job_id", opts.job_id) if opts.job_id is not None else new_job_id(),
         queue=check_name("queue", opts.queue or default_queue),
         priority=parse_priority(opts.priority if opts.priority is not None else default_priority),
-        spec=_encode_spec(spec, max_bytes),
+        spec=_encode_spec(spec, max_bytes, len(extra.get("meta", "").encode())),
         delay_ms=_delay_ms(opts.delay),
         at_ms=_at_ms(opts.at),
         custom_id=opts.job_id is not None,
         function=call.function,
-        extra=workflow_extra(call),
+        extra=extra,
     )

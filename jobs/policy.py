@@ -68,6 +68,7 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     error: AttemptError | None = None
     retry_in: float | None = None
     duration: float = 0.0
+    exception: BaseException | None = None  # what the attempt raised, for on_failure
 
 
 def safe_str(exc: BaseException) -> str:

@@ -101,12 +101,24 @@ class JobRecord(msgspec.Struct, frozen=True, kw_only=True):
     cancel_requested: str | None = None  # a running job asked to stop, with the reason
     held_by: str | None = None  # the limit holding a queued job back: fn:..., q:... or n:...
     parents: tuple[str, ...] = ()  # the jobs it was enqueued to wait for
+    meta: dict[str, Any] | None = None  # given at enqueue with options(meta={...})
 
 
 encoder = msgspec.msgpack.Encoder()
 spec_decoder = msgspec.msgpack.Decoder(JobSpec)
 errors_decoder = msgspec.msgpack.Decoder(tuple[AttemptError, ...])
 any_decoder = msgspec.msgpack.Decoder()
+meta_decoder = msgspec.json.Decoder(dict[str, Any])
+
+
+def decode_meta(raw: bytes | None) -> dict[str, Any] | None:
+    """A job's meta; None when it has none, or when it cannot be read (shown, not raised)."""
+    if not raw:
+        return None
+    try:
+        return meta_decoder.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return {"unreadable": raw.decode("utf-8", "replace")[:200]}
 
 
 def decode_errors(raw: bytes | None) -> tuple[AttemptError, ...]:
@@ -176,6 +188,7 @@ def record_from_hash(job_id: str, fields: dict[bytes, bytes]) -> JobRecord:
         cancel_requested=_text(fields.get(b"cx")),
         held_by=_text(fields.get(b"hold")),
         parents=tuple(fields[b"par"].decode().split(",")) if fields.get(b"par") else (),
+        meta=decode_meta(fields.get(b"meta")),
     )
 
 

@@ -6,7 +6,6 @@ this process for tests and scripts (no hard timeouts: those need the supervisor)
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import logging
 import os
@@ -17,17 +16,14 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import msgspec
 
-from jobs.decorator import JobFunction
-from jobs.errors import ConfigurationError, JobsError, StaleToken, UnknownFunction
+from jobs.errors import ConfigurationError, JobsError, StaleToken
 from jobs.execute import Resolved, execute, resolve_job
-from jobs.options import Call, EnqueueOptions, Prepared, prepare
+from jobs.hooks import failed_here, find_function, on_dead_job, on_failure_job
 from jobs.policy import Outcome, Policy, Verdict, after_failure, resolve
 from jobs.records import AttemptError, Claimed, ErrorKind, ExpiredLease, JobSpec
-from jobs.registry import lookup
 from jobs.store.broker import Broker, default_broker
 from jobs.store.keys import check_name
 from jobs.tally import Tally
@@ -43,41 +39,6 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
 
 
-def hook_id(job_id: str) -> str:
-    """``<id>.on_dead``, or a digest of the id when that would exceed the id length limit."""
-    hook = f"{job_id}.on_dead"
-    if len(hook) <= 128:
-        return hook
-    return f"{hashlib.blake2b(job_id.encode(), digest_size=12).hexdigest()}.on_dead"
-
-
-def on_dead_job(policy: Policy, job_id: str, broker: Broker) -> Prepared | None:
-    """The hook job to enqueue with a death: ``policy.on_dead(job_id)``.
-
-    A hook that cannot be built (bad name, oversized) is logged and skipped: it must
-    never stop the death itself from being written.
-    """
-    if policy.on_dead is None:
-        return None
-    fn, _ = find_function(policy.on_dead)
-    queue = fn.job_options.queue if fn else "default"
-    priority = fn.job_options.priority if fn else 10
-    try:
-        return prepare(Call(policy.on_dead, (job_id,), {}, EnqueueOptions(job_id=hook_id(job_id))),
-                       default_queue=queue, default_priority=priority,
-                       max_bytes=broker.defaults.max_payload_bytes)
-    except (JobsError, TypeError) as exc:
-        log.error("on_dead hook %s for job %s cannot be enqueued: %s", policy.on_dead, job_id, exc)
-        return None
-
-
-def find_function(name: str) -> tuple[JobFunction[Any, Any] | None, str]:
-    try:
-        return lookup(name), ""
-    except UnknownFunction as exc:
-        return None, str(exc)
-
-
 def record_failure(broker: Broker, job_id: str, queue: str, token: str, attempt: int,
                    spec: JobSpec | None, errors: Sequence[AttemptError], error: AttemptError,
                    *, only_if_expired: bool = False) -> str | None:
@@ -88,10 +49,12 @@ def record_failure(broker: Broker, job_id: str, queue: str, token: str, attempt:
     fn, _ = find_function(spec.function) if spec else (None, "")
     policy = resolve(spec, fn, broker.defaults)
     retry_in = after_failure(policy, attempt, None) if spec else None
-    hook = on_dead_job(policy, job_id, broker) if retry_in is None else None
+    hooks = [h for h in (on_dead_job(policy, job_id, broker),
+                         on_failure_job(fn, policy, job_id, queue, broker)) if h is not None] \
+        if retry_in is None else []
     return broker.fail(job_id, queue, token, [*errors, error], retry_in,
                        function=spec.function if spec else "?",
-                       only_if_expired=only_if_expired, on_dead=hook)
+                       only_if_expired=only_if_expired, hooks=hooks)
 
 
 def account_failure(broker: Broker, job_id: str, queue: str, token: str,
@@ -153,6 +116,22 @@ def run_promoter(broker: Broker, stop: threading.Event,
                                         else min(next_in - 0.15, IDLE_WAIT))
 
 
+def log_end(job: Claimed, outcome: Outcome, state: str) -> None:
+    """The line a job's end gets with ``[worker] log_jobs``: how it ended and in what time."""
+    name = job.spec.function if job.spec else "?"
+    took = f"in {outcome.duration:.3f} s"
+    e = outcome.error
+    why = f"{e.type}: {e.message}" if e else ""
+    if state == "completed":
+        log.info("job %s %s completed %s", job.id, name, took)
+    elif state == "scheduled":
+        log.info("job %s %s failed %s (attempt %d), retrying in %.3g s: %s", job.id, name,
+                 took, job.attempt, outcome.retry_in or 0.0, why)
+    else:
+        log.info("job %s %s %s %s (attempt %d): %s", job.id, name, state, took, job.attempt,
+                 why)
+
+
 class Worker:
     """Claims from queues in order (or by weight), runs jobs, writes outcomes."""
 
@@ -180,6 +159,12 @@ class Worker:
         # empty (the supervisor's child publishes it, so a job claimed by a worker killed
         # before it could say so is given back).
         self.claiming: Callable[[str], None] = lambda token: None
+        # One log line as each job starts and ends ([worker] log_jobs); off: one bool check.
+        self.log_jobs = False
+        # Told the seconds an on_failure hook may run before it starts, and 0 after it:
+        # the supervisor's child shows that as a deadline, so a hook that hangs is killed.
+        self.hook_deadline: Callable[[float], None] = lambda seconds: None
+        self._reported: str | None = None  # the claim token whose end was last reported
 
     def _order(self) -> list[str]:
         if not self.weights:
@@ -269,6 +254,8 @@ class Worker:
         if done:
             self.tally.completed(job.queue, job.spec.function if job.spec else "?",
                                  outcome.duration)
+            if self.log_jobs:
+                log_end(job, outcome, "completed")
         else:
             log.warning("job %s was taken back before this worker wrote its result; the result "
                         "was discarded", job.id)
@@ -295,6 +282,9 @@ class Worker:
                             exc)
 
     def execute(self, job: Claimed, resolved: Resolved | None = None) -> tuple[Outcome, Policy]:
+        if self.log_jobs:
+            log.info("job %s %s started (attempt %d)", job.id,
+                     job.spec.function if job.spec else "?", job.attempt)
         return execute(job, self.broker, self.name, resolved)
 
     def finish(self, job: Claimed, outcome: Outcome, policy: Policy) -> str:
@@ -309,14 +299,28 @@ class Worker:
             assert outcome.error is not None
             hook = on_dead_job(policy, job.id, b) if outcome.verdict is Verdict.DEAD else None
             state = b.fail(job.id, job.queue, job.token, [*job.errors, outcome.error],
-                           outcome.retry_in, on_dead=hook,
+                           outcome.retry_in, hooks=[hook] if hook else [],
                            function=job.spec.function if job.spec else "?")
         if state is None:
             raise StaleToken(
                 f"job {job.id} was taken back (lease expired or canceled) before this worker "
                 "wrote its outcome; the outcome was discarded"
             )
+        if job.token != self._reported:  # a resend of a written outcome reports nothing
+            self._reported = job.token
+            if self.log_jobs:
+                log_end(job, outcome, state)
+            if state == "dead" and outcome.verdict is Verdict.DEAD:
+                self._failed(job, outcome, policy)
         return state
+
+    def _failed(self, job: Claimed, outcome: Outcome, policy: Policy) -> None:
+        """Call the dead job's ``on_failure`` here, under the job's hard timeout."""
+        self.hook_deadline(policy.timeout)
+        try:
+            failed_here(job, outcome, policy, self.broker)
+        finally:
+            self.hook_deadline(0.0)
 
     def release(self, job: Claimed) -> bool:
         return self.broker.release(job)

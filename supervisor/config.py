@@ -65,6 +65,8 @@ class WorkerSettings(Table, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     queues: Annotated[list[QueueName], Meta(min_length=1)] = msgspec.field(
         default_factory=lambda: ["default"])
     weights: list[Annotated[float, Meta(gt=0)]] = msgspec.field(default_factory=list)
+    # One INFO line per job start and end (id, function, duration, outcome) from the worker.
+    log_jobs: bool = False
 
     def __post_init__(self) -> None:
         if self.weights and len(self.weights) != len(self.queues):

@@ -101,7 +101,8 @@ def test_the_overview_shows_the_library_s_counts(browser, dash, lib):
 
 
 def test_a_dead_job_shows_its_traceback(browser, dash, lib):
-    job = Queue("default", lib).options(max_attempts=1).enqueue(jobfuncs.spin_then_fail, 0.0)
+    job = Queue("default", lib).options(max_attempts=1, meta={"triggered_by": "user:42"}).enqueue(
+        jobfuncs.spin_then_fail, 0.0)
     Worker(["default"], broker=lib).run_until_empty()
     page = open_as(browser, dash, "ada")
     page.goto(f"{dash.base}/jobs/{job.id}")
@@ -109,6 +110,8 @@ def test_a_dead_job_shows_its_traceback(browser, dash, lib):
     assert "Traceback (most recent call last)" in traceback
     assert "ValueError: failed after spinning" in traceback
     assert page.locator("[data-field=state]").inner_text() == "dead"
+    assert json.loads(page.locator("pre[data-field=meta]").inner_text()) == {
+        "triggered_by": "user:42"}
     shot(page, "job")
 
 
@@ -219,7 +222,7 @@ def test_a_change_through_the_library_appears_on_an_open_page_without_reload(
 
 
 def test_signing_in_is_required_and_the_api_describes_itself(dash, lib):
-    job = Queue("default", lib).enqueue(jobfuncs.add, 2, 3)
+    job = Queue("default", lib).options(meta={"source": "api"}).enqueue(jobfuncs.add, 2, 3)
     page = httpx.get(f"{dash.base}/queues/default", headers={"Accept": "text/html"})
     assert page.status_code == 303
     assert page.headers["location"] == "/login?next=/queues/default"
@@ -231,6 +234,7 @@ def test_signing_in_is_required_and_the_api_describes_itself(dash, lib):
     assert [(s["queue"], s["queued"]) for s in stats] == [("default", 1)]
     found = httpx.get(f"{dash.base}/api/job/{job.id}", headers=auth).json()
     assert found["state"] == "queued" and found["args"] == [2, 3]
+    assert found["meta"] == {"source": "api"}
     assert httpx.get(f"{dash.base}/api/jobs/nosuchjob", headers=auth).status_code == 404
     listed = httpx.get(f"{dash.base}/api/queues/default/jobs",
                        params={"state": "queued", "limit": 10}, headers=auth).json()

@@ -180,7 +180,7 @@ def test_the_hot_calls_send_each_value_under_its_name(broker: Broker):
     hook = Prepared(id="H1", queue="q4", priority=5, spec=b"S", delay_ms=-1, at_ms=-1)
     for retry_in, on_dead in ((3.0, None), (None, hook)):
         broker.fail("J1", "q1", "T1", errors, retry_in, function="m:f", only_if_expired=True,
-                    on_dead=on_dead)
+                    hooks=[on_dead] if on_dead else [])
         keys, hook_keys, args, each = _sent(broker, FAIL)
         assert keys == {"job": k.job("J1"), "active": k.active("q1"),
                         "scheduled": k.scheduled("q1"), "dead": k.dead("q1"),

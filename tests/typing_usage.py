@@ -5,7 +5,7 @@ this check."""
 
 from typing import assert_type
 
-from jobs import Job, job
+from jobs import Job, JobContext, job
 
 
 @job
@@ -18,7 +18,23 @@ def shout(text: str) -> str:
     return text.upper()
 
 
+def failed(ctx: JobContext, error: BaseException) -> None:
+    print(ctx.job_id, ctx.meta, ctx.is_final_attempt, error)
+
+
+@job(on_failure=failed)
+async def fetch(url: str) -> int:
+    return len(url)
+
+
+async def caller() -> None:
+    assert_type(await fetch("u"), int)  # called directly, an async job gives its coroutine
+
+
 assert_type(add(1, 2), int)
+assert_type(fetch.enqueue("u"), Job)
+fetch.enqueue(3)  # type: ignore[arg-type]
+job(on_failure=len)  # type: ignore[arg-type]
 assert_type(shout("a"), str)
 assert_type(add.enqueue(1, 2), Job)
 assert_type(shout.call("a").function, str)

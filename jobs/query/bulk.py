@@ -139,13 +139,15 @@ def clear_queue(broker: Broker, queue: str, *, who: str = "library") -> Outcome:
 
 
 def copy_job(broker: Broker, job_id: str, *, who: str = "library") -> str:
-    """Enqueue a new job with the same function, arguments, queue and priority; its id."""
+    """Enqueue a new job with the same function, arguments, queue, priority and meta; its
+    id."""
     record = Job.fetch(job_id, broker).record
     if record.spec is None:
         raise ConfigurationError(f"job {job_id}'s arguments cannot be read: it cannot be copied")
     spec = record.spec
     copy = enqueue_call(Call(spec.function, tuple(spec.args), dict(spec.kwargs),
-                             EnqueueOptions(queue=record.queue, priority=record.priority)),
+                             EnqueueOptions(queue=record.queue, priority=record.priority,
+                                            meta=record.meta)),
                         broker)
     log.info("%s: copied job %s to %s on queue %s", who, job_id, copy.id, record.queue)
     broker.jobs.event(e="action", who=who, action="copy", q=record.queue, count=1,

@@ -51,6 +51,7 @@ def job_view(r: JobRecord, broker: Broker, log: list[str] | None = None,
         # A limit's mark outlives the hold on a job canceled while held: only queued counts.
         "held_by": r.held_by if r.state is JobState.QUEUED else None,
         "parents": list(r.parents),
+        "meta": r.meta or {},
         "corrupt": r.corrupt,
         "log": log or [],
     }

@@ -255,9 +255,12 @@ class Broker(Store):
         *,
         function: str = "?",
         only_if_expired: bool = False,
-        on_dead: Prepared | None = None,
+        hooks: Sequence[Prepared] = (),
     ) -> str | None:
-        """Retry in ``retry_in`` seconds, or dead when ``None``; returns the new state or None."""
+        """Retry in ``retry_in`` seconds, or dead when ``None``; returns the new state or None.
+
+        ``hooks`` are jobs enqueued with the death, in the same step (none with a retry).
+        """
         k = self.keys
         last = errors[-1] if errors else None
         summary = f"{last.type}: {last.message}"[:500] if last else ""
@@ -273,11 +276,11 @@ class Broker(Store):
             self.events_len, queue, function, int(duration * 1000),
             bucket(duration) if last and last.duration else "", summary,
         ]
-        if on_dead is not None and retry_in is None:
-            keys += FAIL.key_item(hook_job=k.job(on_dead.id), hook_queued=k.queued(on_dead.queue),
-                                  hook_wake_list=k.wake(on_dead.queue))
-            args += FAIL.arg_item(hook_id=on_dead.id, hook_spec=on_dead.spec,
-                                  hook_priority=on_dead.priority, hook_queue=on_dead.queue)
+        for hook in hooks if retry_in is None else ():
+            keys += FAIL.key_item(hook_job=k.job(hook.id), hook_queued=k.queued(hook.queue),
+                                  hook_wake_list=k.wake(hook.queue))
+            args += FAIL.arg_item(hook_id=hook.id, hook_spec=hook.spec,
+                                  hook_priority=hook.priority, hook_queue=hook.queue)
         with translated(self.url):
             reply = self.runner.run(self.scripts.fail, keys, args)
         return reply.decode() if isinstance(reply, bytes) else None

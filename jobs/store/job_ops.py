@@ -6,7 +6,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any, Final
 
-from jobs.records import Claimed, JobRecord, record_from_hash
+from jobs.records import Claimed, JobRecord, decode_meta, record_from_hash
 from jobs.store.connection import translated
 from jobs.store.layouts import CANCEL, EVENT, PROGRESS, PURGE, REQUEUE, RESUME, WATCH
 from jobs.store.store import Store
@@ -113,6 +113,12 @@ class JobOperations:
         with translated(s.url):
             return [x.decode("utf-8", "replace") for x in
                     s.client.lrange(s.keys.log(job_id), 0, -1)]
+
+    def meta(self, job_id: str) -> dict[str, Any] | None:
+        """What the job was enqueued with as ``options(meta=...)``, if anything."""
+        s = self.store
+        with translated(s.url):
+            return decode_meta(s.client.hget(s.keys.job(job_id), "meta"))
 
     def state_of(self, job_id: str) -> str | None:
         s = self.store

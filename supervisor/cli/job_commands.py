@@ -54,12 +54,16 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     kwargs = json_argument(args.kwargs, "--kwargs") if args.kwargs else {}
     if not isinstance(kwargs, dict):
         raise ConfigurationError("--kwargs must be a JSON object")
+    meta = json_argument(args.meta, "--meta") if args.meta else None
+    if meta is not None and not isinstance(meta, dict):
+        raise ConfigurationError("--meta must be a JSON object, e.g. '{\"triggered_by\": \"ops\"}'")
     opts: dict[str, Any] = {k: v for k, v in (
         ("priority", args.priority), ("delay", args.delay), ("timeout", args.timeout),
         ("max_attempts", args.max_attempts), ("job_id", args.id),
         ("at", _parse_at(args.at) if args.at else None), ("depends_on", args.depends_on),
         ("on_parent_failure", args.on_parent_failure), ("unique_for", args.unique_for),
-        ("unique_key", args.unique_key), ("limits", args.limits)) if v is not None}
+        ("unique_key", args.unique_key), ("limits", args.limits), ("meta", meta))
+        if v is not None}
     job = Queue(args.queue, broker).options(**opts).enqueue(args.name, *values, **kwargs)
     print(job.id)
     return 0
@@ -70,6 +74,8 @@ def _show_text(d: dict[str, Any]) -> str:
     lines += _workflow_lines(d)
     lines.append(f"{'attempts':13} {d['attempts']} of {d['max_attempts']}")
     lines += [f"{k:13} {d[k]}" for k in ("args", "kwargs", "result", "progress")]
+    if d["meta"]:
+        lines.append(f"{'meta':13} {json.dumps(d['meta'], ensure_ascii=False)}")
     for key in ("enqueued_at", "started_at", "finished_at", "due_at"):
         if d[key]:
             lines.append(f"{key:13} {d[key]}")

@@ -230,6 +230,8 @@ def _job_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     enq.add_argument("--unique-key", help="uniqueness key instead of function and arguments")
     enq.add_argument("--limit", action="append", metavar="NAME", dest="limits",
                      help="also run under this named limit (repeat for several)")
+    enq.add_argument("--meta", help="free-form JSON object kept with the job (who or what "
+                     "enqueued it), shown by show and given to the job as ctx.meta")
     enq.set_defaults(func=job_commands.cmd_enqueue)
     for name, func, text in (("show", job_commands.cmd_show, "everything about one job"),
                              ("result", job_commands.cmd_result, "print a completed job's result")):

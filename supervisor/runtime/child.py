@@ -87,6 +87,8 @@ class Child:
                         weights=self.config.worker.weights or None)
         self.worker = worker
         worker.claiming = lambda token: self.slots.claiming(self.slot, token)
+        worker.hook_deadline = self._hook_deadline
+        worker.log_jobs = self.config.worker.log_jobs
         worker.tally.mirror = self._mirror_counts
         threading.Thread(target=self._heartbeat, daemon=True, name="heartbeat").start()
         self._idle(worker)
@@ -120,6 +122,13 @@ class Child:
     def _idle(self, worker: Worker) -> None:
         self._publish(ChildState.IDLE, idle_since=time.monotonic())
         set_title(f"worker idle [{','.join(worker.queues)}] done={self.jobs_done}")
+
+    def _hook_deadline(self, seconds: float) -> None:
+        """A job's on_failure hook runs after the job returned, under a deadline of its own."""
+        if seconds:
+            self.slots.deadline(self.slot, time.monotonic() + seconds)
+        else:
+            self.slots.returned(self.slot)
 
     def _give_back(self, worker: Worker, job: Claimed) -> None:
         try:

@@ -100,6 +100,11 @@ class Slots:
         Redis (the slot still shows it busy, so its lease is still renewed)."""
         self._patch(i, _DEADLINES, "<dd", 0.0, 0.0)
 
+    def deadline(self, i: int, at: float) -> None:
+        """A new hard deadline for what the busy child runs now (a job's on_failure hook,
+        after its job returned)."""
+        self._patch(i, _DEADLINES, "<dd", at, 0.0)
+
     def claiming(self, i: int, token: str) -> None:
         """Publish the token of a claim about to be sent (cleared by the next ``write``):
         if the child dies before it can show the job, the supervisor gives it back."""

@@ -17,8 +17,9 @@ local stats = KEYS[9]            -- this minute's statistics hash
 local totals = KEYS[10]          -- the totals hash
 local sequence = KEYS[11]        -- the sequence counter
 local queues = KEYS[12]          -- the set of queue names
--- The job's on_dead hook, if it has one, enqueued in the same step as the death (so it
--- runs exactly once): a group of none or one, in KEYS and in ARGV.
+-- The jobs a death enqueues in the same step (so each runs exactly once): the job's
+-- on_dead hook, and the job that runs its on_failure hook when no worker saw the death
+-- (a kill, crash or lost worker): groups of none or more, in KEYS and in ARGV.
 local first_hook_key = 13  -- KEYS[13..]: per hook: hook_job, hook_queued, hook_wake_list
 local id = ARGV[1]               -- the job's id
 local token = ARGV[2]            -- its claim token
@@ -76,9 +77,11 @@ trim_index(dead, prefix, 'dead', now - tonumber(dead_ttl_ms), tonumber(max_dead)
 notify(job, done)
 count(stats, totals, queue, fn, 'dead', duration_ms, duration_bucket)
 emit(events, events_len, 'e', 'dead', 'id', id, 'q', queue, 'error', summary)
-local hook_job, hook_queued, hook_wake_list = unpack(KEYS, first_hook_key)
-local hook_id, hook_spec, hook_priority, hook_queue = unpack(ARGV, first_hook_arg)
-if hook_id then
+for i = 0, (#KEYS - first_hook_key + 1) / 3 - 1 do
+    local hook_job, hook_queued, hook_wake_list = unpack(KEYS, first_hook_key + 3 * i,
+        first_hook_key + 3 * i + 2)
+    local hook_id, hook_spec, hook_priority, hook_queue = unpack(ARGV, first_hook_arg + 4 * i,
+        first_hook_arg + 4 * i + 3)
     create_queued(hook_job, hook_queued, hook_wake_list, sequence, queues, hook_id, hook_spec,
         hook_queue, hook_priority, now)
 end
