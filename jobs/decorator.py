@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, ov
 import msgspec
 
 from jobs.backoff import Backoff
-from jobs.enqueue import enqueue_call
 from jobs.errors import ConfigurationError
+from jobs.inline import dispatch
 from jobs.options import Call, EnqueueOptions, check_attempts, check_function_name, check_seconds
 from jobs.priority import Priority, parse_priority
 from jobs.rates import definition
@@ -26,12 +26,14 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 ExceptionTypes = tuple[type[BaseException], ...]
+ShouldQueue = Callable[..., object]
 
 
 class JobOptions(msgspec.Struct, frozen=True, kw_only=True):
-    """Options fixed by ``@job``; ``None`` falls back to the configured defaults."""
+    """Options fixed by ``@job``; ``None`` falls back to the configured defaults
+    (``queue``: ``[defaults] queue``, read where the job is enqueued)."""
 
-    queue: str = "default"
+    queue: str | None = None
     priority: int = int(Priority.NORMAL)
     timeout: float | None = None
     soft_timeout: float | None = None
@@ -43,6 +45,7 @@ class JobOptions(msgspec.Struct, frozen=True, kw_only=True):
     on_dead: str | None = None
     unique_for: float | None = None
     limit: str | None = None  # rate and concurrency limit, stored form (jobs.limits)
+    should_queue: ShouldQueue | None = None  # called with the arguments; falsy: run inline
 
 
 class ArgumentBinder:
@@ -143,7 +146,9 @@ class JobFunction(Generic[P, R]):
         return Call(self.name, args, kwargs, self._defaults())
 
     def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Job:
-        return enqueue_call(self.call(*args, **kwargs))
+        """Queue the job for a worker, or run it here at once when ``should_queue`` says
+        so (``jobs.inline``)."""
+        return dispatch(self.call(*args, **kwargs))
 
     def options(self, **overrides: Any) -> BoundOptions:
         return BoundOptions(self, EnqueueOptions(**overrides))
@@ -165,7 +170,7 @@ class BoundOptions:
         return Call(base.function, base.args, base.kwargs, base.options.merged(self._options))
 
     def enqueue(self, *args: Any, **kwargs: Any) -> Job:
-        return enqueue_call(self.call(*args, **kwargs))
+        return dispatch(self.call(*args, **kwargs))
 
 
 def _exception_types(name: str, value: Iterable[type[BaseException]] | None) -> ExceptionTypes:
@@ -190,7 +195,7 @@ def job(func: Callable[P, R], /) -> JobFunction[P, R]: ...
 def job(
     func: None = None,
     *,
-    queue: str = "default",
+    queue: str | None = None,
     priority: int | str = Priority.NORMAL,
     timeout: float | None = None,
     soft_timeout: float | None = None,
@@ -203,13 +208,14 @@ def job(
     unique_for: float | None = None,
     rate_limit: str | None = None,
     max_concurrency: int | None = None,
+    should_queue: ShouldQueue | None = None,
 ) -> JobDecorator: ...
 
 
 def job(
     func: Callable[P, R] | None = None,
     *,
-    queue: str = "default",
+    queue: str | None = None,
     priority: int | str = Priority.NORMAL,
     timeout: float | None = None,
     soft_timeout: float | None = None,
@@ -222,6 +228,7 @@ def job(
     unique_for: float | None = None,
     rate_limit: str | None = None,
     max_concurrency: int | None = None,
+    should_queue: ShouldQueue | None = None,
 ) -> JobFunction[P, R] | JobDecorator:
     """Register a plain synchronous function as a job (``@job`` or ``@job(...)``).
 
@@ -229,15 +236,19 @@ def job(
     enqueued with the dead job's id, atomically with the death, so it runs exactly once.
     ``unique_for`` makes every enqueue of this function unique by its arguments (see
     ``EnqueueOptions.unique_for``). ``rate_limit="100/m"`` and ``max_concurrency=N`` hold
-    across the whole cluster (``jobs.limits``).
+    across the whole cluster (``jobs.limits``). Without ``queue``, jobs go to
+    ``[defaults] queue`` ("default" unless configured). ``should_queue(*args, **kwargs)``
+    returning a falsy value makes ``.enqueue`` run the job here at once (``jobs.inline``).
     """
     check_attempts(max_attempts)
     for label, value in (("timeout", timeout), ("soft_timeout", soft_timeout),
                          ("result_ttl", result_ttl), ("unique_for", unique_for)):
         check_seconds(label, value)
     hook = on_dead.name if isinstance(on_dead, JobFunction) else on_dead
+    if should_queue is not None and not callable(should_queue):
+        raise ConfigurationError(f"should_queue must be a callable, got {should_queue!r}")
     options = JobOptions(
-        queue=check_name("queue", queue),
+        queue=check_name("queue", queue) if queue is not None else None,
         priority=parse_priority(priority),
         timeout=timeout,
         soft_timeout=soft_timeout,
@@ -249,6 +260,7 @@ def job(
         on_dead=check_function_name(hook) if hook else None,
         unique_for=unique_for,
         limit=definition(rate_limit, max_concurrency),
+        should_queue=should_queue,
     )
 
     register = _Register(options)
