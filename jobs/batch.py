@@ -165,14 +165,14 @@ class Batch:
         if isinstance(hook, JobFunction):
             hook = hook.call()
         elif isinstance(hook, str):
-            hook = Call(hook, (), {}, EnqueueOptions(queue="default",
-                                                     priority=int(Priority.NORMAL)))
+            hook = Call(hook, (), {}, EnqueueOptions(priority=int(Priority.NORMAL)))
         if not isinstance(hook, Call):
             raise ConfigurationError(
                 f"on_{kind} takes a @job function, a call such as fn.call(*args) or a "
                 f"'module:function' name, got {hook!r}")
         call = Call(hook.function, (*hook.args, bid), hook.kwargs, hook.options)
-        return prepare(call, default_queue="default", default_priority=int(Priority.NORMAL),
+        return prepare(call, default_queue=broker.defaults.queue,
+                       default_priority=int(Priority.NORMAL),
                        max_bytes=broker.defaults.max_payload_bytes)
 
 

@@ -12,8 +12,8 @@ import msgspec
 
 from jobs.backoff import Backoff
 from jobs.context import JobContext
-from jobs.enqueue import enqueue_call
 from jobs.errors import ConfigurationError
+from jobs.inline import dispatch
 from jobs.options import Call, EnqueueOptions, check_attempts, check_function_name, check_seconds
 from jobs.priority import Priority, parse_priority
 from jobs.rates import definition, limit_names
@@ -30,12 +30,14 @@ ExceptionTypes = tuple[type[BaseException], ...]
 # ``on_failure(ctx, error)``: called in the worker after the last attempt failed; an
 # ``async def`` hook runs on the worker's loop.
 FailureHook = Callable[[JobContext, BaseException], object]
+ShouldQueue = Callable[..., object]
 
 
 class JobOptions(msgspec.Struct, frozen=True, kw_only=True):
-    """Options fixed by ``@job``; ``None`` falls back to the configured defaults."""
+    """Options fixed by ``@job``; ``None`` falls back to the configured defaults
+    (``queue``: ``[defaults] queue``, read where the job is enqueued)."""
 
-    queue: str = "default"
+    queue: str | None = None
     priority: int = int(Priority.NORMAL)
     timeout: float | None = None
     soft_timeout: float | None = None
@@ -49,6 +51,7 @@ class JobOptions(msgspec.Struct, frozen=True, kw_only=True):
     limit: str | None = None  # its own rate and concurrency limit, stored form (jobs.limits)
     limits: tuple[str, ...] = ()  # the named limits it is under
     on_failure: FailureHook | None = None
+    should_queue: ShouldQueue | None = None  # called with the arguments; falsy: run inline
 
 
 class ArgumentBinder:
@@ -151,7 +154,9 @@ class JobFunction(Generic[P, R]):
         return Call(self.name, args, kwargs, self._defaults())
 
     def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Job:
-        return enqueue_call(self.call(*args, **kwargs))
+        """Queue the job for a worker, or run it here at once when ``should_queue`` says
+        so (``jobs.inline``)."""
+        return dispatch(self.call(*args, **kwargs))
 
     def options(self, **overrides: Any) -> BoundOptions:
         return BoundOptions(self, EnqueueOptions(**overrides))
@@ -173,7 +178,7 @@ class BoundOptions:
         return Call(base.function, base.args, base.kwargs, base.options.merged(self._options))
 
     def enqueue(self, *args: Any, **kwargs: Any) -> Job:
-        return enqueue_call(self.call(*args, **kwargs))
+        return dispatch(self.call(*args, **kwargs))
 
 
 def _exception_types(name: str, value: Iterable[type[BaseException]] | None) -> ExceptionTypes:
@@ -198,7 +203,7 @@ def job(func: Callable[P, R], /) -> JobFunction[P, R]: ...
 def job(
     func: None = None,
     *,
-    queue: str = "default",
+    queue: str | None = None,
     priority: int | str = Priority.NORMAL,
     timeout: float | None = None,
     soft_timeout: float | None = None,
@@ -214,13 +219,14 @@ def job(
     burst: int | None = None,
     limits: str | Iterable[str] | None = None,
     on_failure: FailureHook | None = None,
+    should_queue: ShouldQueue | None = None,
 ) -> JobDecorator: ...
 
 
 def job(
     func: Callable[P, R] | None = None,
     *,
-    queue: str = "default",
+    queue: str | None = None,
     priority: int | str = Priority.NORMAL,
     timeout: float | None = None,
     soft_timeout: float | None = None,
@@ -236,6 +242,7 @@ def job(
     burst: int | None = None,
     limits: str | Iterable[str] | None = None,
     on_failure: FailureHook | None = None,
+    should_queue: ShouldQueue | None = None,
 ) -> JobFunction[P, R] | JobDecorator:
     """Register a plain function, or an ``async def`` one, as a job (``@job`` or ``@job(...)``).
 
@@ -246,6 +253,9 @@ def job(
     minute; ``burst=B``: a token bucket of B instead) and ``max_concurrency=N`` hold across
     the whole cluster, as do the named limits in ``limits`` (``jobs.limits``).
     ``on_failure(ctx, error)`` is called in the worker once the job is dead (``jobs.hooks``).
+    Without ``queue``, jobs go to ``[defaults] queue`` ("default" unless configured).
+    ``should_queue(*args, **kwargs)`` returning a falsy value makes ``.enqueue`` run the job
+    here at once (``jobs.inline``).
     """
     check_attempts(max_attempts)
     if on_failure is not None and not callable(on_failure):
@@ -255,8 +265,10 @@ def job(
                          ("result_ttl", result_ttl), ("unique_for", unique_for)):
         check_seconds(label, value)
     hook = on_dead.name if isinstance(on_dead, JobFunction) else on_dead
+    if should_queue is not None and not callable(should_queue):
+        raise ConfigurationError(f"should_queue must be a callable, got {should_queue!r}")
     options = JobOptions(
-        queue=check_name("queue", queue),
+        queue=check_name("queue", queue) if queue is not None else None,
         priority=parse_priority(priority),
         timeout=timeout,
         soft_timeout=soft_timeout,
@@ -270,6 +282,7 @@ def job(
         limit=definition(rate_limit, max_concurrency, burst),
         limits=limit_names(limits, "@job"),
         on_failure=on_failure,
+        should_queue=should_queue,
     )
 
     register = _Register(options)

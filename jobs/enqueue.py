@@ -13,7 +13,7 @@ from jobs.job import Job
 from jobs.options import Call, Prepared, prepare
 from jobs.priority import Priority
 from jobs.rates import DECLARED
-from jobs.registry import registered
+from jobs.registry import find
 from jobs.store.broker import Broker, default_broker
 from jobs.store.connection import translated
 
@@ -21,9 +21,10 @@ CHUNK = 1000
 
 
 def prepare_call(call: Call, broker: Broker) -> Prepared:
-    p = prepare(call, default_queue="default", default_priority=int(Priority.NORMAL),
+    p = prepare(call, default_queue=broker.defaults.queue,
+                default_priority=int(Priority.NORMAL),
                 max_bytes=broker.defaults.max_payload_bytes)
-    fn = registered().get(call.function)
+    fn = find(call.function)
     if fn is not None and (fn.job_options.limit is not None or fn.job_options.limits):
         # Publish the function's limits with its jobs, so they apply before any worker starts.
         extra = dict(p.extra)
@@ -57,7 +58,10 @@ def _attached(published: str | None) -> list[str]:
 
 
 def enqueue_call(call: Call, broker: Broker | None = None) -> Job:
-    """Enqueue one call; with an existing ``job_id`` returns that job unchanged."""
+    """Enqueue one call; with an existing ``job_id`` returns that job unchanged.
+
+    Always queues: ``jobs.inline.dispatch`` is what may run a call here instead.
+    """
     broker = broker or default_broker()
     p = prepare_call(call, broker)
     (job_id,) = broker.enqueue(p.queue, [p])

@@ -4,7 +4,8 @@ The supervisor and a producer script must agree on where Redis is and on the
 namespace, or jobs sit ``queued`` forever. So both read the same sources, in the same
 order: the file named by ``JOBVISOR_CONFIG`` (the supervisor also takes ``--config``
 or ``./config.toml``), then ``JOBVISOR_<TABLE>_<KEY>`` variables, which win. The job
-library reads only the ``[redis]`` and ``[defaults]`` tables; the supervisor's loader
+library reads only the ``[redis]``, ``[defaults]`` and ``[scheduler]`` tables; the
+supervisor's loader
 reads them all through the same functions, so an override means the same everywhere
 and an error names the variable that caused it.
 """
@@ -21,7 +22,7 @@ from typing import Any
 import msgspec
 
 from jobs.errors import ConfigurationError
-from jobs.settings import JobDefaults, RedisSettings
+from jobs.settings import JobDefaults, RedisSettings, SchedulerSettings
 
 PREFIX = "JOBVISOR_"
 # Read where they are used, never stored in a config object (secrets), or not settings.
@@ -87,16 +88,19 @@ class LibrarySettings(msgspec.Struct, frozen=True, kw_only=True):
 
     redis: RedisSettings = RedisSettings()
     defaults: JobDefaults = JobDefaults()
+    scheduler: SchedulerSettings = SchedulerSettings()
     data_dir: str | None = None  # [supervisor].data_dir: where the embedded server listens
 
 
 def library_settings() -> LibrarySettings:
-    """``[redis]`` and ``[defaults]`` as the supervisor sees them: ``JOBVISOR_CONFIG``'s
-    file, then the environment's overrides."""
+    """``[redis]``, ``[defaults]`` and ``[scheduler]`` as the supervisor sees them:
+    ``JOBVISOR_CONFIG``'s file, then the environment's overrides."""
     path = os.environ.get("JOBVISOR_CONFIG") or None
     found = read_toml(path) if path else {}
-    data: dict[str, Any] = {t: found[t] for t in ("redis", "defaults") if t in found}
-    sources = apply_overrides(data, {"redis": RedisSettings, "defaults": JobDefaults})
+    tables: dict[str, type[msgspec.Struct]] = {
+        "redis": RedisSettings, "defaults": JobDefaults, "scheduler": SchedulerSettings}
+    data: dict[str, Any] = {t: found[t] for t in tables if t in found}
+    sources = apply_overrides(data, tables)
     data_dir = os.environ.get("JOBVISOR_SUPERVISOR_DATA_DIR") or found.get(
         "supervisor", {}).get("data_dir")
     if data_dir is not None:

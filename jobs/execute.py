@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import msgspec
 
 from jobs.aio import run_coroutine
 from jobs.context import JobContext, reset_current, set_current
-from jobs.decorator import JobFunction
 from jobs.errors import JobTimeout, UnknownFunction
 from jobs.policy import Outcome, Policy, Verdict, after_failure, error_of, resolve, safe_str
 from jobs.records import AttemptError, Claimed, ErrorKind, any_decoder, encoder
 from jobs.registry import lookup
 from jobs.store.broker import Broker
+
+if TYPE_CHECKING:  # annotations only: jobs.decorator enqueues, which may run a job here
+    from jobs.decorator import JobFunction
 
 
 def invalid(job: Claimed, message: str, worker: str, type_: str = "InvalidJob",
@@ -39,7 +41,7 @@ def find(job: Claimed) -> tuple[JobFunction[Any, Any] | None, str]:
         return None, str(exc)
 
 
-Resolved = tuple[JobFunction[Any, Any] | None, Policy]
+Resolved: TypeAlias = "tuple[JobFunction[Any, Any] | None, Policy]"
 
 
 def resolve_job(job: Claimed, broker: Broker) -> Resolved:
@@ -71,7 +73,14 @@ def _execute(job: Claimed, fn: JobFunction[Any, Any] | None, policy: Policy,
         _, problem = find(job)
         kind = "CorruptRecord" if job.corrupt or job.spec is None else "UnknownFunction"
         return invalid(job, problem, worker, kind)
-    ctx = JobContext(job, policy.max_attempts, broker)
+    return run_attempt(job, fn, policy, JobContext(job, policy.max_attempts, broker), worker)
+
+
+def run_attempt(job: Claimed, fn: JobFunction[Any, Any], policy: Policy, ctx: JobContext,
+                worker: str) -> Outcome:
+    """Bind the arguments, call the function with ``ctx`` current, classify the result:
+    the same for a worker and for a job run inline (``jobs.inline``)."""
+    assert job.spec is not None
     given = job.spec.args
     if job.parent_result is not None:
         # A chain link (pass_result=True): the parent's return value comes first.

@@ -70,7 +70,7 @@ def on_dead_job(policy: Policy, job_id: str, broker: Broker) -> Prepared | None:
     if policy.on_dead is None:
         return None
     fn, _ = find_function(policy.on_dead)
-    queue = fn.job_options.queue if fn else "default"
+    queue = (fn.job_options.queue if fn else None) or broker.defaults.queue
     priority = fn.job_options.priority if fn else 10
     call = Call(policy.on_dead, (job_id,), {}, EnqueueOptions(job_id=hook_id(job_id)))
     return _hook_job(call, queue, priority, job_id, broker)

@@ -7,16 +7,17 @@ import hashlib
 import re
 import secrets
 import struct
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
 
+from jobs.backoff import Backoff
 from jobs.errors import ConfigurationError, PayloadTooLarge
 from jobs.priority import parse_priority
 from jobs.rates import limit_names
-from jobs.records import JobSpec, encoder
+from jobs.records import JobSpec, encode_spec, encoder
 from jobs.store.keys import check_name
 
 
@@ -41,6 +42,14 @@ class EnqueueOptions(msgspec.Struct, frozen=True, kw_only=True):
     # Named limits this job is under besides its function's, queue's and @job(limits=...).
     limits: str | Sequence[str] | None = None
     meta: dict[str, Any] | None = None  # free-form, JSON: who or what enqueued the job
+    # Retry policy of this job, over the function's: a Backoff (or a mapping of its
+    # fields), and exception classes or their names ("ConnectionError", "mod.Error").
+    backoff: Backoff | Mapping[str, Any] | None = None
+    retry_on: Sequence[type[BaseException] | str] | None = None
+    dont_retry_on: Sequence[type[BaseException] | str] | None = None
+    # True: run now in this process instead of queueing (jobs.inline); False: always
+    # queue, whatever the function's should_queue says.
+    inline: bool | None = None
 
     def merged(self, other: EnqueueOptions) -> EnqueueOptions:
         """These options with every field ``other`` sets taken from ``other``."""
@@ -136,7 +145,7 @@ def _at_ms(at: datetime | None) -> int:
 
 def _encode_spec(spec: JobSpec, max_bytes: int, meta_bytes: int = 0) -> bytes:
     try:
-        data = encoder.encode(spec)
+        data = encode_spec(spec)
     except (TypeError, OverflowError):
         _raise_unencodable(spec)
         raise
@@ -163,6 +172,53 @@ def _raise_unencodable(spec: JobSpec) -> None:
                 "(None, bool, int from -2**63 to 2**64-1, float, str, bytes, list, dict) or "
                 "msgspec Structs"
             ) from None
+
+
+def class_name(kind: type) -> str:
+    """How errors and retry rules name a class: ``ValueError``, ``mymod.MyError``."""
+    if kind.__module__ == "builtins":
+        return kind.__qualname__
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+_CLASS_NAME = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
+
+
+def exception_names(label: str, value: Sequence[type[BaseException] | str] | None
+                    ) -> list[str] | None:
+    """Per-enqueue ``retry_on`` / ``dont_retry_on`` as class names (a payload holds no
+    classes); None when not given, ``[]`` to clear the function's list."""
+    if value is None:
+        return None
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+        raise ConfigurationError(
+            f"{label} must be a list of exception classes or names, got {value!r}")
+    names = []
+    for item in value:
+        if isinstance(item, type) and issubclass(item, BaseException):
+            names.append(class_name(item))
+        elif isinstance(item, str) and _CLASS_NAME.match(item):
+            names.append(item)
+        else:
+            raise ConfigurationError(
+                f"{label} takes exception classes or names such as 'ConnectionError' or "
+                f"'mymod.MyError', got {item!r}")
+    return names
+
+
+def checked_backoff(value: Backoff | Mapping[str, Any] | None) -> Backoff | None:
+    """A per-enqueue backoff, validated as ``[defaults.backoff]`` is."""
+    if value is None:
+        return None
+    raw = msgspec.to_builtins(value) if isinstance(value, Backoff) else value
+    if not isinstance(raw, Mapping):
+        raise ConfigurationError(
+            f"backoff must be a Backoff or a mapping of its fields (kind, base, factor, cap, "
+            f"jitter), got {value!r}")
+    try:
+        return msgspec.convert(raw, Backoff)
+    except msgspec.ValidationError as exc:
+        raise ConfigurationError(f"backoff: {exc}") from None
 
 
 def check_attempts(value: int | None) -> int | None:
@@ -275,6 +331,10 @@ def prepare(call: Call, *, default_queue: str, default_priority: int, max_bytes:
     """Check and encode one call; raises before anything is written."""
     opts = call.options
     check_function_name(call.function)
+    if opts.inline:
+        raise ConfigurationError(
+            f"inline=True runs one call at once in this process ({call.function}): use "
+            ".enqueue() for it; bulk enqueues, chains and batches always queue")
     if opts.delay is not None and opts.at is not None:
         raise ConfigurationError("give either delay= or at=, not both")
     check_attempts(opts.max_attempts)
@@ -288,6 +348,9 @@ def prepare(call: Call, *, default_queue: str, default_priority: int, max_bytes:
         soft_timeout=check_seconds("soft_timeout", opts.soft_timeout),
         max_attempts=opts.max_attempts,
         result_ttl=check_seconds("result_ttl", opts.result_ttl),
+        backoff=checked_backoff(opts.backoff),
+        retry_on=exception_names("retry_on", opts.retry_on),
+        dont_retry_on=exception_names("dont_retry_on", opts.dont_retry_on),
     )
     extra = workflow_extra(call)
     return Prepared(

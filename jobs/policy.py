@@ -5,19 +5,24 @@ from __future__ import annotations
 import time
 import traceback
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from jobs.backoff import Backoff
-from jobs.decorator import ExceptionTypes, JobFunction
 from jobs.errors import Fail, JobTimeout, Retry
-from jobs.options import MAX_SECONDS
+from jobs.options import MAX_SECONDS, class_name
 from jobs.records import AttemptError, ErrorKind, JobSpec
 from jobs.settings import JobDefaults
 
+if TYPE_CHECKING:  # annotations only: jobs.decorator enqueues, which runs jobs inline
+    from jobs.decorator import JobFunction
+
 MAX_TRACEBACK = 16_384
 MAX_MESSAGE = 4_096
+
+# Exception classes (``@job``) or class names (per enqueue: a payload holds no classes).
+ExceptionRules = tuple[type[BaseException] | str, ...]
 
 
 class Policy(msgspec.Struct, frozen=True, kw_only=True):
@@ -27,8 +32,8 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True):
     soft_timeout: float | None
     max_attempts: int
     backoff: Backoff
-    retry_on: ExceptionTypes = ()
-    dont_retry_on: ExceptionTypes = ()
+    retry_on: ExceptionRules = ()
+    dont_retry_on: ExceptionRules = ()
     result_ttl: float
     on_dead: str | None = None
 
@@ -48,12 +53,37 @@ def resolve(spec: JobSpec | None, fn: JobFunction[Any, Any] | None, d: JobDefaul
         timeout=pick("timeout", d.timeout),
         soft_timeout=soft if soft else None,
         max_attempts=pick("max_attempts", d.max_attempts),
-        backoff=(o.backoff if o is not None and o.backoff is not None else d.backoff),
-        retry_on=o.retry_on if o is not None else (),
-        dont_retry_on=o.dont_retry_on if o is not None else (),
+        backoff=pick("backoff", d.backoff),
+        # An enqueue's list replaces the function's, even an empty one (retry on anything).
+        retry_on=tuple(pick("retry_on", ())),
+        dont_retry_on=tuple(pick("dont_retry_on", ())),
         result_ttl=pick("result_ttl", d.result_ttl),
         on_dead=o.on_dead if o is not None else None,
     )
+
+
+def _names(kind: type[BaseException]) -> frozenset[str]:
+    """The names an exception class answers to: each class of its MRO by bare name,
+    qualified name and ``module.qualname``."""
+    out: set[str] = set()
+    for c in kind.__mro__:
+        out |= {c.__name__, c.__qualname__, f"{c.__module__}.{c.__qualname__}"}
+    return frozenset(out)
+
+
+def matches(exc: BaseException, rules: ExceptionRules) -> bool:
+    """Whether ``exc`` is one of ``rules``: an instance of a class, or of a class named
+    so (a bare name matches that class or any subclass, wherever defined; a dotted
+    ``module.Class`` name matches only that module's class and its subclasses)."""
+    names: frozenset[str] | None = None  # only when a rule is a name (after a failure)
+    for rule in rules:
+        if isinstance(rule, str):
+            names = names if names is not None else _names(type(exc))
+            if rule in names:
+                return True
+        elif isinstance(exc, rule):
+            return True
+    return False
 
 
 class Verdict(StrEnum):
@@ -81,8 +111,7 @@ def safe_str(exc: BaseException) -> str:
 
 
 def type_name(exc: BaseException) -> str:
-    t = type(exc)
-    return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
+    return class_name(type(exc))
 
 
 def error_of(exc: BaseException, attempt: int, duration: float, worker: str) -> AttemptError:
@@ -106,9 +135,9 @@ def after_failure(policy: Policy, attempt: int, exc: BaseException | None) -> fl
     if isinstance(exc, Fail):
         return None
     if exc is not None and not isinstance(exc, Retry):
-        if policy.dont_retry_on and isinstance(exc, policy.dont_retry_on):
+        if policy.dont_retry_on and matches(exc, policy.dont_retry_on):
             return None
-        if policy.retry_on and not isinstance(exc, policy.retry_on):
+        if policy.retry_on and not matches(exc, policy.retry_on):
             return None
     if attempt >= policy.max_attempts:
         return None

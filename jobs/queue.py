@@ -8,8 +8,9 @@ from typing import Any
 import msgspec
 
 from jobs.decorator import JobFunction
-from jobs.enqueue import enqueue_call, enqueue_many
+from jobs.enqueue import enqueue_many
 from jobs.errors import ConfigurationError
+from jobs.inline import dispatch
 from jobs.job import Job
 from jobs.options import Call, EnqueueOptions
 from jobs.query import JobFilter, act_on_matching, list_jobs
@@ -36,13 +37,21 @@ def _as_call(target: JobFunction[Any, Any] | str, args: tuple[Any, ...],
 
 
 class Queue:
-    """One named queue: enqueue onto it and inspect it."""
+    """One named queue: enqueue onto it and inspect it.
 
-    def __init__(self, name: str = "default", broker: Broker | None = None,
+    ``Queue()`` is the default queue, ``[defaults] queue`` of the settings its broker
+    was made with ("default" unless configured).
+    """
+
+    def __init__(self, name: str | None = None, broker: Broker | None = None,
                  options: EnqueueOptions | None = None) -> None:
-        self.name = name
+        self._name = name
         self._broker = broker
         self._options = options or EnqueueOptions()
+
+    @property
+    def name(self) -> str:
+        return self._name or self.broker.defaults.queue
 
     @property
     def broker(self) -> Broker:
@@ -53,11 +62,13 @@ class Queue:
 
     def options(self, **overrides: Any) -> Queue:
         """This queue with per-enqueue options (priority, delay, at, job_id, timeout, ...)."""
-        return Queue(self.name, self._broker, self._options.merged(EnqueueOptions(**overrides)))
+        return Queue(self._name, self._broker,
+                     self._options.merged(EnqueueOptions(**overrides)))
 
     def enqueue(self, target: JobFunction[Any, Any] | str, /, *args: Any, **kwargs: Any) -> Job:
-        """Enqueue a ``@job`` function or, without importing it, a ``"module:function"`` name."""
-        return enqueue_call(_as_call(target, args, kwargs, self.name, self._options), self.broker)
+        """Enqueue a ``@job`` function or, without importing it, a ``"module:function"`` name
+        (run here at once with ``options(inline=True)``: ``jobs.inline``)."""
+        return dispatch(_as_call(target, args, kwargs, self.name, self._options), self.broker)
 
     def call(self, target: JobFunction[Any, Any] | str, /, *args: Any, **kwargs: Any) -> Call:
         return _as_call(target, args, kwargs, self.name, self._options)

@@ -8,6 +8,7 @@ from typing import Any
 
 import msgspec
 
+from jobs.backoff import Backoff
 from jobs.states import JobState
 
 
@@ -16,8 +17,12 @@ class JobSpec(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True,
     """The immutable part of a job, written once at enqueue.
 
     Options left ``None`` fall back to the function's ``@job`` options, then to the
-    configured defaults, at the time the job runs. Stored as a compact array; one longer
-    than this version knows (written by a newer jobvisor) is refused, not half-obeyed.
+    configured defaults, at the time the job runs. Stored as a compact array
+    (``encode_spec``); one longer than this version knows (written by a newer jobvisor)
+    is refused, not half-obeyed. Fields are only ever added at the end, and a spec that
+    sets none of the later ones is stored as before they existed, so older workers still
+    run it. ``retry_on`` and ``dont_retry_on`` hold exception class names
+    (``policy.matches``).
     """
 
     function: str
@@ -27,6 +32,9 @@ class JobSpec(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True,
     soft_timeout: float | None = None
     max_attempts: int | None = None
     result_ttl: float | None = None
+    backoff: Backoff | None = None
+    retry_on: list[str] | None = None
+    dont_retry_on: list[str] | None = None
 
 
 class ErrorKind(StrEnum):
@@ -106,6 +114,19 @@ class JobRecord(msgspec.Struct, frozen=True, kw_only=True):
 
 encoder = msgspec.msgpack.Encoder()
 spec_decoder = msgspec.msgpack.Decoder(JobSpec)
+
+FIRST_FORMAT = 7  # the fields of JobSpec every version writes (up to result_ttl)
+
+
+def encode_spec(spec: JobSpec) -> bytes:
+    """A spec as stored: trailing options that are not set are left out (msgspec writes
+    every field of an array-like Struct), so a job that does not use them stays
+    readable by a jobvisor older than they are."""
+    values = msgspec.structs.astuple(spec)
+    end = len(values)
+    while end > FIRST_FORMAT and values[end - 1] is None:
+        end -= 1
+    return encoder.encode(values[:end])
 errors_decoder = msgspec.msgpack.Decoder(tuple[AttemptError, ...])
 any_decoder = msgspec.msgpack.Decoder()
 meta_decoder = msgspec.json.Decoder(dict[str, Any])

@@ -33,6 +33,11 @@ def lookup(name: str) -> JobFunction[Any, Any]:
     return fn
 
 
+def find(name: str) -> JobFunction[Any, Any] | None:
+    """The registered function called ``name``, or None (no copy of the table)."""
+    return _REGISTRY.get(name)
+
+
 def registered() -> dict[str, JobFunction[Any, Any]]:
     return dict(_REGISTRY)
 

@@ -11,17 +11,18 @@ from __future__ import annotations
 import hashlib
 import re
 from datetime import datetime
-from functools import cache
 from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 import msgspec
 from croniter import CroniterBadDateError, CroniterError, croniter
 from msgspec import Meta
 
+from jobs.environment import library_settings
 from jobs.errors import ConfigurationError
 from jobs.options import Call, EnqueueOptions, check_function_name, prepare
 from jobs.priority import Priority, parse_priority
+from jobs.settings import zone
 from jobs.store.broker import Broker, default_broker
 from jobs.store.connection import translated
 from jobs.store.keys import check_name
@@ -40,7 +41,9 @@ class Schedule(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
     ``cron`` has 5 fields (minute hour day month weekday), or 6 with seconds last
     (croniter's order: ``* * * * * */2`` is every 2 seconds), or an ``@hourly``-style
-    macro. Ticks are computed in ``timezone`` (IANA name). ``jitter`` delays each job
+    macro. Ticks are computed in ``timezone`` (IANA name; none: ``[scheduler] timezone``,
+    fixed when the schedule is defined, see ``SchedulerSettings``). Jobs go to ``queue``
+    (none: ``[defaults] queue``, fixed the same way). ``jitter`` delays each job
     by a random 0..jitter seconds. When no supervisor fired a tick on time,
     ``misfire="skip"`` drops it; ``"run_once"`` runs the latest missed tick once if it
     is at most ``misfire_grace`` seconds old.
@@ -54,9 +57,9 @@ class Schedule(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     job: str
     args: list[Any] = []
     kwargs: dict[str, Any] = {}
-    queue: Name = "default"
+    queue: Name | None = None
     priority: int | str = int(Priority.NORMAL)
-    timezone: str = "UTC"
+    timezone: str | None = None
     jitter: Annotated[float, Meta(ge=0, le=86400)] = 0.0
     misfire: Misfire = "skip"
     misfire_grace: Annotated[float, Meta(gt=0, le=366 * 86400)] = 60.0
@@ -69,14 +72,15 @@ class Schedule(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         try:
             check_name("schedule name", self.name)
             check_function_name(self.job)
-            check_name("queue", self.queue)
+            if self.queue is not None:
+                check_name("queue", self.queue)
             parse_priority(self.priority)
         except ConfigurationError as exc:
             raise refuse(str(exc)) from None
         if self.misfire not in ("skip", "run_once"):
             raise refuse(f"misfire must be 'skip' or 'run_once', got {self.misfire!r}")
         try:
-            zone(self.timezone)
+            zone(self.timezone or "UTC")
         except ConfigurationError as exc:
             raise refuse(str(exc)) from None
         problem = cron_problem(self.cron)
@@ -85,17 +89,16 @@ class Schedule(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
     @property
     def zone(self) -> ZoneInfo:
-        return zone(self.timezone)
+        """The zone of the ticks (UTC for a schedule not yet given its defaults)."""
+        return zone(self.timezone or "UTC")
 
-
-@cache
-def zone(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ConfigurationError(
-            f"unknown time zone {name!r}: use an IANA name such as 'Europe/Berlin' or 'UTC'"
-        ) from None
+    def with_defaults(self, queue: str, timezone: str) -> Schedule:
+        """This schedule with the queue and zone it leaves unset taken from the
+        configuration, once, where it is defined (``SchedulerSettings``)."""
+        if self.queue is not None and self.timezone is not None:
+            return self
+        return msgspec.structs.replace(self, queue=self.queue or queue,
+                                       timezone=self.timezone or timezone)
 
 
 def cron_problem(expr: str) -> str | None:
@@ -194,8 +197,8 @@ def checked(schedule: Schedule, max_payload_bytes: int = 1024 * 1024) -> Schedul
     if not isinstance(schedule, Schedule):
         raise ConfigurationError(f"expected a Schedule, got {type(schedule).__name__}")
     # Encoding the job first names an argument that cannot be stored.
-    prepare(tick_call(schedule, 0), default_queue="default", default_priority=0,
-            max_bytes=max_payload_bytes)
+    prepare(tick_call(schedule, 0), default_queue=schedule.queue or "default",
+            default_priority=0, max_bytes=max_payload_bytes)
     try:
         return msgspec.convert(msgspec.to_builtins(schedule), Schedule)
     except msgspec.ValidationError as exc:
@@ -205,9 +208,14 @@ def checked(schedule: Schedule, max_payload_bytes: int = 1024 * 1024) -> Schedul
 def add(schedule: Schedule, broker: Broker | None = None) -> None:
     """Store (or replace) a schedule; every supervisor of the namespace fires it.
 
-    A schedule in a supervisor's config.toml with the same name takes precedence.
+    A schedule in a supervisor's config.toml with the same name takes precedence. One
+    without a queue or time zone is stored with ``[defaults] queue`` (the broker's) and
+    ``[scheduler] timezone`` (of ``JOBVISOR_CONFIG`` and the environment).
     """
     b = broker or default_broker()
+    if isinstance(schedule, Schedule) and (schedule.timezone is None or schedule.queue is None):
+        schedule = schedule.with_defaults(b.defaults.queue,
+                                          library_settings().scheduler.timezone)
     schedule = checked(schedule, b.defaults.max_payload_bytes)
     k = ScheduleKeys(b)
     with translated(b.url):

@@ -7,7 +7,9 @@ supervisor's loader embeds them in the full configuration.
 from __future__ import annotations
 
 import ssl
+from functools import cache
 from typing import Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 from msgspec import Meta
@@ -52,7 +54,15 @@ class RedisSettings(Table, frozen=True, kw_only=True, forbid_unknown_fields=True
         return bool(self.tls_ca_file or self.tls_cert_file or self.tls_key_file)
 
 
+QueueName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.:\-]{1,128}$")]
+
+
 class JobDefaults(Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``[defaults]``: what a job falls back to when neither its enqueue nor its ``@job``
+    sets an option. ``default_queue`` is another name for ``queue``."""
+
+    queue: QueueName = "default"
+    default_queue: QueueName | None = None
     timeout: Seconds = 300.0
     soft_timeout: Annotated[float, Meta(ge=0)] = 0.0
     max_attempts: Annotated[int, Meta(ge=1, le=1000)] = 3
@@ -62,6 +72,42 @@ class JobDefaults(Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
     dead_ttl: Seconds = 7 * 86400.0
     max_dead: Annotated[int, Meta(ge=1, le=100_000_000)] = 100_000
     max_payload_bytes: Annotated[int, Meta(ge=64, le=512 * 1024 * 1024)] = 1024 * 1024
+
+    def __post_init__(self) -> None:
+        if self.default_queue is None or self.default_queue == self.queue:
+            return
+        if self.queue != "default":
+            raise ValueError(
+                f"defaults.queue ({self.queue!r}) and defaults.default_queue "
+                f"({self.default_queue!r}) are two names for one setting: keep one")
+        msgspec.structs.force_setattr(self, "queue", self.default_queue)
+
+
+class SchedulerSettings(Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``[scheduler]``: cron schedules (``jobs.schedules``).
+
+    ``enabled = false`` keeps a supervisor from firing any schedule (others sharing the
+    namespace still do). ``timezone`` is the zone of a schedule that names none, fixed
+    when the schedule is defined: when config.toml is loaded for ``[[schedules]]``, by
+    ``schedules.add`` for one stored in Redis (from ``JOBVISOR_CONFIG`` as ``[defaults]``
+    is); so a stored schedule has its ticks on every supervisor, whatever their tables say.
+    """
+
+    enabled: bool = True
+    timezone: str = "UTC"
+
+    def __post_init__(self) -> None:
+        zone(self.timezone)
+
+
+@cache
+def zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, TypeError):
+        raise ConfigurationError(
+            f"unknown time zone {name!r}: use an IANA name such as 'Europe/Berlin' or 'UTC'"
+        ) from None
 
 
 def _no_passphrase() -> str:

@@ -135,14 +135,15 @@ def log_end(job: Claimed, outcome: Outcome, state: str) -> None:
 class Worker:
     """Claims from queues in order (or by weight), runs jobs, writes outcomes."""
 
-    def __init__(self, queues: Sequence[str] = ("default",), *, broker: Broker | None = None,
+    def __init__(self, queues: Sequence[str] | None = None, *, broker: Broker | None = None,
                  name: str | None = None, lease: float = DEFAULT_LEASE,
                  weights: Sequence[float] | None = None) -> None:
-        self.queues = [check_name("queue", q) for q in queues]
+        self.broker = broker or default_broker()
+        # No queues given: the default queue ([defaults] queue).
+        self.queues = [check_name("queue", q) for q in queues or [self.broker.defaults.queue]]
         if weights is not None and len(weights) != len(self.queues):
             raise ConfigurationError("weights must give one number per queue")
         self.weights = list(weights) if weights else None
-        self.broker = broker or default_broker()
         self.name = name or worker_name()
         self.lease = lease
         self._tokens = itertools.count(1)

@@ -14,7 +14,7 @@ from jobs.errors import ConfigurationError
 from jobs.health import DEFAULT_REDIS_TIMEOUT
 from jobs.rates import definition
 from jobs.schedules import Schedule
-from jobs.settings import JobDefaults, RedisSettings, Table
+from jobs.settings import JobDefaults, RedisSettings, SchedulerSettings, Table
 from supervisor.errors import ConfigError
 from supervisor.runtime.scaling import POOL_MAX
 
@@ -59,6 +59,8 @@ LimitName = QueueName  # the same alphabet: both become parts of key names
 
 
 class WorkerSettings(Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``[worker]``; ``queues`` left out is ``[defaults] queue`` alone (``load_config``)."""
+
     modules: list[str] = msgspec.field(default_factory=lambda: ["examples.cpu"])
     # Directories put first on the import path (relative ones: to the working directory).
     path: list[str] = msgspec.field(default_factory=lambda: ["."])
@@ -127,6 +129,7 @@ class Config(Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
     metrics: MetricsSettings = MetricsSettings()
     dashboard: DashboardSettings = DashboardSettings()
     health: HealthSettings = HealthSettings()
+    scheduler: SchedulerSettings = SchedulerSettings()
     # [[schedules]]: cron schedules every supervisor fires (jobs.schedules.Schedule).
     schedules: list[Schedule] = msgspec.field(default_factory=list)
     queue_limits: dict[QueueName, Limit] = msgspec.field(default_factory=dict)
@@ -182,7 +185,19 @@ def config_path(explicit: str | None) -> Path | None:
 TABLES: dict[str, type[msgspec.Struct]] = {
     "redis": RedisSettings, "supervisor": SupervisorSettings, "worker": WorkerSettings,
     "defaults": JobDefaults, "metrics": MetricsSettings, "dashboard": DashboardSettings,
-    "health": HealthSettings}
+    "health": HealthSettings, "scheduler": SchedulerSettings}
+
+
+def _settled(config: Config, data: dict[str, Any]) -> Config:
+    """Fill in what follows from other tables: ``[worker] queues`` from ``[defaults]
+    queue`` when not given, and each schedule's queue and zone when it sets none."""
+    defaults = config.defaults
+    worker = config.worker
+    if "queues" not in data.get("worker", {}) and worker.queues != [defaults.queue]:
+        worker = msgspec.structs.replace(worker, queues=[defaults.queue])
+    schedules = [s.with_defaults(defaults.queue, config.scheduler.timezone)
+                 for s in config.schedules]
+    return msgspec.structs.replace(config, worker=worker, schedules=schedules)
 
 
 def load_config(path: str | os.PathLike[str] | None) -> Config:
@@ -200,6 +215,6 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
     except ConfigurationError as exc:
         raise ConfigError(str(exc)) from None
     try:
-        return msgspec.convert(data, Config)
+        return _settled(msgspec.convert(data, Config), data)
     except msgspec.ValidationError as exc:
         raise ConfigError(explain(exc, sources, path)) from None

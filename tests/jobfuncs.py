@@ -281,3 +281,35 @@ def hard_exit() -> None:
     import os
 
     os._exit(7)
+
+
+class FlakyError(ConnectionError):
+    """A failure retry rules can name by its own name, its module's, or a base class's."""
+
+
+SLOW_BACKOFF = Backoff(kind="fixed", base=60.0, jitter=0.0)
+
+
+@job(max_attempts=5, backoff=SLOW_BACKOFF, retry_on=[ConnectionError])
+def flaky(kind: str, seconds: float = 0.0) -> str:
+    """Fails as ``kind`` says (after ``seconds`` of CPU); its own policy retries only
+    connection errors, a minute apart."""
+    from examples.cpu import spin
+
+    spin(seconds)
+    if kind == "flaky":
+        raise FlakyError("try again")
+    if kind == "value":
+        raise ValueError("bad input")
+    return kind
+
+
+def big_enough_to_queue(n: int) -> bool:
+    return n >= 100
+
+
+@job(should_queue=big_enough_to_queue)
+def sized(n: int) -> int:
+    """Small inputs run at once where they are enqueued; large ones go to a worker."""
+    CALLS.append(("sized", n))
+    return n * 2

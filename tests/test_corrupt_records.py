@@ -20,7 +20,7 @@ CORRUPTIONS = {
     "spec of the wrong types": ("spec", _pack([5, "x"]), "spec"),
     "spec missing the function": ("spec", _pack([]), "spec"),
     "spec from an unknown schema version": (
-        "spec", _pack(["tests.jobfuncs:add", [1, 2], {}, None, None, None, None, "v9"]), "spec"),
+        "spec", _pack(["tests.jobfuncs:add", [1, 2], {}, *[None] * 7, "v9"]), "spec"),
     "spec not msgpack at all": ("spec", b"\xc1garbage", "spec"),
     "error history unreadable": ("errs", b"\xc1", "error history"),
     "attempt count not a number": ("att", b"many", "att"),

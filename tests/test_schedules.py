@@ -239,7 +239,8 @@ def test_api_schedules_are_fired_and_config_wins_a_name_clash(broker):
     schedules.add(api, broker)
     schedules.add(clash, broker)
     assert [s.name for s in schedules.list_schedules(broker)] == ["api-one", "shared"]
-    assert schedules.get("api-one", broker) == api
+    # Stored with the queue and zone it left unset ([defaults] queue, [scheduler] timezone).
+    assert schedules.get("api-one", broker) == api.with_defaults("default", "UTC")
     clock = Clock(at("2026-05-01T12:00:00.5+00:00"))
     firer = Firer(broker, clock)
     firer.run([config])

@@ -29,14 +29,16 @@ def decoded_result(r: JobRecord) -> Any:
 
 def job_view(r: JobRecord, broker: Broker, log: list[str] | None = None,
              published: dict[str, FunctionOptions] | None = None) -> dict[str, Any]:
-    """Every field of a job; options are the effective ones (the function's, else the
-    defaults), as the supervisors that run it published them."""
+    """Every field of a job; options are the effective ones (the job's own, else the
+    function's as the supervisors that run it published them, else the defaults)."""
     last = r.errors[-1] if r.errors else None
     options = options_of(r.spec, broker, published)
     return {
         "id": r.id, "function": r.spec.function if r.spec else None, "queue": r.queue,
         "priority": r.priority, "state": r.state.value, "attempts": r.attempts,
         "max_attempts": options["max_attempts"], "timeout": options["timeout"],
+        "backoff": options["backoff"], "retry_on": options["retry_on"],
+        "dont_retry_on": options["dont_retry_on"],
         "args": r.spec.args if r.spec else None, "kwargs": r.spec.kwargs if r.spec else None,
         "error": {"type": last.type, "kind": last.kind.value, "message": last.message,
                   "traceback": last.traceback} if last else None,

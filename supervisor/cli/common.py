@@ -108,3 +108,12 @@ def table(rows: list[list[str]], header: list[str]) -> str:
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(header, widths, strict=True))]
     lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     return "\n".join(line.rstrip() for line in lines)
+
+
+def backoff_text(b: dict[str, Any]) -> str:
+    """A backoff as people read it: ``exponential 1s x2 (cap 3600s, jitter 10%)``."""
+    kind, base = b.get("kind", "exponential"), b.get("base", 1.0)
+    step = {"fixed": f"{base:g}s", "linear": f"{base:g}s x attempt"}.get(
+        kind, f"{base:g}s x{b.get('factor', 2.0):g} per attempt")
+    return (f"{kind} {step} (cap {b.get('cap', 3600.0):g}s, "
+            f"jitter {b.get('jitter', 0.0) * 100:g}%)")

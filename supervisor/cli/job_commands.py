@@ -11,11 +11,13 @@ from typing import Any
 
 from jobs import Job, JobState, Queue
 from jobs.cluster import served_queues, unserved_warning
+from jobs.effective import FunctionOptions
 from jobs.errors import ConfigurationError
 from jobs.query import job_view
 from jobs.records import any_decoder
-from supervisor.cli.common import connect, output
+from supervisor.cli.common import backoff_text, broker_for, connect, load, output
 from supervisor.errors import ExitCode
+from supervisor.runtime.preload import loaded_functions, preload
 
 
 def _parse_at(text: str) -> datetime:
@@ -48,31 +50,66 @@ def json_argument(text: str, what: str) -> Any:
         raise ConfigurationError(f"{what} {text!r} is not a JSON value ({detail}){hint}") from None
 
 
-def cmd_enqueue(args: argparse.Namespace) -> int:
-    broker = connect(args)
-    values = [json_argument(a, f"argument {i}") for i, a in enumerate(args.args, 1)]
-    kwargs = json_argument(args.kwargs, "--kwargs") if args.kwargs else {}
-    if not isinstance(kwargs, dict):
-        raise ConfigurationError("--kwargs must be a JSON object")
+def _enqueue_options(args: argparse.Namespace) -> dict[str, Any]:
+    backoff = json_argument(args.backoff, "--backoff") if args.backoff else None
+    if backoff is not None and not isinstance(backoff, dict):
+        raise ConfigurationError(
+            '--backoff must be a JSON object, e.g. \'{"kind": "fixed", "base": 5}\'')
     meta = json_argument(args.meta, "--meta") if args.meta else None
     if meta is not None and not isinstance(meta, dict):
         raise ConfigurationError("--meta must be a JSON object, e.g. '{\"triggered_by\": \"ops\"}'")
-    opts: dict[str, Any] = {k: v for k, v in (
+    return {k: v for k, v in (
         ("priority", args.priority), ("delay", args.delay), ("timeout", args.timeout),
         ("max_attempts", args.max_attempts), ("job_id", args.id),
         ("at", _parse_at(args.at) if args.at else None), ("depends_on", args.depends_on),
         ("on_parent_failure", args.on_parent_failure), ("unique_for", args.unique_for),
-        ("unique_key", args.unique_key), ("limits", args.limits), ("meta", meta))
+        ("unique_key", args.unique_key), ("backoff", backoff), ("retry_on", args.retry_on),
+        ("dont_retry_on", args.dont_retry_on), ("inline", args.inline or None),
+        ("limits", args.limits), ("meta", meta))
         if v is not None}
-    job = Queue(args.queue, broker).options(**opts).enqueue(args.name, *values, **kwargs)
-    print(job.id)
+
+
+def cmd_enqueue(args: argparse.Namespace) -> int:
+    config, _ = load(args)
+    broker = broker_for(config)
+    values = [json_argument(a, f"argument {i}") for i, a in enumerate(args.args, 1)]
+    kwargs = json_argument(args.kwargs, "--kwargs") if args.kwargs else {}
+    if not isinstance(kwargs, dict):
+        raise ConfigurationError("--kwargs must be a JSON object")
+    if args.inline:  # the function must be registered here: load [worker].modules
+        preload(config.worker.modules, config.worker.path)
+    job = Queue(args.queue, broker).options(**_enqueue_options(args)).enqueue(
+        args.name, *values, **kwargs)
+    if args.inline:
+        return _ran_inline(args, job, loaded_functions(config.defaults))
+    print(json.dumps({"id": job.id}) if args.json else job.id)
     return 0
+
+
+def _ran_inline(args: argparse.Namespace, job: Job,
+                functions: dict[str, FunctionOptions]) -> int:
+    """``enqueue --inline``: the outcome, as ``wait`` prints it; nothing was written."""
+    view = job_view(job.record, job.broker, published=functions)
+    if args.json:
+        print(json.dumps(view, default=str))
+    elif job.state is JobState.COMPLETED:
+        print(json.dumps(view["result"]))
+    else:
+        error = view["error"] or {}
+        print((error.get("traceback") or "").rstrip(), file=sys.stderr)
+        print(f"jobvisor: {job.function} ran inline and failed: {error.get('type')}: "
+              f"{error.get('message')}", file=sys.stderr)
+    return _exit_code(job.state)
 
 
 def _show_text(d: dict[str, Any]) -> str:
     lines = [f"{k:13} {d[k]}" for k in ("id", "function", "queue", "priority", "state")]
     lines += _workflow_lines(d)
     lines.append(f"{'attempts':13} {d['attempts']} of {d['max_attempts']}")
+    lines.append(f"{'backoff':13} {backoff_text(d['backoff'])}")
+    for key in ("retry_on", "dont_retry_on"):
+        if d[key]:
+            lines.append(f"{key:13} {', '.join(d[key])}")
     lines += [f"{k:13} {d[k]}" for k in ("args", "kwargs", "result", "progress")]
     if d["meta"]:
         lines.append(f"{'meta':13} {json.dumps(d['meta'], ensure_ascii=False)}")

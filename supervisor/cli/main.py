@@ -14,7 +14,13 @@ from pathlib import Path
 import jobs
 from jobs import JobsError
 from jobs.query import LISTED_STATES
-from supervisor.cli import job_commands, ops_commands, query_commands, schedule_commands
+from supervisor.cli import (
+    function_commands,
+    job_commands,
+    ops_commands,
+    query_commands,
+    schedule_commands,
+)
 from supervisor.cli.common import load
 from supervisor.errors import ConfigError, ExitCode, HaltServer
 from supervisor.integrations.logs import configure
@@ -126,8 +132,8 @@ def _dead_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                       help="list (filters apply), groups (by function and error type), show "
                            "one, requeue or purge (an id, filters or --all)")
     dead.add_argument("id", nargs="?", help="one job id")
-    dead.add_argument("--queue", default="default",
-                      help="the queue whose dead letters to act on (default: default)")
+    dead.add_argument("--queue", help="the queue whose dead letters to act on (default: "
+                                      "[defaults] queue, \"default\" unless configured)")
     dead.add_argument("--function", help="only jobs of this module:function")
     dead.add_argument("--error-type", help="only jobs whose last error has this type or kind")
     dead.add_argument("--older-than", type=_seconds, metavar="SECONDS",
@@ -162,7 +168,7 @@ def _jobs_group(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
                                    help="list: jobs of one queue and state")
     ls = _command(actions, "list", "jobs of one queue and state, filtered, a page at a time; "
                   "prints the --cursor of the next page")
-    ls.add_argument("--queue", default="default", help="default: default")
+    ls.add_argument("--queue", help="default: [defaults] queue (\"default\" unless configured)")
     ls.add_argument("--state", default="queued", choices=LISTED_STATES, help="default: queued")
     ls.add_argument("--function", help="only jobs of this module:function")
     ls.add_argument("--error-type", help="only jobs whose last error has this type or kind")
@@ -209,8 +215,8 @@ def _job_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     enq.add_argument("args", nargs="*", help="arguments, each a JSON value: 2, 1.5, true, "
                      "null, [1, 2], and strings quoted for JSON inside shell quotes: '\"k1\"'")
     enq.add_argument("--kwargs", help="keyword arguments as a JSON object")
-    enq.add_argument("--queue", default="default",
-                     help="queue to put the job on (default: default)")
+    enq.add_argument("--queue", help="queue to put the job on (default: [defaults] queue, "
+                                     "\"default\" unless configured)")
     enq.add_argument("--priority", help="LOW, NORMAL, HIGH, CRITICAL or 0..1000")
     enq.add_argument("--delay", type=_seconds, metavar="SECONDS",
                      help="run no sooner than this many seconds from now")
@@ -232,6 +238,17 @@ def _job_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                      help="also run under this named limit (repeat for several)")
     enq.add_argument("--meta", help="free-form JSON object kept with the job (who or what "
                      "enqueued it), shown by show and given to the job as ctx.meta")
+    enq.add_argument("--backoff", metavar="JSON",
+                     help='retry delays of this job, e.g. \'{"kind": "fixed", "base": 5}\' '
+                          "(kind, base, factor, cap, jitter; default: the function's)")
+    for flag, text in (("--retry-on", "retry only on this exception (class name: "
+                                      "ConnectionError, mymod.MyError; repeat for several)"),
+                       ("--dont-retry-on", "never retry on this exception (repeat)")):
+        enq.add_argument(flag, action="append", metavar="EXCEPTION", help=text)
+    enq.add_argument("--inline", action="store_true",
+                     help="run the job here and now instead of queueing it (imports "
+                          "[worker].modules; prints its result; nothing is written to Redis)")
+    _json_flag(enq)
     enq.set_defaults(func=job_commands.cmd_enqueue)
     for name, func, text in (("show", job_commands.cmd_show, "everything about one job"),
                              ("result", job_commands.cmd_result, "print a completed job's result")):
@@ -294,6 +311,10 @@ def _ops_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                      help="time between refreshes, 0.05 to 3600 (default: 1)")
     top.set_defaults(func=cmd_top)
     _health_parser(sub)
+    functions = _command(sub, "functions", "the @job functions of [worker].modules with the "
+                         "options each runs with (imports them; exit 3 when one fails)")
+    _json_flag(functions)
+    functions.set_defaults(func=function_commands.cmd_functions)
     schedules = _command(sub, "schedules", "cron schedules: next fire times, last run")
     schedules.add_argument("--next", type=_positive_int, default=3,
                            help="fire times shown (default 3)")

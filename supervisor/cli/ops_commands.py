@@ -156,6 +156,7 @@ def _dead_act(args: argparse.Namespace, broker: Broker) -> int:
 
 def cmd_dead(args: argparse.Namespace) -> int:
     broker = connect(args)
+    args.queue = args.queue or broker.defaults.queue
     if args.action == "list":
         return _dead_list(args, broker)
     if args.action == "groups":

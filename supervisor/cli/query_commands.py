@@ -89,6 +89,7 @@ def _page_text(args: argparse.Namespace, page: JobPage, views: list[dict[str, An
 
 def cmd_jobs_list(args: argparse.Namespace) -> int:
     broker = connect(args)
+    args.queue = args.queue or broker.defaults.queue
     page = list_jobs(broker, args.queue, args.state, where=_where(args), cursor=args.cursor,
                      limit=args.limit, newest_first=not args.oldest_first, scan=args.scan)
     published = published_functions(broker)

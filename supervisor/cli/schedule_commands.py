@@ -34,8 +34,9 @@ def _row(s: Schedule, source: str, state: State, now: float, count: int,
         last = {"job_id": state.job_id, "tick": _iso(state.tick, s), "state": outcome,
                 "fired_by": state.fired_by}
     return {"name": s.name, "source": source, "enabled": s.enabled, "cron": s.cron,
-            "timezone": s.timezone, "job": s.job, "args": s.args, "kwargs": s.kwargs,
-            "queue": s.queue, "priority": parse_priority(s.priority), "jitter": s.jitter,
+            "timezone": s.timezone or "UTC", "job": s.job, "args": s.args,
+            "kwargs": s.kwargs, "queue": s.queue or broker.defaults.queue,
+            "priority": parse_priority(s.priority), "jitter": s.jitter,
             "misfire": s.misfire, "misfire_grace": s.misfire_grace,
             "next": [_iso(t, s) for t in next_ticks(s, now, count)] if s.enabled else [],
             "last": last}

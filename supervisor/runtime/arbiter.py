@@ -77,7 +77,7 @@ class Arbiter:
                              self.pool.claims, self._state, self.wakeup.control_arrived,
                              self.wakeup.cancel_arrived)
         self.duties.aging = (config.supervisor.aging_after, config.supervisor.aging_step)
-        self.cron = CronThread(broker, config.schedules)
+        self.cron = CronThread(broker, config.schedules, enabled=config.scheduler.enabled)
         self.commands = Commands(self.plan, self.pool, self.wakeup, self.notifier, self.duties,
                                  self.cron, config_path, reopen_logs)
 

@@ -112,7 +112,7 @@ class Commands:
         self.duties.aging = (new.supervisor.aging_after, new.supervisor.aging_step)
         self.duties.set_limits({**dropped, **registered_limits(), **new.limit_definitions()})
         self.duties.set_functions(loaded_functions(new.defaults))
-        self.cron.update(new.schedules)
+        self.cron.update(new.schedules, new.scheduler.enabled)
         log.info("reloaded configuration (version %d): rolling restart of %d workers",
                  plan.config_version, plan.target)
 

@@ -4,6 +4,7 @@ A thread of its own, like the Redis duties, so a slow or absent Redis never dela
 main loop. It sleeps until the next tick of any schedule, at most ``REFRESH`` seconds
 so schedules added through the API are picked up, and wakes at once on reload or stop.
 Every supervisor runs one; the claim script makes each tick fire once in total.
+With ``[scheduler] enabled = false`` it fires nothing until a reload turns it on.
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ RETRY = 1.0  # pause after a failed pass (Redis down): its ticks follow the misf
 
 class CronThread:
     def __init__(self, broker: Broker, schedules: Sequence[Schedule],
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, enabled: bool = True) -> None:
         self.firer = Firer(broker, clock)
         self.schedules = list(schedules)
+        self.enabled = enabled
         self.stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -38,13 +40,20 @@ class CronThread:
 
     def start(self) -> None:
         _warn_unregistered(self.schedules)
+        if not self.enabled:
+            log.info("cron: off ([scheduler] enabled = false): this supervisor fires no "
+                     "schedules")
         self._thread = threading.Thread(target=self._loop, name="cron", daemon=True)
         self._thread.start()
 
-    def update(self, schedules: Sequence[Schedule]) -> None:
+    def update(self, schedules: Sequence[Schedule], enabled: bool = True) -> None:
         """Fire these config schedules from now on (reload); API ones are re-read anyway."""
         self.schedules = list(schedules)
         _warn_unregistered(self.schedules)
+        if enabled != self.enabled:
+            log.info("cron: %s ([scheduler] enabled = %s)", "on" if enabled else "off",
+                     "true" if enabled else "false")
+        self.enabled = enabled
         log.info("cron: %d schedule(s) in the configuration", len(self.schedules))
         self._wake.set()
 
@@ -56,6 +65,10 @@ class CronThread:
 
     def _loop(self) -> None:
         while not self.stop.is_set():
+            if not self.enabled:  # off: sleep until a reload or the stop
+                self._wake.wait()
+                self._wake.clear()
+                continue
             wait = REFRESH
             try:
                 done = self.firer.run(self.schedules)
