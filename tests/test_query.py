@@ -210,8 +210,11 @@ def test_bad_queries_say_what_was_wrong(broker):
 def test_a_copy_is_a_new_job_with_the_same_call(broker):
     from jobs.query.bulk import copy_job
 
-    original = Queue("other").options(priority=20).enqueue(jobfuncs.add, 4, 5)
+    original = Queue("other").options(priority=20, max_attempts=7, timeout=12.5,
+                                      meta={"by": "dave"}).enqueue(jobfuncs.add, 4, 5)
     copied = Job.fetch(copy_job(broker, original.id, who="carol"))
+    assert copied.record.spec.max_attempts == 7 and copied.record.spec.timeout == 12.5
+    assert copied.meta == {"by": "dave"}
     assert copied.id != original.id
     assert (copied.function, copied.queue, copied.priority) == ("tests.jobfuncs:add", "other", 20)
     assert copied.record.spec.args == [4, 5]

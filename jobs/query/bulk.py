@@ -139,17 +139,20 @@ def clear_queue(broker: Broker, queue: str, *, who: str = "library") -> Outcome:
 
 
 def copy_job(broker: Broker, job_id: str, *, who: str = "library") -> str:
-    """Enqueue a new job with the same function, arguments, queue, priority and meta; its
-    id."""
-    record = Job.fetch(job_id, broker).record
+    """Enqueue a new job with the same call: function, arguments, queue, priority, the
+    options stored with it (timeouts, attempts, retry policy) and its meta; its id."""
+    job = Job.fetch(job_id, broker)
+    record = job.record
     if record.spec is None:
         raise ConfigurationError(f"job {job_id}'s arguments cannot be read: it cannot be copied")
     spec = record.spec
-    copy = enqueue_call(Call(spec.function, tuple(spec.args), dict(spec.kwargs),
-                             EnqueueOptions(queue=record.queue, priority=record.priority,
-                                            meta=record.meta)),
-                        broker)
+    options = EnqueueOptions(
+        queue=record.queue, priority=record.priority, timeout=spec.timeout,
+        soft_timeout=spec.soft_timeout, max_attempts=spec.max_attempts,
+        result_ttl=spec.result_ttl, backoff=spec.backoff, retry_on=spec.retry_on,
+        dont_retry_on=spec.dont_retry_on, meta=record.meta)
+    copy = enqueue_call(Call(spec.function, tuple(spec.args), dict(spec.kwargs), options), broker)
     log.info("%s: copied job %s to %s on queue %s", who, job_id, copy.id, record.queue)
     broker.jobs.event(e="action", who=who, action="copy", q=record.queue, count=1,
-                 scope=f"copy of {job_id}: {copy.id}")
+                      scope=f"copy of {job_id}: {copy.id}")
     return copy.id
