@@ -24,6 +24,7 @@ from jobs.errors import (
     PayloadTooLarge,
     ResultTimeout,
     Retry,
+    ScheduleNotFound,
     StaleToken,
     UnknownFunction,
 )
@@ -32,6 +33,7 @@ from jobs.options import Call, EnqueueOptions
 from jobs.priority import Priority
 from jobs.queue import Queue, queue_counts
 from jobs.records import AttemptError, ErrorKind, JobRecord
+from jobs.schedule_control import pause_schedule, resume_schedule, trigger_schedule
 from jobs.schedules import Schedule
 from jobs.settings import JobDefaults, RedisSettings
 from jobs.states import JobState
@@ -72,6 +74,7 @@ __all__ = [
     "ResultTimeout",
     "Retry",
     "Schedule",
+    "ScheduleNotFound",
     "StaleToken",
     "UnknownFunction",
     "Worker",
@@ -82,7 +85,10 @@ __all__ = [
     "default_broker",
     "enqueue_many",
     "job",
+    "pause_schedule",
     "queue_counts",
     "reclaim",
+    "resume_schedule",
     "run_promoter",
+    "trigger_schedule",
 ]

@@ -2,9 +2,10 @@
 
 Roles: the **worker** (``jobvisor run``: the supervisor and its workers, and every
 operator command that changes state: cancel, pause/resume, dead requeue/purge, scale,
-reload, schedules), the **producer** (enqueue in every form, wait for results, read
-job state, cancel its jobs) and the read-only **dashboard** (``stats``, ``show``,
-``top``, ``hosts``, ``workers``, ``events``, ``dead list``, ``schedules``).
+reload, schedules and their pause/resume/trigger), the **producer** (enqueue in every
+form, wait for results, read job state, cancel its jobs) and the read-only **dashboard**
+(``stats``, ``show``, ``top``, ``hosts``, ``workers``, ``events``, ``dead list``,
+``schedules``).
 
 How the lists were made: every command the Python code sends (grep of ``jobs/`` and
 ``supervisor/``, then MONITOR on a private server while each role ran), plus every
@@ -241,6 +242,12 @@ def test_each_role_works_with_exactly_its_acl(users, tmp_path, namespace):
         assert scaled.returncode == 0, scaled.stderr
         assert re.fullmatch(rf"asked {ident} to run 3 workers \(now \d\)\n", scaled.stdout)
         sup.wait_workers(3)
+        # ... and steers the supervisor's cron schedule (published by it: no local copy).
+        for action in ("pause", "resume", "trigger"):
+            steered = cli(config_for(users, worker, "operator"), users.passwords[worker],
+                          "schedules", action, "acl-tick")
+            assert steered.returncode == 0 and "schedule acl-tick: " in steered.stdout, (
+                action, steered.stderr)
 
         # The dashboard role, from the CLI, its password from the environment.
         config = config_for(users, dashboard, "dashboard", SCHEDULE)

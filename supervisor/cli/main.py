@@ -226,7 +226,13 @@ def _ops_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     top.add_argument("--interval", type=_positive_seconds, default=1.0, metavar="SECONDS",
                      help="time between refreshes, 0.05 to 3600 (default: 1)")
     top.set_defaults(func=cmd_top)
-    schedules = _command(sub, "schedules", "cron schedules: next fire times, last run")
+    schedules = _command(sub, "schedules", "cron schedules: next fire times, last run; "
+                         "pause, resume or trigger one on every supervisor")
+    schedules.add_argument("action", nargs="?", default="list",
+                           choices=["list", "pause", "resume", "trigger"],
+                           help="list (default); pause or resume NAME on every supervisor "
+                                "(missed ticks never run); trigger NAME: enqueue its job now")
+    schedules.add_argument("name", nargs="?", help="the schedule's name")
     schedules.add_argument("--next", type=_positive_int, default=3,
                            help="fire times shown (default 3)")
     _json_flag(schedules)
