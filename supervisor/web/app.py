@@ -38,7 +38,7 @@ import jobs
 from jobs.errors import BrokerUnavailable, ConfigurationError, JobsError
 from jobs.store.broker import Broker
 from supervisor.config import Config
-from supervisor.web import api, pages
+from supervisor.web import api, batches, pages, schedules
 from supervisor.web.accounts import Accounts
 from supervisor.web.pages import root_of
 from supervisor.web.security import SecurityHeaders, csrf, sign_in
@@ -78,7 +78,7 @@ def _on_http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Respo
 def _on_jobs_error(request: Request[Any, Any, Any], exc: JobsError) -> Response[Any]:
     if isinstance(exc, BrokerUnavailable):
         return _error(request, 503, str(exc))
-    if isinstance(exc, jobs.JobNotFound):
+    if isinstance(exc, jobs.JobNotFound | jobs.ScheduleNotFound):
         return _error(request, 404, str(exc))
     return _error(request, 400 if isinstance(exc, ConfigurationError) else 500, str(exc))
 
@@ -129,13 +129,15 @@ def create_app(config: Config, *, broker: Broker | None = None,
     broker = broker or jobs.connect(redis_settings=config.redis, defaults=config.defaults,
                                     data_dir=config.supervisor.data_dir)
     state = State({"broker": broker, "accounts": accounts, "read_only": settings.read_only,
-                   "refresh_ms": int(settings.refresh * 1000)})
+                   "refresh_ms": int(settings.refresh * 1000), "schedules": config.schedules})
     secret = secrets.token_hex(32)
     sessions = ServerSideSessionConfig(key="jobvisor-session", httponly=True, samesite="strict",
                                        max_age=12 * 3600)
     return Litestar(
         route_handlers=[
             pages.Pages, api.QueuesApi, api.JobsApi, api.FleetApi, api.DeadApi, api.EventsApi,
+            schedules.SchedulePages, schedules.SchedulesApi, batches.BatchPages,
+            batches.BatchesApi,
             login_form, login, logout,
             create_static_files_router(path="/static", directories=[HERE / "static"],
                                        include_in_schema=False, opt={"exclude_from_auth": True}),
