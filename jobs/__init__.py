@@ -25,6 +25,7 @@ from jobs.errors import (
     PayloadTooLarge,
     ResultTimeout,
     Retry,
+    ScheduleNotFound,
     StaleToken,
     UnknownFunction,
     UnknownLimit,
@@ -34,6 +35,7 @@ from jobs.options import Call, EnqueueOptions
 from jobs.priority import Priority
 from jobs.queue import Queue, queue_counts
 from jobs.records import AttemptError, ErrorKind, JobRecord
+from jobs.schedule_control import pause_schedule, resume_schedule, trigger_schedule
 from jobs.schedules import Schedule
 from jobs.settings import JobDefaults, RedisSettings
 from jobs.states import JobState
@@ -75,6 +77,7 @@ __all__ = [
     "ResultTimeout",
     "Retry",
     "Schedule",
+    "ScheduleNotFound",
     "StaleToken",
     "UnknownFunction",
     "UnknownLimit",
@@ -86,7 +89,10 @@ __all__ = [
     "default_broker",
     "enqueue_many",
     "job",
+    "pause_schedule",
     "queue_counts",
     "reclaim",
+    "resume_schedule",
     "run_promoter",
+    "trigger_schedule",
 ]

@@ -42,6 +42,18 @@ class BatchProgress(msgspec.Struct, frozen=True, kw_only=True):
     finished: bool  # every member is final and the callbacks were enqueued
 
 
+PROGRESS_FIELDS = ("total", "completed", "dead", "canceled", "fired")
+
+
+def progress_of(raw: list[bytes | None]) -> BatchProgress | None:
+    """The progress in a batch record's ``PROGRESS_FIELDS``; None when there is no record."""
+    if raw[0] is None:
+        return None
+    total, completed, dead, canceled = (int(x or 0) for x in raw[:4])
+    return BatchProgress(total=total, completed=completed, failed=dead, canceled=canceled,
+                         pending=total - completed - dead - canceled, finished=raw[4] is not None)
+
+
 class BatchHandle:
     """A batch by id: its progress, its jobs, and a blocking wait for its end."""
 
@@ -55,14 +67,11 @@ class BatchHandle:
     def progress(self) -> BatchProgress:
         b = self.broker
         with translated(b.url):
-            raw = b.client.hmget(b.keys.batch(self.id), "total", "completed", "dead", "canceled",
-                                 "fired")
-        if raw[0] is None:
+            raw = b.client.hmget(b.keys.batch(self.id), *PROGRESS_FIELDS)
+        found = progress_of(raw)
+        if found is None:
             raise JobNotFound(f"no batch {self.id!r}: never created, or expired after it ended")
-        total, completed, dead, canceled = (int(x or 0) for x in raw[:4])
-        return BatchProgress(total=total, completed=completed, failed=dead, canceled=canceled,
-                             pending=total - completed - dead - canceled,
-                             finished=raw[4] is not None)
+        return found
 
     def jobs(self) -> list[Job]:
         b = self.broker
@@ -153,6 +162,10 @@ class Batch:
             pipe.multi()
             pipe.hset(key, mapping=fields)
             pipe.rpush(broker.keys.batch_jobs(bid), *(p.id for p in members))
+            # Listed from now on. An expired earlier batch of this id may still wait in
+            # the ending set: taken out, its trim cannot unlist this one.
+            pipe.zadd(broker.keys.batches(), {bid: time.time_ns() // 1000})
+            pipe.zrem(broker.keys.batches_ending(), bid)
             broker.enqueue_into(pipe, by_queue(members))
             # A WatchError: the same batch_id was enqueued concurrently, and that one stands.
             with contextlib.suppress(redis.WatchError):

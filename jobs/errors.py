@@ -47,6 +47,10 @@ class JobCanceled(JobsError):
         self.job_id = job_id
 
 
+class ScheduleNotFound(JobsError, LookupError):
+    """No schedule of that name: not in a live supervisor's config.toml, not added."""
+
+
 class ResultTimeout(JobsError, TimeoutError):
     """The job did not finish within the time given to ``Job.result``."""
 

@@ -22,8 +22,15 @@ longer than the lease between its claim and its enqueue.
 
 The state of a schedule is a hash ``<ns>:schedule:<name>``: ``tick`` (latest tick
 claimed, or the baseline set when the schedule was first seen: ticks at or before it
-are never fired), ``job``, ``at`` (claim time, server ms), ``sent`` and ``by`` (firer).
-It expires after ``STATE_TTL`` without a fire; the schedule then starts afresh.
+are never fired), ``job``, ``at`` (claim time, server ms), ``sent``, ``by`` (firer) and
+``resumed`` (server seconds of the latest resume). It expires after ``STATE_TTL``
+without a fire; the schedule then starts afresh.
+
+Pausing (``jobs.schedule_control``) puts the name in ``<ns>:schedules:paused``, for config
+and API schedules alike: firers skip it and the claim script refuses its ticks. Resuming
+records the moment in ``resumed``; ticks at or before it are never fired, so a schedule
+paused for a week does not run a missed tick when resumed, whatever its misfire policy
+(that policy is for ticks nobody could fire, not for ticks an operator held back).
 """
 
 from __future__ import annotations
@@ -68,6 +75,8 @@ class State(msgspec.Struct, frozen=True, kw_only=True):
     claimed_at: float = 0.0  # server time of that claim
     sent: bool = True  # False while the claimed tick's job may not be enqueued yet
     fired_by: str = ""  # the firer that claimed it (host:pid:random)
+    paused_at: float | None = None  # server time of the pause; None: not paused
+    resumed: int = 0  # latest resume (server seconds): ticks up to it never fire
 
 
 class Fired(msgspec.Struct, frozen=True):
@@ -117,21 +126,29 @@ def decide(schedule: Schedule, tick: int, now: float) -> bool:
 
 
 def read_states(broker: Broker, names: Sequence[str]) -> dict[str, State]:
+    """The states of these schedules and whether each is paused, in one round trip."""
+    if not names:
+        return {}
     keys = ScheduleKeys(broker)
     with translated(broker.url):
         pipe = broker.client.pipeline(transaction=False)
         for name in names:
             pipe.hgetall(keys.state(name))
-        replies = pipe.execute()
-    return {name: _state(raw) for name, raw in zip(names, replies, strict=True)}
+        pipe.hmget(keys.paused(), list(names))
+        *replies, paused = pipe.execute()
+    return {name: _state(raw, at)
+            for name, raw, at in zip(names, replies, paused, strict=True)}
 
 
-def _state(raw: dict[bytes, bytes]) -> State:
+def _state(raw: dict[bytes, bytes], paused: bytes | None = None) -> State:
+    paused_at = int(paused) / 1000.0 if paused else None
+    resumed = int(raw.get(b"resumed", b"0"))
     if not raw.get(b"tick"):
-        return State()
+        return State(paused_at=paused_at, resumed=resumed)
     return State(tick=int(raw[b"tick"]), job_id=raw.get(b"job", b"").decode(),
                  claimed_at=int(raw.get(b"at", b"0")) / 1000.0,
-                 sent=raw.get(b"sent", b"1") != b"0", fired_by=raw.get(b"by", b"").decode())
+                 sent=raw.get(b"sent", b"1") != b"0", fired_by=raw.get(b"by", b"").decode(),
+                 paused_at=paused_at, resumed=resumed)
 
 
 class Firer:
@@ -188,13 +205,16 @@ class Firer:
 
     def _visit(self, s: Schedule, state: State, now: float, done: Pass) -> float:
         """Handle one schedule; return its next tick (inf when it has none)."""
+        if state.paused_at is not None:  # neither fired nor taken over
+            paused_next = self._next_after(s, int(now))  # when to look again
+            return math.inf if paused_next is None else paused_next
         if state.tick is None:
             last = self._baseline(s, now)
         else:
             last = state.tick
             if not state.sent:
                 self._take_over(s, state, now, done)
-        last = max(last, self._decided.get(s.name, last))
+        last = max(last, state.resumed, self._decided.get(s.name, last))
         upcoming = self._next_after(s, last)
         if upcoming is not None and upcoming <= now:
             tick = latest_tick(s, now)
@@ -231,9 +251,10 @@ class Firer:
     def claim(self, s: Schedule, tick: int) -> bool:
         """Step 2: True when this firer won ``tick`` (or took over its stalled claim)."""
         job_id = tick_job_id(s.name, tick)
-        keys = CRON_CLAIM.keys(state=self.keys.state(s.name), job=self.broker.keys.job(job_id))
+        keys = CRON_CLAIM.keys(state=self.keys.state(s.name), job=self.broker.keys.job(job_id),
+                               paused=self.keys.paused())
         args = CRON_CLAIM.args(tick=tick, job_id=job_id, lease_ms=int(self.lease * 1000),
-                               keep_ms=int(STATE_TTL * 1000), firer=self.ident)
+                               keep_ms=int(STATE_TTL * 1000), firer=self.ident, name=s.name)
         with translated(self.broker.url):
             return bool(self.broker.runner.run(self.broker.scripts.cron_claim, keys, args))
 

@@ -151,12 +151,22 @@ def latest_tick(schedule: Schedule, now: float) -> int | None:
 
 def tick_job_id(name: str, tick: int) -> str:
     """The job id of one tick: the same on every supervisor, so enqueueing is idempotent."""
-    job_id = f"cron.{name}.{tick}"
+    return _job_id("cron", name, str(tick), MAX_JOB_ID - 32)
+
+
+def trigger_job_id(name: str, token: str) -> str:
+    """The job id of a run asked for by hand (``token`` at most 16 characters): ``cron-now.``
+    starts no tick's id, so the two never collide."""
+    return _job_id("cron-now", name, token, MAX_JOB_ID - 40)
+
+
+def _job_id(prefix: str, name: str, suffix: str, keep: int) -> str:
+    job_id = f"{prefix}.{name}.{suffix}"
     if len(job_id) <= MAX_JOB_ID:
         return job_id
     # Long names keep a readable prefix and a digest that keeps them apart.
     digest = hashlib.blake2b(name.encode(), digest_size=6).hexdigest()
-    return f"cron.{name[:MAX_JOB_ID - 32]}.{digest}.{tick}"
+    return f"{prefix}.{name[:keep]}.{digest}.{suffix}"
 
 
 def tick_call(schedule: Schedule, tick: int, delay: float | None = None) -> Call:
@@ -186,6 +196,18 @@ class ScheduleKeys:
     def state(self, name: str) -> str:
         """Hash of one schedule's firing state (see ``jobs.firing``)."""
         return f"{self.ns}:schedule:{name}"
+
+    def paused(self) -> str:
+        """Hash: name -> when it was paused (server ms), for config and API schedules."""
+        return f"{self.ns}:schedules:paused"
+
+    def published(self) -> str:
+        """Hash: name -> encoded ``Schedule`` of a config.toml a live supervisor fires."""
+        return f"{self.ns}:schedules:config"
+
+    def published_until(self) -> str:
+        """Sorted set: name -> when its published entry runs out (server ms)."""
+        return f"{self.ns}:schedules:config:until"
 
 
 _encoder = msgspec.msgpack.Encoder()

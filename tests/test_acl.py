@@ -2,7 +2,7 @@
 
 Roles: the **worker** (``jobvisor run``: the supervisor and its workers, and every
 operator command that changes state: cancel, delete, clear, pause/resume, dead
-requeue/purge, scale, reload, schedules), the **producer** (enqueue in every form, wait for results, read
+requeue/purge, scale, reload, schedules and their pause/resume/trigger), the **producer** (enqueue in every form, wait for results, read
 job state, cancel its jobs) and the read-only **dashboard** (``stats``, ``show``,
 ``top``, ``hosts``, ``workers``, ``events``, ``jobs list``, ``dead list``, ``dead
 groups``, ``schedules``, ``health``).
@@ -263,6 +263,12 @@ def test_each_role_works_with_exactly_its_acl(users, tmp_path, namespace):
         for args in (["delete", made["canceled"].id], ["clear", "default", "--yes"]):
             out = cli(config_for(users, worker, "operator"), users.passwords[worker], *args)
             assert out.returncode == 0, (args, out.stderr)
+        # ... and steers the supervisor's cron schedule (published by it: no local copy).
+        for action in ("pause", "resume", "trigger"):
+            steered = cli(config_for(users, worker, "operator"), users.passwords[worker],
+                          "schedules", action, "acl-tick")
+            assert steered.returncode == 0 and "schedule acl-tick: " in steered.stdout, (
+                action, steered.stderr)
 
         # The dashboard role, from the CLI, its password from the environment.
         config = config_for(users, dashboard, "dashboard", SCHEDULE)

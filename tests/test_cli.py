@@ -264,10 +264,17 @@ def test_metrics_endpoint(sup):
     q.enqueue("tests.jobfuncs:add", 1, 2).result(timeout=10)
     j = q.enqueue("examples.cpu:runaway")
     wait_until(lambda: j.refresh().state is JobState.DEAD, timeout=15)
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    families = {f.name: f for f in text_string_to_metric_families(text)}
-    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
-               for f in families.values() for s in f.samples}
+
+    def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",
+                                      timeout=5).read().decode()
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for f in text_string_to_metric_families(text) for s in f.samples}
+
+    # The killed worker's replacement counts once it has booted.
+    samples = wait_until(lambda: (m := scrape()) and sum(
+        v for (n, _), v in m.items() if n == "jobvisor_workers") == 2 and m, timeout=15,
+        what="two workers in the metrics")
     assert samples[("jobvisor_jobs_total", (("outcome", "completed"), ("queue", "default")))] >= 1
     assert samples[("jobvisor_worker_kills_total", (("reason", "hard_timeout"),))] == 1
     assert samples[("jobvisor_job_duration_seconds_count", (("queue", "default"),))] >= 1

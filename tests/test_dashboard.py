@@ -414,3 +414,112 @@ def test_scale_and_reload_a_supervisor_from_the_hosts_page(browser, dash, lib, t
         assert too_many.status_code == 400 and "refused" in too_many.json()["error"]
     finally:
         sup.stop()
+
+
+# -- schedules and batches ---------------------------------------------------------------------
+
+def test_the_schedules_page_lists_each_schedule_and_an_admin_steers_it(browser, dash, lib):
+    from jobs import Schedule, schedules
+    from jobs.query import schedule_rows
+    from jobs.schedule_control import paused_schedules, publish_config
+
+    # A supervisor's config.toml schedule, as it publishes it, and one added through the API.
+    publish_config([Schedule(name="nightly", cron="0 3 * * *", job="tests.jobfuncs:add",
+                             args=[1, 2], timezone="Europe/Berlin")], lib)
+    schedules.add(Schedule(name="digest", cron="30 8 * * mon", job="tests.jobfuncs:add",
+                           args=[20, 22], queue="cron"), lib)
+    expected = {r["name"]: r for r in schedule_rows(lib)}
+    page = open_as(browser, dash, "ada")
+    page.goto(f"{dash.base}/schedules")
+    for name in ("nightly", "digest"):
+        row = page.locator(f"tr[data-schedule={name}]")
+        assert expected[name]["cron"] in row.inner_text()
+        first = row.locator("[data-field=next] time").first.get_attribute("datetime")
+        assert first == expected[name]["next"][0]
+    assert "Europe/Berlin" in page.locator("tr[data-schedule=nightly]").inner_text()
+    shot(page, "schedules")
+    page.click("tr[data-schedule=nightly] button[data-action=pause]")
+    page.wait_for_selector(".notice")
+    assert "nightly: paused on every supervisor" in page.locator(".notice").inner_text()
+    assert set(paused_schedules(lib)) == {"nightly"}
+    status = page.locator("tr[data-schedule=nightly] [data-field=status]")
+    assert status.inner_text() == "paused"
+    page.click("tr[data-schedule=nightly] button[data-action=resume]")
+    page.wait_for_selector("text=nightly: resumed")
+    assert paused_schedules(lib) == {} and status.inner_text() == "enabled"
+    page.click("tr[data-schedule=digest] button[data-action=trigger]")
+    page.wait_for_selector("text=triggered digest")
+    job_id = page.locator(".notice").inner_text().split()[-1]
+    job = jobs.Job.fetch(job_id, lib)
+    assert job_id.startswith("cron-now.digest.") and job.queue == "cron"
+    assert page.dialogs and "Enqueue tests.jobfuncs:add of digest now?" in page.dialogs[-1]
+
+
+def test_a_viewer_sees_schedules_without_buttons_and_the_api_steers_them(browser, dash, lib):
+    from jobs import Schedule, schedules
+    from jobs.schedule_control import paused_schedules
+
+    schedules.add(Schedule(name="digest", cron="30 8 * * mon", job="tests.jobfuncs:add",
+                           args=[1, 1]), lib)
+    page = open_as(browser, dash, "vic")
+    page.goto(f"{dash.base}/schedules")
+    assert page.locator("tr[data-schedule=digest]").count() == 1
+    assert page.locator("tr[data-schedule=digest] button").count() == 0
+    viewer = {"Authorization": "Bearer vic:vic-secret-1"}
+    admin = {"Authorization": "Bearer ada:ada-secret-1"}
+    listed = httpx.get(f"{dash.base}/api/schedules", headers=viewer).json()
+    assert [(s["name"], s["source"], s["paused"]) for s in listed] == [
+        ("digest", "api", False)]
+    refused = httpx.post(f"{dash.base}/api/schedules/digest/pause", headers=viewer)
+    assert refused.status_code == 403 and paused_schedules(lib) == {}
+    done = httpx.post(f"{dash.base}/api/schedules/digest/pause", headers=admin)
+    assert done.status_code == 200 and done.json()["changed"] is True
+    assert set(paused_schedules(lib)) == {"digest"}
+    trigger = httpx.post(f"{dash.base}/api/schedules/digest/trigger", headers=admin).json()
+    assert jobs.Job.fetch(trigger["job_id"], lib).state is JobState.QUEUED
+    missing = httpx.post(f"{dash.base}/api/schedules/nope/resume", headers=admin)
+    assert missing.status_code == 404 and "no schedule 'nope'" in missing.json()["error"]
+
+
+def test_the_batches_page_shows_each_batch_s_progress_as_the_library_does(browser, dash, lib):
+    from jobs import BatchHandle, batch
+
+    members = [jobfuncs.add.call(1, 1), jobfuncs.add.call(2, 2),
+               jobfuncs.gives_up.options(queue="side").call(),
+               jobfuncs.add.options(queue="side").call(3, 3)]
+    handle = batch(members, name="nightly sums", on_success=jobfuncs.record.call(),
+                   on_complete=jobfuncs.record.call()).enqueue(lib)
+    Worker(["side"], broker=lib).run_until_empty()  # one dead, one completed, two queued
+    jobs.Job(handle.jobs()[0].id, lib).cancel()
+    other = batch([jobfuncs.add.call(5, 5)]).enqueue(lib)
+    progress = handle.progress()
+    assert (progress.completed, progress.failed, progress.canceled, progress.pending) == (
+        1, 1, 1, 1)
+    page = open_as(browser, dash, "vic")
+    page.goto(f"{dash.base}/batches")
+    rows = page.locator("tr[data-batch]")
+    assert [rows.nth(i).get_attribute("data-batch") for i in range(2)] == [other.id, handle.id]
+    row = page.locator(f"tr[data-batch=\"{handle.id}\"]")
+    shown = {f: int(row.locator(f"[data-count={f}]").inner_text())
+             for f in ("total", "completed", "dead", "canceled", "pending")}
+    assert shown == {"total": progress.total, "completed": progress.completed,
+                     "dead": progress.failed, "canceled": progress.canceled,
+                     "pending": progress.pending}
+    bar = row.locator("progress")
+    assert (bar.get_attribute("max"), bar.get_attribute("value")) == ("4", "3")
+    assert row.locator("[data-callback=success]").inner_text() == "pending"
+    assert "nightly sums" in row.inner_text()
+    shot(page, "batches")
+    page.click(f"a[href=\"/batches/{handle.id}\"]")
+    page.wait_for_url(f"**/batches/{handle.id}")
+    shot(page, "batch")
+    states = {page.locator("tr[data-job]").nth(i).get_attribute("data-job"):
+              page.locator("tr[data-job] .pill").nth(i).inner_text() for i in range(4)}
+    assert states == {j.id: j.refresh().state.value for j in BatchHandle(handle.id, lib).jobs()}
+    api = httpx.get(f"{dash.base}/api/batches", params={"limit": 1},
+                    headers={"Authorization": "Bearer vic:vic-secret-1"}).json()
+    assert [b["id"] for b in api["batches"]] == [other.id] and api["next"]
+    detail = httpx.get(f"{dash.base}/api/batches/{handle.id}", params={"limit": 2},
+                       headers={"Authorization": "Bearer vic:vic-secret-1"}).json()
+    assert detail["batch"]["progress"]["failed"] == 1 and detail["next_offset"] == 2
+    assert [m["id"] for m in detail["members"]] == [j.id for j in handle.jobs()[:2]]

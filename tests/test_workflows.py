@@ -18,7 +18,9 @@ from jobs import (
     chain,
 )
 from jobs.options import unique_digest
+from jobs.query import batch_members, batch_view, list_batches
 from tests import jobfuncs
+from tests.conftest import make_broker
 from tests.helpers import assert_consistent, wait_until
 
 
@@ -220,6 +222,62 @@ def test_batch_id_makes_the_enqueue_idempotent(broker):
     again = batch([jobfuncs.add.call(1, 1)]).enqueue(broker, batch_id="nightly-2026-11-23")
     assert first.id == again.id and len(again.jobs()) == 1
     assert broker.jobs.counts("default", ["queued"]) == {"queued": 1}
+
+
+def test_batches_are_listed_newest_first_a_page_at_a_time_with_callbacks(broker):
+    hooks = {"on_success": jobfuncs.record.call(), "on_failure": jobfuncs.record.call()}
+    handles = [batch([jobfuncs.add.call(i, n) for i in range(n)], name=f"b{n}", **hooks)
+               .enqueue(broker) for n in range(1, 6)]
+    seen, cursor, pages = [], None, 0
+    while True:
+        page = list_batches(broker, cursor, limit=2)
+        seen += page.batches
+        pages += 1
+        if page.next is None:
+            break
+        cursor = page.next
+    assert [v.id for v in seen] == [h.id for h in reversed(handles)] and pages == 3
+    assert [v.name for v in seen] == ["b5", "b4", "b3", "b2", "b1"]
+    assert all(v.progress == h.progress() for v, h in zip(seen, reversed(handles), strict=True))
+    assert [(c.kind, c.state) for c in seen[0].callbacks] == [("success", "pending"),
+                                                               ("failure", "pending")]
+    Queue("default", broker).enqueue(jobfuncs.add, 1, 1)  # not in any batch
+    dead = batch([jobfuncs.add.call(1, 1), jobfuncs.gives_up.call()],
+                 on_complete=jobfuncs.record.call(), **hooks).enqueue(broker)
+    run_all(broker)
+    views = {v.id: v for v in list_batches(broker).batches}
+    assert len(views) == 6 and all(v.progress.finished for v in views.values())
+    assert views[dead.id].progress == dead.progress()
+    assert [(c.kind, c.job_id, c.state) for c in views[dead.id].callbacks] == [
+        ("success", f"{dead.id}.on_success", "not run"),
+        ("failure", f"{dead.id}.on_failure", "completed"),
+        ("complete", f"{dead.id}.on_complete", "completed")]
+    assert views[dead.id].finished_at >= views[dead.id].created_at > 0
+    members = batch_members(broker, handles[2].id, offset=1, limit=2)
+    assert [r.spec.args for r in members.records] == [[1, 3], [2, 3]]
+    assert (members.ids, members.total, members.next_offset) == (
+        [r.id for r in members.records], 3, None)
+    with pytest.raises(JobNotFound, match="no batch 'nope'"):
+        batch_view(broker, "nope")
+
+
+def test_a_batch_leaves_the_index_when_its_record_expires(broker, server, namespace):
+    """The batch that finishes next trims the ids whose records have expired."""
+    b = make_broker(server, namespace, dead_ttl=0.3)  # ``broker`` cleans the namespace up
+    try:
+        old = batch([jobfuncs.add.call(1, 1)]).enqueue(b)
+        run_all(b)
+        wait_until(lambda: not b.client.exists(b.keys.batch(old.id)), timeout=5,
+                   what="the finished batch's record to expire")
+        assert b.client.zscore(b.keys.batches(), old.id) is not None  # not trimmed yet...
+        assert list_batches(b).batches == []  # ... but never listed
+        new = batch([jobfuncs.add.call(2, 2)]).enqueue(b)
+        assert [v.id for v in list_batches(b).batches] == [new.id]
+        run_all(b)
+        assert b.client.zrange(b.keys.batches(), 0, -1) == [new.id.encode()]
+        assert b.client.zrange(b.keys.batches_ending(), 0, -1) == [new.id.encode()]
+    finally:
+        b.client.close()
 
 
 # -- uniqueness ------------------------------------------------------------------------------

@@ -78,6 +78,16 @@ class Keys:
     def batch_jobs(self, batch_id: str) -> str:
         return f"{self.ns}:batch:{batch_id}:jobs"
 
+    def batches(self) -> str:
+        """Every batch id by creation time (µs), for listing them (trimmed in Lua too:
+        after_final drops the ids whose record expired)."""
+        return f"{self.ns}:batches"
+
+    def batches_ending(self) -> str:
+        """Finished batches by when their record expires (ms): what trims ``batches``
+        (built in Lua too: after_final)."""
+        return f"{self.ns}:batches:ending"
+
     def batch_done(self, batch_id: str) -> str:
         return f"{self.ns}:done:batch:{batch_id}"
 

@@ -219,14 +219,26 @@ AGE = Layout(
     args="prefix age_ms step most")
 CRON_CLAIM = Layout(
     "cron_claim",
-    keys="state job",
-    args="tick job_id lease_ms keep_ms firer")
+    keys="state job paused",
+    args="tick job_id lease_ms keep_ms firer name")
 CRON_SENT = Layout(
     "cron_sent",
     keys="state",
     args="tick job_id")
+CRON_PAUSE = Layout(
+    "cron_pause",
+    keys="paused",
+    args="name")
+CRON_RESUME = Layout(
+    "cron_resume",
+    keys="paused state",
+    args="name keep_ms")
+SCHEDULES_PUBLISH = Layout(
+    "schedules_publish",
+    keys="definitions expiry",
+    args="ttl_ms", each="schedule", each_arg="name definition")
 
 SCRIPTS: dict[str, Layout] = {layout.name: layout for layout in (
     ENQUEUE, CLAIM, FINISH_CLAIM, COMPLETE, CLAIMED_BY, FAIL, RELEASE, RENEW, CANCEL, REQUEUE,
     PURGE, WATCH, PROGRESS, EVENT, RESUME, PROMOTE, RELEASE_LIMITS, EXPIRED, TRIM, AGE,
-    CRON_CLAIM, CRON_SENT)}
+    CRON_CLAIM, CRON_SENT, CRON_PAUSE, CRON_RESUME, SCHEDULES_PUBLISH)}

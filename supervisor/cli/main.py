@@ -315,7 +315,13 @@ def _ops_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                          "options each runs with (imports them; exit 3 when one fails)")
     _json_flag(functions)
     functions.set_defaults(func=function_commands.cmd_functions)
-    schedules = _command(sub, "schedules", "cron schedules: next fire times, last run")
+    schedules = _command(sub, "schedules", "cron schedules: next fire times, last run; "
+                         "pause, resume or trigger one on every supervisor")
+    schedules.add_argument("action", nargs="?", default="list",
+                           choices=["list", "pause", "resume", "trigger"],
+                           help="list (default); pause or resume NAME on every supervisor "
+                                "(missed ticks never run); trigger NAME: enqueue its job now")
+    schedules.add_argument("name", nargs="?", help="the schedule's name")
     schedules.add_argument("--next", type=_positive_int, default=3,
                            help="fire times shown (default 3)")
     _json_flag(schedules)

@@ -1,49 +1,15 @@
-"""``jobvisor schedules``: every cron schedule, its next fire times and its last run."""
+"""``jobvisor schedules``: every cron schedule, its next fire times and its last run; and
+``schedules pause|resume|trigger NAME`` to steer one on every supervisor."""
 
 from __future__ import annotations
 
 import argparse
-from datetime import datetime
 from typing import Any
 
-from jobs import Broker
-from jobs.firing import State, read_states, server_clock
-from jobs.priority import parse_priority
-from jobs.schedules import Schedule, list_schedules, next_ticks
+from jobs.errors import ConfigurationError
+from jobs.query.schedules import schedule_rows
+from jobs.schedule_control import pause_schedule, resume_schedule, trigger_schedule
 from supervisor.cli.common import broker_for, load, output
-
-
-def schedule_rows(config: list[Schedule], broker: Broker, count: int) -> list[dict[str, Any]]:
-    """Config schedules, then API ones; an API one a config one shadows is marked so."""
-    api = list_schedules(broker)
-    taken = {s.name for s in config}
-    listed = [(s, "config") for s in config]
-    listed += [(s, "api (shadowed by config)" if s.name in taken else "api") for s in api]
-    now = server_clock(broker)()
-    states = read_states(broker, [s.name for s, _ in listed])
-    return [_row(s, source, states[s.name], now, count, broker) for s, source in listed]
-
-
-def _row(s: Schedule, source: str, state: State, now: float, count: int,
-         broker: Broker) -> dict[str, Any]:
-    last = None
-    if state.job_id and state.tick is not None:
-        outcome = broker.jobs.state_of(state.job_id) or "expired"
-        if not state.sent:
-            outcome = f"{outcome} (enqueue not confirmed yet)"
-        last = {"job_id": state.job_id, "tick": _iso(state.tick, s), "state": outcome,
-                "fired_by": state.fired_by}
-    return {"name": s.name, "source": source, "enabled": s.enabled, "cron": s.cron,
-            "timezone": s.timezone or "UTC", "job": s.job, "args": s.args,
-            "kwargs": s.kwargs, "queue": s.queue or broker.defaults.queue,
-            "priority": parse_priority(s.priority), "jitter": s.jitter,
-            "misfire": s.misfire, "misfire_grace": s.misfire_grace,
-            "next": [_iso(t, s) for t in next_ticks(s, now, count)] if s.enabled else [],
-            "last": last}
-
-
-def _iso(tick: int, s: Schedule) -> str:
-    return datetime.fromtimestamp(tick, s.zone).isoformat()
 
 
 def _text(rows: list[dict[str, Any]]) -> str:
@@ -54,13 +20,15 @@ def _text(rows: list[dict[str, Any]]) -> str:
         misfire = r["misfire"] + (f" within {r['misfire_grace']:g}s"
                                   if r["misfire"] == "run_once" else "")
         last = r["last"]
+        flags = ("" if r["enabled"] else ", disabled") + (
+            f", paused since {r['paused_at'][:19]}" if r["paused"] else "")
         lines = [
-            f"{r['name']}  [{r['source']}{'' if r['enabled'] else ', disabled'}]",
+            f"{r['name']}  [{r['source']}{flags}]",
             f"  cron      {r['cron']}  ({r['timezone']}, misfire {misfire}, "
             f"jitter {r['jitter']:g}s)",
             f"  job       {r['job']}({_call_args(r)}) -> queue {r['queue']}, "
             f"priority {r['priority']}",
-            f"  next      {', '.join(r['next']) or '-'}",
+            f"  next      {', '.join(r['next']) or ('paused' if r['paused'] else '-')}",
             "  last run  " + (f"{last['job_id']} at {last['tick']}: {last['state']}"
                               f" (fired by {last['fired_by'].rpartition(':')[0]})"
                               if last else "never"),
@@ -77,6 +45,23 @@ def _call_args(r: dict[str, Any]) -> str:
 def cmd_schedules(args: argparse.Namespace) -> int:
     config, _ = load(args)
     broker = broker_for(config)
-    count = max(0, min(args.next, 100))
-    output(args, schedule_rows(config.schedules, broker, count), _text)
+    if args.action == "list":
+        output(args, schedule_rows(broker, config.schedules, args.next), _text)
+        return 0
+    if not args.name:
+        raise ConfigurationError(f"schedules {args.action} needs a schedule name (see "
+                                 "`jobvisor schedules`)")
+    steer = {"pause": pause_schedule, "resume": resume_schedule}.get(args.action)
+    if steer is not None:
+        changed = steer(args.name, broker, config=config.schedules, who="cli")
+        said = {("pause", True): "paused on every supervisor",
+                ("pause", False): "already paused",
+                ("resume", True): "resumed: it fires from its next tick on",
+                ("resume", False): "not paused"}[args.action, changed]
+        output(args, {"name": args.name, f"{args.action}d": changed},
+               lambda _: f"schedule {args.name}: {said}")
+        return 0
+    job_id = trigger_schedule(args.name, broker, config=config.schedules, who="cli")
+    output(args, {"name": args.name, "job_id": job_id},
+           lambda _: f"schedule {args.name}: enqueued job {job_id}")
     return 0

@@ -3,7 +3,8 @@
 A thread of its own, like the Redis duties, so a slow or absent Redis never delays the
 main loop. It sleeps until the next tick of any schedule, at most ``REFRESH`` seconds
 so schedules added through the API are picked up, and wakes at once on reload or stop.
-Every supervisor runs one; the claim script makes each tick fire once in total.
+Every supervisor runs one; the claim script makes each tick fire once in total. It also
+publishes the config schedules it fires, so every process of the namespace lists them.
 With ``[scheduler] enabled = false`` it fires nothing until a reload turns it on.
 """
 
@@ -11,12 +12,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from datetime import datetime
 
 from jobs import Broker
 from jobs.firing import Clock, Firer, Pass
 from jobs.registry import registered
+from jobs.schedule_control import PUBLISH_EVERY, publish_config
 from jobs.schedules import Schedule
 
 log = logging.getLogger(__name__)
@@ -37,6 +40,8 @@ class CronThread:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._failing = False
+        self._published: tuple[list[Schedule], float] | None = None  # what, and when
+        self._publish_failing = False
 
     def start(self) -> None:
         _warn_unregistered(self.schedules)
@@ -83,8 +88,26 @@ class CronThread:
                                 exc, RETRY)
                 self._failing = True
                 wait = RETRY
+            self._publish()
             self._wake.wait(wait)
             self._wake.clear()
+
+    def _publish(self) -> None:
+        """Publish the config schedules at start, after a reload and every PUBLISH_EVERY
+        (after firing: a tick never waits for it, and its failure never stops firing)."""
+        schedules, now = self.schedules, time.monotonic()
+        last = self._published
+        if last is not None and last[0] is schedules and now - last[1] < PUBLISH_EVERY:
+            return
+        try:
+            publish_config(schedules, self.firer.broker)
+        except Exception as exc:  # tried again on the next pass
+            if not self._publish_failing:
+                log.warning("cron: cannot publish the config schedules for listing: %s", exc)
+            self._publish_failing = True
+            return
+        self._publish_failing = False
+        self._published = (schedules, now)
 
     def _report(self, done: Pass) -> None:
         for f in done.fired:

@@ -40,7 +40,9 @@ from jobs.store.broker import Broker
 from supervisor.config import Config, HealthSettings
 from supervisor.web.accounts import Accounts
 from supervisor.web.api import DeadApi, EventsApi, FleetApi, JobsApi, QueuesApi
+from supervisor.web.batches import BatchesApi, BatchPages
 from supervisor.web.pages import Pages, root_of
+from supervisor.web.schedules import SchedulePages, SchedulesApi
 from supervisor.web.security import SecurityHeaders, csrf, sign_in
 
 log = logging.getLogger("jobvisor.dashboard")
@@ -78,7 +80,7 @@ def _on_http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Respo
 def _on_jobs_error(request: Request[Any, Any, Any], exc: JobsError) -> Response[Any]:
     if isinstance(exc, BrokerUnavailable):
         return _error(request, 503, str(exc))
-    if isinstance(exc, jobs.JobNotFound):
+    if isinstance(exc, jobs.JobNotFound | jobs.ScheduleNotFound):
         return _error(request, 404, str(exc))
     return _error(request, 400 if isinstance(exc, ConfigurationError) else 500, str(exc))
 
@@ -146,7 +148,7 @@ def create_app(config: Config, *, broker: Broker | None = None,
     broker = broker or jobs.connect(redis_settings=config.redis, defaults=config.defaults,
                                     data_dir=config.supervisor.data_dir)
     state = State({"broker": broker, "accounts": accounts, "read_only": settings.read_only,
-                   "health": config.health,
+                   "health": config.health, "schedules": config.schedules,
                    "refresh_ms": int(settings.refresh * 1000)})
     secret = secrets.token_hex(32)
     sessions = ServerSideSessionConfig(key="jobvisor-session", httponly=True, samesite="strict",
@@ -154,6 +156,7 @@ def create_app(config: Config, *, broker: Broker | None = None,
     return Litestar(
         route_handlers=[
             Pages, QueuesApi, JobsApi, FleetApi, DeadApi, EventsApi,
+            SchedulePages, SchedulesApi, BatchPages, BatchesApi,
             healthz, readyz, login_form, login, logout,
             create_static_files_router(path="/static", directories=[HERE / "static"],
                                        include_in_schema=False, opt={"exclude_from_auth": True}),

@@ -4,8 +4,9 @@
 -- Keys built here, from the namespace base: those named by what records hold (the
 -- records, result done lists and `kids:` sets of dependents and batch members, the
 -- indexes of their queues, a batch's keys) and the namespace keys this work touches
--- (seq, queues, timers, cancels). It runs inside complete and finish_claim only when a
--- record asks for it: sending its keys with every call would cost the hot path.
+-- (seq, queues, timers, cancels, batches, batches:ending). It runs inside complete and
+-- finish_claim only when a record asks for it: sending its keys with every call would
+-- cost the hot path.
 
 -- A waiting job's last parent is done: queue it, or schedule it when it asked for a delay.
 local function release_waiting(base, prefix, id, now)
@@ -23,6 +24,18 @@ local function release_waiting(base, prefix, id, now)
     else
         push_queued(job, qkey(base, queue, 'queued'), qkey(base, queue, 'wake'), base .. 'seq',
             id, pri)
+    end
+end
+
+-- A finished batch's id leaves the index of batches when its record expires; each batch
+-- that finishes drops up to 100 ids whose time has come, so the index keeps up.
+local function index_ending_batch(base, bid, expires_at, now)
+    local batches, ending = base .. 'batches', base .. 'batches:ending'
+    redis.call('ZADD', ending, expires_at, bid)
+    local gone = redis.call('ZRANGEBYSCORE', ending, '-inf', now, 'LIMIT', 0, 100)
+    if #gone > 0 then
+        redis.call('ZREM', ending, unpack(gone))
+        redis.call('ZREM', batches, unpack(gone))
     end
 end
 
@@ -53,6 +66,7 @@ local function batch_member_final(base, prefix, bid, id, outcome, now, events, e
     if ttl then
         redis.call('PEXPIRE', bkey, ttl)
         redis.call('PEXPIRE', bkey .. ':jobs', ttl)
+        index_ending_batch(base, bid, now + tonumber(ttl), now)
     end
     emit(events, events_len, 'e', 'batch_finished', 'batch', bid, 'completed', c,
         'dead', d, 'canceled', x)

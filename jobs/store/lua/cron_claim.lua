@@ -3,16 +3,22 @@
 --
 -- 'tick' only moves forward, so each tick is won by one firer. Asking again for a
 -- claim it holds returns 1 (a resend after a lost reply). A claim whose firer stopped
--- before marking it sent is taken over after the lease, unless its job got in.
+-- before marking it sent is taken over after the lease, unless its job got in. Nothing
+-- is claimed while the schedule is paused, even by a firer that read it before the pause.
 
 local state = KEYS[1]    -- the schedule's state hash
 local job = KEYS[2]      -- the record of the tick's job
+local paused = KEYS[3]   -- the hash of paused schedules
 local tick = ARGV[1]     -- the tick (epoch seconds)
 local job_id = ARGV[2]   -- the tick's job id
 local lease_ms = ARGV[3] -- a claim not marked sent after this may be taken over
 local keep_ms = ARGV[4]  -- how long the state hash is kept
 local firer = ARGV[5]    -- id of the claiming firer
+local name = ARGV[6]     -- the schedule's name
 
+if redis.call('HEXISTS', paused, name) == 1 then
+    return 0
+end
 local tick_s = tonumber(tick)
 local now = now_ms()
 local last = tonumber(redis.call('HGET', state, 'tick') or '-1')
