@@ -99,6 +99,10 @@ class Keys:
         """The prefix of one limit's keys (``:tat``, ``:active``, ``:held``)."""
         return f"{self.ns}:limit:{name}"
 
+    def limit_held(self, name: str) -> str:
+        """The queued jobs limit ``name`` holds back, scored by their place in the queue."""
+        return f"{self.limit(name)}:held"
+
     def cancels(self) -> str:
         """Running jobs someone asked to cancel; their supervisors kill them."""
         return f"{self.ns}:cancels"
