@@ -113,6 +113,11 @@ class Keys:
     def supervisors_pattern(self) -> str:
         return f"{self.ns}:supervisor:*"
 
+    def supervisor_ids(self) -> str:
+        """Supervisors that publish an entry, scored by when (ms) one last did: listing
+        them takes no SCAN, whose cost grows with the whole database."""
+        return f"{self.ns}:supervisors"
+
     def log(self, job_id: str) -> str:
         return f"{self.ns}:log:{job_id}"
 
