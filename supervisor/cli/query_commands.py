@@ -173,14 +173,15 @@ def _groups_text(queue: str, found: DeadGroups) -> str:
                      g.message.replace("\n", " ")[:60]] for g in found.groups],
                    ["FUNCTION", "ERROR", "COUNT", "NEWEST", "MESSAGE"])]
     if not found.complete:
-        lines.append(f"grouped the newest {found.scanned:,} dead jobs only")
+        lines.append(f"grouped the newest {found.scanned:,} dead jobs only (--scan N to "
+                     "group more); requeue and purge act on every dead job of a group")
     lines.append(f"act on a group: jobvisor dead requeue|purge --queue {queue} "
                  "--function F --error-type E")
     return "\n".join(lines)
 
 
 def cmd_dead_groups(args: argparse.Namespace) -> int:
-    found = dead_groups(connect(args), args.queue)
+    found = dead_groups(connect(args), args.queue, scan=args.scan)
     data = {"groups": [{"function": g.function, "error_type": g.error_type, "count": g.count,
                         "last_at": iso(g.last_at), "message": g.message}
                        for g in found.groups],
