@@ -34,3 +34,9 @@ def sleeper(seconds: float) -> float:
 
     time.sleep(seconds)
     return seconds
+
+
+@job(max_attempts=1)
+def fails(message: str) -> None:
+    """Dies at its first attempt: a real dead record to check synthetic ones against."""
+    raise ValueError(message)

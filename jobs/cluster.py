@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import msgspec
+from redis.client import Pipeline
 
 from jobs.errors import ConfigurationError
 from jobs.store.broker import Broker, default_broker
@@ -12,6 +14,7 @@ from jobs.store.connection import translated
 from jobs.store.keys import check_name
 
 CONTROL_TTL_MS = 60_000
+STALE_ID_MS = 3_600_000
 
 
 class Control(msgspec.Struct, frozen=True, tag=True):
@@ -30,18 +33,50 @@ _control_decoder = msgspec.json.Decoder(Scale | Reload)
 
 
 def supervisors(broker: Broker | None = None) -> list[dict[str, Any]]:
-    """Every live supervisor's published state (host, pid, workers, ...), sorted by id."""
+    """Every live supervisor's published state (host, pid, workers, ...), sorted by id.
+
+    Two reads whatever the database holds: the ids from their set, then their entries
+    (an id whose entry expired is a supervisor that is gone).
+    """
     b = broker or default_broker()
     with translated(b.url):
-        keys = sorted(b.client.scan_iter(match=b.keys.supervisors_pattern(), count=500))
-        values = b.client.mget(keys) if keys else []
+        ids = sorted(m.decode() for m in b.client.zrange(b.keys.supervisor_ids(), 0, -1))
+        values = b.client.mget([b.keys.supervisor(i) for i in ids]) if ids else []
     out = []
-    for key, raw in zip(keys, values, strict=True):
+    for ident, raw in zip(ids, values, strict=True):
         if raw:
             entry = msgspec.json.decode(raw)
-            entry["id"] = key.decode().rsplit(":supervisor:", 1)[1]
+            entry["id"] = ident
             out.append(entry)
     return out
+
+
+def publish_entry(pipe: Pipeline, broker: Broker, ident: str, entry: bytes,
+                  ttl_ms: int) -> None:
+    """Queue on ``pipe`` the writes of supervisor ``ident``'s registry entry: the entry,
+    gone ``ttl_ms`` after the last write, and its id in the set readers list."""
+    pipe.set(broker.keys.supervisor(ident), entry, px=ttl_ms)
+    pipe.zadd(broker.keys.supervisor_ids(), {ident: int(time.time() * 1000)})
+
+
+def withdraw_entry(broker: Broker, ident: str) -> None:
+    """Remove a stopping supervisor's entry and id."""
+    with translated(broker.url):
+        pipe = broker.client.pipeline(transaction=False)
+        pipe.delete(broker.keys.supervisor(ident))
+        pipe.zrem(broker.keys.supervisor_ids(), ident)
+        pipe.execute()
+
+
+def forget_stale_ids(broker: Broker) -> int:
+    """Drop the ids of supervisors silent for ``STALE_ID_MS`` (killed ones leave theirs);
+    so long that hosts' clocks, which score the ids, need not agree. How many went."""
+    key = broker.keys.supervisor_ids()
+    with translated(broker.url):
+        stale = broker.client.zrangebyscore(key, "-inf", int(time.time() * 1000) - STALE_ID_MS)
+        if stale:
+            broker.client.zrem(key, *stale)
+    return len(stale)
 
 
 def served_queues(broker: Broker | None = None) -> set[str]:

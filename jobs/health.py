@@ -71,9 +71,8 @@ def check_health(broker: Broker, *, max_lag: float | None = None,
     ``max_lag``: their jobs wait on purpose.
 
     With ``supervisor`` (an id, ``host:pid``), the ``supervisor`` check replaces the
-    ``supervisors`` one: that supervisor's own entry is live. That is one GET where the
-    list of every supervisor takes a SCAN of the database, and what a supervisor's own
-    ``/readyz`` means (the worker ACL role has no SCAN)."""
+    ``supervisors`` one: that supervisor's own entry is live (one GET), which is what a
+    supervisor's own ``/readyz`` means."""
     probe: Broker | None = None
     checks: list[Check] = []
     try:

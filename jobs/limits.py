@@ -114,7 +114,7 @@ def status(broker: Broker | None = None) -> list[LimitStatus]:
         names = sorted(k.decode() for k in defs if not k.startswith(ATTACHED.encode()))
         for name in names:
             pipe.scard(f"{broker.keys.limit(name)}:active")
-            pipe.zcard(f"{broker.keys.limit(name)}:held")
+            pipe.zcard(broker.keys.limit_held(name))
         counts: list[Any] = pipe.execute()
     out = []
     for i, name in enumerate(names):

@@ -18,7 +18,8 @@ OUTCOMES = ("completed", "retried", "dead", "canceled")
 
 class QueueStats(msgspec.Struct, kw_only=True):
     queue: str
-    queued: int
+    queued: int  # those a rate or concurrency limit holds back included (as Queue.counts)
+    held: int  # of the queued, those a limit holds back
     scheduled: int
     active: int
     waiting: int
@@ -78,9 +79,12 @@ def queue_stats(broker: Broker | None = None, queues: list[str] | None = None) -
     hour_counts = recent(b, 60)
     with translated(b.url):
         paused = {q.decode() for q in b.client.smembers(b.keys.paused())}
+        held = {q.decode(): int(n) for q, n in b.client.hgetall(b.keys.held()).items()}
     out = []
     for q in names:
         counts = b.jobs.counts(q, [s.value for s in COUNTED_STATES])
+        counts["held"] = held.get(q, 0)
+        counts["queued"] += counts["held"]
         last_minute = {o: minute_counts.get(f"{q}|{o}", 0) for o in OUTCOMES}
         # Throughput over the current partial minute and the one before it.
         seconds = 60 + time.time() % 60

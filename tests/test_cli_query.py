@@ -204,18 +204,21 @@ def test_clear_asks_on_a_terminal_refuses_without_one_and_clears_with_yes(config
     assert all(e["who"] == WHO for e in audit)
 
 
-def test_clear_says_which_jobs_a_limit_holds_back_and_leaves_them(config, broker):
+def test_clear_cancels_the_jobs_a_limit_holds_back_and_says_how_many(config, broker):
     set_limit(queue="side", max_concurrency=1, broker=broker)
     first, second, third = Queue("side", broker).enqueue_many(
         (jobfuncs.add, i, i) for i in range(3))
     w = Worker(["side"], broker=broker)
     assert w.claim().id == first.id and w.claim() is None  # the limit holds the others
     fourth = Queue("side", broker).enqueue(jobfuncs.add, 4, 4)
+    refused = cli(config, "clear", "side")
+    assert "would cancel 3 queued jobs of queue 'side'" in refused.stderr
     out = cli(config, "clear", "side", "--yes")
-    assert out.stdout.strip() == ("cleared 1 queued jobs of queue 'side' (left: 2 held back "
-                                  "by a rate or concurrency limit)")
-    assert fourth.refresh().state is JobState.CANCELED
-    assert {second.refresh().state, third.refresh().state} == {JobState.QUEUED}
+    assert out.stdout.strip() == ("cleared 3 queued jobs of queue 'side' (2 of them held "
+                                  "back by a rate or concurrency limit)")
+    assert {j.refresh().state for j in (second, third, fourth)} == {JobState.CANCELED}
+    assert first.refresh().state is JobState.ACTIVE
+    assert Queue("side", broker).counts()["queued"] == 0
 
 
 def test_dead_groups_agree_with_jobs_list_and_dead_requeue(config, broker):

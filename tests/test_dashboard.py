@@ -246,6 +246,44 @@ def test_signing_in_is_required_and_the_api_describes_itself(dash, lib):
         assert path in schema["paths"], path
 
 
+def test_dead_letters_grouped_from_the_newest_say_so_and_act_on_the_whole_group(dash, lib):
+    dead_jobs(lib, 12)
+    auth = {"Authorization": "Bearer ada:ada-secret-1"}
+    groups = httpx.get(f"{dash.base}/api/queues/default/dead-groups", params={"scan": 5},
+                       headers=auth).json()
+    assert (groups["scanned"], groups["complete"], groups["groups"][0]["count"]) == (5, False, 5)
+    page = httpx.get(f"{dash.base}/dead", params={"queue": "default", "scan": 5},
+                     headers=auth).text
+    assert "Grouped from the newest 5 of 12 dead jobs" in page
+    assert "Requeue all" in page and "Requeue 5" not in page
+    assert "scan=50" in page  # a link to group further back
+    assert httpx.get(f"{dash.base}/dead", params={"scan": 0}, headers=auth).status_code == 400
+    whole = httpx.get(f"{dash.base}/dead", params={"queue": "default"}, headers=auth).text
+    assert "Requeue 12" in whole and "Grouped from the newest" not in whole
+    done = httpx.post(f"{dash.base}/dead/default/act", headers=auth, data={
+        "function": "tests.jobfuncs:key_error", "error_type": "KeyError", "action": "requeue"})
+    assert done.status_code == 303
+    assert Queue("default", lib).counts()["dead"] == 0
+
+
+def test_jobs_a_limit_holds_back_are_listed_counted_and_cleared_as_queued(dash, lib):
+    from jobs.limits import set_limit
+    from tests import jobfuncs
+
+    set_limit(queue="side", max_concurrency=1, broker=lib)
+    running, *held = Queue("side", lib).enqueue_many((jobfuncs.add, i, i) for i in range(3))
+    w = Worker(["side"], broker=lib)
+    assert w.claim().id == running.id and w.claim() is None  # the limit holds the others
+    auth = {"Authorization": "Bearer ada:ada-secret-1"}
+    page = httpx.get(f"{dash.base}/queues/side", params={"state": "queued"}, headers=auth).text
+    assert all(j.id in page for j in held) and page.count("held by limit q:side") == 2
+    stats = httpx.get(f"{dash.base}/api/queues/side", headers=auth).json()
+    assert (stats["queued"], stats["held"], stats["active"]) == (2, 2, 1)
+    cleared = httpx.post(f"{dash.base}/api/queues/side/clear", headers=auth).json()
+    assert cleared["done"] == 2
+    assert {j.refresh().state for j in held} == {JobState.CANCELED}
+
+
 def test_the_dashboard_will_not_listen_beyond_loopback_without_sign_in(tmp_path, server):
     config = tmp_path / "open.toml"
     config.write_text(f'[redis]\nurl = "{server.url}"\n')

@@ -152,11 +152,12 @@ def test_a_refused_command_fails_its_check_and_the_next_ones_still_run(tmp_path)
     srv.start()
     admin = redis.Redis(unix_socket_path=str(srv.socket))
     try:
-        admin.execute_command("ACL", "SETUSER", "noscan", "reset", "on", ">pw", "~*", "+@all",
-                              "-scan")
+        admin.execute_command("ACL", "SETUSER", "nomget", "reset", "on", ">pw", "~*", "+@all",
+                              "-mget")
         (tmp_path / "pw").write_text("pw\n")
-        broker = Broker(f"unix://noscan@{srv.socket}", redis_settings=RedisSettings(
+        broker = Broker(f"unix://nomget@{srv.socket}", redis_settings=RedisSettings(
             namespace="acl", password_file=str(tmp_path / "pw")))
+        admin.zadd(broker.keys.supervisor_ids(), {"host:1": time.time() * 1000})
         make_dead(broker, "side", 2)
         health = check_health(broker, max_dead=1)
     finally:

@@ -4,6 +4,7 @@ import pytest
 
 from jobs import ConfigurationError, Job, JobNotFound, JobState, Queue, Worker
 from jobs.events import recent_events
+from jobs.limits import set_limit
 from jobs.query import (
     JobFilter,
     act_on,
@@ -109,7 +110,8 @@ def test_a_sparse_filter_stops_at_its_scan_budget_and_goes_on_from_there(broker)
                          scan=100, cursor=cursor)
         found += [r.id for r in page.jobs]
         cursor = page.next
-    assert found == rare
+    # In index order: two jobs dead in the same millisecond are ordered by id.
+    assert found == [i for i in index_order(broker, "default", "dead", False) if i in rare]
 
 
 def test_act_on_all_matching_touches_exactly_the_matching_jobs(broker):
@@ -179,6 +181,64 @@ def test_clear_cancels_every_queued_job_and_nothing_else(broker):
     assert Job.fetch(queued[0]).record.cancel_reason == "queue cleared by bob"
 
 
+def held_and_queued(broker, queue="side"):
+    """Under a concurrency limit of 1: one job running, three held back by the limit
+    (in its held set), then two more in the queue's index; their ids in that order."""
+    set_limit(queue=queue, max_concurrency=1, broker=broker)
+    q = Queue(queue, broker)
+    w = Worker([queue], broker=broker)
+    running = q.enqueue(jobfuncs.add, 0, 0)
+    assert w.claim().id == running.id
+    held = [j.id for j in q.enqueue_many((jobfuncs.add, i, 1) for i in range(3))]
+    assert w.claim() is None  # the limit parks all three
+    later = [j.id for j in q.enqueue_many((jobfuncs.add, i, 2) for i in range(2))]
+    assert broker.jobs.held(queue) == 3 and q.counts()["queued"] == 5
+    return running.id, held, later
+
+
+@pytest.mark.parametrize("newest_first", [False, True])
+def test_queued_jobs_a_limit_holds_back_are_listed_after_the_others(broker, newest_first):
+    _, held, later = held_and_queued(broker)
+    pages = all_pages(broker, "side", "queued", limit=2, newest_first=newest_first)
+    listed = [r.id for p in pages for r in p.jobs]
+    expected = later + held  # run order: the index, then the held set, each in its order
+    assert listed == (expected[::-1] if newest_first else expected)
+    assert [len(p.jobs) for p in pages] == [2, 2, 1]
+    shown = {r.id: r for p in pages for r in p.jobs}
+    assert {shown[i].held_by for i in held} == {"q:side"}
+    assert {shown[i].held_by for i in later} == {None}
+    assert {r.state for r in shown.values()} == {JobState.QUEUED}
+
+
+def test_clear_cancels_the_jobs_a_limit_holds_back_too(broker):
+    running, held, later = held_and_queued(broker)
+    outcome = clear_queue(broker, "side", who="bob")
+    assert (outcome.done, outcome.skipped) == (5, 0)
+    counts = Queue("side", broker).counts()
+    assert (counts["queued"], counts["held"], counts["canceled"]) == (0, 0, 5)
+    assert broker.client.zcard(broker.keys.limit_held("q:side")) == 0
+    for i in held + later:
+        assert assert_consistent(broker, i, "side") == "canceled"
+    assert Job.fetch(running).state is JobState.ACTIVE
+    assert list_jobs(broker, "side", "queued").jobs == []
+
+
+def test_a_function_limit_holds_jobs_of_several_queues_each_listed_on_its_own(broker):
+    set_limit(function="tests.jobfuncs:add", max_concurrency=1, broker=broker)
+    w = Worker(["side", "other"], broker=broker)
+    running = Queue("side", broker).enqueue(jobfuncs.add, 0, 0)
+    assert w.claim().id == running.id
+    mine = Queue("side", broker).enqueue(jobfuncs.add, 1, 1).id
+    theirs = Queue("other", broker).enqueue(jobfuncs.add, 2, 2).id
+    assert w.claim() is None
+    listed = list_jobs(broker, "side", "queued").jobs
+    assert [(r.id, r.held_by) for r in listed] == [(mine, "fn:tests.jobfuncs:add")]
+    assert clear_queue(broker, "side").done == 1
+    assert Job.fetch(mine).state is JobState.CANCELED
+    assert Job.fetch(theirs).state is JobState.QUEUED
+    assert [r.id for r in list_jobs(broker, "other", "queued").jobs] == [theirs]
+
+
 def test_dead_groups_count_by_function_and_error_type(broker):
     make_dead(broker, 5)
     make_dead(broker, 2, "tests.jobfuncs:raises_bad_str")
@@ -189,6 +249,12 @@ def test_dead_groups_count_by_function_and_error_type(broker):
         ("tests.jobfuncs:raises_bad_str", "tests.jobfuncs.BadStr", 2)]
     partial = dead_groups(broker, "default", scan=1000)
     assert partial.complete
+    newest = dead_groups(broker, "default", scan=3)  # the two BadStr ones died last
+    assert (newest.scanned, newest.complete) == (3, False)
+    assert [(g.error_type, g.count) for g in newest.groups] == [
+        ("tests.jobfuncs.BadStr", 2), ("KeyError", 1)]
+    with pytest.raises(ConfigurationError, match="scan must be 1 to 1,000,000"):
+        dead_groups(broker, "default", scan=0)
     # A group is acted on through the filter it stands for.
     group = found.groups[1]
     outcome = act_on_matching(broker, "default", "dead", "delete", where=JobFilter(

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import signal
 import threading
+import time
 from collections import Counter
 
 import psutil
 import pytest
 
 from jobs import ErrorKind, JobState, Queue
+from jobs.cluster import forget_stale_ids, publish_entry, supervisors, withdraw_entry
 from tests.helpers import wait_until
 from tests.procs import start_and_wait as _start
 
@@ -117,8 +119,34 @@ def test_registry_entry_describes_the_pool(sup):
     assert {w["state"] for w in entry["workers"]} <= {"idle", "busy"}
     assert len(entry["workers"]) == 2 and all(w["rss"] > 0 for w in entry["workers"])
     assert 0 < r.broker.client.pttl(key) <= 5000
+    assert [e["pid"] for e in supervisors(r.broker)] == [r.proc.pid]
     r.stop()
     assert r.broker.client.keys(r.broker.keys.supervisors_pattern()) == []
+    assert r.broker.client.zcard(r.broker.keys.supervisor_ids()) == 0
+    assert supervisors(r.broker) == []
+
+
+def test_supervisors_are_listed_from_their_ids_without_a_scan(broker):
+    """A database of a million jobs must not make every overview refresh walk it."""
+    pipe = broker.client.pipeline(transaction=False)
+    for ident in ("host-a:1", "host-b:2"):
+        publish_entry(pipe, broker, ident, json.dumps({"workers": []}).encode(), 10_000)
+    pipe.execute()
+    broker.client.delete(broker.keys.supervisor("host-b:2"))  # its entry expired: gone
+    an_hour_ago = (time.time() - 3601) * 1000
+    broker.client.zadd(broker.keys.supervisor_ids(), {"host-c:3": an_hour_ago})  # killed
+
+    def scans() -> int:
+        return int(broker.client.info("commandstats").get("cmdstat_scan", {}).get("calls", 0))
+
+    before = scans()
+    assert [e["id"] for e in supervisors(broker)] == ["host-a:1"]
+    assert scans() == before
+    assert forget_stale_ids(broker) == 1
+    members = broker.client.zrange(broker.keys.supervisor_ids(), 0, -1)
+    assert sorted(members) == [b"host-a:1", b"host-b:2"]
+    withdraw_entry(broker, "host-a:1")
+    assert supervisors(broker) == []
 
 
 def test_children_exit_when_supervisor_is_killed(sup):

@@ -62,7 +62,7 @@ def list_batches(broker: Broker, cursor: str | None = None, limit: int = 50) -> 
     """A page of batches, newest first; pass ``next`` back as ``cursor`` for the next."""
     if not 1 <= limit <= MAX_PAGE:
         raise ConfigurationError(f"limit must be 1 to {MAX_PAGE}, not {limit}")
-    after = decode(cursor) if cursor else None
+    after = decode(cursor)[0] if cursor else None
     found: list[BatchView] = []
     scanned = 0
     last: Position | None = None

@@ -23,7 +23,7 @@ from jobs.job import Job
 from jobs.options import Call, EnqueueOptions
 from jobs.query.cursor import last_position, walk
 from jobs.query.filters import JobFilter
-from jobs.query.listing import records_of, state_index
+from jobs.query.listing import index_parts, records_of
 from jobs.records import JobRecord
 from jobs.store.broker import Broker
 from jobs.store.connection import translated
@@ -116,14 +116,16 @@ def act_on_matching(broker: Broker, queue: str, state: str, action: str, *,
     """``action`` on every job in ``state`` on ``queue`` that ``where`` matches."""
     chosen = checked_action(action)
     where = where or JobFilter()
-    index = state_index(broker, queue, state)
-    stop = last_position(broker, index, newest_first=False)
     done = skipped = 0
     now = time.time()
-    if stop is not None:
-        for chunk in walk(broker, index, newest_first=False, stop=stop):
+    for part in index_parts(broker, queue, state):
+        stop = last_position(broker, part.key, newest_first=False)
+        if stop is None:
+            continue
+        for chunk in walk(broker, part.key, newest_first=False, stop=stop):
             records = [r for r in records_of(broker, [p.member for p in chunk])
-                       if r.state.value == state and where.matches(r, now)]
+                       if r.state.value == state and part.holds(r, queue)
+                       and where.matches(r, now)]
             d, s = _apply(broker, queue, records, chosen, reason)
             done, skipped = done + d, skipped + s
     scope = f"all {state} matching {msgspec.json.encode(where).decode()}"
@@ -132,8 +134,9 @@ def act_on_matching(broker: Broker, queue: str, state: str, action: str, *,
 
 
 def clear_queue(broker: Broker, queue: str, *, who: str = "library") -> Outcome:
-    """Cancel every queued job of ``queue`` (reason "queue cleared"); they stay listed
-    as canceled until trimmed, and their dependents are canceled as for any cancel."""
+    """Cancel every queued job of ``queue`` (reason "queue cleared"), those a rate or
+    concurrency limit holds back included; they stay listed as canceled until trimmed,
+    and their dependents are canceled as for any cancel."""
     return act_on_matching(broker, queue, "queued", Action.CANCEL.value, who=who,
                            reason=f"queue cleared by {who}")
 

@@ -3,8 +3,9 @@
 A position is the (score, id) of the last item seen. Sorted sets order by score, then
 by member, so "after this position" is exact even when many jobs share a score, and
 stays right while jobs enter and leave the index between pages (a rank would shift).
-The cursor handed to users is that position, encoded; a page never holds a server-side
-snapshot, so the millionth page costs what the first does.
+The cursor handed to users is that position, encoded, with the name of the index part it
+is in when a state spans several sorted sets (queued jobs a limit holds back); a page
+never holds a server-side snapshot, so the millionth page costs what the first does.
 """
 
 from __future__ import annotations
@@ -24,20 +25,22 @@ class Position(NamedTuple):
     member: str
 
 
-def encode(position: Position) -> str:
-    raw = f"{position.score!r} {position.member}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+def encode(position: Position, part: str = "") -> str:
+    """``part`` names the sorted set the position is in ("": the state's own index)."""
+    raw = f"{position.score!r} {position.member}" + (f" {part}" if part else "")
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
-def decode(cursor: str) -> Position:
-    """The position a cursor names, or an error that says to start from the first page."""
+def decode(cursor: str) -> tuple[Position, str]:
+    """The position a cursor names and its part, or an error that says to start from the
+    first page."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        score, member = raw.split(" ", 1)
+        score, member, *part = raw.split(" ", 2)
         value = float(score)
         if not member or value != value:
             raise ValueError
-        return Position(value, member)
+        return Position(value, member), part[0] if part else ""
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise ConfigurationError(
             f"cursor {cursor!r} is not one this server gave out: leave it out to start "

@@ -110,6 +110,10 @@ class Keys:
         """The prefix of one limit's keys (``:starts``, ``:tat``, ``:active``, ``:held``)."""
         return f"{self.ns}:limit:{name}"
 
+    def limit_held(self, name: str) -> str:
+        """The queued jobs limit ``name`` holds back, scored by their place in the queue."""
+        return f"{self.limit(name)}:held"
+
     def cancels(self) -> str:
         """Running jobs someone asked to cancel; their supervisors kill them."""
         return f"{self.ns}:cancels"
@@ -119,6 +123,11 @@ class Keys:
 
     def supervisors_pattern(self) -> str:
         return f"{self.ns}:supervisor:*"
+
+    def supervisor_ids(self) -> str:
+        """Supervisors that publish an entry, scored by when (ms) one last did: listing
+        them takes no SCAN, whose cost grows with the whole database."""
+        return f"{self.ns}:supervisors"
 
     def log(self, job_id: str) -> str:
         return f"{self.ns}:log:{job_id}"

@@ -14,6 +14,8 @@ from pathlib import Path
 import jobs
 from jobs import JobsError
 from jobs.query import LISTED_STATES
+from jobs.query.groups import DEFAULT_SCAN as DEFAULT_GROUP_SCAN
+from jobs.query.groups import MAX_SCAN as MAX_GROUP_SCAN
 from supervisor.cli import (
     function_commands,
     job_commands,
@@ -143,6 +145,9 @@ def _dead_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     dead.add_argument("--limit", type=_positive_int, default=100,
                       help="list at most this many jobs (default: 100)")
     dead.add_argument("--all", action="store_true", help="requeue/purge every dead job")
+    dead.add_argument("--scan", type=_positive_int, default=DEFAULT_GROUP_SCAN, metavar="N",
+                      help="groups: group the newest N dead jobs (default: "
+                           f"{DEFAULT_GROUP_SCAN}, at most {MAX_GROUP_SCAN})")
     _json_flag(dead)
     dead.set_defaults(func=ops_commands.cmd_dead)
 

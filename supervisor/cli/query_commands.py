@@ -142,16 +142,15 @@ def cmd_clear(args: argparse.Namespace) -> int:
     """Cancel every queued job of a queue, after a confirmation naming the count."""
     broker = connect(args)
     queue = check_name("queue", args.queue)
-    count = broker.jobs.counts(queue, ["queued"])["queued"]
-    held = broker.jobs.held(queue)  # not in the queued index: clear leaves them
-    note = f" (left: {held:,} held back by a rate or concurrency limit)" if held else ""
+    held = broker.jobs.held(queue)  # in their limits' held sets: cleared too
+    count = broker.jobs.counts(queue, ["queued"])["queued"] + held
     if count == 0:
         known = broker.jobs.known_queues()  # SMEMBERS: no SCAN, which the worker's ACL lacks
         if queue not in known:
             raise ConfigurationError(f"queue {queue!r} does not exist: no job was ever "
                                      f"enqueued to it{did_you_mean(queue, known)}")
         output(args, {"queue": queue, "cleared": 0, "held": held},
-               lambda _: f"queue {queue!r} has no queued jobs: nothing to clear{note}")
+               lambda _: f"queue {queue!r} has no queued jobs: nothing to clear")
         return 0
     if not args.yes:
         if not sys.stdin.isatty():
@@ -162,6 +161,7 @@ def cmd_clear(args: argparse.Namespace) -> int:
             print("jobvisor: nothing cleared", file=sys.stderr)
             return int(ExitCode.ERROR)
     done = clear_queue(broker, queue, who=actor()).done
+    note = f" ({held:,} of them held back by a rate or concurrency limit)" if held else ""
     output(args, {"queue": queue, "cleared": done, "held": held},
            lambda _: f"cleared {done:,} queued jobs of queue {queue!r}{note}")
     return 0
@@ -174,14 +174,15 @@ def _groups_text(queue: str, found: DeadGroups) -> str:
                      g.message.replace("\n", " ")[:60]] for g in found.groups],
                    ["FUNCTION", "ERROR", "COUNT", "NEWEST", "MESSAGE"])]
     if not found.complete:
-        lines.append(f"grouped the newest {found.scanned:,} dead jobs only")
+        lines.append(f"grouped the newest {found.scanned:,} dead jobs only (--scan N to "
+                     "group more); requeue and purge act on every dead job of a group")
     lines.append(f"act on a group: jobvisor dead requeue|purge --queue {queue} "
                  "--function F --error-type E")
     return "\n".join(lines)
 
 
 def cmd_dead_groups(args: argparse.Namespace) -> int:
-    found = dead_groups(connect(args), args.queue)
+    found = dead_groups(connect(args), args.queue, scan=args.scan)
     data = {"groups": [{"function": g.function, "error_type": g.error_type, "count": g.count,
                         "last_at": iso(g.last_at), "message": g.message}
                        for g in found.groups],

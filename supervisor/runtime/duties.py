@@ -23,7 +23,7 @@ from typing import Any
 import msgspec
 
 from jobs import Broker, BrokerError, reclaim, run_promoter
-from jobs.cluster import Control, take_control
+from jobs.cluster import Control, forget_stale_ids, publish_entry, take_control, withdraw_entry
 from jobs.effective import FunctionOptions, publish_functions
 from jobs.limits import publish as publish_limits
 from jobs.records import AttemptError
@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 TRIM_EVERY = 10.0  # seconds between sweeps of the finished-jobs indexes
 CONTROL_WAIT = 1.0  # the control thread's blocking wait: also how soon it notices a stop
+PRUNE_IDS_EVERY = 60.0  # seconds between sweeps of the ids of supervisors long gone
 
 
 class Claim(msgspec.Struct, frozen=True):
@@ -100,6 +101,7 @@ class Duties:
         self.aging: tuple[float, int] = (0.0, 10)  # (seconds, priority step); 0 s: off
         self._threads: list[threading.Thread] = []
         self.ident = f"{socket.gethostname()}:{os.getpid()}"
+        self._ids_pruned = 0.0
 
     def set_limits(self, definitions: dict[str, str | None]) -> None:
         """Publish the loaded functions' rate and concurrency limits on the next tick."""
@@ -156,7 +158,7 @@ class Duties:
             if isinstance(item, (Settlement, InFlight)):
                 log.error("could not write before stopping, left to lease expiry: %s", item)
         try:
-            self.broker.client.delete(self.broker.keys.supervisor(self.ident))
+            withdraw_entry(self.broker, self.ident)
         except Exception:
             log.warning("could not remove this supervisor's registry entry")
 
@@ -301,7 +303,11 @@ class Duties:
         pipe = self.broker.client.pipeline(transaction=False)
         for q in self.queues:
             pipe.zcard(self.broker.keys.queued(q))
-        pipe.set(self.broker.keys.supervisor(self.ident),
-                 msgspec.json.encode(self.state()), px=int(max(self.tick * 5, 5) * 1000))
-        *counts, _ = pipe.execute()
+        publish_entry(pipe, self.broker, self.ident, msgspec.json.encode(self.state()),
+                      int(max(self.tick * 5, 5) * 1000))
+        *counts, _, _ = pipe.execute()
         self.backlog = sum(int(c) for c in counts)
+        now = time.monotonic()
+        if now - self._ids_pruned >= PRUNE_IDS_EVERY:
+            self._ids_pruned = now
+            forget_stale_ids(self.broker)

@@ -30,14 +30,14 @@ from jobs.query import (
     list_jobs,
 )
 from jobs.query.bulk import Outcome, copy_job
-from jobs.query.groups import DeadGroups
+from jobs.query.groups import DEFAULT_SCAN, DeadGroups
 from jobs.query.overview import Fleet, Series, fleet, minute_series
 from jobs.stats import QueueStats, queue_stats
 from jobs.store.broker import Broker
 from jobs.store.keys import check_name
 from supervisor.runtime.scaling import POOL_MAX
 from supervisor.web.accounts import User
-from supervisor.web.params import BrokerDep, InPath, Query, Seconds, StateName
+from supervisor.web.params import BrokerDep, GroupScan, InPath, Query, Seconds, StateName
 from supervisor.web.security import admin_only
 
 
@@ -222,9 +222,10 @@ class DeadApi(Controller):
     tags = ("dead letters",)
 
     @get("/queues/{queue:str}/dead-groups", sync_to_thread=True,
-         summary="Dead jobs grouped by function and error type, largest first")
-    def groups(self, broker: BrokerDep, queue: InPath) -> DeadGroups:
-        return dead_groups(broker, queue)
+         summary="The newest dead jobs grouped by function and error type, largest first")
+    def groups(self, broker: BrokerDep, queue: InPath,
+               scan: GroupScan = DEFAULT_SCAN) -> DeadGroups:
+        return dead_groups(broker, queue, scan=scan)
 
 
 class EventsApi(Controller):

@@ -32,12 +32,13 @@ from jobs.query import (
     list_jobs,
 )
 from jobs.query.bulk import copy_job
+from jobs.query.groups import DEFAULT_SCAN, MAX_SCAN
 from jobs.query.overview import fleet
 from jobs.stats import queue_stats
 from jobs.store.keys import check_name
 from supervisor.runtime.scaling import POOL_MAX
 from supervisor.web.api import job_filter, known_job, who
-from supervisor.web.params import BrokerDep, InPath, Query, StateName
+from supervisor.web.params import BrokerDep, GroupScan, InPath, Query, StateName
 from supervisor.web.security import admin_only
 
 Form = URLEncodedBody[dict[str, Any]]
@@ -196,12 +197,14 @@ class Pages(Controller):
 
     @get("/dead", sync_to_thread=True)
     def dead(self, request: Request[Any, Any, Any], broker: BrokerDep,
-             queue: Query = None) -> Template:
+             queue: Query = None, scan: GroupScan = DEFAULT_SCAN) -> Template:
         stats = queue_stats(broker)
         names = [s.queue for s in stats if s.dead] or [s.queue for s in stats][:1]
         chosen = queue or (names[0] if names else "default")
-        return page(request, "dead.html", queue=chosen, queues=names,
-                    found=dead_groups(broker, chosen), iso=iso)
+        total = next((s.dead for s in stats if s.queue == chosen), 0)
+        return page(request, "dead.html", queue=chosen, queues=names, total=total,
+                    found=dead_groups(broker, chosen, scan=scan), iso=iso,
+                    more=min(MAX_SCAN, scan * 10))
 
     @post("/dead/{queue:str}/act", guards=[admin_only], sync_to_thread=True)
     def dead_act(self, request: Request[Any, Any, Any], broker: BrokerDep, queue: InPath,
