@@ -9,15 +9,27 @@
       region.contains(document.activeElement) && document.activeElement !== document.body;
   }
 
+  // One request per refresh, whatever the number of live regions on the page: each
+  // region is swapped (by htmx) from the same fresh copy of the page.
   function refresh() {
     if (document.visibilityState !== "visible" || !window.htmx) return;
-    document.querySelectorAll("[data-live]").forEach(function (region) {
-      if (!region.id || busy(region)) return;
-      window.htmx.ajax("GET", window.location.href, {
-        target: "#" + region.id, select: "#" + region.id, swap: "outerHTML"
-      });
-    });
     drawChart();
+    var regions = Array.prototype.filter.call(document.querySelectorAll("[data-live]"),
+      function (region) { return region.id && !busy(region); });
+    if (!regions.length) return;
+    fetch(window.location.href, { headers: { "Accept": "text/html" }, credentials: "same-origin" })
+      .then(function (reply) { return reply.ok ? reply.text() : null; })
+      .then(function (html) {
+        if (!html) return;
+        var fresh = new DOMParser().parseFromString(html, "text/html");
+        regions.forEach(function (region) {
+          var replacement = fresh.getElementById(region.id);
+          if (replacement && region.isConnected && !busy(region)) {
+            window.htmx.swap(region, replacement.outerHTML, { swapStyle: "outerHTML" });
+          }
+        });
+      })
+      .catch(function () { /* the next refresh tries again */ });
   }
 
   document.addEventListener("submit", function (event) {
