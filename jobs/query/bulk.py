@@ -144,10 +144,13 @@ def copy_job(broker: Broker, job_id: str, *, who: str = "library") -> str:
     record = Job.fetch(job_id, broker).record
     if record.spec is None:
         raise ConfigurationError(f"job {job_id}'s arguments cannot be read: it cannot be copied")
-    spec = record.spec
+    # An encrypted job's arguments are bound to its id: decrypted here (a DecryptionError
+    # without its key), and the copy encrypted again under its own id.
+    spec = broker.sealer.open_spec(job_id, record.spec)
     copy = enqueue_call(Call(spec.function, tuple(spec.args), dict(spec.kwargs),
                              EnqueueOptions(queue=record.queue, priority=record.priority,
-                                            meta=record.meta)),
+                                            meta=record.meta,
+                                            encrypt=record.spec.sealed is not None or None)),
                         broker)
     log.info("%s: copied job %s to %s on queue %s", who, job_id, copy.id, record.queue)
     broker.jobs.event(e="action", who=who, action="copy", q=record.queue, count=1,

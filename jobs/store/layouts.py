@@ -226,7 +226,12 @@ CRON_SENT = Layout(
     keys="state",
     args="tick job_id")
 
+RESEAL = Layout(
+    "reseal",
+    keys="job",
+    each="field", each_arg="field digest value")
+
 SCRIPTS: dict[str, Layout] = {layout.name: layout for layout in (
     ENQUEUE, CLAIM, FINISH_CLAIM, COMPLETE, CLAIMED_BY, FAIL, RELEASE, RENEW, CANCEL, REQUEUE,
     PURGE, WATCH, PROGRESS, EVENT, RESUME, PROMOTE, RELEASE_LIMITS, EXPIRED, TRIM, AGE,
-    CRON_CLAIM, CRON_SENT)}
+    CRON_CLAIM, CRON_SENT, RESEAL)}
