@@ -34,3 +34,9 @@ def sleeper(seconds: float) -> float:
 
     time.sleep(seconds)
     return seconds
+
+
+@job
+def echo(payload: dict[str, object]) -> dict[str, object]:
+    """Returns its argument: a result as large as the arguments (bench.encryption)."""
+    return payload
