@@ -26,6 +26,7 @@ from jobs.encryption.keyring import KEYS_VARIABLE
 from jobs.encryption.rotation import rotate
 from jobs.encryption.sealer import HIDDEN, key_of
 from jobs.errors import DecryptionError
+from jobs.options import unique_digest
 from jobs.query import job_view
 from jobs.records import decode_errors, spec_decoder
 from jobs.settings import EncryptionSettings
@@ -152,6 +153,12 @@ def test_unique_jobs_stay_unique_without_a_plain_digest_of_their_arguments(broke
     again = cryptfuncs.echo.options(unique_for=60).enqueue(MARKER)
     other = cryptfuncs.echo.options(unique_for=60).enqueue("something else")
     assert first.id == again.id != other.id
+    # The key is a digest keyed with the active key: a guess of the arguments hashed
+    # without the key names no key in Redis.
+    call = cryptfuncs.echo.call(MARKER)
+    assert not broker.client.exists(broker.keys.unique(unique_digest(call, None)))
+    keyed = unique_digest(call, None, broker.sealer.unique_key())
+    assert broker.client.get(broker.keys.unique(keyed)).decode() == first.id
 
 
 def test_a_payload_under_an_unknown_key_makes_the_job_dead_at_once(broker, keys):
