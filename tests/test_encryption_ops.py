@@ -12,7 +12,8 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from jobs import Job, JobState, Queue, Worker
+from jobs import Broker, Job, JobState, Queue, Worker
+from jobs.effective import describe, publish_functions
 from jobs.encryption.keyring import KEYS_VARIABLE, load_keyring, parse_keys
 from jobs.encryption.sealer import HIDDEN, Sealer
 from jobs.environment import library_settings
@@ -27,6 +28,11 @@ from tests.test_encryption import KEY_A, KEY_B, another, stored
 
 ROOT = Path(__file__).parent.parent
 MODULES = '["tests.jobfuncs", "tests.cryptfuncs"]'
+
+
+def describe_functions(broker: Broker) -> None:
+    """What a supervisor loading tests.cryptfuncs publishes."""
+    publish_functions(broker, {cryptfuncs.echo.name: describe(cryptfuncs.echo, broker.defaults)})
 
 
 def cli(config: Path, *args: str, keys: str | None) -> subprocess.CompletedProcess[str]:
@@ -60,41 +66,56 @@ def test_a_supervisor_runs_encrypted_jobs_and_kills_none_for_a_foreign_key(sup, 
     assert "encryption keys ka from JOBVISOR_ENCRYPTION_KEYS (active: ka)" in r.logs()
 
 
-def test_show_and_result_decrypt_with_the_key_and_say_encrypted_without(sup, monkeypatch):
+def config_of(broker: Broker, tmp_path: Path) -> Path:
+    """A config file naming the broker's server and namespace (no supervisor runs)."""
+    path = tmp_path / "config.toml"
+    path.write_text(f'[redis]\nurl = "{broker.url}"\nnamespace = "{broker.keys.ns}"\n')
+    return path
+
+
+def test_show_and_result_decrypt_with_the_key_and_say_encrypted_without(broker, monkeypatch,
+                                                                         tmp_path):
     monkeypatch.setenv(KEYS_VARIABLE, KEY_A)
-    r = sup(workers=1, modules=MODULES)  # its workers are not needed: one runs here
-    j = Queue("default", r.broker).enqueue(cryptfuncs.greet, MARKER)
-    Worker(broker=r.broker).run_until_empty()
-    shown = json.loads(cli(r.config, "show", j.id, "--json", keys=KEY_A).stdout)
+    config = config_of(broker, tmp_path)
+    j = Queue("default", broker).enqueue(cryptfuncs.greet, MARKER)
+    Worker(broker=broker).run_until_empty()
+    shown = json.loads(cli(config, "show", j.id, "--json", keys=KEY_A).stdout)
     assert (shown["args"], shown["result"], shown["encrypted"]) == (
         [MARKER], f"hello, {MARKER}", "ka")
-    blind = cli(r.config, "show", j.id, keys=None)
+    blind = cli(config, "show", j.id, keys=None)
     assert blind.returncode == 0
     assert f"args          {HIDDEN}" in blind.stdout and MARKER not in blind.stdout
-    assert cli(r.config, "result", j.id, keys=KEY_A).stdout.strip() == f'"hello, {MARKER}"'
-    refused = cli(r.config, "result", j.id, keys=KEY_B)
+    assert cli(config, "result", j.id, keys=KEY_A).stdout.strip() == f'"hello, {MARKER}"'
+    refused = cli(config, "result", j.id, keys=KEY_B)
     assert refused.returncode == ExitCode.ERROR
     assert "key 'ka', which this process does not have (its keys: kb)" in refused.stderr
 
 
-def test_cli_keygen_and_rotate(sup, monkeypatch, tmp_path):
+def test_cli_keygen_and_rotate(broker, monkeypatch, tmp_path):
     made = cli(tmp_path / "none.toml", "encryption", "keygen", "--id", "k3", "--json",
                keys=None)
     entry = json.loads(made.stdout)["key"]
     (key,) = parse_keys(entry, "keygen", ",")
     assert key.id == "k3" and len(key.secret) == 32
     monkeypatch.setenv(KEYS_VARIABLE, KEY_A)
-    r = sup(workers=1, modules=MODULES)
-    j = Queue("default", r.broker).enqueue(cryptfuncs.greet, "x")
+    config = config_of(broker, tmp_path)
+    j = Queue("default", broker).enqueue(cryptfuncs.greet, "x")
     both = f"{entry},{KEY_A}"
-    dry = json.loads(cli(r.config, "encryption", "rotate", "--dry-run", "--json",
+    dry = json.loads(cli(config, "encryption", "rotate", "--dry-run", "--json",
                          keys=both).stdout)
     assert (dry["active"], dry["rewritten"], dry["done"]) == ("k3", 1, False)
-    done = cli(r.config, "encryption", "rotate", keys=both)
+    done = cli(config, "encryption", "rotate", keys=both)
     assert done.returncode == 0, done.stderr
     assert "re-encrypted    1 job(s)" in done.stdout and "older keys may be removed" in done.stdout
-    lacking = cli(r.config, "encryption", "rotate", keys=KEY_B)
+    lacking = cli(config, "encryption", "rotate", keys=KEY_B)
     assert lacking.returncode == ExitCode.ERROR and f"{j.id}: cannot decrypt" in lacking.stdout
+    # Enqueued by name from the command line: encrypted because the function's supervisors
+    # published it as @job(encrypt=True) (a producer that never imported it).
+    describe_functions(broker)
+    by_name = cli(config, "enqueue", "tests.cryptfuncs:echo", json.dumps(MARKER), keys=entry)
+    assert by_name.returncode == 0, by_name.stderr
+    spec = broker.client.hget(broker.keys.job(by_name.stdout.strip()), "spec")
+    assert b"tests.cryptfuncs:echo" in spec and MARKER.encode() not in spec
 
 
 def test_the_dashboard_shows_decrypted_arguments_only_where_the_keys_are(broker, monkeypatch):
