@@ -51,10 +51,10 @@ def test_a_supervisor_runs_encrypted_jobs_and_kills_none_for_a_foreign_key(sup, 
     assert good.result(timeout=20) == f"hello, {MARKER}"
     # A producer whose only key the supervisor lacks: that job dies at once, the worker
     # that met it lives on and runs the next one.
+    (worker,) = [p.pid for p in r.workers()]
     monkeypatch.setenv(KEYS_VARIABLE, KEY_B)
     foreign = Queue("default", another(r.broker)).enqueue(cryptfuncs.greet, "x")
     monkeypatch.setenv(KEYS_VARIABLE, KEY_A)
-    worker = r.wait_workers(1)[0].pid
     after = Queue("default", another(r.broker)).enqueue(cryptfuncs.greet, "y")
     assert after.result(timeout=20) == "hello, y"
     foreign = Job.fetch(foreign.id, r.broker)
