@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,7 @@ from supervisor.config import Config, check_encryption, load_config
 from supervisor.errors import ConfigError, ExitCode
 from tests import cryptfuncs
 from tests.cryptfuncs import MARKER
+from tests.helpers import wait_until
 from tests.procs import start_and_wait
 from tests.test_encryption import KEY_A, KEY_B, another, stored
 
@@ -203,3 +205,30 @@ def test_jobvisor_functions_shows_which_functions_encrypt(tmp_path):
     rows = {r["name"]: r for r in json.loads(out.stdout)}
     assert rows["tests.cryptfuncs:greet"]["encrypt"] is True
     assert rows["tests.jobfuncs:add"]["encrypt"] is False
+
+
+def test_a_reload_reads_the_key_file_again_and_refuses_a_bad_one(sup, tmp_path, monkeypatch):
+    monkeypatch.delenv(KEYS_VARIABLE, raising=False)
+    keyfile = tmp_path / "keys"
+    keyfile.write_text(f"{KEY_A}\n")
+    keyfile.chmod(0o600)
+    r = start_and_wait(sup, workers=1, modules=MODULES,
+                       tail=f'[encryption]\nkey_file = "{keyfile}"\n')
+    producer = another(r.broker, key_file=str(keyfile))
+    assert Queue("default", producer).enqueue(cryptfuncs.greet, "a").result(timeout=20) == \
+        "hello, a"
+    old = {p.pid for p in r.workers()}
+    keyfile.write_text(f"{KEY_B}\n{KEY_A}\n")  # a new active key
+    r.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: "encryption keys kb, ka from" in r.logs(), timeout=10)
+    wait_until(lambda: (w := {p.pid for p in r.workers()}) and not w & old, timeout=20,
+               what="new workers")
+    monkeypatch.setenv(KEYS_VARIABLE, KEY_B)  # a producer with only the new key
+    newer = Queue("default", another(r.broker)).enqueue(cryptfuncs.greet, "b")
+    assert newer.result(timeout=20) == "hello, b"
+    keyfile.chmod(0o644)
+    r.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: "reload refused" in r.logs(), timeout=10)
+    assert "may be read or changed by other users (mode 644)" in r.logs()
+    assert Queue("default", another(r.broker)).enqueue(cryptfuncs.greet, "c").result(
+        timeout=20) == "hello, c"
