@@ -40,3 +40,9 @@ def sleeper(seconds: float) -> float:
 def fails(message: str) -> None:
     """Dies at its first attempt: a real dead record to check synthetic ones against."""
     raise ValueError(message)
+
+
+@job
+def echo(payload: dict[str, object]) -> dict[str, object]:
+    """Returns its argument: a result as large as the arguments (bench.encryption)."""
+    return payload

@@ -17,11 +17,12 @@ import redis
 
 from jobs.chain import as_call
 from jobs.decorator import JobFunction
-from jobs.enqueue import by_queue, check_limits, prepare_call
+from jobs.enqueue import by_queue, check_limits, prepare_call, sealer_for
 from jobs.errors import ConfigurationError, JobNotFound, ResultTimeout
 from jobs.job import Job
 from jobs.options import Call, EnqueueOptions, Prepared, new_job_id, prepare
 from jobs.priority import Priority
+from jobs.registry import find
 from jobs.store.broker import Broker, default_broker
 from jobs.store.connection import translated
 from jobs.store.keys import check_name
@@ -186,7 +187,8 @@ class Batch:
         call = Call(hook.function, (*hook.args, bid), hook.kwargs, hook.options)
         return prepare(call, default_queue=broker.defaults.queue,
                        default_priority=int(Priority.NORMAL),
-                       max_bytes=broker.defaults.max_payload_bytes)
+                       max_bytes=broker.defaults.max_payload_bytes,
+                       sealer=sealer_for(call, find(call.function), broker))
 
 
 def batch(calls: list[Call | JobFunction[Any, Any]], *, name: str = "",

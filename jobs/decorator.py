@@ -52,6 +52,7 @@ class JobOptions(msgspec.Struct, frozen=True, kw_only=True):
     limits: tuple[str, ...] = ()  # the named limits it is under
     on_failure: FailureHook | None = None
     should_queue: ShouldQueue | None = None  # called with the arguments; falsy: run inline
+    encrypt: bool = False  # arguments, result and error messages encrypted in Redis
 
 
 class ArgumentBinder:
@@ -220,6 +221,7 @@ def job(
     limits: str | Iterable[str] | None = None,
     on_failure: FailureHook | None = None,
     should_queue: ShouldQueue | None = None,
+    encrypt: bool = False,
 ) -> JobDecorator: ...
 
 
@@ -243,6 +245,7 @@ def job(
     limits: str | Iterable[str] | None = None,
     on_failure: FailureHook | None = None,
     should_queue: ShouldQueue | None = None,
+    encrypt: bool = False,
 ) -> JobFunction[P, R] | JobDecorator:
     """Register a plain function, or an ``async def`` one, as a job (``@job`` or ``@job(...)``).
 
@@ -255,7 +258,9 @@ def job(
     ``on_failure(ctx, error)`` is called in the worker once the job is dead (``jobs.hooks``).
     Without ``queue``, jobs go to ``[defaults] queue`` ("default" unless configured).
     ``should_queue(*args, **kwargs)`` returning a falsy value makes ``.enqueue`` run the job
-    here at once (``jobs.inline``).
+    here at once (``jobs.inline``). ``encrypt=True`` stores its arguments, result and error
+    messages encrypted (``jobs.encryption``; the producer must import the function, or
+    enqueue with ``options(encrypt=True)``).
     """
     check_attempts(max_attempts)
     if on_failure is not None and not callable(on_failure):
@@ -283,6 +288,7 @@ def job(
         limits=limit_names(limits, "@job"),
         on_failure=on_failure,
         should_queue=should_queue,
+        encrypt=bool(encrypt),
     )
 
     register = _Register(options)

@@ -42,6 +42,7 @@ class FunctionOptions(msgspec.Struct, frozen=True, kw_only=True):
     unique_for: float | None = None
     on_dead: str | None = None
     should_queue: str | None = None  # the predicate deciding to run a call inline
+    encrypt: bool = False  # @job(encrypt=True): arguments and result encrypted in Redis
 
 
 _encoder = msgspec.json.Encoder()
@@ -77,7 +78,7 @@ def describe(fn: JobFunction[Any, Any], defaults: JobDefaults) -> FunctionOption
         result_ttl=policy.result_ttl, priority=o.priority, backoff=policy.backoff,
         retry_on=rule_names(policy.retry_on), dont_retry_on=rule_names(policy.dont_retry_on),
         rate_limit=rate, max_concurrency=most, unique_for=o.unique_for, on_dead=o.on_dead,
-        should_queue=_callable_name(o.should_queue))
+        should_queue=_callable_name(o.should_queue), encrypt=o.encrypt)
 
 
 def publish_functions(broker: Broker, functions: dict[str, FunctionOptions]) -> None:

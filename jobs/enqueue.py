@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from jobs.encryption.sealer import Sealer
 from jobs.errors import JobNotFound, UnknownLimit
 from jobs.job import Job
 from jobs.options import Call, Prepared, prepare
@@ -17,14 +19,29 @@ from jobs.registry import find
 from jobs.store.broker import Broker, default_broker
 from jobs.store.connection import translated
 
+if TYPE_CHECKING:  # annotations only: jobs.decorator enqueues
+    from jobs.decorator import JobFunction
+
 CHUNK = 1000
 
 
-def prepare_call(call: Call, broker: Broker) -> Prepared:
+def sealer_for(call: Call, fn: JobFunction[Any, Any] | None, broker: Broker) -> Sealer | None:
+    """The broker's sealer when this call is to be encrypted: asked by its enqueue, by its
+    function's ``@job(encrypt=True)`` or by ``[encryption] encrypt_all``."""
+    sealer = broker.sealer
+    if call.options.encrypt or sealer.settings.encrypt_all or (
+            fn is not None and fn.job_options.encrypt):
+        return sealer
+    return None
+
+
+def prepare_call(call: Call, broker: Broker, *, sealing: bool = True) -> Prepared:
+    """``sealing=False``: never encrypted (a job run inline is never stored)."""
+    fn = find(call.function)
     p = prepare(call, default_queue=broker.defaults.queue,
                 default_priority=int(Priority.NORMAL),
-                max_bytes=broker.defaults.max_payload_bytes)
-    fn = find(call.function)
+                max_bytes=broker.defaults.max_payload_bytes,
+                sealer=sealer_for(call, fn, broker) if sealing else None)
     if fn is not None and (fn.job_options.limit is not None or fn.job_options.limits):
         # Publish the function's limits with its jobs, so they apply before any worker starts.
         extra = dict(p.extra)

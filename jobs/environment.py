@@ -4,10 +4,9 @@ The supervisor and a producer script must agree on where Redis is and on the
 namespace, or jobs sit ``queued`` forever. So both read the same sources, in the same
 order: the file named by ``JOBVISOR_CONFIG`` (the supervisor also takes ``--config``
 or ``./config.toml``), then ``JOBVISOR_<TABLE>_<KEY>`` variables, which win. The job
-library reads only the ``[redis]``, ``[defaults]`` and ``[scheduler]`` tables; the
-supervisor's loader
-reads them all through the same functions, so an override means the same everywhere
-and an error names the variable that caused it.
+library reads only the ``[redis]``, ``[defaults]``, ``[scheduler]`` and ``[encryption]``
+tables; the supervisor's loader reads them all through the same functions, so an
+override means the same everywhere and an error names the variable that caused it.
 """
 
 from __future__ import annotations
@@ -22,12 +21,12 @@ from typing import Any
 import msgspec
 
 from jobs.errors import ConfigurationError
-from jobs.settings import JobDefaults, RedisSettings, SchedulerSettings
+from jobs.settings import EncryptionSettings, JobDefaults, RedisSettings, SchedulerSettings
 
 PREFIX = "JOBVISOR_"
 # Read where they are used, never stored in a config object (secrets), or not settings.
 NOT_OVERRIDES = {"JOBVISOR_CONFIG", "JOBVISOR_REDIS_PASSWORD",
-                 "JOBVISOR_REDIS_SENTINEL_PASSWORD"}
+                 "JOBVISOR_REDIS_SENTINEL_PASSWORD", "JOBVISOR_ENCRYPTION_KEYS"}
 _AT = re.compile(r" - at `\$\.([A-Za-z0-9_]+)\.([A-Za-z0-9_]+)")
 
 Sources = dict[tuple[str, str], str]  # (table, key) -> the variable that set it
@@ -83,22 +82,35 @@ def explain(exc: msgspec.ValidationError, sources: Sources, path: object | None)
     return f"config file {path}: {text}" if path else f"configuration: {text}"
 
 
+def refuse_keys_in_file(data: dict[str, Any], path: object | None) -> None:
+    """Encryption keys never come from the config file, which is rarely kept secret."""
+    table = data.get("encryption")
+    if isinstance(table, dict) and {"keys", "key"} & set(table):
+        raise ConfigurationError(
+            f"{path or 'configuration'}: encryption keys are not allowed in the config file; "
+            "set JOBVISOR_ENCRYPTION_KEYS or name a file of keys (mode 600) in "
+            "[encryption] key_file")
+
+
 class LibrarySettings(msgspec.Struct, frozen=True, kw_only=True):
     """The tables the job library uses; other tables of the file are the supervisor's."""
 
     redis: RedisSettings = RedisSettings()
     defaults: JobDefaults = JobDefaults()
     scheduler: SchedulerSettings = SchedulerSettings()
+    encryption: EncryptionSettings = EncryptionSettings()
     data_dir: str | None = None  # [supervisor].data_dir: where the embedded server listens
 
 
 def library_settings() -> LibrarySettings:
-    """``[redis]``, ``[defaults]`` and ``[scheduler]`` as the supervisor sees them:
-    ``JOBVISOR_CONFIG``'s file, then the environment's overrides."""
+    """``[redis]``, ``[defaults]``, ``[scheduler]`` and ``[encryption]`` as the supervisor
+    sees them: ``JOBVISOR_CONFIG``'s file, then the environment's overrides."""
     path = os.environ.get("JOBVISOR_CONFIG") or None
     found = read_toml(path) if path else {}
     tables: dict[str, type[msgspec.Struct]] = {
-        "redis": RedisSettings, "defaults": JobDefaults, "scheduler": SchedulerSettings}
+        "redis": RedisSettings, "defaults": JobDefaults, "scheduler": SchedulerSettings,
+        "encryption": EncryptionSettings}
+    refuse_keys_in_file(found, path)
     data: dict[str, Any] = {t: found[t] for t in tables if t in found}
     sources = apply_overrides(data, tables)
     data_dir = os.environ.get("JOBVISOR_SUPERVISOR_DATA_DIR") or found.get(

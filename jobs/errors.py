@@ -72,6 +72,15 @@ class UnknownLimit(JobsError, LookupError):
         self.name = name
 
 
+class DecryptionError(JobsError):
+    """An encrypted payload cannot be read here: its key is not among this process's
+    keys, or the key is wrong or the data was altered (``jobs.encryption``)."""
+
+    def __init__(self, message: str, key_id: str = "") -> None:
+        super().__init__(message)
+        self.key_id = key_id
+
+
 class StaleToken(JobsError):
     """An outcome was written with a claim token that is no longer the job's."""
 

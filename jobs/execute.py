@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -10,7 +11,8 @@ import msgspec
 
 from jobs.aio import run_coroutine
 from jobs.context import JobContext, reset_current, set_current
-from jobs.errors import JobTimeout, UnknownFunction
+from jobs.encryption.envelope import is_sealed
+from jobs.errors import DecryptionError, JobTimeout, UnknownFunction
 from jobs.policy import Outcome, Policy, Verdict, after_failure, error_of, resolve, safe_str
 from jobs.records import AttemptError, Claimed, ErrorKind, any_decoder, encoder
 from jobs.registry import lookup
@@ -62,9 +64,14 @@ def execute(job: Claimed, broker: Broker, worker: str,
     except JobTimeout as exc:
         # The soft timeout fired outside the function (binding or encoding its result).
         retry_in = after_failure(policy, job.attempt, exc)
-        return Outcome(verdict=Verdict.DEAD if retry_in is None else Verdict.RETRY,
-                       error=error_of(exc, job.attempt, 0.0, worker), retry_in=retry_in,
-                       exception=exc), policy
+        outcome = Outcome(verdict=Verdict.DEAD if retry_in is None else Verdict.RETRY,
+                          error=error_of(exc, job.attempt, 0.0, worker), retry_in=retry_in,
+                          exception=exc)
+        if job.spec is not None and job.spec.sealed is not None:
+            # No key here (ValueError): it never got to the arguments either.
+            with contextlib.suppress(ValueError):
+                outcome = sealed_outcome(job.id, outcome, broker)
+        return outcome, policy
 
 
 def _execute(job: Claimed, fn: JobFunction[Any, Any] | None, policy: Policy,
@@ -73,7 +80,43 @@ def _execute(job: Claimed, fn: JobFunction[Any, Any] | None, policy: Policy,
         _, problem = find(job)
         kind = "CorruptRecord" if job.corrupt or job.spec is None else "UnknownFunction"
         return invalid(job, problem, worker, kind)
-    return run_attempt(job, fn, policy, JobContext(job, policy.max_attempts, broker), worker)
+    try:
+        clear = opened(job, broker)
+    except (DecryptionError, ValueError) as exc:  # ValueError: keys misconfigured here
+        return invalid(job, str(exc), worker, UNREADABLE)
+    outcome = run_attempt(clear, fn, policy, JobContext(clear, policy.max_attempts, broker),
+                          worker)
+    return outcome if job.spec.sealed is None else sealed_outcome(job.id, outcome, broker)
+
+
+UNREADABLE = "DecryptionError"  # the error type of a job whose payload cannot be decrypted
+
+
+def opened(job: Claimed, broker: Broker) -> Claimed:
+    """The job with its arguments, and the parent result it is passed, decrypted."""
+    assert job.spec is not None
+    spec = broker.sealer.open_spec(job.id, job.spec)
+    given = job.parent_result
+    if given is not None and is_sealed(given):  # sealed with the parent's id
+        parent = broker.jobs.passing_parent(job.id)
+        given = broker.sealer.open_result(parent or "", given)
+    if spec is job.spec and given is job.parent_result:
+        return job
+    return msgspec.structs.replace(job, spec=spec, parent_result=given)
+
+
+def sealed_outcome(job_id: str, outcome: Outcome, broker: Broker) -> Outcome:
+    """An encrypted job's outcome as stored: its result sealed, and its error's message
+    and traceback unless ``[encryption] clear_errors``. (Errors found before its
+    arguments were decrypted name keys and functions, never the payload: left readable.)"""
+    sealer = broker.sealer
+    changes: dict[str, Any] = {}
+    if outcome.verdict is Verdict.COMPLETED:
+        changes["result"] = sealer.seal_result(job_id, outcome.result)
+    error = outcome.error
+    if error is not None and not sealer.settings.clear_errors:
+        changes["error"] = sealer.seal_error(job_id, error)
+    return msgspec.structs.replace(outcome, **changes) if changes else outcome
 
 
 def run_attempt(job: Claimed, fn: JobFunction[Any, Any], policy: Policy, ctx: JobContext,

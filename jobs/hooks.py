@@ -26,6 +26,7 @@ from typing import Any
 from jobs.aio import run_coroutine
 from jobs.context import JobContext, reset_current, set_current
 from jobs.decorator import JobFunction, job
+from jobs.enqueue import sealer_for
 from jobs.errors import JobKilled, JobsError, UnknownFunction
 from jobs.options import Call, EnqueueOptions, Prepared, prepare
 from jobs.policy import Outcome, Policy, resolve
@@ -59,7 +60,8 @@ def _hook_job(call: Call, queue: str, priority: int, job_id: str,
     is logged and skipped: it must never stop the death itself from being written."""
     try:
         return prepare(call, default_queue=queue, default_priority=priority,
-                       max_bytes=broker.defaults.max_payload_bytes)
+                       max_bytes=broker.defaults.max_payload_bytes,
+                       sealer=sealer_for(call, find_function(call.function)[0], broker))
     except (JobsError, TypeError) as exc:
         log.error("hook %s for job %s cannot be enqueued: %s", call.function, job_id, exc)
         return None

@@ -127,7 +127,8 @@ def run_inline(call: Call, broker: Broker) -> InlineJob:
     # Checked and encoded as a queued job is, without what only the queue honours.
     plain = msgspec.structs.replace(call, options=msgspec.structs.replace(
         call.options, inline=None, unique_for=None))
-    p = prepare_call(plain, broker)  # the checks and encoding of a queued job
+    # The checks and encoding of a queued job (never encrypted: nothing is stored).
+    p = prepare_call(plain, broker, sealing=False)
     spec = spec_decoder.decode(p.spec)  # the arguments as a worker receives them
     policy = resolve(spec, fn, broker.defaults)
     started = time.time()

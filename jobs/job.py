@@ -80,13 +80,15 @@ class Job:
 
     @property
     def errors(self) -> tuple[AttemptError, ...]:
-        """One entry per failed attempt, oldest first."""
-        return self.record.errors
+        """One entry per failed attempt, oldest first; an encrypted job's messages are
+        decrypted when this process has the key (else they read ``<encrypted>``)."""
+        return self.broker.sealer.readable_errors(self.id, self.record.errors)
 
     @property
     def error(self) -> AttemptError | None:
         """The latest attempt's error, or None when no attempt has failed."""
-        return self.record.errors[-1] if self.record.errors else None
+        errors = self.errors
+        return errors[-1] if errors else None
 
     @property
     def progress(self) -> Any:
@@ -133,7 +135,8 @@ class Job:
         """Block on Redis until the job is final, then return its value.
 
         Raises ``JobFailed`` (dead), ``JobCanceled``, ``ResultTimeout`` after ``timeout``
-        seconds (None waits forever), or ``JobNotFound``.
+        seconds (None waits forever), or ``JobNotFound``; ``DecryptionError`` when the
+        result is encrypted with a key this process does not have.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         registered_until = 0.0
@@ -160,9 +163,17 @@ class Job:
     def _final_value(self) -> Any:
         record = self.refresh().record
         if record.state is JobState.COMPLETED:
-            return any_decoder.decode(record.result) if record.result else None
+            return stored_value(record, self.broker)
         if record.state is JobState.CANCELED:
             raise JobCanceled(self.id, record.cancel_reason or "canceled")
-        last = record.errors[-1] if record.errors else None
+        last = self.error
         message = f"{last.type}: {last.message}" if last else "no error recorded"
         raise JobFailed(self.id, f"after {record.attempts} attempt(s), last error {message}")
+
+
+def stored_value(record: JobRecord, broker: Broker) -> Any:
+    """A completed job's return value, decrypted when it was encrypted; a
+    ``DecryptionError`` (a ``JobsError``) says which key this process lacks."""
+    if not record.result:
+        return None
+    return any_decoder.decode(broker.sealer.open_result(record.id, record.result))

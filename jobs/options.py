@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 
 from jobs.backoff import Backoff
+from jobs.encryption.sealer import Sealer
 from jobs.errors import ConfigurationError, PayloadTooLarge
 from jobs.priority import parse_priority
 from jobs.rates import limit_names
@@ -50,6 +51,9 @@ class EnqueueOptions(msgspec.Struct, frozen=True, kw_only=True):
     # True: run now in this process instead of queueing (jobs.inline); False: always
     # queue, whatever the function's should_queue says.
     inline: bool | None = None
+    # True: encrypt this job's arguments and result (jobs.encryption), as @job(encrypt=True)
+    # or [encryption] encrypt_all do; it cannot turn off what those ask for.
+    encrypt: bool | None = None
 
     def merged(self, other: EnqueueOptions) -> EnqueueOptions:
         """These options with every field ``other`` sets taken from ``other``."""
@@ -143,16 +147,26 @@ def _at_ms(at: datetime | None) -> int:
     return max(ms, 0)
 
 
-def _encode_spec(spec: JobSpec, max_bytes: int, meta_bytes: int = 0) -> bytes:
+def _encode_spec(spec: JobSpec, max_bytes: int, meta_bytes: int = 0, job_id: str = "",
+                 sealer: Sealer | None = None) -> bytes:
+    """The stored spec; with ``sealer``, its arguments encrypted (the size checked is
+    what is stored)."""
     try:
+        if sealer is not None:
+            plain = encoder.encode((spec.args, spec.kwargs))
+            spec = msgspec.structs.replace(
+                spec, args=[], kwargs={},
+                sealed=sealer.seal_arguments(job_id, spec.function, plain))
         data = encode_spec(spec)
     except (TypeError, OverflowError):
         _raise_unencodable(spec)
         raise
     if len(data) + meta_bytes > max_bytes:
         with_meta = f" with {meta_bytes} of meta" if meta_bytes else ""
+        sealed = " (encrypted)" if sealer is not None else ""
         raise PayloadTooLarge(
-            f"job {spec.function} has a payload of {len(data) + meta_bytes} bytes{with_meta}, "
+            f"job {spec.function} has a payload of {len(data) + meta_bytes} bytes{sealed}"
+            f"{with_meta}, "
             "above max_payload_bytes "
             f"({max_bytes}): store large data elsewhere (a file or object store) and pass a "
             "reference, or raise [defaults].max_payload_bytes"
@@ -261,8 +275,9 @@ def _parent_ids(depends_on: Sequence[Any] | None) -> list[str]:
     return list(dict.fromkeys(ids))
 
 
-def unique_digest(call: Call, key: str | None) -> str:
-    """The uniqueness key: the caller's, else the function with its arguments."""
+def unique_digest(call: Call, key: str | None, secret: bytes = b"") -> str:
+    """The uniqueness key: the caller's, else the function with its arguments; keyed
+    with ``secret`` for an encrypted job (``Sealer.unique_key``)."""
     if key is not None:
         if not isinstance(key, str) or not key:
             raise ConfigurationError(f"unique_key must be a non-empty string, got {key!r}")
@@ -270,7 +285,7 @@ def unique_digest(call: Call, key: str | None) -> str:
     else:
         material = b"a\0" + encoder.encode(
             [call.function, list(call.args), sorted(call.kwargs.items())])
-    return hashlib.blake2b(material, digest_size=16).hexdigest()
+    return hashlib.blake2b(material, digest_size=16, key=secret).hexdigest()
 
 
 _json = msgspec.json.Encoder()
@@ -289,7 +304,7 @@ def encode_meta(meta: Any) -> str:
             "lists and dicts") from None
 
 
-def workflow_extra(call: Call) -> dict[str, Any]:
+def workflow_extra(call: Call, sealer: Sealer | None = None) -> dict[str, Any]:
     """What the enqueue script needs for dependencies, uniqueness, named limits and meta
     (empty when unused)."""
     opts = call.options
@@ -320,15 +335,18 @@ def workflow_extra(call: Call) -> dict[str, Any]:
         extra["ln"] = list(named)
     window = check_seconds("unique_for", opts.unique_for)
     if window is not None:
-        extra["uk"] = unique_digest(call, opts.unique_key)
+        extra["uk"] = unique_digest(call, opts.unique_key,
+                                    sealer.unique_key() if sealer is not None else b"")
         extra["ut"] = int(window * 1000)
         if opts.unique_until == "window":
             extra["uw"] = True
     return extra
 
 
-def prepare(call: Call, *, default_queue: str, default_priority: int, max_bytes: int) -> Prepared:
-    """Check and encode one call; raises before anything is written."""
+def prepare(call: Call, *, default_queue: str, default_priority: int, max_bytes: int,
+            sealer: Sealer | None = None) -> Prepared:
+    """Check and encode one call; raises before anything is written. With ``sealer``,
+    the arguments are stored encrypted (``jobs.encryption``)."""
     opts = call.options
     check_function_name(call.function)
     if opts.inline:
@@ -352,12 +370,13 @@ def prepare(call: Call, *, default_queue: str, default_priority: int, max_bytes:
         retry_on=exception_names("retry_on", opts.retry_on),
         dont_retry_on=exception_names("dont_retry_on", opts.dont_retry_on),
     )
-    extra = workflow_extra(call)
+    extra = workflow_extra(call, sealer)
+    job_id = check_name("job_id", opts.job_id) if opts.job_id is not None else new_job_id()
     return Prepared(
-        id=check_name("job_id", opts.job_id) if opts.job_id is not None else new_job_id(),
+        id=job_id,
         queue=check_name("queue", opts.queue or default_queue),
         priority=parse_priority(opts.priority if opts.priority is not None else default_priority),
-        spec=_encode_spec(spec, max_bytes, len(extra.get("meta", "").encode())),
+        spec=_encode_spec(spec, max_bytes, len(extra.get("meta", "").encode()), job_id, sealer),
         delay_ms=_delay_ms(opts.delay),
         at_ms=_at_ms(opts.at),
         custom_id=opts.job_id is not None,

@@ -22,7 +22,8 @@ class JobSpec(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True,
     is refused, not half-obeyed. Fields are only ever added at the end, and a spec that
     sets none of the later ones is stored as before they existed, so older workers still
     run it. ``retry_on`` and ``dont_retry_on`` hold exception class names
-    (``policy.matches``).
+    (``policy.matches``). An encrypted job (``jobs.encryption``) keeps ``args`` and
+    ``kwargs`` empty and holds both, sealed, in ``sealed``.
     """
 
     function: str
@@ -35,6 +36,7 @@ class JobSpec(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True,
     backoff: Backoff | None = None
     retry_on: list[str] | None = None
     dont_retry_on: list[str] | None = None
+    sealed: bytes | None = None
 
 
 class ErrorKind(StrEnum):
@@ -46,7 +48,11 @@ class ErrorKind(StrEnum):
 
 
 class AttemptError(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """Why one attempt failed; a job keeps one per failed attempt."""
+    """Why one attempt failed; a job keeps one per failed attempt.
+
+    An encrypted job's error keeps ``type`` and ``kind`` readable; its message and
+    traceback are sealed in ``sealed`` and ``message`` reads ``<encrypted>``.
+    """
 
     attempt: int
     kind: ErrorKind
@@ -56,6 +62,7 @@ class AttemptError(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     duration: float = 0.0
     at: float = 0.0
     worker: str = ""
+    sealed: bytes = b""
 
 
 class Claimed(msgspec.Struct, frozen=True, kw_only=True):

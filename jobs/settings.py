@@ -100,6 +100,20 @@ class SchedulerSettings(Table, frozen=True, kw_only=True, forbid_unknown_fields=
         zone(self.timezone)
 
 
+class EncryptionSettings(Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``[encryption]``: payload encryption at rest (``jobs.encryption``).
+
+    The keys themselves never sit here: ``JOBVISOR_ENCRYPTION_KEYS`` or the file named
+    by ``key_file`` holds them, read where they are used.
+    """
+
+    encrypt_all: bool = False  # every job, not only those of @job(encrypt=True)
+    key_file: str = ""  # one "id:base64" key per line, newest first, mode 600
+    # Error messages and tracebacks of encrypted jobs stored in clear (readable by
+    # anyone who can read Redis); false: encrypted like the arguments.
+    clear_errors: bool = False
+
+
 @cache
 def zone(name: str) -> ZoneInfo:
     try:

@@ -9,12 +9,19 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
-from jobs.environment import apply_overrides, explain, read_toml
+from jobs.encryption.keyring import KEYS_VARIABLE, load_keyring
+from jobs.environment import apply_overrides, explain, read_toml, refuse_keys_in_file
 from jobs.errors import ConfigurationError
 from jobs.health import DEFAULT_REDIS_TIMEOUT
 from jobs.rates import definition
 from jobs.schedules import Schedule
-from jobs.settings import JobDefaults, RedisSettings, SchedulerSettings, Table
+from jobs.settings import (
+    EncryptionSettings,
+    JobDefaults,
+    RedisSettings,
+    SchedulerSettings,
+    Table,
+)
 from supervisor.errors import ConfigError
 from supervisor.runtime.scaling import POOL_MAX
 
@@ -130,6 +137,7 @@ class Config(Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
     dashboard: DashboardSettings = DashboardSettings()
     health: HealthSettings = HealthSettings()
     scheduler: SchedulerSettings = SchedulerSettings()
+    encryption: EncryptionSettings = EncryptionSettings()
     # [[schedules]]: cron schedules every supervisor fires (jobs.schedules.Schedule).
     schedules: list[Schedule] = msgspec.field(default_factory=list)
     queue_limits: dict[QueueName, Limit] = msgspec.field(default_factory=dict)
@@ -185,7 +193,8 @@ def config_path(explicit: str | None) -> Path | None:
 TABLES: dict[str, type[msgspec.Struct]] = {
     "redis": RedisSettings, "supervisor": SupervisorSettings, "worker": WorkerSettings,
     "defaults": JobDefaults, "metrics": MetricsSettings, "dashboard": DashboardSettings,
-    "health": HealthSettings, "scheduler": SchedulerSettings}
+    "health": HealthSettings, "scheduler": SchedulerSettings,
+    "encryption": EncryptionSettings}
 
 
 def _settled(config: Config, data: dict[str, Any]) -> Config:
@@ -211,6 +220,7 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
                     f"{path}: redis.{key} is not allowed in config.toml; set "
                     f"JOBVISOR_REDIS_{key.upper()} or redis.{key}_file"
                 )
+        refuse_keys_in_file(data, path)
         sources = apply_overrides(data, TABLES)
     except ConfigurationError as exc:
         raise ConfigError(str(exc)) from None
@@ -218,3 +228,23 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
         return _settled(msgspec.convert(data, Config), data)
     except msgspec.ValidationError as exc:
         raise ConfigError(explain(exc, sources, path)) from None
+
+
+def check_encryption(config: Config) -> str:
+    """Read the encryption keys as workers will, so a bad key file or key stops a start
+    or a reload (with the reason) instead of failing jobs; what was found, for the log."""
+    settings = config.encryption
+    try:
+        keyring = load_keyring(settings)
+        if keyring.keys:
+            keyring.active.cipher  # noqa: B018  (the cryptography package is there)
+    except ConfigurationError as exc:
+        raise ConfigError(str(exc)) from None
+    if settings.encrypt_all and not keyring.keys:
+        raise ConfigError(
+            f"encryption.encrypt_all is true but no key is configured: set {KEYS_VARIABLE} "
+            "or encryption.key_file (make a key with `jobvisor encryption keygen`)")
+    if not keyring.keys:
+        return ""
+    return (f"encryption keys {', '.join(keyring.ids)} from {keyring.source} "
+            f"(active: {keyring.active.id})")

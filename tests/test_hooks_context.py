@@ -86,7 +86,9 @@ def test_on_failure_in_the_worker_and_after_a_hard_timeout_kill(sup, tmp_path):
     hooked = q.options(meta={"hook_file": str(calls)})
     failed = hooked.enqueue("tests.hookfuncs:fails_twice")
     wait_until(lambda: failed.refresh().state is JobState.DEAD, timeout=10)
-    wait_until(lambda: calls.exists(), timeout=10, what="the hook's line")
+    # The hook opens the file, then writes its line: wait for the whole line.
+    wait_until(lambda: calls.exists() and calls.read_text().endswith("\n"), timeout=10,
+               what="the hook's line")
     (line,) = [json.loads(x) for x in calls.read_text().splitlines()]
     assert (line["id"], line["attempt"], line["type"], line["message"]) == (
         failed.id, 2, "ValueError", "boom")

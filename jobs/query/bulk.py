@@ -148,12 +148,15 @@ def copy_job(broker: Broker, job_id: str, *, who: str = "library") -> str:
     record = job.record
     if record.spec is None:
         raise ConfigurationError(f"job {job_id}'s arguments cannot be read: it cannot be copied")
-    spec = record.spec
+    # An encrypted job's arguments are bound to its id: decrypted here (a DecryptionError
+    # without its key), and the copy encrypted again under its own id.
+    spec = broker.sealer.open_spec(job_id, record.spec)
     options = EnqueueOptions(
         queue=record.queue, priority=record.priority, timeout=spec.timeout,
         soft_timeout=spec.soft_timeout, max_attempts=spec.max_attempts,
         result_ttl=spec.result_ttl, backoff=spec.backoff, retry_on=spec.retry_on,
-        dont_retry_on=spec.dont_retry_on, meta=record.meta)
+        dont_retry_on=spec.dont_retry_on, meta=record.meta,
+        encrypt=record.spec.sealed is not None or None)
     copy = enqueue_call(Call(spec.function, tuple(spec.args), dict(spec.kwargs), options), broker)
     log.info("%s: copied job %s to %s on queue %s", who, job_id, copy.id, record.queue)
     broker.jobs.event(e="action", who=who, action="copy", q=record.queue, count=1,

@@ -19,7 +19,9 @@ class JobFilter(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 
     function: str | None = None  # module:function, exactly
     error_type: str | None = None  # the last error's type (ValueError) or kind (timeout)
-    text: str | None = None  # in the id, arguments, or last error's message (any case)
+    # In the id, arguments, or last error's message (any case). Encrypted arguments and
+    # messages are not searched: that would decrypt every job of the walk.
+    text: str | None = None
     older_than: float | None = None
     newer_than: float | None = None
 
@@ -57,7 +59,8 @@ def _searchable(record: JobRecord) -> str:
     parts = [record.id]
     if record.spec is not None:
         parts.append(record.spec.function)
-        parts.append(_json.encode([record.spec.args, record.spec.kwargs]).decode())
+        if record.spec.sealed is None:
+            parts.append(_json.encode([record.spec.args, record.spec.kwargs]).decode())
     if record.errors:
         parts += (record.errors[-1].type, record.errors[-1].message)
     if record.cancel_reason:

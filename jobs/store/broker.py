@@ -9,11 +9,12 @@ from typing import Any, Final
 import msgspec
 import redis
 
+from jobs.encryption.sealer import Sealer
 from jobs.environment import library_settings
 from jobs.errors import JobNotFound, UnknownLimit
 from jobs.options import Prepared, pack_job
 from jobs.records import AttemptError, Claimed, claimed_from_reply, encoder
-from jobs.settings import JobDefaults, RedisSettings
+from jobs.settings import EncryptionSettings, JobDefaults, RedisSettings
 from jobs.store.connection import make_client, redact, resolve_url, translated
 from jobs.store.job_ops import JobOperations
 from jobs.store.layouts import (
@@ -58,16 +59,18 @@ class Broker(Store):
         client: redis.Redis | None = None,
         data_dir: str | None = None,
         retries: int = 3,
+        encryption: EncryptionSettings | None = None,
     ) -> None:
         if redis_settings is None or defaults is None:
             found = library_settings()  # what the supervisor of JOBVISOR_CONFIG uses
             redis_settings = redis_settings or found.redis
             defaults = defaults or found.defaults
             data_dir = data_dir or found.data_dir
+            encryption = encryption or found.encryption
         url = url or resolve_url(redis_settings, data_dir)
         if client is None:
             client = make_client(url, redis_settings, retries)
-        super().__init__(url, client, redis_settings, defaults)
+        super().__init__(url, client, redis_settings, defaults, Sealer(encryption))
         self.jobs: Final = JobOperations(self)
         self.maintenance: Final = Maintenance(self)
         self._enqueue_keys: dict[str, list[str]] = {}  # by queue name

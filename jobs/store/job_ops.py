@@ -120,6 +120,13 @@ class JobOperations:
         with translated(s.url):
             return decode_meta(s.client.hget(s.keys.job(job_id), "meta"))
 
+    def passing_parent(self, job_id: str) -> str | None:
+        """The parent whose result this job is passed (``pass_result=True``), if any."""
+        s = self.store
+        with translated(s.url):
+            raw = s.client.hget(s.keys.job(job_id), "pr")
+        return raw.decode() if raw else None
+
     def state_of(self, job_id: str) -> str | None:
         s = self.store
         with translated(s.url):

@@ -238,7 +238,12 @@ SCHEDULES_PUBLISH = Layout(
     keys="definitions expiry",
     args="ttl_ms", each="schedule", each_arg="name definition")
 
+RESEAL = Layout(
+    "reseal",
+    keys="job",
+    each="field", each_arg="field digest value")
+
 SCRIPTS: dict[str, Layout] = {layout.name: layout for layout in (
     ENQUEUE, CLAIM, FINISH_CLAIM, COMPLETE, CLAIMED_BY, FAIL, RELEASE, RENEW, CANCEL, REQUEUE,
     PURGE, WATCH, PROGRESS, EVENT, RESUME, PROMOTE, RELEASE_LIMITS, EXPIRED, TRIM, AGE,
-    CRON_CLAIM, CRON_SENT, CRON_PAUSE, CRON_RESUME, SCHEDULES_PUBLISH)}
+    CRON_CLAIM, CRON_SENT, CRON_PAUSE, CRON_RESUME, SCHEDULES_PUBLISH, RESEAL)}

@@ -35,7 +35,8 @@ def broker_for(config: Config) -> Broker:
     """
     url = config.redis.url or os.environ.get("JOBVISOR_REDIS_URL") or embedded_url(
         config.supervisor.data_dir)
-    return jobs.connect(url, redis_settings=config.redis, defaults=config.defaults, retries=0)
+    return jobs.connect(url, redis_settings=config.redis, defaults=config.defaults, retries=0,
+                        encryption=config.encryption)
 
 
 def connect(args: argparse.Namespace) -> Broker:

@@ -33,7 +33,8 @@ def _block(r: dict[str, Any]) -> str:
                 ("dont_retry_on", ", ".join(r["dont_retry_on"])),
                 ("rate_limit", r["rate_limit"]), ("max_concurrency", r["max_concurrency"]),
                 ("unique_for", r["unique_for"] and _seconds(r["unique_for"])),
-                ("on_dead", r["on_dead"]), ("should_queue", r["should_queue"]))
+                ("on_dead", r["on_dead"]), ("should_queue", r["should_queue"]),
+                ("encrypt", r["encrypt"] and "yes: arguments, result and errors"))
     lines += [f"  {key:13} {value}" for key, value in optional if value]
     lines.append(f"  result_ttl    {_seconds(r['result_ttl'])}")
     return "\n".join(lines)

@@ -11,10 +11,10 @@ from typing import Any
 
 from jobs import Job, JobState, Queue
 from jobs.cluster import served_queues, unserved_warning
-from jobs.effective import FunctionOptions
+from jobs.effective import FunctionOptions, published_functions
 from jobs.errors import ConfigurationError
+from jobs.job import stored_value
 from jobs.query import job_view
-from jobs.records import any_decoder
 from supervisor.cli.common import backoff_text, broker_for, connect, load, output
 from supervisor.errors import ExitCode
 from supervisor.runtime.preload import loaded_functions, preload
@@ -65,7 +65,7 @@ def _enqueue_options(args: argparse.Namespace) -> dict[str, Any]:
         ("on_parent_failure", args.on_parent_failure), ("unique_for", args.unique_for),
         ("unique_key", args.unique_key), ("backoff", backoff), ("retry_on", args.retry_on),
         ("dont_retry_on", args.dont_retry_on), ("inline", args.inline or None),
-        ("limits", args.limits), ("meta", meta))
+        ("limits", args.limits), ("meta", meta), ("encrypt", args.encrypt or None))
         if v is not None}
 
 
@@ -78,8 +78,13 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
         raise ConfigurationError("--kwargs must be a JSON object")
     if args.inline:  # the function must be registered here: load [worker].modules
         preload(config.worker.modules, config.worker.path)
-    job = Queue(args.queue, broker).options(**_enqueue_options(args)).enqueue(
-        args.name, *values, **kwargs)
+    options = _enqueue_options(args)
+    if not args.inline and "encrypt" not in options:
+        # Not imported here: a function its supervisors published as @job(encrypt=True).
+        published = published_functions(broker).get(args.name)
+        if published is not None and published.encrypt:
+            options["encrypt"] = True
+    job = Queue(args.queue, broker).options(**options).enqueue(args.name, *values, **kwargs)
     if args.inline:
         return _ran_inline(args, job, loaded_functions(config.defaults))
     print(json.dumps({"id": job.id}) if args.json else job.id)
@@ -200,7 +205,7 @@ def cmd_result(args: argparse.Namespace) -> int:
     if job.state is not JobState.COMPLETED:
         print(f"jobvisor: job {args.id} is {job.state}, no result", file=sys.stderr)
         return _exit_code(job.state)
-    print(json.dumps(any_decoder.decode(job.record.result) if job.record.result else None))
+    print(json.dumps(stored_value(job.record, job.broker)))
     return 0
 
 

@@ -17,6 +17,7 @@ from jobs.query import LISTED_STATES
 from jobs.query.groups import DEFAULT_SCAN as DEFAULT_GROUP_SCAN
 from jobs.query.groups import MAX_SCAN as MAX_GROUP_SCAN
 from supervisor.cli import (
+    encryption_commands,
     function_commands,
     job_commands,
     ops_commands,
@@ -250,6 +251,9 @@ def _job_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                                       "ConnectionError, mymod.MyError; repeat for several)"),
                        ("--dont-retry-on", "never retry on this exception (repeat)")):
         enq.add_argument(flag, action="append", metavar="EXCEPTION", help=text)
+    enq.add_argument("--encrypt", action="store_true",
+                     help="store its arguments and result encrypted (as @job(encrypt=True), "
+                          "which a function's supervisors publish, does by itself)")
     enq.add_argument("--inline", action="store_true",
                      help="run the job here and now instead of queueing it (imports "
                           "[worker].modules; prints its result; nothing is written to Redis)")
@@ -372,6 +376,7 @@ def parser() -> argparse.ArgumentParser:
     _job_parsers(sub)
     _query_parsers(sub)
     _ops_parsers(sub)
+    encryption_commands.add_parsers(sub, _command)
     return p
 
 

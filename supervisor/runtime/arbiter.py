@@ -19,7 +19,7 @@ from typing import Any
 
 from jobs import Broker
 from jobs.limits import registered_limits
-from supervisor.config import Config
+from supervisor.config import Config, check_encryption
 from supervisor.errors import ExitCode, HaltServer
 from supervisor.integrations.endpoint import serve
 from supervisor.integrations.metrics import LocalFigures
@@ -59,6 +59,7 @@ class Arbiter:
     def __init__(self, config: Config, config_path: str | None, url: str,
                  embedded: Any = None, reopen_logs: Any = None) -> None:
         self.plan = Plan(config)  # a ConfigError before anything starts
+        self.encryption = check_encryption(config)  # as is a bad key
         self.pool = Pool()
         self.url = url
         self.embedded = embedded
@@ -71,7 +72,8 @@ class Arbiter:
         self.notifier = Notifier()
         self.last_watchdog = 0.0
         self.last_title = 0.0
-        broker = Broker(url, redis_settings=config.redis, defaults=config.defaults)
+        broker = Broker(url, redis_settings=config.redis, defaults=config.defaults,
+                        encryption=config.encryption)
         self.figures = LocalFigures(self.pool.states, lambda: self.duties.reclaims)
         self.duties = Duties(broker, config.supervisor.lease_timeout, list(config.worker.queues),
                              self.pool.claims, self._state, self.wakeup.control_arrived,
@@ -85,6 +87,8 @@ class Arbiter:
         config = self.plan.config
         unset_environment()
         try:
+            if self.encryption:
+                log.info("%s", self.encryption)
             preload(config.worker.modules, config.worker.path)
             self.duties.set_limits({**registered_limits(), **config.limit_definitions()})
             self.duties.set_functions(loaded_functions(config.defaults))

@@ -82,7 +82,9 @@ class Child:
         s = self.config.supervisor
         # The process default, so job code calling fn.enqueue() uses this configuration.
         broker = jobs.connect(self.url, redis_settings=self.config.redis,
-                              defaults=self.config.defaults)
+                              defaults=self.config.defaults,
+                              encryption=self.config.encryption)
+        broker.sealer.keyring  # noqa: B018  (read now: a job may change the cwd or environ)
         worker = Worker(self.config.worker.queues, broker=broker, lease=s.lease_timeout,
                         weights=self.config.worker.weights or None)
         self.worker = worker

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from jobs.cluster import Reload, Scale
 from jobs.limits import registered_limits
-from supervisor.config import load_config
+from supervisor.config import check_encryption, load_config
 from supervisor.errors import ConfigError, HaltServer
 from supervisor.integrations.systemd import Notifier
 from supervisor.runtime.cron import CronThread
@@ -98,6 +98,7 @@ class Commands:
         self.notifier.reloading()
         try:
             new = load_config(self.config_path)
+            keys = check_encryption(new)
             limit = pool_limit(new.supervisor)
             preload(new.worker.modules, new.worker.path, reload=True)
         except (ConfigError, HaltServer) as exc:
@@ -108,6 +109,10 @@ class Commands:
         if limit != plan.limit:
             log.info("now %s", limit.describe())
         plan.adopt(new, limit)
+        # New workers read the keys afresh; the supervisor's own enqueues (cron, hooks) too.
+        self.duties.broker.sealer.adopt(new.encryption)
+        if keys:
+            log.info("%s", keys)
         self.duties.queues = list(new.worker.queues)
         self.duties.aging = (new.supervisor.aging_after, new.supervisor.aging_step)
         self.duties.set_limits({**dropped, **registered_limits(), **new.limit_definitions()})

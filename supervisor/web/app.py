@@ -146,7 +146,8 @@ def create_app(config: Config, *, broker: Broker | None = None,
     if accounts is None and settings.users_file:
         accounts = Accounts.load(settings.users_file)
     broker = broker or jobs.connect(redis_settings=config.redis, defaults=config.defaults,
-                                    data_dir=config.supervisor.data_dir)
+                                    data_dir=config.supervisor.data_dir,
+                                    encryption=config.encryption)
     state = State({"broker": broker, "accounts": accounts, "read_only": settings.read_only,
                    "health": config.health, "schedules": config.schedules,
                    "refresh_ms": int(settings.refresh * 1000)})
