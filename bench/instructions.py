@@ -131,7 +131,7 @@ def _child(url: str, namespace: str, jobs: int, data_dir: str) -> None:
                     f'data_dir = "{data_dir}"\n[worker]\nmodules = ["examples.cpu"]\n')
     config = load_config(path)
     preload(config.worker.modules, config.worker.path)  # as the supervisor does before forking
-    child = Child(config, Slots(4), 0, url)
+    child = Child(config, config.pool_specs()["default"], Slots(4), 0, url)
     child.run(os.getppid())
 
 

@@ -15,21 +15,31 @@ from jobs.store.keys import check_name
 
 CONTROL_TTL_MS = 60_000
 STALE_ID_MS = 3_600_000
+# The pool of ``[worker] queues`` and ``[supervisor] workers``; ``[[pools]]`` add others.
+DEFAULT_POOL = "default"
 
 
 class Control(msgspec.Struct, frozen=True, tag=True):
     """Base of the messages a supervisor takes from its control list."""
 
 
-class Scale(Control, frozen=True, tag="scale"):
+class Scale(Control, frozen=True, tag="scale", omit_defaults=True):
     workers: int
+    pool: str | None = None  # None: the default pool (and the message older ones read)
 
 
 class Reload(Control, frozen=True, tag="reload"):
     pass
 
 
-_control_decoder = msgspec.json.Decoder(Scale | Reload)
+class PausePool(Control, frozen=True, tag="pause_pool"):
+    """Workers of ``pool`` stop claiming (``paused``) or start again; they stay up."""
+
+    pool: str
+    paused: bool
+
+
+_control_decoder = msgspec.json.Decoder(Scale | Reload | PausePool)
 
 
 def supervisors(broker: Broker | None = None) -> list[dict[str, Any]]:
@@ -77,6 +87,15 @@ def forget_stale_ids(broker: Broker) -> int:
         if stale:
             broker.client.zrem(key, *stale)
     return len(stale)
+def pools_of(entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """A supervisor's pools (name, queues, target, workers, paused) with how many of their
+    workers are busy; one of an older version shows its workers as the default pool."""
+    workers = entry.get("workers", [])
+    pools = entry.get("pools") or [{"name": DEFAULT_POOL, "queues": entry.get("queues", []),
+                                     "target": entry.get("target", len(workers)),
+                                     "workers": len(workers), "paused": False}]
+    return [{**p, "busy": sum(1 for w in workers if w.get("pool", DEFAULT_POOL) == p["name"]
+                              and w.get("state") == "busy")} for p in pools]
 
 
 def served_queues(broker: Broker | None = None) -> set[str]:
@@ -89,7 +108,8 @@ def unserved_warning(queue: str, broker: Broker) -> str:
     return (f"warning: no live supervisor in namespace {broker.keys.ns!r} serves queue "
             f"{queue!r}, so its jobs wait until one does; check that the supervisor's "
             "[redis] url and namespace match this process's (JOBVISOR_CONFIG, "
-            "JOBVISOR_REDIS_NAMESPACE) and that [worker].queues lists the queue")
+            "JOBVISOR_REDIS_NAMESPACE) and that [worker].queues or one of its [[pools]] lists "
+            "the queue")
 
 
 def supervisor_entry(ident: str, broker: Broker | None = None) -> dict[str, Any] | None:
@@ -118,37 +138,93 @@ def send_control(ident: str, message: Control, broker: Broker | None = None) -> 
         pipe.execute()
 
 
-def _scale_refusal(ident: str, workers: int, entry: dict[str, Any], pool_max: int) -> str | None:
-    """Why ``scale workers`` cannot be done by the supervisor of ``entry``, if it cannot."""
+def _pools(ident: str, entry: dict[str, Any], pool: str | None) -> dict[str, dict[str, Any]]:
+    """The pools of the supervisor of ``entry`` by name, checked to hold ``pool`` (None:
+    the default pool); a supervisor of an older version has only the default pool."""
+    pools = entry.get("pools")
+    if pools is None:
+        if pool is not None:
+            raise ConfigurationError(
+                f"supervisor {ident} runs a jobvisor without pools: upgrade it, or leave "
+                "out --pool to act on all its workers")
+        return {DEFAULT_POOL: {"name": DEFAULT_POOL, "target": entry.get("target", 0),
+                               "workers": len(entry.get("workers", ()))}}
+    by_name = {p["name"]: p for p in pools}
+    name = pool or DEFAULT_POOL
+    if name not in by_name:
+        known = ", ".join(by_name) or "none"
+        if pool is None:
+            raise ConfigurationError(
+                f"supervisor {ident} runs no default pool (its [worker] queues is empty): "
+                f"name one of its pools with --pool ({known})")
+        raise ConfigurationError(
+            f"supervisor {ident} has no pool {name!r} (its pools: {known}); see "
+            "`jobvisor hosts`")
+    return by_name
+
+
+def _scale_refusal(ident: str, workers: int, entry: dict[str, Any], pool_max: int,
+                   pool: str, others: int) -> str | None:
+    """Why ``scale workers`` cannot be done by the supervisor of ``entry``, if it cannot
+    (``others``: what the supervisor's other pools want)."""
     most = entry.get("max_workers")  # absent from a supervisor of an older version
-    if most is None or workers <= most:
+    if most is None or workers + others <= most:
         return None
     if entry.get("max_workers_configured"):
         how = "raise supervisor.max_workers in its config.toml and reload it"
     else:
         how = "set supervisor.max_workers in its config.toml and reload it to allow more"
-    return (f"scale {workers} refused: {ident} runs at most {most} workers "
-            f"({entry.get('max_workers_from', 'supervisor.max_workers')}); {how} "
-            f"(up to {pool_max})")
+    origin = entry.get("max_workers_from", "supervisor.max_workers")
+    if others:
+        return (f"scale {workers} refused: {ident} runs at most {most} workers ({origin}) "
+                f"and its other pools want {others}, leaving {max(0, most - others)} for "
+                f"pool {pool!r}; scale them down, or {how} (up to {pool_max})")
+    return (f"scale {workers} refused: {ident} runs at most {most} workers ({origin}); "
+            f"{how} (up to {pool_max})")
 
 
-def request_scale(ident: str, workers: int, pool_max: int,
-                  broker: Broker | None = None) -> dict[str, Any]:
-    """Ask a live supervisor to run ``workers`` workers; its entry as it was, or an error
-    saying why it cannot (not live, or beyond its maximum, which ``pool_max`` caps)."""
-    if workers < 1:
-        raise ConfigurationError("scale needs at least 1 worker")
-    b = broker or default_broker()
-    entry = supervisor_entry(ident, b)
+def live_entry(ident: str, broker: Broker) -> dict[str, Any]:
+    """The entry of supervisor ``ident``, or an error saying it is not live."""
+    entry = supervisor_entry(ident, broker)
     if entry is None:
         raise ConfigurationError(
             f"supervisor {ident} is not live: it has no entry in Redis (a running supervisor "
             "renews its entry every second); see `jobvisor hosts` for the live ones")
-    refusal = _scale_refusal(ident, workers, entry, pool_max)
+    return entry
+
+
+def request_scale(ident: str, workers: int, pool_max: int, broker: Broker | None = None,
+                  pool: str | None = None) -> dict[str, Any]:
+    """Ask a live supervisor to run ``workers`` workers in ``pool`` (None: its default
+    pool); the pool's entry as it was, or an error saying why it cannot (not live, no
+    such pool, or beyond its maximum, which ``pool_max`` caps).
+
+    0 stops a pool; only the default pool of a supervisor without other pools needs 1.
+    """
+    if workers < 0:
+        raise ConfigurationError("scale needs a number of workers, 0 or more")
+    b = broker or default_broker()
+    entry = live_entry(ident, b)
+    pools = _pools(ident, entry, pool)
+    name = pool or DEFAULT_POOL
+    if workers < 1 and name == DEFAULT_POOL and len(pools) == 1:
+        raise ConfigurationError("scale needs at least 1 worker")
+    others = sum(p["target"] for p in pools.values() if p["name"] != name)
+    refusal = _scale_refusal(ident, workers, entry, pool_max, name, others)
     if refusal:
         raise ConfigurationError(refusal)
-    send_control(ident, Scale(workers=workers), b)
-    return entry
+    send_control(ident, Scale(workers=workers, pool=pool), b)
+    return pools[name]
+
+
+def request_pool_pause(ident: str, pool: str, paused: bool,
+                       broker: Broker | None = None) -> dict[str, Any]:
+    """Ask a live supervisor to pause (or resume) one of its pools; the pool's entry as
+    it was."""
+    b = broker or default_broker()
+    found = _pools(ident, live_entry(ident, b), pool)[pool]
+    send_control(ident, PausePool(pool=pool, paused=paused), b)
+    return found
 
 
 def take_control(ident: str, broker: Broker, wait: float = 0.0) -> list[Control]:

@@ -209,6 +209,17 @@ class Worker:
             self.unanswered = None
         return job
 
+    def give_back_unanswered(self) -> None:
+        """Give back what a claim whose reply never came took, if it took anything: for a
+        worker about to stop claiming for a while (its supervisor paused its pool)."""
+        token = self.unanswered
+        if token is None:
+            return
+        taken = self.broker.claimed_by(token, self.queues)
+        if taken is not None:
+            self.broker.release_claim(taken[0], taken[1], token)
+        self.unanswered = None
+
     def _claim_token(self) -> tuple[str, bool]:
         """A fresh token, or the one of a claim still unanswered (and so a resend)."""
         if self.unanswered is not None:

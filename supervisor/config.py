@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
+from jobs.cluster import DEFAULT_POOL
 from jobs.encryption.keyring import KEYS_VARIABLE, load_keyring
 from jobs.environment import apply_overrides, explain, read_toml, refuse_keys_in_file
 from jobs.errors import ConfigurationError
@@ -23,7 +24,7 @@ from jobs.settings import (
     Table,
 )
 from supervisor.errors import ConfigError
-from supervisor.runtime.scaling import POOL_MAX
+from supervisor.runtime.scaling import POOL_MAX, Machine, PoolLimit, pool_limit
 
 Seconds = Annotated[float, Meta(gt=0, le=86400 * 7)]
 # [redis] secrets: from the environment or a file only, never from config.toml.
@@ -66,13 +67,14 @@ LimitName = QueueName  # the same alphabet: both become parts of key names
 
 
 class WorkerSettings(Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """``[worker]``; ``queues`` left out is ``[defaults] queue`` alone (``load_config``)."""
+    """``[worker]``; ``queues`` left out is ``[defaults] queue`` alone (``load_config``).
+    The queues and weights are the default pool's; ``[]`` runs no default pool (allowed
+    only beside ``[[pools]]``, checked by ``Config``)."""
 
     modules: list[str] = msgspec.field(default_factory=lambda: ["examples.cpu"])
     # Directories put first on the import path (relative ones: to the working directory).
     path: list[str] = msgspec.field(default_factory=lambda: ["."])
-    queues: Annotated[list[QueueName], Meta(min_length=1)] = msgspec.field(
-        default_factory=lambda: ["default"])
+    queues: list[QueueName] = msgspec.field(default_factory=lambda: ["default"])
     weights: list[Annotated[float, Meta(gt=0)]] = msgspec.field(default_factory=list)
     # One INFO line per job start and end (id, function, duration, outcome) from the worker.
     log_jobs: bool = False
@@ -80,6 +82,50 @@ class WorkerSettings(Table, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     def __post_init__(self) -> None:
         if self.weights and len(self.weights) != len(self.queues):
             raise ValueError("weights must give one number per queue (or be empty: strict order)")
+
+
+NonNegative = Annotated[int, Meta(ge=0)]
+Grace = Annotated[float, Meta(ge=0, le=60)]
+
+
+class PoolSettings(Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``[[pools]]``: workers of their own on queues of their own, in the same supervisor.
+    A limit left out is ``[supervisor]``'s."""
+
+    name: QueueName
+    queues: Annotated[list[QueueName], Meta(min_length=1)]
+    weights: list[Annotated[float, Meta(gt=0)]] = msgspec.field(default_factory=list)
+    workers: Count = 1  # 0: declared but stopped until `jobvisor scale --pool`
+    max_jobs_per_child: NonNegative | None = None
+    max_memory_per_child: NonNegative | None = None
+    job_memory_limit: NonNegative | None = None
+    heartbeat_timeout: Seconds | None = None
+    kill_grace: Grace | None = None
+    log_jobs: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.name == DEFAULT_POOL:
+            raise ValueError(f"pool name {DEFAULT_POOL!r} is taken by the default pool "
+                             "([worker] queues, [supervisor] workers): pick another name")
+        if self.weights and len(self.weights) != len(self.queues):
+            raise ValueError(f"pool {self.name!r}: weights must give one number per queue "
+                             "(or be empty: strict order)")
+
+
+class PoolSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """A pool as its workers run it, every limit filled in: the default pool from
+    ``[worker]`` and ``[supervisor]``, a ``[[pools]]`` entry over them."""
+
+    name: str
+    queues: list[str]
+    weights: list[float]
+    workers: int  # the size the configuration asks for
+    max_jobs_per_child: int
+    max_memory_per_child: int
+    job_memory_limit: int
+    heartbeat_timeout: float
+    kill_grace: float
+    log_jobs: bool
 
 
 class Limit(Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -142,6 +188,8 @@ class Config(Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
     schedules: list[Schedule] = msgspec.field(default_factory=list)
     queue_limits: dict[QueueName, Limit] = msgspec.field(default_factory=dict)
     limits: dict[LimitName, Limit] = msgspec.field(default_factory=dict)
+    # [[pools]]: named pools beside the default one (PoolSettings).
+    pools: list[PoolSettings] = msgspec.field(default_factory=list)
 
     def limit_definitions(self) -> dict[str, str | None]:
         """The queue and named limits in their stored form, keyed ``q:<queue>`` and
@@ -163,19 +211,100 @@ class Config(Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
                 f"health.max_dead ({self.health.max_dead}) must be below defaults.max_dead "
                 f"({self.defaults.max_dead}), the most dead jobs a queue keeps, or it can "
                 "never be exceeded: lower health.max_dead (0: off)")
+        self._check_pools()
+
+    def _check_pools(self) -> None:
+        """Cross-table rules of the pools: names, the default pool, the total size."""
+        names = [p.name for p in self.pools]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"pools: each name must be used once, {twice[0]!r} is not")
+        if not self.worker.queues:
+            if not self.pools:
+                raise ValueError("worker.queues is empty: list the queues the workers claim "
+                                 "from ([] runs no default pool, for a supervisor of "
+                                 "[[pools]] only)")
+            if self.autoscale:
+                raise ValueError("supervisor.min_workers and max_workers autoscale the "
+                                 "default pool, which worker.queues = [] turns off: give "
+                                 "worker.queues, or set min_workers = 0")
+        s = self.supervisor
+        pooled = self.pooled_workers
+        if not (s.max_workers and pooled):
+            return
+        own = (s.min_workers if self.autoscale else s.workers) if self.worker.queues else 0
+        if own + pooled > s.max_workers:
+            raise ValueError(
+                f"the pools ask for {own + pooled} workers ({own} in the default pool, "
+                f"{pooled} in [[pools]]), more than supervisor.max_workers "
+                f"({s.max_workers}), the most this supervisor runs: raise "
+                "supervisor.max_workers or lower the pools' workers")
+        if self.worker.queues and not own and pooled >= s.max_workers:
+            raise ValueError(
+                f"[[pools]] take all {s.max_workers} workers of supervisor.max_workers, "
+                "leaving none for the default pool (supervisor.workers = 0: one per core "
+                "within what is left): raise supervisor.max_workers, set supervisor.workers, "
+                "or set worker.queues = [] to run no default pool")
+
+    @property
+    def pooled_workers(self) -> int:
+        """The workers ``[[pools]]`` ask for, all together."""
+        return sum(p.workers for p in self.pools)
+
+    @property
+    def queues(self) -> list[str]:
+        """Every queue some pool of this supervisor claims from, each once."""
+        out = list(self.worker.queues)
+        for p in self.pools:
+            out += [q for q in p.queues if q not in out]
+        return out
+
+    def limit(self, m: Machine | None = None) -> PoolLimit:
+        """The most workers this supervisor runs, all pools together; a ``ConfigError``
+        when the pools ask for more than the host allows."""
+        return pool_limit(self.supervisor, m, pooled=self.pooled_workers,
+                          default_pool=bool(self.worker.queues))
 
     def pool_size(self, limit: int = POOL_MAX) -> int:
-        """The fixed pool size, or the starting size when autoscaling; ``workers = 0``
-        (one per core) stays within ``limit``, the effective maximum."""
+        """The default pool's fixed size, or its starting size when autoscaling;
+        ``workers = 0`` (one per core) stays within what ``limit``, the effective
+        maximum, leaves beside ``[[pools]]``."""
         s = self.supervisor
+        if not self.worker.queues:
+            return 0
         if self.autoscale:
             return s.min_workers
-        return s.workers or min(os.cpu_count() or 1, limit)
+        return s.workers or max(0, min(os.cpu_count() or 1, limit - self.pooled_workers))
 
     @property
     def autoscale(self) -> bool:
         s = self.supervisor
         return 0 < s.min_workers < s.max_workers
+
+    def pool_specs(self, limit: int = POOL_MAX) -> dict[str, PoolSpec]:
+        """Every pool by name, the default pool (when it has queues) first."""
+        s, w = self.supervisor, self.worker
+        default = PoolSpec(
+            name=DEFAULT_POOL, queues=list(w.queues), weights=list(w.weights),
+            workers=self.pool_size(limit), max_jobs_per_child=s.max_jobs_per_child,
+            max_memory_per_child=s.max_memory_per_child, job_memory_limit=s.job_memory_limit,
+            heartbeat_timeout=s.heartbeat_timeout, kill_grace=s.kill_grace,
+            log_jobs=w.log_jobs)
+        out = {DEFAULT_POOL: default} if w.queues else {}
+        for p in self.pools:
+            out[p.name] = msgspec.structs.replace(
+                default, name=p.name, queues=list(p.queues), weights=list(p.weights),
+                workers=p.workers, **{k: v for k, v in _overrides(p).items() if v is not None})
+        return out
+
+
+OVERRIDES = ("max_jobs_per_child", "max_memory_per_child", "job_memory_limit",
+             "heartbeat_timeout", "kill_grace", "log_jobs")
+
+
+def _overrides(p: PoolSettings) -> dict[str, Any]:
+    """The limits a ``[[pools]]`` entry sets for its own workers (None: ``[supervisor]``'s)."""
+    return {k: getattr(p, k) for k in OVERRIDES}
 
 
 def config_path(explicit: str | None) -> Path | None:

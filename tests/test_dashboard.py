@@ -561,3 +561,50 @@ def test_the_batches_page_shows_each_batch_s_progress_as_the_library_does(browse
                        headers={"Authorization": "Bearer vic:vic-secret-1"}).json()
     assert detail["batch"]["progress"]["failed"] == 1 and detail["next_offset"] == 2
     assert [m["id"] for m in detail["members"]] == [j.id for j in handle.jobs()[:2]]
+
+
+def test_the_hosts_page_shows_pools_and_scales_and_pauses_each(browser, dash, lib, tmp_path):
+    from playwright.sync_api import expect
+
+    from tests.procs import Running
+
+    tail = '[[pools]]\nname = "reports"\nqueues = ["reports", "pdf"]\nworkers = 1\n'
+    sup = Running(tmp_path, type("S", (), {"url": lib.url})(), lib.keys.ns, workers=1,
+                  tail=tail)
+    try:
+        sup.wait_workers(2)
+        page = open_as(browser, dash, "ada")
+        page.goto(f"{dash.base}/hosts")
+        host = page.locator("section.host").first
+        ident = host.get_attribute("data-host")
+        pool = host.locator("table.pools tr[data-pool=reports]")
+        expect(pool).to_contain_text("reports, pdf")
+        expect(host.locator("table.pools tr[data-pool=default]")).to_contain_text("running")
+        expect(host.locator("tr[data-worker][data-pool=reports]")).to_have_count(1)
+        pool.locator("input[name=workers]").fill("2")
+        pool.get_by_role("button", name="Scale").click()
+        expect(page.locator(".notice")).to_contain_text(
+            f"asked {ident} to run 2 workers in pool reports (now 1)")
+        expect(page.locator("tr[data-worker][data-pool=reports]")).to_have_count(
+            2, timeout=15_000)
+        expect(page.locator("tr[data-worker][data-pool=default]")).to_have_count(1)
+        page.locator("table.pools tr[data-pool=reports]").get_by_role(
+            "button", name="Pause").click()
+        expect(page.locator(".notice")).to_contain_text(f"asked {ident} to pause pool reports")
+        expect(page.locator("table.pools tr[data-pool=reports]")).to_contain_text(
+            "paused", timeout=15_000)
+        admin = {"Authorization": "Bearer ada:ada-secret-1"}
+        api = f"{dash.base}/api/hosts/{ident}"
+        scaled = httpx.post(f"{api}/scale", json={"workers": 1, "pool": "reports"},
+                            headers=admin)
+        assert scaled.status_code == 200
+        assert scaled.json()["message"] == f"asked {ident} to run 1 workers in pool reports (now 2)"
+        sup.wait_workers(2)
+        resumed = httpx.post(f"{api}/pools/reports/resume", headers=admin)
+        assert resumed.status_code == 200, resumed.text
+        unknown = httpx.post(f"{api}/pools/mail/pause", headers=admin)
+        assert unknown.status_code == 400 and "has no pool 'mail'" in unknown.json()["error"]
+        hosts = httpx.get(f"{dash.base}/api/hosts", headers=admin).json()
+        assert [p["name"] for p in hosts[0]["pools"]] == ["default", "reports"]
+    finally:
+        sup.stop()

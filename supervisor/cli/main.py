@@ -294,12 +294,20 @@ def _ops_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
             p.add_argument("--new", action="store_true",
                            help="pause a queue that has no jobs and no workers yet, on purpose")
         p.set_defaults(func=ops_commands.cmd_pause)
-    scale = _command(sub, "scale", "set a running supervisor's worker count")
+    scale = _command(sub, "scale", "set a running supervisor's worker count (of one pool)")
     scale.add_argument("workers", type=int, metavar="N",
-                       help="the number of workers to run (at least 1, at most the "
-                            "supervisor's max_workers)")
+                       help="the number of workers to run (0 stops a pool; at most the "
+                            "supervisor's max_workers, all pools together)")
     scale.add_argument("--host", help="supervisor id (host:pid, see `jobvisor hosts`)")
+    scale.add_argument("--pool", metavar="NAME", help="the pool to scale (default: the "
+                       "default pool, of [worker] queues)")
     scale.set_defaults(func=ops_commands.cmd_scale)
+    pool = _command(sub, "pool", "pause or resume one pool of a running supervisor (its "
+                    "workers stay up and claim nothing while paused)")
+    pool.add_argument("action", choices=("pause", "resume"))
+    pool.add_argument("name", metavar="NAME", help="the pool (see `jobvisor hosts`)")
+    pool.add_argument("--host", help="supervisor id (host:pid, see `jobvisor hosts`)")
+    pool.set_defaults(func=ops_commands.cmd_pool)
     reload = _command(sub, "reload", "reload a running supervisor (SIGHUP or remote)")
     reload.add_argument("--host", help="supervisor id (host:pid) to reload through Redis")
     reload.set_defaults(func=ops_commands.cmd_reload)

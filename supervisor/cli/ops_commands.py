@@ -12,9 +12,12 @@ from typing import Any
 
 from jobs import Broker, Job, JobState, Queue
 from jobs.cluster import (
+    DEFAULT_POOL,
     Reload,
     pause,
     paused,
+    pools_of,
+    request_pool_pause,
     request_scale,
     resume,
     send_control,
@@ -72,28 +75,38 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pools_text(pools: list[dict[str, Any]]) -> str:
+    """``default 1/2, reports 0/1 paused``: busy of running workers per pool."""
+    return ", ".join(f"{p['name']} {p['busy']}/{p['workers']}" + (" paused" if p["paused"] else "")
+                     + (f" (target {p['target']})" if p["target"] != p["workers"] else "")
+                     for p in pools)
+
+
 def cmd_hosts(args: argparse.Namespace) -> int:
     entries = supervisors(connect(args))
     rows = [{"id": e["id"], "host": e["host"], "pid": e["pid"], "started": iso(e["started"]),
              "config_version": e["config_version"], "queues": e["queues"],
              "workers": len(e["workers"]),
-             "busy": sum(1 for w in e["workers"] if w["state"] == "busy")} for e in entries]
+             "busy": sum(1 for w in e["workers"] if w["state"] == "busy"),
+             "pools": pools_of(e)} for e in entries]
     output(args, rows, lambda rows: table(
         [[r["id"], r["started"], r["config_version"], ",".join(r["queues"]),
-          f"{r['busy']}/{r['workers']}"] for r in rows],
-        ["SUPERVISOR", "STARTED", "CONFIG", "QUEUES", "BUSY"]) if rows else "no live supervisors")
+          f"{r['busy']}/{r['workers']}", _pools_text(r["pools"])] for r in rows],
+        ["SUPERVISOR", "STARTED", "CONFIG", "QUEUES", "BUSY", "POOLS"])
+        if rows else "no live supervisors")
     return 0
 
 
 def cmd_workers(args: argparse.Namespace) -> int:
-    rows = [{"supervisor": e["id"], **w} for e in supervisors(connect(args)) for w in e["workers"]]
+    rows = [{"supervisor": e["id"], "pool": DEFAULT_POOL, **w}
+            for e in supervisors(connect(args)) for w in e["workers"]]
     output(args, rows, lambda rows: table(
-        [[r["supervisor"], r["pid"], r["state"], r["function"] or "-", r["job"] or "-",
-          duration(r["elapsed"]) if r["state"] == "busy" else "-",
+        [[r["supervisor"], r["pool"], r["pid"], r["state"], r["function"] or "-",
+          r["job"] or "-", duration(r["elapsed"]) if r["state"] == "busy" else "-",
           f"{r['rss'] / 2**20:.0f}MiB", r["jobs_done"], r.get("jobs_failed", "-"),
           duration(r["uptime"]) if "uptime" in r else "-"] for r in rows],
-        ["SUPERVISOR", "PID", "STATE", "FUNCTION", "JOB", "ELAPSED", "RSS", "DONE", "FAILED",
-         "UP"])
+        ["SUPERVISOR", "POOL", "PID", "STATE", "FUNCTION", "JOB", "ELAPSED", "RSS", "DONE",
+         "FAILED", "UP"])
         if rows else "no live workers")
     return 0
 
@@ -196,8 +209,19 @@ def cmd_pause(args: argparse.Namespace) -> int:
 def cmd_scale(args: argparse.Namespace) -> int:
     config, _ = load(args)
     ident = args.host or local_ident(config)
-    entry = request_scale(ident, args.workers, POOL_MAX, broker_for(config))
-    print(f"asked {ident} to run {args.workers} workers (now {len(entry['workers'])})")
+    pool = request_scale(ident, args.workers, POOL_MAX, broker_for(config), pool=args.pool)
+    where = f" in pool {args.pool}" if args.pool else ""
+    print(f"asked {ident} to run {args.workers} workers{where} (now {pool['workers']})")
+    return 0
+
+
+def cmd_pool(args: argparse.Namespace) -> int:
+    config, _ = load(args)
+    ident = args.host or local_ident(config)
+    pool = request_pool_pause(ident, args.name, args.action == "pause", broker_for(config))
+    was = "paused" if pool.get("paused") else "running"
+    print(f"asked {ident} to {args.action} pool {args.name} (it was {was}, "
+          f"{pool['workers']} workers)")
     return 0
 
 

@@ -28,12 +28,13 @@ def render(broker: Broker) -> Group:
                        str(s.last_minute["retried"] + s.last_minute["dead"]),
                        f"{s.throughput:.1f}/s", duration(s.oldest_queued_age))
     workers = Table(title="workers", expand=True)
-    for col in ("supervisor", "pid", "state", "function", "job", "elapsed", "rss", "done"):
+    for col in ("supervisor", "pool", "pid", "state", "function", "job", "elapsed", "rss",
+                "done"):
         workers.add_column(col)
     for e in supervisors(broker):
         for w in e["workers"]:
             busy = w["state"] == "busy"
-            workers.add_row(e["id"], str(w["pid"]),
+            workers.add_row(e["id"], w.get("pool", "default"), str(w["pid"]),
                             "[green]busy" if busy else "[dim]" + w["state"],
                             w["function"] or "-", w["job"] or "-",
                             duration(w["elapsed"]) if busy else "-",

@@ -52,7 +52,7 @@ class JobvisorCollector(Collector):
         workers = GaugeMetricFamily("jobvisor_workers", "Workers of this supervisor by state",
                                     labels=["state"])
         counts = self.local.workers()
-        for state in ("busy", "idle", "booting", "stopping"):
+        for state in ("busy", "idle", "booting", "stopping", "paused"):
             workers.add_metric([state], counts.get(state, 0))
         yield workers
         kills = CounterMetricFamily("jobvisor_worker_kills", "Workers killed by this supervisor",

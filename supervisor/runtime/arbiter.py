@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from jobs import Broker
+from jobs.cluster import DEFAULT_POOL
 from jobs.limits import registered_limits
-from supervisor.config import Config, check_encryption
+from supervisor.config import Config, PoolSpec, check_encryption
 from supervisor.errors import ExitCode, HaltServer
 from supervisor.integrations.endpoint import serve
 from supervisor.integrations.metrics import LocalFigures
@@ -42,13 +43,15 @@ from supervisor.runtime.reasons import (
     oom_kills,
 )
 from supervisor.runtime.scaling import autoscale_step
-from supervisor.runtime.slots import ChildState, SlotView
+from supervisor.runtime.slots import BOOTED, POKE, ChildState, SlotView
 from supervisor.runtime.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
 
 HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTTIN,
            signal.SIGTTOU, signal.SIGUSR1, signal.SIGCHLD)
+# Blocked around fork(): a child must not get one before it has its handlers.
+FORK_BLOCKED = (*HANDLED, POKE)
 SLOT_POLL = 0.2  # how often busy slots are read for new deadlines
 # Forks per loop turn: between turns signals and control messages are read, so a newer
 # target (a `scale` or SIGTTOU after a large `scale`) stops a scale-up at once.
@@ -75,9 +78,10 @@ class Arbiter:
         broker = Broker(url, redis_settings=config.redis, defaults=config.defaults,
                         encryption=config.encryption)
         self.figures = LocalFigures(self.pool.states, lambda: self.duties.reclaims)
-        self.duties = Duties(broker, config.supervisor.lease_timeout, list(config.worker.queues),
+        self.duties = Duties(broker, config.supervisor.lease_timeout, config.queues,
                              self.pool.claims, self._state, self.wakeup.control_arrived,
                              self.wakeup.cancel_arrived)
+        self.duties.backlog_queues = list(config.worker.queues)
         self.duties.aging = (config.supervisor.aging_after, config.supervisor.aging_step)
         self.cron = CronThread(broker, config.schedules, enabled=config.scheduler.enabled)
         self.commands = Commands(self.plan, self.pool, self.wakeup, self.notifier, self.duties,
@@ -104,8 +108,8 @@ class Arbiter:
                 except OSError as exc:
                     log.error("HTTP endpoint %s (metrics, health) not served: %s",
                               config.metrics.address, exc)
-            log.info("supervisor %d starting %d workers on %s; %s", os.getpid(),
-                     self.plan.target, ",".join(config.worker.queues), self.plan.limit.describe())
+            log.info("supervisor %d starting %d workers %s; %s", os.getpid(),
+                     self.plan.target, self.plan.where(), self.plan.limit.describe())
             while True:
                 self._wait()
                 self.commands.dispatch()
@@ -171,11 +175,8 @@ class Arbiter:
         return max(0.0, soonest - now)
 
     def _spawns_due(self) -> bool:
-        if self.plan.stopping:
-            return False
-        current = sum(1 for c in self.pool
-                      if not c.retiring and c.generation == self.plan.generation)
-        return current < self.plan.target
+        plan = self.plan
+        return not plan.stopping and plan.short_of(self.pool.running(plan.generation))
 
     def _wait(self) -> None:
         if not self.commands.pending():
@@ -192,15 +193,16 @@ class Arbiter:
                     log.info("job %s canceled while running (%s): killing worker %d",
                              job_id, reason, info.pid)
                     self.pool.kill(info, canceled(view, reason, f"{self.host}:{info.pid}"),
-                                   grace=self.plan.config.supervisor.kill_grace)
+                                   grace=info.spec.kill_grace)
 
     # -- children ------------------------------------------------------------------------
 
-    def spawn(self) -> None:
+    def spawn(self, spec: PoolSpec) -> None:
         slot = self.pool.reserve_slot()
-        child = Child(self.plan.config, self.pool.slots, slot, self.url)
+        self.pool.slots.hold(slot, spec.name in self.plan.paused)
+        child = Child(self.plan.config, spec, self.pool.slots, slot, self.url)
         parent = os.getpid()
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, FORK_BLOCKED)
         # Hold every log handler's lock across fork(): no other thread can be half-way
         # through a write whose stream lock the child would inherit locked.
         handlers = list(logging.getLogger().handlers)
@@ -220,8 +222,8 @@ class Arbiter:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
         with contextlib.suppress(OSError):
             os.setpgid(pid, pid)  # also done by the child: whichever runs first wins
-        self.pool.add(pid, slot, self.plan.generation)
-        log.info("worker %d started (slot %d)", pid, slot)
+        self.pool.add(pid, slot, self.plan.generation, spec)
+        log.info("worker %d started (slot %d, pool %s)", pid, slot, spec.name)
         self.duties.settle(Event({"e": "worker_started", "pid": pid, "host": self.host}))
 
     def reap(self) -> None:
@@ -247,7 +249,7 @@ class Arbiter:
                             self.oom_baseline)
         if "OOM-killed (cgroup" in how:
             self.oom_baseline = oom_kills()
-        booted = view.state in (ChildState.IDLE, ChildState.BUSY)
+        booted = view.state in BOOTED
         code = os.waitstatus_to_exitcode(status)
         if not booted and not self.plan.stopping and not info.retiring:
             self._boot_failed(info, how)
@@ -298,7 +300,6 @@ class Arbiter:
     def murder(self) -> None:
         """Kill children past their hard deadline or silent past the heartbeat timeout."""
         now = time.monotonic()
-        s = self.plan.config.supervisor
         for info in self.pool:
             view = self.pool.view(info)
             if info.kill_at and now >= info.kill_at:
@@ -309,38 +310,55 @@ class Arbiter:
             worker = f"{self.host}:{info.pid}"
             overdue = view.deadline and now >= view.deadline
             if view.state is ChildState.BUSY and overdue:
-                self.pool.kill(info, hard_timeout(view, now, worker), grace=s.kill_grace)
-            elif view.heartbeat and now - view.heartbeat > s.heartbeat_timeout:
+                self.pool.kill(info, hard_timeout(view, now, worker), grace=info.spec.kill_grace)
+            elif view.heartbeat and now - view.heartbeat > info.spec.heartbeat_timeout:
                 self.pool.kill(info, heartbeat_lost(view, now, worker))
         if self.plan.stopping and now >= self.plan.stop_deadline:
             self.pool.kill_all(release=True)
 
     def manage(self) -> None:
-        """Spawn or retire children toward the plan's count; roll generations on reload."""
+        """Each pool toward its count; roll generations; retire the pools a reload removed."""
         plan = self.plan
         if plan.stopping:
             return
-        now = time.monotonic()
         live = [c for c in self.pool if not c.retiring]
-        current = [c for c in live if c.generation == plan.generation]
-        old = sorted((c for c in live if c.generation != plan.generation), key=lambda c: c.age)
-        booted_new = [c for c in current if self.pool.booted(c)]
-        # Rolling restart: retire one old child for each new child that is up.
-        for c in old[: max(0, len(booted_new) + len(old) - plan.target)]:
-            self.pool.retire(c, "replaced after reload")
-        if len(current) < plan.target and now >= self.spawn_not_before:
-            for _ in range(min(SPAWN_BATCH, plan.target - len(current))):
-                self.spawn()
-        elif len(current) > plan.target:
-            # Idle workers go first, oldest first among them.
-            order = sorted(current, key=lambda c: (self.pool.busy(c), c.age))
-            for c in order[: len(current) - plan.target]:
-                self.pool.retire(c, "pool shrinks")
-        if not plan.ready and len(booted_new) >= min(plan.target, 1):
+        for c in live:
+            if c.spec.name not in plan.pools:
+                self.pool.retire(c, f"its pool {c.spec.name!r} was removed")
+        budget = SPAWN_BATCH if time.monotonic() >= self.spawn_not_before else 0
+        booted_new = 0
+        for name, spec in plan.pools.items():
+            members = [c for c in live if c.spec.name == name]
+            budget, up = self._manage_pool(spec, plan.targets[name], members, budget)
+            booted_new += up
+        if not plan.ready and booted_new >= min(plan.target, 1):
             plan.ready = True
             self.notifier.ready(self._status())
             if plan.config_version == 1:
-                log.info("supervisor ready: %d workers", len(booted_new))
+                log.info("supervisor ready: %d workers", booted_new)
+
+    def _manage_pool(self, spec: PoolSpec, target: int, members: list[ChildInfo],
+                     budget: int) -> tuple[int, int]:
+        """One pool toward ``target``, forking at most ``budget`` children; returns the
+        budget left and how many of the current generation are up."""
+        generation = self.plan.generation
+        current = [c for c in members if c.generation == generation]
+        old = sorted((c for c in members if c.generation != generation), key=lambda c: c.age)
+        booted_new = [c for c in current if self.pool.booted(c)]
+        # Rolling restart: retire one old child for each new child that is up.
+        for c in old[: max(0, len(booted_new) + len(old) - target)]:
+            self.pool.retire(c, "replaced after reload")
+        if len(current) < target:
+            forks = min(budget, target - len(current))
+            for _ in range(forks):
+                self.spawn(spec)
+            budget -= forks
+        elif len(current) > target:
+            # Idle workers go first, oldest first among them.
+            order = sorted(current, key=lambda c: (self.pool.busy(c), c.age))
+            for c in order[: len(current) - target]:
+                self.pool.retire(c, "pool shrinks")
+        return budget, len(booted_new)
 
     # -- reporting -------------------------------------------------------------------------
 
@@ -348,14 +366,14 @@ class Arbiter:
         """The registry entry (published on the duties thread)."""
         plan = self.plan
         return {"host": self.host, "pid": os.getpid(), "started": self.started,
-                "config_version": plan.config_version, "queues": plan.config.worker.queues,
+                "config_version": plan.config_version, "queues": plan.config.queues,
                 "target": plan.target, "max_workers": plan.limit.workers,
                 "max_workers_from": plan.limit.origin,
                 "max_workers_configured": plan.limit.configured,
-                "workers": self.pool.workers()}
+                "pools": plan.published(self.pool.running()), "workers": self.pool.workers()}
 
     def _status(self) -> str:
-        return self.pool.status(self.plan.config.worker.queues)
+        return self.pool.status(self.plan.config.queues)
 
     def _report(self) -> None:
         now = time.monotonic()
@@ -372,11 +390,14 @@ class Arbiter:
             self._autoscale(now)
 
     def _autoscale(self, now: float) -> None:
-        s = self.plan.config.supervisor
-        views = [self.pool.view(c) for c in self.pool if not c.retiring]
+        """The default pool between min_workers and what max_workers leaves the others."""
+        plan, s = self.plan, self.plan.config.supervisor
+        views = [self.pool.view(c) for c in self.pool.of(DEFAULT_POOL) if not c.retiring]
         idle_for = [now - v.idle_since for v in views
                     if v.state is ChildState.IDLE and v.idle_since]
-        self.plan.target, why = autoscale_step(self.plan.target, s.min_workers, s.max_workers,
-                                               self.duties.backlog, idle_for, s.idle_timeout)
+        high = max(s.min_workers, min(s.max_workers, plan.room(DEFAULT_POOL)))
+        plan.targets[DEFAULT_POOL], why = autoscale_step(
+            plan.targets[DEFAULT_POOL], s.min_workers, high, self.duties.backlog, idle_for,
+            s.idle_timeout)
         if why:
             log.info("autoscale: %s", why)

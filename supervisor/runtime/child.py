@@ -28,10 +28,10 @@ from jobs import BrokerError, BrokerUnavailable, JobTimeout, StaleToken, Worker
 from jobs.execute import resolve_job
 from jobs.policy import Outcome, Policy
 from jobs.records import Claimed
-from supervisor.config import Config
+from supervisor.config import Config, PoolSpec
 from supervisor.errors import ExitCode
 from supervisor.runtime.proctitle import set_title
-from supervisor.runtime.slots import UNCOUNTED_MAX, ChildState, Slots
+from supervisor.runtime.slots import POKE, UNCOUNTED_MAX, ChildState, Slots
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +39,17 @@ log = logging.getLogger(__name__)
 class StopWaiting(BaseException):
     """Raised by the SIGTERM handler to end an idle worker's blocking wait at once."""
 
+
+class Poked(BaseException):
+    """Raised by the POKE handler to end a wait at once: the pool was paused or resumed."""
+
+
 HEARTBEAT_EVERY = 1.0
 # Handlers the worker relies on; a job that replaces one gets it put back after it.
 GUARDED_SIGNALS = (signal.SIGTERM, signal.SIGALRM, signal.SIGINT, signal.SIGHUP,
                    signal.SIGUSR1, signal.SIGCHLD)
 CLAIM_WAIT = 2.0  # an idle worker's blocking wait: also how soon it notices a stop
+HOLD_NAP = 1.0  # a paused worker looks at its hold byte this often, besides when poked
 _PR_SET_PDEATHSIG = 1
 # The handler as stored, without signal.getsignal's conversion to an enum (a failed enum
 # lookup per Python handler: several microseconds per job for the check below).
@@ -61,10 +67,13 @@ def _die_with_parent(parent: int) -> None:
 
 
 class Child:
-    """Built in the supervisor before the fork (no side effects); ``run`` in the child."""
+    """Built in the supervisor before the fork (no side effects); ``run`` in the child.
+    ``spec`` is its pool: the queues it claims from and the limits it runs under."""
 
-    def __init__(self, config: Config, slots: Slots, slot: int, url: str) -> None:
+    def __init__(self, config: Config, spec: PoolSpec, slots: Slots, slot: int,
+                 url: str) -> None:
         self.config = config
+        self.spec = spec
         self.slots = slots
         self.slot = slot
         self.url = url
@@ -73,6 +82,7 @@ class Child:
         self.jobs_done = 0
         self.jobs_failed = 0
         self.outage = 0
+        self.napping = False  # in a paused worker's nap: a poke or stop may interrupt it
         self.pid = 0  # set in the child after the fork
         self.handlers: list[Any] = []  # the worker's own, put back after any job changes one
 
@@ -85,12 +95,12 @@ class Child:
                               defaults=self.config.defaults,
                               encryption=self.config.encryption)
         broker.sealer.keyring  # noqa: B018  (read now: a job may change the cwd or environ)
-        worker = Worker(self.config.worker.queues, broker=broker, lease=s.lease_timeout,
-                        weights=self.config.worker.weights or None)
+        worker = Worker(self.spec.queues, broker=broker, lease=s.lease_timeout,
+                        weights=self.spec.weights or None)
         self.worker = worker
         worker.claiming = lambda token: self.slots.claiming(self.slot, token)
         worker.hook_deadline = self._hook_deadline
-        worker.log_jobs = self.config.worker.log_jobs
+        worker.log_jobs = self.spec.log_jobs
         worker.tally.mirror = self._mirror_counts
         threading.Thread(target=self._heartbeat, daemon=True, name="heartbeat").start()
         self._idle(worker)
@@ -98,15 +108,24 @@ class Child:
         while not self.stopping:
             if claimed is None:
                 try:
+                    if self.slots.held(self.slot):
+                        self._hold(worker)
+                        continue
                     claimed = worker.claim(wait=CLAIM_WAIT)
                 except (BrokerUnavailable, BrokerError) as exc:
                     self._redis_down(exc, claimed=False)
                     continue
                 except StopWaiting:
                     break
+                except Poked:  # paused or resumed while waiting: read the hold byte again
+                    continue
                 self.outage = 0
                 if claimed is None:
                     continue
+            if self.slots.held(self.slot):  # claimed as its pool was paused: not to run
+                self._give_back(worker, claimed)
+                claimed = None
+                continue
             outcome, policy = self._run_job(worker, claimed)
             claimed = self._finish(worker, claimed, outcome, policy)  # and claim the next
             if claimed is None:
@@ -124,6 +143,35 @@ class Child:
     def _idle(self, worker: Worker) -> None:
         self._publish(ChildState.IDLE, idle_since=time.monotonic())
         set_title(f"worker idle [{','.join(worker.queues)}] done={self.jobs_done}")
+
+    def _hold(self, worker: Worker) -> None:
+        """The pool is paused: give back what an interrupted wait may have claimed, then
+        claim nothing until the pool is resumed or the worker told to stop."""
+        worker.give_back_unanswered()
+        self._publish(ChildState.PAUSED)
+        set_title(f"worker paused [{','.join(worker.queues)}] done={self.jobs_done}")
+        while self.slots.held(self.slot) and not self.stopping:
+            self._nap()
+        if not self.stopping:
+            self._idle(worker)
+
+    def _nap(self) -> None:
+        try:
+            self.napping = True
+            time.sleep(HOLD_NAP)
+        except Poked:
+            pass
+        finally:
+            self.napping = False
+
+    def _on_poke(self, signum: int, frame: object) -> None:
+        """Interrupt a wait (each handler clears its flag: one interruption per wait)."""
+        if self.napping:
+            self.napping = False
+            raise Poked
+        if self.worker is not None and self.worker.waiting:
+            self.worker.waiting = False
+            raise Poked
 
     def _hook_deadline(self, seconds: float) -> None:
         """A job's on_failure hook runs after the job returned, under a deadline of its own."""
@@ -154,12 +202,13 @@ class Child:
             signal.signal(sig, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGALRM, self._on_soft_timeout)
+        signal.signal(POKE, self._on_poke)
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
         self.handlers = [_raw_handler(sig) for sig in GUARDED_SIGNALS]
         os.setpgid(0, 0)
         random.seed()
         _die_with_parent(parent)
-        limit = self.config.supervisor.job_memory_limit
+        limit = self.spec.job_memory_limit
         if limit:
             resource.setrlimit(resource.RLIMIT_AS, (limit * 1024 * 1024, limit * 1024 * 1024))
         self._publish(ChildState.BOOTING)
@@ -168,8 +217,11 @@ class Child:
         self.stopping = True
         if self.worker is not None:
             self.worker.stopping = True
-            if self.worker.waiting:
-                raise StopWaiting  # idle in BLPOP: leave now instead of after the wait
+        if self.napping:
+            self.napping = False
+            raise StopWaiting  # paused: leave now instead of after the nap
+        if self.worker is not None and self.worker.waiting:
+            raise StopWaiting  # idle in BLPOP: leave now instead of after the wait
 
     def _on_soft_timeout(self, signum: int, frame: object) -> None:
         raise JobTimeout("soft timeout reached")
@@ -295,7 +347,7 @@ class Child:
             time.sleep(min(left, 0.05))
 
     def _should_recycle(self) -> bool:
-        s = self.config.supervisor
+        s = self.spec
         if s.max_jobs_per_child and self.jobs_done >= s.max_jobs_per_child:
             log.info("worker %d recycles after %d jobs", os.getpid(), self.jobs_done)
             return True

@@ -12,7 +12,7 @@ import signal
 import time
 from collections.abc import Callable
 
-from jobs.cluster import Reload, Scale
+from jobs.cluster import DEFAULT_POOL, PausePool, Reload, Scale
 from jobs.limits import registered_limits
 from supervisor.config import check_encryption, load_config
 from supervisor.errors import ConfigError, HaltServer
@@ -22,7 +22,6 @@ from supervisor.runtime.duties import Duties
 from supervisor.runtime.plan import Plan
 from supervisor.runtime.pool import Pool
 from supervisor.runtime.preload import loaded_functions, preload
-from supervisor.runtime.scaling import pool_limit
 from supervisor.runtime.wakeup import Wakeup
 
 log = logging.getLogger("supervisor.runtime.arbiter")  # the loop's log lines, one name
@@ -49,7 +48,9 @@ class Commands:
         while controls:
             message = controls.popleft()
             if isinstance(message, Scale):
-                self.handle_scale(message.workers)
+                self.handle_scale(message.workers, message.pool or DEFAULT_POOL)
+            elif isinstance(message, PausePool):
+                self.handle_pause_pool(message.pool, message.paused)
             elif isinstance(message, Reload):
                 log.info("control message: reload")
                 self.handle_hup()
@@ -60,15 +61,48 @@ class Commands:
                 log.info("got %s", name)
             getattr(self, f"handle_{name[3:].lower()}")()
 
-    def handle_scale(self, workers: int) -> None:
+    def handle_scale(self, workers: int, pool: str = DEFAULT_POOL) -> None:
         """A ``jobvisor scale`` request; the CLI checks the maximum too, this is the last word."""
         plan = self.plan
-        if not 1 <= workers <= plan.limit.workers:
-            log.warning("control message: scale to %d workers refused: %s", workers,
-                        "at least 1 is needed" if workers < 1 else plan.limit.describe())
+        named = "" if pool == DEFAULT_POOL else f" in pool {pool}"
+        refusal = self._scale_refusal(workers, pool)
+        if refusal:
+            log.warning("control message: scale to %d workers%s refused: %s", workers, named,
+                        refusal)
             return
-        log.info("control message: scale to %d workers (was %d)", workers, plan.target)
-        plan.target = workers
+        log.info("control message: scale to %d workers%s (was %d)", workers, named,
+                 plan.targets[pool])
+        plan.targets[pool] = workers
+
+    def _scale_refusal(self, workers: int, pool: str) -> str:
+        """Why ``pool`` cannot run ``workers`` workers ("" when it can)."""
+        plan = self.plan
+        if pool not in plan.pools:
+            return f"no pool {pool!r} (pools: {', '.join(plan.pools) or 'none'})"
+        least = plan.least(pool)
+        if workers < least:
+            return f"at least {least} is needed"
+        room = plan.room(pool)
+        if workers > room:
+            others = plan.limit.workers - room
+            return plan.limit.describe() + (f", and the other pools want {others}"
+                                             if others else "")
+        return ""
+
+    def handle_pause_pool(self, pool: str, paused: bool) -> None:
+        """Pause a pool (its workers stay up and claim nothing) or resume it."""
+        plan = self.plan
+        verb = "pause" if paused else "resume"
+        if pool not in plan.pools:
+            log.warning("control message: %s pool %s refused: no such pool (pools: %s)", verb,
+                        pool, ", ".join(plan.pools) or "none")
+            return
+        log.info("control message: %s pool %s", verb, pool)
+        if paused:
+            plan.paused.add(pool)
+        else:
+            plan.paused.discard(pool)
+        self.pool.hold(pool, paused)
 
     def handle_chld(self) -> None:
         pass  # reap() runs every loop
@@ -99,11 +133,11 @@ class Commands:
         try:
             new = load_config(self.config_path)
             keys = check_encryption(new)
-            limit = pool_limit(new.supervisor)
+            limit = new.limit()
             preload(new.worker.modules, new.worker.path, reload=True)
         except (ConfigError, HaltServer) as exc:
             log.error("reload refused, keeping the running configuration: %s", exc)
-            self.notifier.ready(self.pool.status(plan.config.worker.queues))
+            self.notifier.ready(self.pool.status(plan.config.queues))
             return
         dropped = {name: None for name in plan.config.limit_definitions()}
         if limit != plan.limit:
@@ -113,7 +147,8 @@ class Commands:
         self.duties.broker.sealer.adopt(new.encryption)
         if keys:
             log.info("%s", keys)
-        self.duties.queues = list(new.worker.queues)
+        self.duties.queues = new.queues
+        self.duties.backlog_queues = list(new.worker.queues)
         self.duties.aging = (new.supervisor.aging_after, new.supervisor.aging_step)
         self.duties.set_limits({**dropped, **registered_limits(), **new.limit_definitions()})
         self.duties.set_functions(loaded_functions(new.defaults))
@@ -121,19 +156,36 @@ class Commands:
         log.info("reloaded configuration (version %d): rolling restart of %d workers",
                  plan.config_version, plan.target)
 
+    def _default_pool(self, name: str) -> bool:
+        """Whether there is a default pool for ``name`` (a signal) to scale."""
+        if DEFAULT_POOL in self.plan.pools:
+            return True
+        log.warning("%s: no default pool to scale ([worker] queues is empty): use `jobvisor "
+                    "scale --pool NAME N`", name)
+        return False
+
     def handle_ttin(self) -> None:
+        """One worker more in the default pool; ``[[pools]]`` are scaled by name."""
         plan = self.plan
-        if plan.target >= plan.limit.workers:
+        if not self._default_pool("SIGTTIN"):
+            return
+        if plan.targets[DEFAULT_POOL] >= plan.room(DEFAULT_POOL):
             log.warning("SIGTTIN: staying at %d workers, the maximum (%s)", plan.target,
                         plan.limit.origin)
             return
-        plan.target += 1
-        log.info("SIGTTIN: %d workers wanted", plan.target)
+        plan.targets[DEFAULT_POOL] += 1
+        log.info("SIGTTIN: %d workers wanted%s", plan.targets[DEFAULT_POOL], self._in_default())
 
     def handle_ttou(self) -> None:
         plan = self.plan
-        plan.target = max(plan.target - 1, max(1, plan.config.supervisor.min_workers))
-        log.info("SIGTTOU: %d workers wanted", plan.target)
+        if not self._default_pool("SIGTTOU"):
+            return
+        least = max(plan.least(DEFAULT_POOL), plan.config.supervisor.min_workers)
+        plan.targets[DEFAULT_POOL] = max(plan.targets[DEFAULT_POOL] - 1, least)
+        log.info("SIGTTOU: %d workers wanted%s", plan.targets[DEFAULT_POOL], self._in_default())
+
+    def _in_default(self) -> str:
+        return " in the default pool" if len(self.plan.pools) > 1 else ""
 
     def handle_usr1(self) -> None:
         if self.reopen_logs:

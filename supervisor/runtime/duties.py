@@ -84,7 +84,8 @@ class Duties:
                  on_cancel: Callable[[str, str], None] = lambda job_id, reason: None) -> None:
         self.broker = broker
         self.lease = lease
-        self.queues = queues
+        self.queues = queues  # every pool's: promotion, aging, claims of dead children
+        self.backlog_queues = queues  # the default pool's: what autoscaling reads
         self.claims = claims
         self.state = state
         self.on_control = on_control
@@ -301,7 +302,7 @@ class Duties:
 
     def _publish(self) -> None:
         pipe = self.broker.client.pipeline(transaction=False)
-        for q in self.queues:
+        for q in self.backlog_queues:
             pipe.zcard(self.broker.keys.queued(q))
         publish_entry(pipe, self.broker, self.ident, msgspec.json.encode(self.state()),
                       int(max(self.tick * 5, 5) * 1000))

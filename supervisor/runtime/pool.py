@@ -20,9 +20,10 @@ import msgspec
 import psutil
 
 from jobs.records import AttemptError
+from supervisor.config import PoolSpec
 from supervisor.runtime.duties import Claim
 from supervisor.runtime.scaling import POOL_MAX
-from supervisor.runtime.slots import ChildState, Slots, SlotView
+from supervisor.runtime.slots import BOOTED, POKE, ChildState, Slots, SlotView
 
 log = logging.getLogger("supervisor.runtime.arbiter")  # the loop's log lines, one name
 
@@ -35,6 +36,7 @@ class ChildInfo(msgspec.Struct, kw_only=True):
     age: int
     generation: int
     spawned: float
+    spec: PoolSpec  # the pool it was started for, as it was then
     retiring: bool = False
     kill_reason: AttemptError | None = None
     release_on_kill: bool = False
@@ -70,10 +72,18 @@ class Pool:
         self.slots.clear(slot)
         return slot
 
-    def add(self, pid: int, slot: int, generation: int) -> None:
+    def add(self, pid: int, slot: int, generation: int, spec: PoolSpec) -> None:
         self.age += 1
-        self.children[pid] = ChildInfo(pid=pid, slot=slot, age=self.age,
-                                       generation=generation, spawned=time.monotonic())
+        self.children[pid] = ChildInfo(pid=pid, slot=slot, age=self.age, generation=generation,
+                                       spawned=time.monotonic(), spec=spec)
+
+    def of(self, pool: str) -> list[ChildInfo]:
+        return [c for c in self if c.spec.name == pool]
+
+    def running(self, generation: int | None = None) -> Counter[str]:
+        """Children not retiring, per pool (of ``generation`` only, when given)."""
+        return Counter(c.spec.name for c in self if not c.retiring
+                       and (generation is None or c.generation == generation))
 
     def remove(self, pid: int) -> ChildInfo | None:
         """The record of a child that exited, if it was one of ours."""
@@ -86,7 +96,7 @@ class Pool:
         return self.view(c).state is ChildState.BUSY
 
     def booted(self, c: ChildInfo) -> bool:
-        return self.view(c).state in (ChildState.IDLE, ChildState.BUSY)
+        return self.view(c).state in BOOTED
 
     # -- signals -----------------------------------------------------------------------
 
@@ -116,6 +126,15 @@ class Pool:
         log.info("worker %d retiring: %s", c.pid, why)
         signal_group(c.pid, signal.SIGTERM)
 
+    def hold(self, pool: str, on: bool) -> None:
+        """Pause (``on``) or resume the children of ``pool``. A busy one sees its byte
+        after its job; the others are poked so a wait for work ends now."""
+        for c in self.of(pool):
+            self.slots.hold(c.slot, on)
+            if self.view(c).state is not ChildState.BUSY:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(c.pid, POKE)
+
     # -- views (also read on the duties thread) -----------------------------------------
 
     def claims(self) -> list[Claim]:
@@ -137,7 +156,8 @@ class Pool:
             except psutil.Error:
                 rss = 0
             busy = v.state is ChildState.BUSY
-            out.append({"pid": c.pid, "state": v.state.name.lower(), "job": v.job_id,
+            out.append({"pid": c.pid, "pool": c.spec.name, "state": v.state.name.lower(),
+                        "job": v.job_id,
                         "function": v.function,
                         "elapsed": round(now - v.started, 3) if busy else 0.0,
                         "jobs_done": v.jobs_done, "jobs_failed": v.jobs_failed, "rss": rss,

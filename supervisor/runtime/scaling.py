@@ -95,21 +95,38 @@ def derived_limit(m: Machine) -> PoolLimit:
     return PoolLimit(workers=workers, configured=False, origin=origin)
 
 
-def pool_limit(s: SupervisorSettings, m: Machine | None = None) -> PoolLimit:
-    """The effective maximum; ``workers`` above a derived one is an error.
+def pool_limit(s: SupervisorSettings, m: Machine | None = None, pooled: int = 0,
+               default_pool: bool = True) -> PoolLimit:
+    """The effective maximum, all pools together; more workers than a derived one allows
+    is an error (``pooled``: what ``[[pools]]`` ask for; ``default_pool``: whether
+    ``[worker] queues`` runs one).
 
-    The schema checks ``workers`` and ``min_workers`` against a configured ``max_workers``
-    (``min_workers`` needs one), so only the machine-dependent check is left here: it runs
-    where the pool runs, not in a CLI that reads the same file on another host.
+    The schema checks the sizes against a configured ``max_workers`` (``min_workers``
+    needs one), so only the machine-dependent check is left here: it runs where the pool
+    runs, not in a CLI that reads the same file on another host.
     """
     if s.max_workers:
         return PoolLimit(workers=s.max_workers, configured=True, origin="supervisor.max_workers")
     limit = derived_limit(m or machine())
-    if s.workers > limit.workers:
+    own = s.workers if default_pool else 0
+    how = (f"set supervisor.max_workers (up to {POOL_MAX}) to allow more, or lower "
+           "supervisor.workers")
+    if own + pooled > limit.workers and not pooled:
         raise ConfigError(
             f"supervisor.workers = {s.workers} is above the {limit.workers} workers this host "
-            f"allows ({limit.origin}): set supervisor.max_workers (up to {POOL_MAX}) to allow "
-            "more, or lower supervisor.workers")
+            f"allows ({limit.origin}): {how}")
+    if own + pooled > limit.workers:
+        raise ConfigError(
+            f"supervisor.workers = {own} and the {pooled} workers of [[pools]] "
+            f"({own + pooled} in all) are above the {limit.workers} workers this host allows "
+            f"({limit.origin}): {how} or the pools' workers")
+    if default_pool and not own and pooled >= limit.workers:
+        raise ConfigError(
+            f"the {pooled} workers of [[pools]] take all {limit.workers} workers this host "
+            f"allows ({limit.origin}), leaving none for the default pool (supervisor.workers "
+            "= 0: one per core within what is left): set supervisor.max_workers or "
+            "supervisor.workers, lower the pools' workers, or set worker.queues = [] to run "
+            "no default pool")
     return limit
 
 

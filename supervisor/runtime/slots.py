@@ -3,12 +3,14 @@ without Redis traffic and without being woken once per job.
 
 One anonymous ``MAP_SHARED`` mapping is created before any fork; slot ``i`` belongs to
 one child at a time. Writes are guarded by a sequence counter (odd while writing) so the
-reader never sees a half-written slot.
+reader never sees a half-written slot. A second mapping, one byte per slot, goes the
+other way: the supervisor holds a child (its pool is paused) by setting its byte.
 """
 
 from __future__ import annotations
 
 import mmap
+import signal
 import struct
 import threading
 import time
@@ -22,6 +24,9 @@ import msgspec
 # to Redis yet (length, then jobs.tally's encoding), which the supervisor writes out if
 # the child dies before it could.
 UNCOUNTED_MAX = 1024
+# Sent by the supervisor to an idle or paused child after changing its hold byte, so a
+# wait for work ends now; only to the child, never its group (a job's subprocesses).
+POKE = signal.SIGUSR2
 _LAYOUT = struct.Struct(f"<QQdddddiiii128s128s128s200s128sH{UNCOUNTED_MAX}s")
 _DEADLINES = 24  # deadline, soft_deadline
 _HEARTBEAT = 40
@@ -36,6 +41,10 @@ class ChildState(IntEnum):
     IDLE = 2
     BUSY = 3
     STOPPING = 4
+    PAUSED = 5  # up, claiming nothing: its pool is paused
+
+
+BOOTED = frozenset({ChildState.IDLE, ChildState.BUSY, ChildState.PAUSED})
 
 
 class SlotView(msgspec.Struct, frozen=True, kw_only=True):
@@ -67,11 +76,22 @@ class Slots:
     def __init__(self, count: int) -> None:
         self.count = count
         self._map = mmap.mmap(-1, SLOT_SIZE * count, flags=mmap.MAP_SHARED)
+        self._holds = mmap.mmap(-1, count, flags=mmap.MAP_SHARED)  # written by the parent
         # Guards this process's writers (a child's main and heartbeat threads).
         self._lock = threading.Lock()
 
     def clear(self, i: int) -> None:
         self._map[i * SLOT_SIZE : (i + 1) * SLOT_SIZE] = b"\0" * SLOT_SIZE
+        self._holds[i] = 0
+
+    def hold(self, i: int, on: bool) -> None:
+        """The supervisor's side: the child of slot ``i`` is to claim nothing (``on``),
+        or to claim again. One byte: a single store, nothing to tear."""
+        self._holds[i] = 1 if on else 0
+
+    def held(self, i: int) -> bool:
+        """The child's side, read before each claim and after each job."""
+        return self._holds[i] == 1
 
     def write(self, i: int, state: ChildState, pid: int, jobs_done: int = 0, *,
               job_id: str = "", queue: str = "", token: str = "", function: str = "",

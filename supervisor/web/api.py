@@ -17,7 +17,15 @@ from litestar.params import JSONBody, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from jobs import Job, JobNotFound
-from jobs.cluster import Reload, pause, request_scale, resume, send_control, supervisors
+from jobs.cluster import (
+    Reload,
+    pause,
+    request_pool_pause,
+    request_scale,
+    resume,
+    send_control,
+    supervisors,
+)
 from jobs.effective import published_functions
 from jobs.events import follow, recent_events
 from jobs.query import (
@@ -60,6 +68,13 @@ class Selection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 class ScaleRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     workers: int
+    pool: str | None = None  # None: the default pool
+
+
+def scaled(ident: str, workers: int, pool: str | None, now: int) -> str:
+    """What a scale request says it did, for the API and the pages."""
+    where = f" in pool {pool}" if pool else ""
+    return f"asked {ident} to run {workers} workers{where} (now {now})"
 
 
 class Overview(msgspec.Struct, kw_only=True):
@@ -203,11 +218,18 @@ class FleetApi(Controller):
           status_code=200)
     def scale(self, request: Request[Any, Any, Any], broker: BrokerDep, ident: InPath,
               data: JSONBody[ScaleRequest]) -> Accepted:
-        entry = request_scale(ident, data.workers, POOL_MAX, broker)
+        pool = request_scale(ident, data.workers, POOL_MAX, broker, pool=data.pool)
         broker.jobs.event(e="action", who=who(request), action="scale", q="", count=data.workers,
-                     scope=ident)
-        return Accepted(message=f"asked {ident} to run {data.workers} workers "
-                                f"(now {len(entry['workers'])})")
+                          scope=ident if data.pool is None else f"{ident} pool {data.pool}")
+        return Accepted(message=scaled(ident, data.workers, data.pool, pool["workers"]))
+
+    @post("/hosts/{ident:str}/pools/{pool:str}/{action:str}", guards=[admin_only],
+          sync_to_thread=True, status_code=200,
+          summary="Pause a pool of one supervisor (its workers stay up, claiming nothing), "
+                  "or resume it; action: pause or resume")
+    def pool_pause(self, request: Request[Any, Any, Any], broker: BrokerDep, ident: InPath,
+                   pool: InPath, action: InPath) -> Accepted:
+        return Accepted(message=pool_action(request, broker, ident, pool, action))
 
     @post("/hosts/{ident:str}/reload", guards=[admin_only], sync_to_thread=True,
           status_code=200)
@@ -215,6 +237,17 @@ class FleetApi(Controller):
         send_control(ident, Reload(), broker)
         broker.jobs.event(e="action", who=who(request), action="reload", q="", count=0, scope=ident)
         return Accepted(message=f"asked {ident} to reload")
+
+
+def pool_action(request: Request[Any, Any, Any], broker: Broker, ident: str, pool: str,
+                action: str) -> str:
+    """Pause or resume ``pool`` of supervisor ``ident``, recorded as an action event."""
+    if action not in ("pause", "resume"):
+        raise NotFoundException(f"no action {action!r} on a pool: pause or resume")
+    request_pool_pause(ident, pool, action == "pause", broker)
+    broker.jobs.event(e="action", who=who(request), action=f"{action} pool", q="", count=0,
+                      scope=f"{ident} pool {pool}")
+    return f"asked {ident} to {action} pool {pool}"
 
 
 class DeadApi(Controller):

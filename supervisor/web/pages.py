@@ -17,7 +17,16 @@ from litestar.params import FromQuery, URLEncodedBody
 from litestar.response import Redirect, Template
 
 from jobs import JobsError
-from jobs.cluster import Reload, pause, paused, request_scale, resume, send_control, supervisors
+from jobs.cluster import (
+    Reload,
+    pause,
+    paused,
+    pools_of,
+    request_scale,
+    resume,
+    send_control,
+    supervisors,
+)
 from jobs.effective import published_functions
 from jobs.events import recent_events
 from jobs.query import (
@@ -37,7 +46,7 @@ from jobs.query.overview import fleet
 from jobs.stats import queue_stats
 from jobs.store.keys import check_name
 from supervisor.runtime.scaling import POOL_MAX
-from supervisor.web.api import job_filter, known_job, who
+from supervisor.web.api import job_filter, known_job, pool_action, scaled, who
 from supervisor.web.params import BrokerDep, GroupScan, InPath, Query, StateName
 from supervisor.web.security import admin_only
 
@@ -219,7 +228,8 @@ class Pages(Controller):
     @get("/hosts", sync_to_thread=True)
     def hosts(self, request: Request[Any, Any, Any], broker: BrokerDep) -> Template:
         entries = supervisors(broker)
-        return page(request, "hosts.html", hosts=entries, fleet=fleet(entries), iso=iso)
+        hosts = [{**e, "pools": pools_of(e), "has_pools": "pools" in e} for e in entries]
+        return page(request, "hosts.html", hosts=hosts, fleet=fleet(entries), iso=iso)
 
     @post("/hosts/{ident:str}/scale", guards=[admin_only], sync_to_thread=True)
     def scale(self, request: Request[Any, Any, Any], broker: BrokerDep, ident: InPath,
@@ -228,14 +238,24 @@ class Pages(Controller):
             workers = int(str(data.get("workers", "")))
         except ValueError:
             return back(request, "/hosts", "scale: give a whole number of workers")
+        pool = str(data.get("pool") or "") or None
         try:
-            entry = request_scale(ident, workers, POOL_MAX, broker)
+            found = request_scale(ident, workers, POOL_MAX, broker, pool=pool)
         except JobsError as exc:
             return back(request, "/hosts", str(exc))
         broker.jobs.event(e="action", who=who(request), action="scale", q="", count=workers,
-                     scope=ident)
-        return back(request, "/hosts",
-                    f"asked {ident} to run {workers} workers (now {len(entry['workers'])})")
+                          scope=ident if pool is None else f"{ident} pool {pool}")
+        return back(request, "/hosts", scaled(ident, workers, pool, found["workers"]))
+
+    @post("/hosts/{ident:str}/pools/{pool:str}/{action:str}", guards=[admin_only],
+          sync_to_thread=True)
+    def pool_pause(self, request: Request[Any, Any, Any], broker: BrokerDep, ident: InPath,
+                   pool: InPath, action: InPath) -> Redirect:
+        try:
+            said = pool_action(request, broker, ident, pool, action)
+        except JobsError as exc:
+            return back(request, "/hosts", str(exc))
+        return back(request, "/hosts", said)
 
     @post("/hosts/{ident:str}/reload", guards=[admin_only], sync_to_thread=True)
     def reload(self, request: Request[Any, Any, Any], broker: BrokerDep, ident: InPath) -> Redirect:
