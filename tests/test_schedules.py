@@ -317,7 +317,8 @@ misfire_grace = 3600
 def test_shipped_config_stays_runnable_and_its_example_schedule_loads(tmp_path):
     text = (ROOT / "config.toml").read_text()
     assert load_config(ROOT / "config.toml").schedules == []
-    example = text[text.index("# [[schedules]]"):]
+    start = text.index("# [[schedules]]")
+    example = text[start:text.index("\n\n", start)]  # the example block, to its blank line
     uncommented = "\n".join(line.removeprefix("# ") for line in example.splitlines()
                             if line.startswith("# "))
     (s,) = load_config(write_config(tmp_path, uncommented)).schedules

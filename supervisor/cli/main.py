@@ -304,7 +304,8 @@ def _ops_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     scale.set_defaults(func=ops_commands.cmd_scale)
     pool = _command(sub, "pool", "pause or resume one pool of a running supervisor (its "
                     "workers stay up and claim nothing while paused)")
-    pool.add_argument("action", choices=("pause", "resume"))
+    pool.add_argument("action", choices=("pause", "resume"),
+                      help="pause: its workers stay up but claim nothing; resume: claim again")
     pool.add_argument("name", metavar="NAME", help="the pool (see `jobvisor hosts`)")
     pool.add_argument("--host", help="supervisor id (host:pid, see `jobvisor hosts`)")
     pool.set_defaults(func=ops_commands.cmd_pool)
