@@ -1,4 +1,5 @@
-"""Queue statistics: counts per state, recent outcomes, throughput and waiting time."""
+"""Queue statistics: counts per state, recent outcomes, throughput and waiting time; and
+per function: recent outcomes and the average time an attempt took."""
 
 from __future__ import annotations
 
@@ -30,6 +31,14 @@ class QueueStats(msgspec.Struct, kw_only=True):
     last_hour: dict[str, int]
     throughput: float  # completed jobs per second over the last minute
     oldest_queued_age: float | None  # seconds the longest-waiting queued job has waited
+
+
+class FunctionStats(msgspec.Struct, kw_only=True):
+    function: str
+    last_minute: dict[str, int]
+    last_hour: dict[str, int]
+    # Mean run time of its attempts that ran (completed or failed) in the last hour.
+    avg_seconds: float | None
 
 
 def recent(broker: Broker, minutes: int, now: float | None = None) -> dict[str, int]:
@@ -95,5 +104,32 @@ def queue_stats(broker: Broker | None = None, queues: list[str] | None = None) -
     return out
 
 
-def as_dict(stats: QueueStats) -> dict[str, Any]:
+def function_stats(broker: Broker | None = None) -> list[FunctionStats]:
+    """Every function with an outcome in the last hour, by name; its average from the
+    per-minute duration counts (``fn|<function>|dsum`` over its ``d|<bound>`` counts)."""
+    b = broker or default_broker()
+    minute_counts = recent(b, 2)
+    hour_counts = recent(b, 60)
+    ran: dict[str, int] = {}  # attempts with a duration, by function
+    names = set()
+    for field, n in hour_counts.items():
+        parts = field.split("|")
+        if parts[0] != "fn":
+            continue
+        if len(parts) == 4 and parts[2] == "d":
+            ran[parts[1]] = ran.get(parts[1], 0) + n
+        elif len(parts) == 3 and parts[2] in OUTCOMES:
+            names.add(parts[1])
+    out = []
+    for name in sorted(names):
+        took = hour_counts.get(f"fn|{name}|dsum", 0) / 1000
+        out.append(FunctionStats(
+            function=name,
+            last_minute={o: minute_counts.get(f"fn|{name}|{o}", 0) for o in OUTCOMES},
+            last_hour={o: hour_counts.get(f"fn|{name}|{o}", 0) for o in OUTCOMES},
+            avg_seconds=round(took / ran[name], 6) if ran.get(name) else None))
+    return out
+
+
+def as_dict(stats: QueueStats | FunctionStats) -> dict[str, Any]:
     return msgspec.to_builtins(stats)  # type: ignore[no-any-return]

@@ -414,3 +414,21 @@ def test_scale_and_reload_a_supervisor_from_the_hosts_page(browser, dash, lib, t
         assert too_many.status_code == 400 and "refused" in too_many.json()["error"]
     finally:
         sup.stop()
+
+
+def test_the_hosts_page_shows_each_worker_s_health_flag(dash, lib, tmp_path):
+    from tests.helpers import wait_until
+    from tests.procs import Running
+
+    sup = Running(tmp_path, type("S", (), {"url": lib.url})(), lib.keys.ns, workers=1,
+                  extra="max_memory_per_child = 1")
+    try:
+        sup.wait_workers(1)
+        client = signed_in(dash.base, "vic")
+        page = wait_until(lambda: (p := client.get("/hosts").text) and "health-memory" in p
+                          and p, timeout=15, what="the worker's flag on the hosts page")
+        assert "<th>Health</th>" in page
+        assert 'class="pill health-memory" title="RSS ' in page
+        assert "above max_memory_per_child 1 MiB" in page
+    finally:
+        sup.stop()

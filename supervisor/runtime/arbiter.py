@@ -72,7 +72,8 @@ class Arbiter:
         self.last_watchdog = 0.0
         self.last_title = 0.0
         broker = Broker(url, redis_settings=config.redis, defaults=config.defaults)
-        self.figures = LocalFigures(self.pool.states, lambda: self.duties.reclaims)
+        self.figures = LocalFigures(lambda: self.pool.workers(self.plan.config.supervisor),
+                                    self.pool.seconds, lambda: self.duties.reclaims)
         self.duties = Duties(broker, config.supervisor.lease_timeout, list(config.worker.queues),
                              self.pool.claims, self._state, self.wakeup.control_arrived,
                              self.wakeup.cancel_arrived)
@@ -96,7 +97,8 @@ class Arbiter:
             if config.metrics.address:
                 try:
                     serve(config.metrics.address, self.duties.broker, self.figures,
-                          lambda: self.plan.config.health, self.duties.ident)
+                          lambda: self.plan.config.health, self.duties.ident,
+                          lambda: self.plan.config.metrics.max_functions)
                 except OSError as exc:
                     log.error("HTTP endpoint %s (metrics, health) not served: %s",
                               config.metrics.address, exc)
@@ -348,7 +350,7 @@ class Arbiter:
                 "target": plan.target, "max_workers": plan.limit.workers,
                 "max_workers_from": plan.limit.origin,
                 "max_workers_configured": plan.limit.configured,
-                "workers": self.pool.workers()}
+                "workers": self.pool.workers(plan.config.supervisor)}
 
     def _status(self) -> str:
         return self.pool.status(self.plan.config.worker.queues)

@@ -11,8 +11,8 @@ import contextlib
 import logging
 import os
 import signal
+import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,7 +20,9 @@ import msgspec
 import psutil
 
 from jobs.records import AttemptError
+from supervisor.config import SupervisorSettings
 from supervisor.runtime.duties import Claim
+from supervisor.runtime.health import worker_health
 from supervisor.runtime.scaling import POOL_MAX
 from supervisor.runtime.slots import ChildState, Slots, SlotView
 
@@ -55,6 +57,11 @@ class Pool:
         self.children: dict[int, ChildInfo] = {}
         self.slots = Slots(MAX_SLOTS)
         self.age = 0  # children spawned so far: a new child's age orders it among them
+        # Busy and alive seconds of the children reaped so far: with the live ones' they
+        # make counters that only grow. The lock makes a reap and a read of them atomic.
+        self._lock = threading.Lock()
+        self._busy_before = 0.0
+        self._alive_before = 0.0
 
     def __iter__(self) -> Iterator[ChildInfo]:
         """A copy: the loop adds and removes children while the duties thread reads them."""
@@ -72,12 +79,21 @@ class Pool:
 
     def add(self, pid: int, slot: int, generation: int) -> None:
         self.age += 1
-        self.children[pid] = ChildInfo(pid=pid, slot=slot, age=self.age,
-                                       generation=generation, spawned=time.monotonic())
+        info = ChildInfo(pid=pid, slot=slot, age=self.age, generation=generation,
+                         spawned=time.monotonic())
+        with self._lock:
+            self.children[pid] = info
 
     def remove(self, pid: int) -> ChildInfo | None:
-        """The record of a child that exited, if it was one of ours."""
-        return self.children.pop(pid, None)
+        """The record of a child that exited, if it was one of ours; its busy and alive
+        seconds are kept (its slot is read before the caller clears it)."""
+        with self._lock:
+            info = self.children.pop(pid, None)
+            if info is not None:
+                busy, alive = self._seconds(info, time.monotonic())
+                self._busy_before += busy
+                self._alive_before += alive
+        return info
 
     def view(self, c: ChildInfo) -> SlotView:
         return self.slots.read(c.slot)
@@ -127,7 +143,8 @@ class Pool:
                 out.append(Claim(v.job_id, v.queue, v.token))
         return out
 
-    def workers(self) -> list[dict[str, Any]]:
+    def workers(self, settings: SupervisorSettings) -> list[dict[str, Any]]:
+        """Each child as ``jobvisor workers`` shows it, with its health flag."""
         now = time.monotonic()
         out = []
         for c in self:
@@ -137,15 +154,33 @@ class Pool:
             except psutil.Error:
                 rss = 0
             busy = v.state is ChildState.BUSY
+            health, why = worker_health(v, now, c.spawned, rss, settings)
+            busy_seconds, _ = self._seconds(c, now)
             out.append({"pid": c.pid, "state": v.state.name.lower(), "job": v.job_id,
                         "function": v.function,
                         "elapsed": round(now - v.started, 3) if busy else 0.0,
                         "jobs_done": v.jobs_done, "jobs_failed": v.jobs_failed, "rss": rss,
-                        "uptime": round(now - c.spawned, 3)})
+                        "uptime": round(now - c.spawned, 3),
+                        "busy_seconds": round(busy_seconds, 3), "health": health.value,
+                        "health_reason": why})
         return out
 
-    def states(self) -> Counter[str]:
-        return Counter(self.view(c).state.name.lower() for c in self)
+    def _seconds(self, c: ChildInfo, now: float) -> tuple[float, float]:
+        v = self.view(c)
+        busy = v.busy_time + (now - v.started if v.state is ChildState.BUSY else 0.0)
+        return busy, now - c.spawned
+
+    def seconds(self) -> tuple[float, float]:
+        """Seconds this supervisor's workers spent on jobs, and were alive, summed over
+        every worker it ran: their ratio over an interval is the pool's utilization."""
+        with self._lock:
+            now = time.monotonic()
+            busy, alive = self._busy_before, self._alive_before
+            for c in self.children.values():
+                b, a = self._seconds(c, now)
+                busy += b
+                alive += a
+        return busy, alive
 
     def status(self, queues: list[str]) -> str:
         views = [self.view(c) for c in self]

@@ -21,6 +21,7 @@ local canceled = KEYS[9]    -- its canceled index
 local events = KEYS[10]     -- the events stream
 local waiting = KEYS[11]    -- the queue's waiting index
 local limits = KEYS[12]     -- the limit definitions
+local enqueued = KEYS[13]   -- jobs created, never reset: '<queue>|<function>' -> count
 local queue = ARGV[1]       -- the queue's name
 local job_count = ARGV[2]   -- number of jobs n
 local events_len = ARGV[3]  -- events stream length (0: off)
@@ -222,6 +223,24 @@ for i = 1, n do
         end
         out[i] = 1
     end
+end
+-- Count the jobs created, per queue and function (per queue and per function are sums of
+-- these): one command for a call of one function's jobs.
+if n == 1 then
+    if out[1] == 1 then redis.call('HINCRBY', enqueued, queue .. '|' .. unpacked[1][7], 1) end
+else
+    local fns, created = {}, {}
+    for i = 1, n do
+        if out[i] == 1 then
+            local fn = unpacked[i][7]
+            if not created[fn] then
+                fns[#fns + 1] = fn
+                created[fn] = 0
+            end
+            created[fn] = created[fn] + 1
+        end
+    end
+    for _, fn in ipairs(fns) do redis.call('HINCRBY', enqueued, queue .. '|' .. fn, created[fn]) end
 end
 -- About one wake token per queued job (as wake() keeps it), topped up once per call.
 if woken > 0 then
