@@ -24,7 +24,7 @@ from typing import Any
 import psutil
 
 import jobs
-from jobs import BrokerError, BrokerUnavailable, JobTimeout, StaleToken, Worker
+from jobs import BrokerError, BrokerUnavailable, JobTimeout, StaleToken, Worker, tracing
 from jobs.execute import resolve_job
 from jobs.policy import Outcome, Policy
 from jobs.records import Claimed
@@ -324,6 +324,7 @@ def child_main(child: Child, parent: int) -> None:
         log.exception("worker %d crashed", os.getpid())
     finally:
         try:
+            tracing.flush()  # os._exit runs no exit handler: spans still buffered go now
             sys.stdout.flush()
             sys.stderr.flush()
         finally:

@@ -37,7 +37,8 @@ local prefix = ARGV[4]      -- job record prefix (job i's record is prefix .. id
 -- to hold the key for the whole window rather than until the job is final, ldef: the
 -- function's limit definition (see _limits.lua) and lfn: the named limits it is under
 -- ('a|b'), published so they hold from this job on, ln: named limits of this job only,
--- meta: the caller's meta as JSON text, stored as the record's 'meta' field.
+-- meta: the caller's meta as JSON text, stored as the record's 'meta' field; tp: the W3C
+-- trace context of the enqueue's span as JSON text (jobs/tracing.py), stored as 'tp'.
 local jobs = ARGV[5]
 -- '0' when this call is sent for the first time (a job with a generated id then cannot
 -- exist yet: its record is not looked up), '1' when it may be a resend.
@@ -173,6 +174,7 @@ for i = 1, n do
         if ex.pr then field('pr', ex.pr) end
         if ex.deps then field('par', table.concat(ex.deps, ',')) end
         if ex.meta then field('meta', ex.meta) end
+        if ex.tp then field('tp', ex.tp) end
         if lims[i] then field('lim', lims[i]) end
         local pending, failed = 0, nil
         for _, pid in ipairs(ex.deps or {}) do
