@@ -4,6 +4,7 @@ per function: recent outcomes and the average time an attempt took."""
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
@@ -104,30 +105,37 @@ def queue_stats(broker: Broker | None = None, queues: list[str] | None = None) -
     return out
 
 
+def by_function(counts: Mapping[str, int]) -> dict[str, dict[str, int]]:
+    """Counter fields ``fn|<function>|<what>`` grouped by function; ``what`` is an
+    outcome, ``enqueued``, ``dsum`` (milliseconds) or ``d|<bound>`` (a queue named ``fn``
+    has fields of none of these shapes)."""
+    out: dict[str, dict[str, int]] = {}
+    for field, n in counts.items():
+        parts = field.split("|", 2)
+        if parts[0] == "fn" and len(parts) == 3 and (
+                parts[2] in _FUNCTION_FIGURES or parts[2].startswith("d|")):
+            out.setdefault(parts[1], {})[parts[2]] = n
+    return out
+
+
+_FUNCTION_FIGURES = frozenset((*OUTCOMES, "enqueued", "dsum"))
+
+
 def function_stats(broker: Broker | None = None) -> list[FunctionStats]:
     """Every function with an outcome in the last hour, by name; its average from the
-    per-minute duration counts (``fn|<function>|dsum`` over its ``d|<bound>`` counts)."""
+    per-minute duration counts (``dsum`` over its ``d|<bound>`` counts)."""
     b = broker or default_broker()
-    minute_counts = recent(b, 2)
-    hour_counts = recent(b, 60)
-    ran: dict[str, int] = {}  # attempts with a duration, by function
-    names = set()
-    for field, n in hour_counts.items():
-        parts = field.split("|")
-        if parts[0] != "fn":
-            continue
-        if len(parts) == 4 and parts[2] == "d":
-            ran[parts[1]] = ran.get(parts[1], 0) + n
-        elif len(parts) == 3 and parts[2] in OUTCOMES:
-            names.add(parts[1])
+    minute = by_function(recent(b, 2))
+    hour = by_function(recent(b, 60))
     out = []
-    for name in sorted(names):
-        took = hour_counts.get(f"fn|{name}|dsum", 0) / 1000
+    for name in sorted(n for n, f in hour.items() if any(o in f for o in OUTCOMES)):
+        f, last = hour[name], minute.get(name, {})
+        ran = sum(v for k, v in f.items() if k.startswith("d|"))  # attempts that ran
         out.append(FunctionStats(
             function=name,
-            last_minute={o: minute_counts.get(f"fn|{name}|{o}", 0) for o in OUTCOMES},
-            last_hour={o: hour_counts.get(f"fn|{name}|{o}", 0) for o in OUTCOMES},
-            avg_seconds=round(took / ran[name], 6) if ran.get(name) else None))
+            last_minute={o: last.get(o, 0) for o in OUTCOMES},
+            last_hour={o: f.get(o, 0) for o in OUTCOMES},
+            avg_seconds=round(f.get("dsum", 0) / 1000 / ran, 6) if ran else None))
     return out
 
 

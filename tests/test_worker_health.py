@@ -101,7 +101,9 @@ def test_a_stalled_and_an_overrunning_worker_are_flagged_before_they_are_killed(
 
 def test_a_worker_above_max_memory_per_child_is_flagged(sup):
     r = start_and_wait(sup, workers=1, extra="max_memory_per_child = 1")
-    (row,) = wait_until(lambda: list(by_pid(r).values()), timeout=10)
+    # A worker still booting is "ok" (or "slow_boot"); once up, its memory is judged.
+    (row,) = wait_until(lambda: [w for w in by_pid(r).values() if w["state"] == "idle"],
+                        timeout=10, interval=0.2, what="the worker to be up")
     assert row["health"] == "memory"
     assert "above max_memory_per_child 1 MiB" in row["health_reason"]
     assert "memory" in cli(r, "workers").stdout

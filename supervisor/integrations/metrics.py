@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client.core import (
@@ -28,12 +28,12 @@ from prometheus_client.registry import Collector
 
 from jobs import Broker
 from jobs.queue import COUNTED_STATES
+from jobs.stats import OUTCOMES, by_function
 from jobs.timeseries import BUCKETS
 from supervisor.runtime.health import Health
 
 log = logging.getLogger(__name__)
 
-OUTCOMES = ("completed", "retried", "dead", "canceled")
 BOUNDS = (*(f"{x:g}" for x in BUCKETS), "+Inf")
 OTHER = "other"  # the function label of every function past the first max_functions
 
@@ -132,15 +132,11 @@ class JobvisorCollector(Collector):
 
     def _functions(self, totals: dict[str, int]) -> Iterator[Metric]:
         """The per-function families, under bounded labels (``labelled``)."""
-        names = function_names(totals)
-        kept = self.labelled(names)
+        grouped = by_function(totals)
+        kept = self.labelled(grouped)
         merged: dict[str, Counter[str]] = {}
-        for name in names:
-            label = name if name in kept else OTHER
-            figures = merged.setdefault(label, Counter())
-            prefix = f"fn|{name}|"
-            for field in _FUNCTION_FIELDS:
-                figures[field] += totals.get(prefix + field, 0)
+        for name, figures in grouped.items():
+            merged.setdefault(name if name in kept else OTHER, Counter()).update(figures)
         jobs = CounterMetricFamily("jobvisor_function_jobs",
                                    "Job attempts by function and outcome (all supervisors)",
                                    labels=["function", "outcome"])
@@ -177,23 +173,7 @@ class JobvisorCollector(Collector):
         return seen
 
 
-_FUNCTION_FIELDS = (*OUTCOMES, "enqueued", "dsum", *(f"d|{bound}" for bound in BOUNDS))
-_FUNCTION_SUFFIXES = frozenset(("enqueued", "dsum", *OUTCOMES))
-
-
-def function_names(totals: Iterable[str]) -> set[str]:
-    """The functions the totals count: fields ``fn|<function>|<outcome>``, ``...|enqueued``,
-    ``...|dsum`` and ``...|d|<bound>`` (a queue named ``fn`` has none of these shapes)."""
-    names = set()
-    for field in totals:
-        parts = field.split("|")
-        if parts[0] == "fn" and len(parts) >= 3 and (
-                parts[2] in _FUNCTION_SUFFIXES or (parts[2] == "d" and len(parts) == 4)):
-            names.add(parts[1])
-    return names
-
-
-def _histogram(family: HistogramMetricFamily, labels: list[str], figures: Any,
+def _histogram(family: HistogramMetricFamily, labels: list[str], figures: Mapping[str, int],
                prefix: str) -> None:
     """One histogram sample set from ``<prefix>d|<bound>`` counts and ``<prefix>dsum`` ms."""
     cumulative, buckets = 0, []
