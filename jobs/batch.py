@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 import redis
 
+import jobs.tracing as tracing
 from jobs.chain import as_call
 from jobs.decorator import JobFunction
 from jobs.enqueue import by_queue, check_limits, prepare_call, sealer_for
@@ -153,24 +154,7 @@ class Batch:
         members = [prepare_call(c, broker) for c in self.calls]
         members = [msgspec.structs.replace(p, extra={**p.extra, "b": bid}) for p in members]
         check_limits(members, broker)
-        key = broker.keys.batch(bid)
-        # One MULTI transaction: the batch and all its members, or nothing. WATCH makes
-        # two enqueues of one batch_id at the same moment write it once.
-        with translated(broker.url), broker.client.pipeline(transaction=True) as pipe:
-            pipe.watch(key)
-            if pipe.exists(key):
-                return BatchHandle(bid, broker)  # enqueued before: a resend changes nothing
-            pipe.multi()
-            pipe.hset(key, mapping=fields)
-            pipe.rpush(broker.keys.batch_jobs(bid), *(p.id for p in members))
-            # Listed from now on. An expired earlier batch of this id may still wait in
-            # the ending set: taken out, its trim cannot unlist this one.
-            pipe.zadd(broker.keys.batches(), {bid: time.time_ns() // 1000})
-            pipe.zrem(broker.keys.batches_ending(), bid)
-            broker.enqueue_into(pipe, by_queue(members))
-            # A WatchError: the same batch_id was enqueued concurrently, and that one stands.
-            with contextlib.suppress(redis.WatchError):
-                pipe.execute()
+        tracing.enqueue(members, lambda traced: _write(traced, bid, fields, broker))
         return BatchHandle(bid, broker)
 
     @staticmethod
@@ -189,6 +173,28 @@ class Batch:
                        default_priority=int(Priority.NORMAL),
                        max_bytes=broker.defaults.max_payload_bytes,
                        sealer=sealer_for(call, find(call.function), broker))
+
+
+def _write(members: list[Prepared], bid: str, fields: dict[str, Any], broker: Broker) -> None:
+    """The batch and all its members in one MULTI transaction, or nothing. WATCH makes two
+    enqueues of one batch_id at the same moment write it once; a batch with that id
+    already there is left alone (a resend changes nothing)."""
+    key = broker.keys.batch(bid)
+    with translated(broker.url), broker.client.pipeline(transaction=True) as pipe:
+        pipe.watch(key)
+        if pipe.exists(key):
+            return
+        pipe.multi()
+        pipe.hset(key, mapping=fields)
+        pipe.rpush(broker.keys.batch_jobs(bid), *(p.id for p in members))
+        # Listed from now on. An expired earlier batch of this id may still wait in the
+        # ending set: taken out, its trim cannot unlist this one.
+        pipe.zadd(broker.keys.batches(), {bid: time.time_ns() // 1000})
+        pipe.zrem(broker.keys.batches_ending(), bid)
+        broker.enqueue_into(pipe, by_queue(members))
+        # A WatchError: the same batch_id was enqueued concurrently, and that one stands.
+        with contextlib.suppress(redis.WatchError):
+            pipe.execute()
 
 
 def batch(calls: list[Call | JobFunction[Any, Any]], *, name: str = "",

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+import jobs.tracing as tracing
 from jobs.encryption.sealer import Sealer
 from jobs.errors import JobNotFound, UnknownLimit
 from jobs.job import Job
@@ -81,7 +82,7 @@ def enqueue_call(call: Call, broker: Broker | None = None) -> Job:
     """
     broker = broker or default_broker()
     p = prepare_call(call, broker)
-    (job_id,) = broker.enqueue(p.queue, [p])
+    (job_id,) = tracing.enqueue([p], lambda traced: broker.enqueue(p.queue, traced))
     return Job(job_id, broker)
 
 
@@ -102,6 +103,10 @@ def enqueue_prepared(prepared: list[Prepared], broker: Broker) -> list[str]:
     Jobs with dependencies keep their relative order, so a parent is written before any
     job of the same call that waits on it.
     """
+    return tracing.enqueue(prepared, lambda traced: _write(traced, broker))
+
+
+def _write(prepared: list[Prepared], broker: Broker) -> list[str]:
     if any("deps" in p.extra for p in prepared):
         _check_parents(prepared, broker)
         grouped = _in_order(prepared)  # parents first

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+import jobs.tracing as tracing
 from jobs.context import JobContext, Progress
 from jobs.enqueue import enqueue_call, prepare_call
 from jobs.errors import ConfigurationError, UnknownFunction
@@ -135,7 +136,8 @@ def run_inline(call: Call, broker: Broker) -> InlineJob:
     job = Claimed(id=p.id, queue=p.queue, token="inline", spec=spec, attempt=1,
                   priority=p.priority, errors=(), enqueued_at=started, started_at=started)
     ctx = InlineContext(job, policy.max_attempts, broker)
-    outcome = run_attempt(job, fn, policy, ctx, f"inline:{socket.gethostname()}:{os.getpid()}")
+    worker = f"inline:{socket.gethostname()}:{os.getpid()}"
+    outcome, _ = tracing.run(job, lambda: (run_attempt(job, fn, policy, ctx, worker), None))
     done = outcome.verdict is Verdict.COMPLETED
     record = JobRecord(
         id=p.id, queue=p.queue, state=JobState.COMPLETED if done else JobState.DEAD,

@@ -79,6 +79,7 @@ class Claimed(msgspec.Struct, frozen=True, kw_only=True):
     started_at: float
     parent_result: bytes | None = None  # chains: the parent's encoded return value
     corrupt: str | None = None  # what of the stored record cannot be read: the job is dead
+    trace: bytes | None = None  # the enqueue span's W3C trace context (jobs.tracing), JSON
 
 
 class ExpiredLease(msgspec.Struct, frozen=True, kw_only=True):
@@ -276,4 +277,5 @@ def claimed_from_reply(reply: list[Any], queues: Sequence[str], token: str) -> C
         started_at=int(now) / 1000.0,
         parent_result=rest[0] if rest else None,
         corrupt=f"unreadable {', '.join(unreadable)}" if unreadable else None,
+        trace=rest[2] if len(rest) > 2 else None,
     )

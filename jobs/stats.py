@@ -1,8 +1,10 @@
-"""Queue statistics: counts per state, recent outcomes, throughput and waiting time."""
+"""Queue statistics: counts per state, recent outcomes, throughput and waiting time; and
+per function: recent outcomes and the average time an attempt took."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
@@ -31,6 +33,14 @@ class QueueStats(msgspec.Struct, kw_only=True):
     last_hour: dict[str, int]
     throughput: float  # completed jobs per second over the last minute
     oldest_queued_age: float | None  # seconds the longest-waiting queued job has waited
+
+
+class FunctionStats(msgspec.Struct, kw_only=True):
+    function: str
+    last_minute: dict[str, int]
+    last_hour: dict[str, int]
+    # Mean run time of its attempts that ran (completed or failed) in the last hour.
+    avg_seconds: float | None
 
 
 def recent(broker: Broker, minutes: int, now: float | None = None) -> dict[str, int]:
@@ -99,5 +109,39 @@ def queue_stats(broker: Broker | None = None, queues: list[str] | None = None) -
     return out
 
 
-def as_dict(stats: QueueStats) -> dict[str, Any]:
+def by_function(counts: Mapping[str, int]) -> dict[str, dict[str, int]]:
+    """Counter fields ``fn|<function>|<what>`` grouped by function; ``what`` is an
+    outcome, ``enqueued``, ``dsum`` (milliseconds) or ``d|<bound>`` (a queue named ``fn``
+    has fields of none of these shapes)."""
+    out: dict[str, dict[str, int]] = {}
+    for field, n in counts.items():
+        parts = field.split("|", 2)
+        if parts[0] == "fn" and len(parts) == 3 and (
+                parts[2] in _FUNCTION_FIGURES or parts[2].startswith("d|")):
+            out.setdefault(parts[1], {})[parts[2]] = n
+    return out
+
+
+_FUNCTION_FIGURES = frozenset((*OUTCOMES, "enqueued", "dsum"))
+
+
+def function_stats(broker: Broker | None = None) -> list[FunctionStats]:
+    """Every function with an outcome in the last hour, by name; its average from the
+    per-minute duration counts (``dsum`` over its ``d|<bound>`` counts)."""
+    b = broker or default_broker()
+    minute = by_function(recent(b, 2))
+    hour = by_function(recent(b, 60))
+    out = []
+    for name in sorted(n for n, f in hour.items() if any(o in f for o in OUTCOMES)):
+        f, last = hour[name], minute.get(name, {})
+        ran = sum(v for k, v in f.items() if k.startswith("d|"))  # attempts that ran
+        out.append(FunctionStats(
+            function=name,
+            last_minute={o: last.get(o, 0) for o in OUTCOMES},
+            last_hour={o: f.get(o, 0) for o in OUTCOMES},
+            avg_seconds=round(f.get("dsum", 0) / 1000 / ran, 6) if ran else None))
+    return out
+
+
+def as_dict(stats: QueueStats | FunctionStats) -> dict[str, Any]:
     return msgspec.to_builtins(stats)  # type: ignore[no-any-return]

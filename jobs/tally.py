@@ -146,8 +146,10 @@ def by_field(pending: dict[int, Counts]) -> dict[int, dict[str, int]]:
         fields: Counter[str] = Counter()
         for (queue, function, bound), (n, ms) in counts.items():
             fields[f"{queue}|completed"] += n
-            fields[f"fn|{function}|completed"] += n
             fields[f"{queue}|d|{bound}"] += n
             fields[f"{queue}|dsum"] += ms
+            fields[f"fn|{function}|completed"] += n
+            fields[f"fn|{function}|d|{bound}"] += n
+            fields[f"fn|{function}|dsum"] += ms
         out[m] = dict(fields)
     return out

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 
 import msgspec
 
+import jobs.tracing as tracing
 from jobs.errors import ConfigurationError, JobsError, StaleToken
 from jobs.execute import Resolved, execute, resolve_job
 from jobs.hooks import failed_here, find_function, on_dead_job, on_failure_job
@@ -166,6 +167,10 @@ class Worker:
         # the supervisor's child shows that as a deadline, so a hook that hangs is killed.
         self.hook_deadline: Callable[[float], None] = lambda seconds: None
         self._reported: str | None = None  # the claim token whose end was last reported
+        # Runs are traced when a tracer provider is set before the worker starts (in a job
+        # module, imported before the fork): decided once, so a worker without one pays
+        # nothing per job.
+        self._traced = tracing.tracer() is not None
 
     def _order(self) -> list[str]:
         if not self.weights:
@@ -297,6 +302,8 @@ class Worker:
         if self.log_jobs:
             log.info("job %s %s started (attempt %d)", job.id,
                      job.spec.function if job.spec else "?", job.attempt)
+        if self._traced:
+            return tracing.run(job, lambda: execute(job, self.broker, self.name, resolved))
         return execute(job, self.broker, self.name, resolved)
 
     def finish(self, job: Claimed, outcome: Outcome, policy: Policy) -> str:

@@ -146,6 +146,8 @@ class Limit(Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
 
 class MetricsSettings(Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
     address: Annotated[str, Meta(pattern=r"^$|^[A-Za-z0-9_.\-\[\]:]*:[0-9]{1,5}$")] = ""
+    # Function names with a label of their own; later ones are summed as "other".
+    max_functions: Annotated[int, Meta(ge=0, le=10000)] = 50
 
     def __post_init__(self) -> None:
         if self.address and not 0 < int(self.address.rpartition(":")[2]) < 65536:

@@ -127,6 +127,21 @@ def soft_limited() -> str:
         return "cleaned up"
 
 
+@job(timeout=60, soft_timeout=0.2, max_attempts=1)
+def overruns(seconds: float) -> str:
+    """Catches its soft timeout's JobTimeout and goes on for ``seconds`` more."""
+    import time
+
+    from jobs import JobTimeout
+
+    try:
+        while True:
+            time.sleep(0.01)
+    except JobTimeout:
+        time.sleep(seconds)
+    return "late"
+
+
 @job(max_attempts=1)
 def catastrophic_regex() -> None:
     """Holds the GIL inside the regex engine (C code) for minutes: the heartbeat stops."""

@@ -608,3 +608,21 @@ def test_the_hosts_page_shows_pools_and_scales_and_pauses_each(browser, dash, li
         assert [p["name"] for p in hosts[0]["pools"]] == ["default", "reports"]
     finally:
         sup.stop()
+
+
+def test_the_hosts_page_shows_each_worker_s_health_flag(dash, lib, tmp_path):
+    from tests.helpers import wait_until
+    from tests.procs import Running
+
+    sup = Running(tmp_path, type("S", (), {"url": lib.url})(), lib.keys.ns, workers=1,
+                  extra="max_memory_per_child = 1")
+    try:
+        sup.wait_workers(1)
+        client = signed_in(dash.base, "vic")
+        page = wait_until(lambda: (p := client.get("/hosts").text) and "health-memory" in p
+                          and p, timeout=15, what="the worker's flag on the hosts page")
+        assert "<th>Health</th>" in page
+        assert 'class="pill health-memory" title="RSS ' in page
+        assert "above max_memory_per_child 1 MiB" in page
+    finally:
+        sup.stop()

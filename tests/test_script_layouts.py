@@ -168,7 +168,8 @@ def test_the_hot_calls_send_each_value_under_its_name(broker: Broker):
                     "wake_list": k.wake("q1"), "sequence": k.seq(), "queues": k.queues(),
                     "timers": k.timers(), "completed": k.completed("q1"), "dead": k.dead("q1"),
                     "canceled": k.canceled("q1"), "events": k.events(),
-                    "waiting": k.state_index("q1", "waiting"), "limits": k.limits()}
+                    "waiting": k.state_index("q1", "waiting"), "limits": k.limits(),
+                    "enqueued": k.enqueued()}
     assert {n: v for n, v in args.items() if n != "jobs"} == {
         "queue": b"q1", "job_count": b"1", "events_len": events_len, "prefix": prefix,
         "resent": b"0"}

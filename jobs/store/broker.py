@@ -131,7 +131,8 @@ class Broker(Store):
                 queued=k.queued(queue), scheduled=k.scheduled(queue), wake_list=k.wake(queue),
                 sequence=k.seq(), queues=k.queues(), timers=k.timers(),
                 completed=k.completed(queue), dead=k.dead(queue), canceled=k.canceled(queue),
-                events=k.events(), waiting=k.state_index(queue, "waiting"), limits=k.limits())
+                events=k.events(), waiting=k.state_index(queue, "waiting"), limits=k.limits(),
+                enqueued=k.enqueued())
         packed = b"".join(pack_job(p, self._extra(p.extra)) for p in jobs)
         # In ENQUEUE's order (a hot call: see jobs.store.layouts).
         return keys, [queue, len(jobs), self.events_len, self.prefix, packed, resent]

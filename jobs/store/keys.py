@@ -151,6 +151,14 @@ class Keys:
     def totals(self) -> str:
         return f"{self.ns}:totals"
 
+    def enqueued(self) -> str:
+        """Jobs created by enqueues, never reset: ``<queue>|<function>`` -> count."""
+        return f"{self.ns}:enqueued"
+
+    def metric_functions(self) -> str:
+        """The function names /metrics labels, scored by when a scrape first saw them."""
+        return f"{self.ns}:metrics:functions"
+
     def stats(self, minute: int) -> str:
         return f"{self.ns}:stats:{minute}"
 

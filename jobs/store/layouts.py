@@ -134,7 +134,7 @@ PARTS: dict[str, tuple[str, ...]] = {
 ENQUEUE = Layout(
     "enqueue", parts=("after_final",),
     keys="queued scheduled wake_list sequence queues timers completed dead canceled events "
-         "waiting limits",
+         "waiting limits enqueued",
     args="queue job_count events_len prefix jobs resent")
 CLAIM = Layout(
     "claim", parts=("claim_job",),

@@ -286,6 +286,10 @@ def _ops_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         p = _command(sub, name, text)
         _json_flag(p)
         p.set_defaults(func=func)
+        if name == "stats":
+            p.add_argument("--functions", action="store_true",
+                           help="per function instead: outcomes in the last minute and hour, "
+                                "average run time of an attempt in the last hour")
     _dead_parser(sub)
     for name in ("pause", "resume"):
         p = _command(sub, name, f"{name} claiming from a queue")

@@ -31,7 +31,7 @@ from jobs.events import follow, recent_events
 from jobs.health import Health, as_dict, check_health
 from jobs.query import JobFilter, act_on, act_on_matching, iso, job_view
 from jobs.stats import as_dict as stats_dict
-from jobs.stats import queue_stats
+from jobs.stats import function_stats, queue_stats
 from supervisor.cli.common import (
     actor,
     ago,
@@ -64,11 +64,28 @@ def _stats_text(rows: list[dict[str, Any]]) -> str:
                   "FAILED/1M", "DONE/1H", "FAILED/1H", "THROUGHPUT", "OLDEST"])
 
 
+def _function_stats_text(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "no outcomes in the last hour"
+    return table([[r["function"], r["last_minute"]["completed"],
+                   r["last_minute"]["retried"] + r["last_minute"]["dead"],
+                   r["last_hour"]["completed"], r["last_hour"]["retried"] + r["last_hour"]["dead"],
+                   duration(r["avg_seconds"])] for r in rows],
+                 ["FUNCTION", "DONE/1M", "FAILED/1M", "DONE/1H", "FAILED/1H", "AVG TIME/1H"])
+
+
 def cmd_stats(args: argparse.Namespace) -> int:
     broker = connect(args)
+    if args.functions:
+        output(args, [stats_dict(s) for s in function_stats(broker)], _function_stats_text)
+        return 0
     served = served_queues(broker)
     rows = [{**stats_dict(s), "served": s.queue in served} for s in queue_stats(broker)]
     output(args, rows, _stats_text)
+    if not args.json:
+        functions = [stats_dict(s) for s in function_stats(broker)]
+        if functions:
+            print(f"\n{_function_stats_text(functions)}")
     for r in rows:
         if not r["served"] and (r["queued"] or r["scheduled"] or r["waiting"]):
             print(unserved_warning(r["queue"], broker), file=sys.stderr)
@@ -97,17 +114,27 @@ def cmd_hosts(args: argparse.Namespace) -> int:
     return 0
 
 
+def _workers_text(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "no live workers"
+    text = table(
+        [[r["supervisor"], r["pool"], r["pid"], r["state"], r.get("health", "-"),
+          r["function"] or "-", r["job"] or "-",
+          duration(r["elapsed"]) if r["state"] == "busy" else "-",
+          f"{r['rss'] / 2**20:.0f}MiB", r["jobs_done"], r.get("jobs_failed", "-"),
+          duration(r["uptime"]) if "uptime" in r else "-"] for r in rows],
+        ["SUPERVISOR", "POOL", "PID", "STATE", "HEALTH", "FUNCTION", "JOB", "ELAPSED", "RSS",
+         "DONE", "FAILED", "UP"])
+    # Why each worker that is not ok is flagged, under the table.
+    why = [f"{r['pid']}: {r['health']}: {r['health_reason']}" for r in rows
+           if r.get("health_reason")]
+    return "\n".join([text, *why])
+
+
 def cmd_workers(args: argparse.Namespace) -> int:
     rows = [{"supervisor": e["id"], "pool": DEFAULT_POOL, **w}
             for e in supervisors(connect(args)) for w in e["workers"]]
-    output(args, rows, lambda rows: table(
-        [[r["supervisor"], r["pool"], r["pid"], r["state"], r["function"] or "-",
-          r["job"] or "-", duration(r["elapsed"]) if r["state"] == "busy" else "-",
-          f"{r['rss'] / 2**20:.0f}MiB", r["jobs_done"], r.get("jobs_failed", "-"),
-          duration(r["uptime"]) if "uptime" in r else "-"] for r in rows],
-        ["SUPERVISOR", "POOL", "PID", "STATE", "FUNCTION", "JOB", "ELAPSED", "RSS", "DONE",
-         "FAILED", "UP"])
-        if rows else "no live workers")
+    output(args, rows, _workers_text)
     return 0
 
 

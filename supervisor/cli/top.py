@@ -28,14 +28,16 @@ def render(broker: Broker) -> Group:
                        str(s.last_minute["retried"] + s.last_minute["dead"]),
                        f"{s.throughput:.1f}/s", duration(s.oldest_queued_age))
     workers = Table(title="workers", expand=True)
-    for col in ("supervisor", "pool", "pid", "state", "function", "job", "elapsed", "rss",
-                "done"):
+    for col in ("supervisor", "pool", "pid", "state", "health", "function", "job", "elapsed",
+                "rss", "done"):
         workers.add_column(col)
     for e in supervisors(broker):
         for w in e["workers"]:
             busy = w["state"] == "busy"
+            health = w.get("health", "-")
             workers.add_row(e["id"], w.get("pool", "default"), str(w["pid"]),
                             "[green]busy" if busy else "[dim]" + w["state"],
+                            health if health in ("ok", "-") else f"[red]{health}",
                             w["function"] or "-", w["job"] or "-",
                             duration(w["elapsed"]) if busy else "-",
                             f"{w['rss'] / 2**20:.0f} MiB", str(w["jobs_done"]))

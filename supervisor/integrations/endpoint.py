@@ -88,14 +88,16 @@ def _server_class(family: socket.AddressFamily) -> type[_Server]:
 
 
 def serve(address: str, broker: Broker, local: LocalFigures,
-          health: Callable[[], HealthSettings], ident: str) -> WSGIServer:
+          health: Callable[[], HealthSettings], ident: str,
+          max_functions: Callable[[], int]) -> WSGIServer:
     """Serve ``/metrics``, ``/healthz`` and ``/readyz`` on ``host:port`` (``[::1]:port``
     for IPv6) from a daemon thread; raises ``OSError`` when the address cannot be bound.
-    ``ident`` is this supervisor's id: /readyz checks that its own entry is live."""
+    ``ident`` is this supervisor's id: /readyz checks that its own entry is live;
+    ``max_functions`` bounds the function labels (``[metrics] max_functions``)."""
     host, _, port = address.rpartition(":")
     host = host.strip("[]") or "127.0.0.1"
     registry = CollectorRegistry()
-    registry.register(JobvisorCollector(broker, local))
+    registry.register(JobvisorCollector(broker, local, max_functions))
     app = Routes(broker, make_wsgi_app(registry), health, ident)
     family = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM,
                                 flags=socket.AI_PASSIVE)[0][0]

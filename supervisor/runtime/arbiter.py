@@ -77,7 +77,8 @@ class Arbiter:
         self.last_title = 0.0
         broker = Broker(url, redis_settings=config.redis, defaults=config.defaults,
                         encryption=config.encryption)
-        self.figures = LocalFigures(self.pool.states, lambda: self.duties.reclaims)
+        self.figures = LocalFigures(self.pool.workers, self.pool.seconds,
+                                    lambda: self.duties.reclaims)
         self.duties = Duties(broker, config.supervisor.lease_timeout, config.queues,
                              self.pool.claims, self._state, self.wakeup.control_arrived,
                              self.wakeup.cancel_arrived)
@@ -104,7 +105,8 @@ class Arbiter:
             if config.metrics.address:
                 try:
                     serve(config.metrics.address, self.duties.broker, self.figures,
-                          lambda: self.plan.config.health, self.duties.ident)
+                          lambda: self.plan.config.health, self.duties.ident,
+                          lambda: self.plan.config.metrics.max_functions)
                 except OSError as exc:
                     log.error("HTTP endpoint %s (metrics, health) not served: %s",
                               config.metrics.address, exc)

@@ -24,7 +24,7 @@ from typing import Any
 import psutil
 
 import jobs
-from jobs import BrokerError, BrokerUnavailable, JobTimeout, StaleToken, Worker
+from jobs import BrokerError, BrokerUnavailable, JobTimeout, StaleToken, Worker, tracing
 from jobs.execute import resolve_job
 from jobs.policy import Outcome, Policy
 from jobs.records import Claimed
@@ -81,6 +81,10 @@ class Child:
         self.worker: Worker | None = None
         self.jobs_done = 0
         self.jobs_failed = 0
+        # Seconds spent on jobs before the one shown now, and when that one started
+        # (0: none): the supervisor's busy-seconds counter adds them up.
+        self.busy_time = 0.0
+        self.busy_since = 0.0
         self.outage = 0
         self.napping = False  # in a paused worker's nap: a poke or stop may interrupt it
         self.pid = 0  # set in the child after the fork
@@ -240,8 +244,13 @@ class Child:
                 uncounted = self.worker.tally.snapshot()
                 if len(uncounted) > UNCOUNTED_MAX:
                     uncounted = b""  # the flush failed: they stay in the tally alone
+        # The job shown until now ends where this write starts the next one, or now.
+        if self.busy_since:
+            end = fields.get("started") or fields.get("idle_since") or time.monotonic()
+            self.busy_time += end - self.busy_since
+        self.busy_since = fields.get("started", 0.0)
         self.slots.write(self.slot, state, os.getpid(), self.jobs_done, uncounted=uncounted,
-                         jobs_failed=self.jobs_failed, **fields)
+                         jobs_failed=self.jobs_failed, busy_time=self.busy_time, **fields)
 
     def _mirror_counts(self, blob: bytes) -> None:
         """The tally handed counts over or took them back: the slot shows what is left."""
@@ -369,6 +378,7 @@ def child_main(child: Child, parent: int) -> None:
         log.exception("worker %d crashed", os.getpid())
     finally:
         try:
+            tracing.flush()  # os._exit runs no exit handler: spans still buffered go now
             sys.stdout.flush()
             sys.stderr.flush()
         finally:

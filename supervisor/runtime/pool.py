@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import signal
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ import psutil
 from jobs.records import AttemptError
 from supervisor.config import PoolSpec
 from supervisor.runtime.duties import Claim
+from supervisor.runtime.health import worker_health
 from supervisor.runtime.scaling import POOL_MAX
 from supervisor.runtime.slots import BOOTED, POKE, ChildState, Slots, SlotView
 
@@ -57,6 +59,11 @@ class Pool:
         self.children: dict[int, ChildInfo] = {}
         self.slots = Slots(MAX_SLOTS)
         self.age = 0  # children spawned so far: a new child's age orders it among them
+        # Busy and alive seconds of the children reaped so far, per pool: with the live
+        # ones' they make counters that only grow. The lock makes a reap and a read of them
+        # atomic.
+        self._lock = threading.Lock()
+        self._reaped: dict[str, tuple[float, float]] = {}
 
     def __iter__(self) -> Iterator[ChildInfo]:
         """A copy: the loop adds and removes children while the duties thread reads them."""
@@ -74,8 +81,10 @@ class Pool:
 
     def add(self, pid: int, slot: int, generation: int, spec: PoolSpec) -> None:
         self.age += 1
-        self.children[pid] = ChildInfo(pid=pid, slot=slot, age=self.age, generation=generation,
-                                       spawned=time.monotonic(), spec=spec)
+        info = ChildInfo(pid=pid, slot=slot, age=self.age, generation=generation,
+                         spawned=time.monotonic(), spec=spec)
+        with self._lock:
+            self.children[pid] = info
 
     def of(self, pool: str) -> list[ChildInfo]:
         return [c for c in self if c.spec.name == pool]
@@ -86,8 +95,15 @@ class Pool:
                        and (generation is None or c.generation == generation))
 
     def remove(self, pid: int) -> ChildInfo | None:
-        """The record of a child that exited, if it was one of ours."""
-        return self.children.pop(pid, None)
+        """The record of a child that exited, if it was one of ours; its busy and alive
+        seconds are kept (its slot is read before the caller clears it)."""
+        with self._lock:
+            info = self.children.pop(pid, None)
+            if info is not None:
+                busy, alive = self._seconds(info, time.monotonic())
+                before = self._reaped.get(info.spec.name, (0.0, 0.0))
+                self._reaped[info.spec.name] = (before[0] + busy, before[1] + alive)
+        return info
 
     def view(self, c: ChildInfo) -> SlotView:
         return self.slots.read(c.slot)
@@ -147,6 +163,7 @@ class Pool:
         return out
 
     def workers(self) -> list[dict[str, Any]]:
+        """Each child as ``jobvisor workers`` shows it, with its health flag."""
         now = time.monotonic()
         out = []
         for c in self:
@@ -156,16 +173,35 @@ class Pool:
             except psutil.Error:
                 rss = 0
             busy = v.state is ChildState.BUSY
+            health, why = worker_health(v, now, c.spawned, rss, c.spec)
+            busy_seconds, _ = self._seconds(c, now)
             out.append({"pid": c.pid, "pool": c.spec.name, "state": v.state.name.lower(),
                         "job": v.job_id,
                         "function": v.function,
                         "elapsed": round(now - v.started, 3) if busy else 0.0,
                         "jobs_done": v.jobs_done, "jobs_failed": v.jobs_failed, "rss": rss,
-                        "uptime": round(now - c.spawned, 3)})
+                        "uptime": round(now - c.spawned, 3),
+                        "busy_seconds": round(busy_seconds, 3), "health": health.value,
+                        "health_reason": why})
         return out
 
-    def states(self) -> Counter[str]:
-        return Counter(self.view(c).state.name.lower() for c in self)
+    def _seconds(self, c: ChildInfo, now: float) -> tuple[float, float]:
+        v = self.view(c)
+        busy = v.busy_time + (now - v.started if v.state is ChildState.BUSY else 0.0)
+        return busy, now - c.spawned
+
+    def seconds(self) -> dict[str, tuple[float, float]]:
+        """Seconds this supervisor's workers spent on jobs, and were alive, summed over
+        every worker it ran, per pool: their ratio over an interval is the pool's
+        utilization."""
+        with self._lock:
+            now = time.monotonic()
+            out = dict(self._reaped)
+            for c in self.children.values():
+                b, a = self._seconds(c, now)
+                busy, alive = out.get(c.spec.name, (0.0, 0.0))
+                out[c.spec.name] = (busy + b, alive + a)
+        return out
 
     def status(self, queues: list[str]) -> str:
         views = [self.view(c) for c in self]

@@ -18,16 +18,16 @@ from enum import IntEnum
 
 import msgspec
 
-# seq, jobs_done, started, deadline, soft_deadline, heartbeat, idle_since, state, pid,
-# attempt, jobs_failed, then job id, queue, token, function, and the token of the claim in
-# flight as fixed-size byte strings; last, the outcome counts the child has not written
-# to Redis yet (length, then jobs.tally's encoding), which the supervisor writes out if
-# the child dies before it could.
+# seq, jobs_done, started, deadline, soft_deadline, heartbeat, idle_since, busy_time,
+# state, pid, attempt, jobs_failed, then job id, queue, token, function, and the token of
+# the claim in flight as fixed-size byte strings; last, the outcome counts the child has
+# not written to Redis yet (length, then jobs.tally's encoding), which the supervisor
+# writes out if the child dies before it could.
 UNCOUNTED_MAX = 1024
 # Sent by the supervisor to an idle or paused child after changing its hold byte, so a
 # wait for work ends now; only to the child, never its group (a job's subprocesses).
 POKE = signal.SIGUSR2
-_LAYOUT = struct.Struct(f"<QQdddddiiii128s128s128s200s128sH{UNCOUNTED_MAX}s")
+_LAYOUT = struct.Struct(f"<QQddddddiiii128s128s128s200s128sH{UNCOUNTED_MAX}s")
 _DEADLINES = 24  # deadline, soft_deadline
 _HEARTBEAT = 40
 _UNCOUNTED = _LAYOUT.size - UNCOUNTED_MAX - 2
@@ -58,6 +58,7 @@ class SlotView(msgspec.Struct, frozen=True, kw_only=True):
     soft_deadline: float
     heartbeat: float
     idle_since: float
+    busy_time: float  # seconds spent on jobs, up to the last write (not the job it runs now)
     job_id: str
     queue: str
     token: str
@@ -97,14 +98,14 @@ class Slots:
               job_id: str = "", queue: str = "", token: str = "", function: str = "",
               attempt: int = 0, started: float = 0.0, deadline: float = 0.0,
               soft_deadline: float = 0.0, idle_since: float = 0.0,
-              uncounted: bytes = b"", jobs_failed: int = 0) -> None:
+              uncounted: bytes = b"", jobs_failed: int = 0, busy_time: float = 0.0) -> None:
         off = i * SLOT_SIZE
         with self._lock:
             seq = struct.unpack_from("<Q", self._map, off)[0]
             struct.pack_into("<Q", self._map, off, seq + 1)  # odd: write in progress
             _LAYOUT.pack_into(
                 self._map, off, seq + 1, jobs_done, started, deadline, soft_deadline,
-                time.monotonic(), idle_since, int(state), pid, attempt, jobs_failed,
+                time.monotonic(), idle_since, busy_time, int(state), pid, attempt, jobs_failed,
                 job_id.encode()[:128], queue.encode()[:128], token.encode()[:128],
                 function.encode()[:200], b"", len(uncounted), uncounted,
             )
@@ -149,12 +150,13 @@ class Slots:
             values = _LAYOUT.unpack_from(self._map, off)
             if values[0] % 2 == 0 and struct.unpack_from("<Q", self._map, off)[0] == values[0]:
                 break
-        (_, done, started, deadline, soft, beat, idle, state, pid, attempt, failed,
+        (_, done, started, deadline, soft, beat, idle, busy, state, pid, attempt, failed,
          job_id, queue, token, function, next_token, size, uncounted) = values
         return SlotView(
             state=ChildState(state), pid=pid, jobs_done=done, jobs_failed=failed, attempt=attempt,
             started=started,
             deadline=deadline, soft_deadline=soft, heartbeat=beat, idle_since=idle,
-            job_id=_text(job_id), queue=_text(queue), token=_text(token), function=_text(function),
+            busy_time=busy, job_id=_text(job_id), queue=_text(queue), token=_text(token),
+            function=_text(function),
             next_token=_text(next_token), uncounted=uncounted[:size],
         )

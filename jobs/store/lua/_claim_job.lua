@@ -28,16 +28,17 @@ end
 -- along in the 'started' entry (as p.* fields), or nil. Returns nil, or {queue position,
 -- id, spec, attempts, priority, errors, enqueued ms, now, the parent's encoded result
 -- when the job asked to receive it or false, the names of unreadable numeric fields or
--- false}.
+-- false, the trace context of its enqueue (jobs/tracing.py) or false}.
 local function claim_job(paused, events, keys, first_key, names, first_name, prefix, token,
                          lease_ms, events_len, now, resent, done_id, done_queue, done_ms)
     if resent == '1' then
         local q, earlier = claimed_with(keys, first_key, prefix, token)
         if earlier then
-            local st, spec, pri, errs, te, att, pres = unpack(record(prefix .. earlier, 'st',
-                'spec', 'pri', 'errs', 'te', 'att', 'pres'))
+            local st, spec, pri, errs, te, att, pres, tp = unpack(record(prefix .. earlier,
+                'st', 'spec', 'pri', 'errs', 'te', 'att', 'pres', 'tp'))
             if st == 'active' then
-                return {q, earlier, spec, tonumber(att), pri, errs, te, now, pres or false, false}
+                return {q, earlier, spec, tonumber(att), pri, errs, te, now, pres or false, false,
+                    tp or false}
             end
         end
         -- Nothing claimed with this token: the first call never ran (or what it took
@@ -57,8 +58,8 @@ local function claim_job(paused, events, keys, first_key, names, first_name, pre
         while popped and popped[1] do
             local id, score = popped[1], popped[2]
             local job = prefix .. id
-            local st, spec, pri, errs, te, att, pres, lim = unpack(record(job, 'st', 'spec',
-                'pri', 'errs', 'te', 'att', 'pres', 'lim'))
+            local st, spec, pri, errs, te, att, pres, lim, tp = unpack(record(job, 'st', 'spec',
+                'pri', 'errs', 'te', 'att', 'pres', 'lim', 'tp'))
             if st == 'queued' and lim and not limits_admit(prefix, lim, id, score, now) then
                 parked = parked + 1
                 if parked >= 200 then return nil end -- bounded work per call
@@ -90,7 +91,7 @@ local function claim_job(paused, events, keys, first_key, names, first_name, pre
                     emit(events, events_len, 'e', 'started', 'id', id, 'q', name, 'att', attempts,
                         'w', token)
                 end
-                return {q, id, spec, attempts, pri, errs, te, now, pres or false, bad}
+                return {q, id, spec, attempts, pri, errs, te, now, pres or false, bad, tp or false}
             end
             popped = redis.call('ZPOPMIN', queued, 1)
         end

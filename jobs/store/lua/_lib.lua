@@ -64,14 +64,19 @@ local function emit(events_key, max_len, ...)
 end
 
 -- Count an outcome in this minute's statistics hash (kept two hours) and in the
--- never-reset totals hash (Prometheus counters must only grow).
+-- never-reset totals hash (Prometheus counters must only grow), by queue and by
+-- function; an attempt that ran also in the duration histograms (jobs/tally.py's
+-- by_field writes the same fields for completions).
 local function count(stats_key, totals_key, queue, fn, outcome, duration_ms, bucket)
+    local of_fn = 'fn|' .. fn .. '|'
     for _, key in ipairs({stats_key, totals_key}) do
         redis.call('HINCRBY', key, queue .. '|' .. outcome, 1)
-        redis.call('HINCRBY', key, 'fn|' .. fn .. '|' .. outcome, 1)
+        redis.call('HINCRBY', key, of_fn .. outcome, 1)
         if bucket ~= '' then
             redis.call('HINCRBY', key, queue .. '|d|' .. bucket, 1)
             redis.call('HINCRBY', key, queue .. '|dsum', duration_ms)
+            redis.call('HINCRBY', key, of_fn .. 'd|' .. bucket, 1)
+            redis.call('HINCRBY', key, of_fn .. 'dsum', duration_ms)
         end
     end
     redis.call('EXPIRE', stats_key, 7200, 'NX')

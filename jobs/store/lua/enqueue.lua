@@ -21,6 +21,7 @@ local canceled = KEYS[9]    -- its canceled index
 local events = KEYS[10]     -- the events stream
 local waiting = KEYS[11]    -- the queue's waiting index
 local limits = KEYS[12]     -- the limit definitions
+local enqueued = KEYS[13]   -- jobs created, never reset: '<queue>|<function>' -> count
 local queue = ARGV[1]       -- the queue's name
 local job_count = ARGV[2]   -- number of jobs n
 local events_len = ARGV[3]  -- events stream length (0: off)
@@ -36,7 +37,8 @@ local prefix = ARGV[4]      -- job record prefix (job i's record is prefix .. id
 -- to hold the key for the whole window rather than until the job is final, ldef: the
 -- function's limit definition (see _limits.lua) and lfn: the named limits it is under
 -- ('a|b'), published so they hold from this job on, ln: named limits of this job only,
--- meta: the caller's meta as JSON text, stored as the record's 'meta' field.
+-- meta: the caller's meta as JSON text, stored as the record's 'meta' field; tp: the W3C
+-- trace context of the enqueue's span as JSON text (jobs/tracing.py), stored as 'tp'.
 local jobs = ARGV[5]
 -- '0' when this call is sent for the first time (a job with a generated id then cannot
 -- exist yet: its record is not looked up), '1' when it may be a resend.
@@ -172,6 +174,7 @@ for i = 1, n do
         if ex.pr then field('pr', ex.pr) end
         if ex.deps then field('par', table.concat(ex.deps, ',')) end
         if ex.meta then field('meta', ex.meta) end
+        if ex.tp then field('tp', ex.tp) end
         if lims[i] then field('lim', lims[i]) end
         local pending, failed = 0, nil
         for _, pid in ipairs(ex.deps or {}) do
@@ -222,6 +225,24 @@ for i = 1, n do
         end
         out[i] = 1
     end
+end
+-- Count the jobs created, per queue and function (per queue and per function are sums of
+-- these): one command for a call of one function's jobs.
+if n == 1 then
+    if out[1] == 1 then redis.call('HINCRBY', enqueued, queue .. '|' .. unpacked[1][7], 1) end
+else
+    local fns, created = {}, {}
+    for i = 1, n do
+        if out[i] == 1 then
+            local fn = unpacked[i][7]
+            if not created[fn] then
+                fns[#fns + 1] = fn
+                created[fn] = 0
+            end
+            created[fn] = created[fn] + 1
+        end
+    end
+    for _, fn in ipairs(fns) do redis.call('HINCRBY', enqueued, queue .. '|' .. fn, created[fn]) end
 end
 -- About one wake token per queued job (as wake() keeps it), topped up once per call.
 if woken > 0 then
