@@ -38,7 +38,36 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True):
     on_dead: str | None = None
 
 
+# The policy of a function's jobs that set no option of their own, per function and
+# defaults (both kept in the value: an id is only reused after its object is gone).
+_PLAIN: dict[tuple[int, int], tuple[object, JobDefaults, Policy]] = {}
+_PLAIN_MAX = 1024
+
+
 def resolve(spec: JobSpec | None, fn: JobFunction[Any, Any] | None, d: JobDefaults) -> Policy:
+    if spec is not None and fn is not None and _plain(spec):
+        key = (id(fn), id(d))
+        hit = _PLAIN.get(key)
+        if hit is not None and hit[0] is fn and hit[1] is d:
+            return hit[2]
+        policy = _resolve(None, fn, d)
+        if len(_PLAIN) >= _PLAIN_MAX:
+            _PLAIN.clear()
+        _PLAIN[key] = (fn, d, policy)
+        return policy
+    return _resolve(spec, fn, d)
+
+
+def _plain(spec: JobSpec) -> bool:
+    """Whether the job left every option to its function and the defaults (the usual
+    case: its policy is then the same for every job of the function)."""
+    return (spec.timeout is None and spec.soft_timeout is None and spec.max_attempts is None
+            and spec.result_ttl is None and spec.backoff is None and spec.retry_on is None
+            and spec.dont_retry_on is None)
+
+
+def _resolve(spec: JobSpec | None, fn: JobFunction[Any, Any] | None,
+             d: JobDefaults) -> Policy:
     o = fn.job_options if fn is not None else None
 
     def pick(name: str, default: Any) -> Any:

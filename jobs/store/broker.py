@@ -27,6 +27,7 @@ from jobs.store.layouts import (
     RENEW,
 )
 from jobs.store.maintenance import Maintenance, count_commands
+from jobs.store.runner import Packed, items, joined
 from jobs.store.store import Store
 from jobs.timeseries import bucket, minute
 
@@ -80,7 +81,7 @@ class Broker(Store):
         self._claim_fixed: dict[tuple[tuple[str, ...], float],
                                 tuple[list[str], str, int, int]] = {}
         self._hot_fixed: dict[tuple[str, tuple[str, ...], float],
-                              tuple[tuple[str, ...], tuple[Any, ...]]] = {}
+                              tuple[str, bytes, bytes, bytes, int]] = {}
 
     def __repr__(self) -> str:
         return f"<Broker {redact(self.url)} namespace={self.keys.ns}>"
@@ -206,30 +207,42 @@ class Broker(Store):
         (even if the script then fails; never if the connection broke before).
         """
         k = self.keys
+        script = self.scripts.finish_claim
         fixed = self._hot_fixed.get((job.queue, tuple(queues), lease))
-        if fixed is None:
-            fixed = (tuple(FINISH_CLAIM.keys_after(
-                         "done", self._queue_keys(queues), active=k.active(job.queue),
-                         completed=k.completed(job.queue), events=k.events(),
-                         paused=k.paused())),
-                     tuple(FINISH_CLAIM.args_after(
-                         "resent", queues, queue=job.queue, prefix=self.prefix,
-                         events_len=self.events_len, lease_ms=int(lease * 1000))))
-            if len(self._hot_fixed) < 64:  # weighted queues change order: keep it bounded
-                self._hot_fixed[(job.queue, tuple(queues), lease)] = fixed
-        keys_after, args_after = fixed
+        if fixed is None or fixed[0] != script.sha:
+            fixed = self._finish_claim_fixed(script, job.queue, queues, lease)
+        _, head, keys_after, args_after, count = fixed
         # What changes per call, in FINISH_CLAIM's order up to "done" and "resent" (a hot
-        # call: see jobs.store.layouts).
-        keys = (k.job(job.id), k.done(job.id), *keys_after)
-        args = (job.id, job.token, result, max(1, int(result_ttl * 1000)), int(duration * 1000),
-                token, "0", *args_after)
+        # call: see jobs.store.layouts); the rest was packed once.
+        keys = items((k.job(job.id), k.done(job.id)))
+        given = (job.id, job.token, result, max(1, int(result_ttl * 1000)),
+                 int(duration * 1000), token)
+        message = Packed(joined(count, head, keys, keys_after, items((*given, "0")), args_after),
+                         lambda: joined(count, head, keys, keys_after, items((*given, "1")),
+                                        args_after))
         before = count_commands(k, counts) if counts else []
         answered = _counts_applied(before, counted) if before and counted else None
         with translated(self.url):
-            done, reply = self.runner.run_after(before, self.scripts.finish_claim, keys, args,
-                                                resend_flag=FINISH_CLAIM.resend_flag,
-                                                answered=answered)
+            done, reply = self.runner.run_after(before, script, message, answered)
         return bool(done), self._claimed(reply or None, queues, token)
+
+    def _finish_claim_fixed(self, script: Any, queue: str, queues: Sequence[str],
+                            lease: float) -> tuple[str, bytes, bytes, bytes, int]:
+        """What finish_claim sends the same on every call of a worker, packed once: the
+        command and script, and the keys and arguments after the per-call ones."""
+        k = self.keys
+        keys_after = FINISH_CLAIM.keys_after(
+            "done", self._queue_keys(queues), active=k.active(queue),
+            completed=k.completed(queue), events=k.events(), paused=k.paused())
+        args_after = FINISH_CLAIM.args_after(
+            "resent", queues, queue=queue, prefix=self.prefix, events_len=self.events_len,
+            lease_ms=int(lease * 1000))
+        n_keys = 2 + len(keys_after)
+        fixed = (script.sha, items(("EVALSHA", script.sha, n_keys)), items(keys_after),
+                 items(args_after), 3 + n_keys + 7 + len(args_after))
+        if len(self._hot_fixed) < 64:  # weighted queues change order: keep it bounded
+            self._hot_fixed[(queue, tuple(queues), lease)] = fixed
+        return fixed
 
     def _claimed(self, reply: Any, queues: Sequence[str], token: str) -> Claimed | None:
         return None if reply is None else claimed_from_reply(reply, queues, token)

@@ -14,9 +14,8 @@ from __future__ import annotations
 import os
 import re
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
+from types import TracebackType
 from typing import Any, NamedTuple
 from urllib.parse import unquote
 
@@ -362,25 +361,40 @@ def _unavailable_hint(url: str, exc: BaseException, detail: str) -> str:
     return "check that the server is running and the URL is right"
 
 
-@contextmanager
-def translated(url: str) -> Iterator[None]:
-    """Re-raise redis-py connection failures as ``BrokerUnavailable`` with a redacted URL."""
-    try:
-        yield
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise BrokerUnavailable(unavailable_message(url, exc)) from None
-    except InvalidResponse as exc:
-        raise BrokerUnavailable(
+class translated:  # used like a function: ``with translated(url):``
+    """Re-raise redis-py connection failures as ``BrokerUnavailable`` with a redacted URL.
+
+    A class rather than a generator: it wraps every hot call, where a generator-based
+    context manager costs several Python calls per use."""
+
+    __slots__ = ("url",)
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc is not None and isinstance(exc, redis.RedisError):
+            raise translate(self.url, exc) from None
+
+
+def translate(url: str, exc: redis.RedisError) -> BrokerUnavailable | BrokerError:
+    """The jobvisor error a redis-py error stands for, its URL redacted."""
+    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+        return BrokerUnavailable(unavailable_message(url, exc))
+    if isinstance(exc, InvalidResponse):
+        return BrokerUnavailable(
             f"the server at {redact(url)} did not answer in the Redis protocol ({exc}): it is "
-            "not a Redis/Valkey server; check the URL's host and port") from None
-    except redis.RedisError as exc:
-        code = _error_code(exc)
-        text = str(exc).rstrip(". ")
-        if code and not text.startswith(code):
-            text = f"{code} {text}"  # redis-py strips the code it turned into a class
-        raise BrokerError(
-            f"Redis at {redact(url)} refused the command: {text}{_hint(code, text)}", code
-        ) from None
+            "not a Redis/Valkey server; check the URL's host and port")
+    code = _error_code(exc)
+    text = str(exc).rstrip(". ")
+    if code and not text.startswith(code):
+        text = f"{code} {text}"  # redis-py strips the code it turned into a class
+    return BrokerError(
+        f"Redis at {redact(url)} refused the command: {text}{_hint(code, text)}", code)
 
 
 def _error_code(exc: BaseException) -> str:

@@ -51,17 +51,18 @@ class ScriptRunner:
 
         return self._on_connection(call, retry)
 
-    def run_after(self, before: Sequence[tuple[Any, ...]], script: Script, keys: Sequence[str],
-                  args: Sequence[Any], resend_flag: int,
+    def run_after(self, before: Sequence[tuple[Any, ...]], script: Script, message: Packed,
                   answered: Callable[[list[Exception | None]], None] | None) -> Any:
         """``run``, with the commands ``before`` sent ahead of the script in the same write
         (their replies are not needed: writes that may ride along with the hot call).
+        ``message`` is the script's EVALSHA, packed by the caller (the hot call packs
+        what stays the same from one call to the next only once).
 
         ``answered`` is told, as soon as they are read, the error each of them was answered
         with (None: applied), even when the script then fails; it is not told at all when
         the connection broke before every one of them was answered.
         """
-        return self._behind(before, script, keys, args, resend_flag, answered)[1]
+        return self._behind(before, script, message, answered)[1]
 
     def wait_then_run(self, wait: tuple[Any, ...], script: Script, keys: list[str],
                       args: list[Any], resend_flag: int) -> Any:
@@ -70,16 +71,16 @@ class ScriptRunner:
         The server runs the script the moment the wait returns (woken or timed out), so a
         woken worker's claim costs no round trip of its own.
         """
-        errors, reply = self._behind([wait], script, keys, args, resend_flag, None)
+        errors, reply = self._behind([wait], script, Packed.whole(script, keys, args, resend_flag),
+                                     None)
         if errors and errors[0] is not None and reply is None:
             raise errors[0]  # refused, and nothing taken: the refused wait is the news
         return reply
 
-    def _behind(self, ahead: Sequence[tuple[Any, ...]], script: Script, keys: Sequence[str],
-                args: Sequence[Any], resend_flag: int,
+    def _behind(self, ahead: Sequence[tuple[Any, ...]], script: Script, message: Packed,
                 answered: Callable[[list[Exception | None]], None] | None,
                 ) -> tuple[list[Exception | None], Any]:
-        """EVALSHA ``script`` behind the commands ``ahead``, all in one write.
+        """The script's ``message`` behind the commands ``ahead``, all in one write.
 
         Returns the error each command ahead was answered with (None: answered), and the
         script's reply; ``answered`` gets the same list as soon as it is complete. A resend
@@ -91,10 +92,9 @@ class ScriptRunner:
 
         def call(conn: Any) -> Any:
             if sent[0]:
-                return self._eval(conn, script, keys, as_resend(args, resend_flag))
+                return self._send(conn, script, message.resend())
             sent[0] = True
-            command = ("EVALSHA", script.sha, len(keys), *keys, *args)
-            conn.send_packed_command([pack_command(c) for c in (*ahead, command)])
+            conn.send_packed_command([*(pack_command(c) for c in ahead), message.first])
             for _ in ahead:
                 try:
                     conn.read_response()
@@ -106,7 +106,7 @@ class ScriptRunner:
             try:
                 return conn.read_response()
             except NoScriptError:  # the script did not run: load it and run it now
-                return self._eval(conn, script, keys, args)
+                return self._send(conn, script, message.first)
 
         reply = self._on_connection(call, retry=True)
         if sent[0] and len(errors) < len(ahead):
@@ -144,15 +144,49 @@ class ScriptRunner:
 
     @staticmethod
     def _eval(conn: Any, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
-        conn.send_packed_command([pack_command(command)])
+        return ScriptRunner._send(conn, script, pack_command(
+            ("EVALSHA", script.sha, len(keys), *keys, *args)))
+
+    @staticmethod
+    def _send(conn: Any, script: Script, command: bytes) -> Any:
+        """Send a packed EVALSHA of ``script``; load the script if the server lacks it."""
+        conn.send_packed_command([command])
         try:
             return conn.read_response()
         except NoScriptError:
             conn.send_command("SCRIPT", "LOAD", script.script)
             conn.read_response()
-            conn.send_command(*command)
+            conn.send_packed_command([command])
             return conn.read_response()
+
+
+class Packed:
+    """An EVALSHA packed for the wire, and how to pack it again flagged as a resend."""
+
+    __slots__ = ("first", "resend")
+
+    def __init__(self, first: bytes, resend: Callable[[], bytes]) -> None:
+        self.first = first
+        self.resend = resend
+
+    @staticmethod
+    def whole(script: Script, keys: Sequence[str], args: Sequence[Any],
+              resend_flag: int) -> Packed:
+        command = ("EVALSHA", script.sha, len(keys), *keys)
+        return Packed(pack_command((*command, *args)),
+                      lambda: pack_command((*command, *as_resend(args, resend_flag))))
+
+
+def items(values: Sequence[Any]) -> bytes:
+    """``values`` packed as a command is, without the count in front: a piece of a command
+    whose pieces are packed apart (see ``joined``)."""
+    packed: bytes = pack_command(tuple(values))
+    return packed[packed.index(b"\n") + 1:]
+
+
+def joined(count: int, *pieces: bytes) -> bytes:
+    """One command of ``count`` values from pieces ``items`` packed."""
+    return b"*%d\r\n%b" % (count, b"".join(pieces))
 
 
 def as_resend(args: Sequence[Any], flag: int) -> list[Any]:

@@ -50,6 +50,7 @@ GUARDED_SIGNALS = (signal.SIGTERM, signal.SIGALRM, signal.SIGINT, signal.SIGHUP,
                    signal.SIGUSR1, signal.SIGCHLD)
 CLAIM_WAIT = 2.0  # an idle worker's blocking wait: also how soon it notices a stop
 HOLD_NAP = 1.0  # a paused worker looks at its hold byte this often, besides when poked
+TITLE_EVERY = 0.1  # the shortest time between two process titles of a busy worker
 _PR_SET_PDEATHSIG = 1
 # The handler as stored, without signal.getsignal's conversion to an enum (a failed enum
 # lookup per Python handler: several microseconds per job for the check below).
@@ -89,6 +90,13 @@ class Child:
         self.napping = False  # in a paused worker's nap: a poke or stop may interrupt it
         self.pid = 0  # set in the child after the fork
         self.handlers: list[Any] = []  # the worker's own, put back after any job changes one
+        # The job the process title is to name. A title is a string copy into argv, too
+        # dear for every short job: it is written at most every TITLE_EVERY seconds, and a
+        # job started meanwhile is named by the heartbeat thread if it still runs then.
+        self.busy_title: tuple[str, str] | None = None
+        self.shown_title: tuple[str, str] | None = None
+        self.title_at = float("-inf")
+        self.title_lock = threading.Lock()  # a title set now is never undone by a stale one
 
     def run(self, parent: int) -> int:
         """Child main; returns the exit code. Never returns into the supervisor's code."""
@@ -146,14 +154,30 @@ class Child:
 
     def _idle(self, worker: Worker) -> None:
         self._publish(ChildState.IDLE, idle_since=time.monotonic())
-        set_title(f"worker idle [{','.join(worker.queues)}] done={self.jobs_done}")
+        self._title(f"worker idle [{','.join(worker.queues)}] done={self.jobs_done}")
+
+    def _title(self, text: str) -> None:
+        """Show ``text`` now; the heartbeat thread shows a busy title again when a job
+        starts after it."""
+        with self.title_lock:
+            self.busy_title = self.shown_title = None
+            self.title_at = float("-inf")  # the next job is named at once
+            set_title(text)
+
+    def _show_busy(self) -> None:
+        with self.title_lock:
+            busy = self.busy_title
+            if busy is not None and busy is not self.shown_title:
+                self.shown_title = busy
+                self.title_at = time.monotonic()
+                set_title(f"worker busy {busy[0]} {busy[1]}")
 
     def _hold(self, worker: Worker) -> None:
         """The pool is paused: give back what an interrupted wait may have claimed, then
         claim nothing until the pool is resumed or the worker told to stop."""
         worker.give_back_unanswered()
         self._publish(ChildState.PAUSED)
-        set_title(f"worker paused [{','.join(worker.queues)}] done={self.jobs_done}")
+        self._title(f"worker paused [{','.join(worker.queues)}] done={self.jobs_done}")
         while self.slots.held(self.slot) and not self.stopping:
             self._nap()
         if not self.stopping:
@@ -234,6 +258,7 @@ class Child:
         while True:
             time.sleep(HEARTBEAT_EVERY)
             self.slots.beat(self.slot)
+            self._show_busy()
 
     def _publish(self, state: ChildState, **fields: Any) -> None:
         uncounted = b""
@@ -270,7 +295,9 @@ class Child:
         self._publish(ChildState.BUSY, job_id=job.id, queue=job.queue, token=job.token,
                       function=name, attempt=job.attempt, started=now,
                       deadline=now + policy.timeout, soft_deadline=now + soft if soft else 0.0)
-        set_title(f"worker busy {name} {job.id}")
+        self.busy_title = (name, job.id)
+        if now - self.title_at >= TITLE_EVERY:
+            self._show_busy()
         if soft:
             signal.setitimer(signal.ITIMER_REAL, soft)
         try:
@@ -296,7 +323,7 @@ class Child:
             except (BrokerUnavailable, BrokerError) as exc:
                 # Unknown whether it applied: fall back to finish.
                 name = job.spec.function if job.spec else "?"
-                set_title(f"worker finishing {name} {job.id}: its outcome waits for Redis")
+                self._title(f"worker finishing {name} {job.id}: its outcome waits for Redis")
                 log.warning("job %s returned; its outcome is kept until Redis takes it",
                             job.id)
                 self._redis_down(exc)
