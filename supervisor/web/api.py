@@ -17,6 +17,7 @@ from litestar.params import JSONBody, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from jobs import Job, JobNotFound
+from jobs.audit import record_action
 from jobs.cluster import (
     Reload,
     pause,
@@ -133,16 +134,14 @@ class QueuesApi(Controller):
     @post("/queues/{queue:str}/pause", guards=[admin_only], sync_to_thread=True, status_code=200)
     def pause(self, request: Request[Any, Any, Any], broker: BrokerDep, queue: InPath) -> Accepted:
         pause(queue, broker)
-        broker.jobs.event(e="action", who=who(request), action="pause", q=queue, count=0,
-                     scope="queue")
+        record_action(broker, who(request), "pause", queue, 0, "queue")
         return Accepted(message=f"paused {queue}")
 
     @post("/queues/{queue:str}/resume", guards=[admin_only], sync_to_thread=True,
           status_code=200)
     def resume(self, request: Request[Any, Any, Any], broker: BrokerDep, queue: InPath) -> Accepted:
         resume(queue, broker)
-        broker.jobs.event(e="action", who=who(request), action="resume", q=queue, count=0,
-                     scope="queue")
+        record_action(broker, who(request), "resume", queue, 0, "queue")
         return Accepted(message=f"resumed {queue}")
 
     @post("/queues/{queue:str}/clear", guards=[admin_only], sync_to_thread=True,
@@ -219,8 +218,8 @@ class FleetApi(Controller):
     def scale(self, request: Request[Any, Any, Any], broker: BrokerDep, ident: InPath,
               data: JSONBody[ScaleRequest]) -> Accepted:
         pool = request_scale(ident, data.workers, POOL_MAX, broker, pool=data.pool)
-        broker.jobs.event(e="action", who=who(request), action="scale", q="", count=data.workers,
-                          scope=ident if data.pool is None else f"{ident} pool {data.pool}")
+        record_action(broker, who(request), "scale", "", data.workers,
+                      ident if data.pool is None else f"{ident} pool {data.pool}")
         return Accepted(message=scaled(ident, data.workers, data.pool, pool["workers"]))
 
     @post("/hosts/{ident:str}/pools/{pool:str}/{action:str}", guards=[admin_only],
@@ -235,7 +234,7 @@ class FleetApi(Controller):
           status_code=200)
     def reload(self, request: Request[Any, Any, Any], broker: BrokerDep, ident: InPath) -> Accepted:
         send_control(ident, Reload(), broker)
-        broker.jobs.event(e="action", who=who(request), action="reload", q="", count=0, scope=ident)
+        record_action(broker, who(request), "reload", "", 0, ident)
         return Accepted(message=f"asked {ident} to reload")
 
 
@@ -245,8 +244,7 @@ def pool_action(request: Request[Any, Any, Any], broker: Broker, ident: str, poo
     if action not in ("pause", "resume"):
         raise NotFoundException(f"no action {action!r} on a pool: pause or resume")
     request_pool_pause(ident, pool, action == "pause", broker)
-    broker.jobs.event(e="action", who=who(request), action=f"{action} pool", q="", count=0,
-                      scope=f"{ident} pool {pool}")
+    record_action(broker, who(request), f"{action} pool", "", 0, f"{ident} pool {pool}")
     return f"asked {ident} to {action} pool {pool}"
 
 

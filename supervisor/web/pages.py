@@ -17,6 +17,7 @@ from litestar.params import FromQuery, URLEncodedBody
 from litestar.response import Redirect, Template
 
 from jobs import JobsError
+from jobs.audit import record_action
 from jobs.cluster import (
     Reload,
     pause,
@@ -166,8 +167,7 @@ class Pages(Controller):
         else:
             pause(check_name("queue", queue), broker)
             done = "paused"
-        broker.jobs.event(e="action", who=who(request), action=done.rstrip("d"), q=queue, count=0,
-                     scope="queue")
+        record_action(broker, who(request), done.rstrip("d"), queue, 0, "queue")
         return back(request, f"/queues/{queue}", f"{done} queue {queue}")
 
     @get("/queues/{queue:str}/clear", sync_to_thread=True)
@@ -243,8 +243,8 @@ class Pages(Controller):
             found = request_scale(ident, workers, POOL_MAX, broker, pool=pool)
         except JobsError as exc:
             return back(request, "/hosts", str(exc))
-        broker.jobs.event(e="action", who=who(request), action="scale", q="", count=workers,
-                          scope=ident if pool is None else f"{ident} pool {pool}")
+        record_action(broker, who(request), "scale", "", workers,
+                      ident if pool is None else f"{ident} pool {pool}")
         return back(request, "/hosts", scaled(ident, workers, pool, found["workers"]))
 
     @post("/hosts/{ident:str}/pools/{pool:str}/{action:str}", guards=[admin_only],
@@ -260,7 +260,7 @@ class Pages(Controller):
     @post("/hosts/{ident:str}/reload", guards=[admin_only], sync_to_thread=True)
     def reload(self, request: Request[Any, Any, Any], broker: BrokerDep, ident: InPath) -> Redirect:
         send_control(ident, Reload(), broker)
-        broker.jobs.event(e="action", who=who(request), action="reload", q="", count=0, scope=ident)
+        record_action(broker, who(request), "reload", "", 0, ident)
         return back(request, "/hosts", f"asked {ident} to reload")
 
 
