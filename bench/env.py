@@ -1,13 +1,19 @@
-"""The benchmark's own server and supervisors (the same parts users run)."""
+"""The benchmark's own server and supervisors (the same parts users run), and the clock
+and JSON helpers every benchmark shares."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import psutil
 
@@ -16,6 +22,7 @@ from tests.helpers import wait_until
 from tests.server import ValkeyServer
 
 ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
 
 
 class Bench:
@@ -115,3 +122,30 @@ def cpu_seconds(pids: list[int]) -> float:
             pass
     return total
 
+
+
+def clocked(run: Callable[[], T]) -> tuple[T, float, float]:
+    """``run()``'s value, with the wall-clock and this process's CPU seconds it took."""
+    start, cpu = time.perf_counter(), time.process_time()
+    value = run()
+    return value, time.perf_counter() - start, time.process_time() - cpu
+
+
+def timed(run: Callable[[], Any], repeats: int) -> dict[str, Any]:
+    """Median and max of ``repeats`` runs after an untimed first one (its time kept), and
+    the last run's value (``last``)."""
+    last, first, _ = clocked(run)
+    times = []
+    for _ in range(repeats):
+        last, took, _ = clocked(run)
+        times.append(took)
+    return {"median_ms": statistics.median(times) * 1000, "max_ms": max(times) * 1000,
+            "first_ms": first * 1000, "last": last}
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    """``data`` as indented JSON at ``path``, its folder made if need be."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(data, indent=2))
+    return out

@@ -11,11 +11,11 @@ publish different definitions under one name, the latest publish is listed.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
 import msgspec
 
+from jobs.audit import record_action
 from jobs.enqueue import enqueue_call
 from jobs.errors import ScheduleNotFound
 from jobs.firing import STATE_TTL
@@ -25,8 +25,6 @@ from jobs.store.broker import Broker, default_broker
 from jobs.store.connection import translated
 from jobs.store.keys import check_name
 from jobs.store.layouts import CRON_PAUSE, CRON_RESUME, SCHEDULES_PUBLISH
-
-log = logging.getLogger(__name__)
 
 PUBLISH_EVERY = 10.0  # seconds between a supervisor's publishes of its config schedules
 PUBLISHED_TTL = 35.0  # an entry outlives three missed publishes, then it is dropped
@@ -156,7 +154,6 @@ def trigger_schedule(name: str, broker: Broker | None = None, *,
 
 
 def _record(broker: Broker, who: str, action: str, name: str, job_id: str = "") -> None:
-    """Who steered which schedule: a log line and an event for the audit trail."""
-    log.info("%s: %s schedule %s%s", who, action, name, f": job {job_id}" if job_id else "")
-    broker.jobs.event(e="action", who=who, action=action, q="", count=1 if job_id else 0,
-                 scope=f"schedule {name}", **({"id": job_id} if job_id else {}))
+    """Who steered which schedule, for the audit trail."""
+    record_action(broker, who, action, "", 1 if job_id else 0, f"schedule {name}",
+                  job_id=job_id)

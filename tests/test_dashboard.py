@@ -76,6 +76,12 @@ def dead_jobs(lib, count, function="tests.jobfuncs:key_error", queue="default"):
     return ids
 
 
+def actions_logged(dash):
+    """What the dashboard's ``jobs.actions`` log lines say, in order."""
+    return [line.split(" - ", 4)[-1] for line in dash.log.read_text().splitlines()
+            if " - jobs.actions - " in line]
+
+
 def shot(page, name):
     if os.environ.get("JOBVISOR_SCREENSHOTS"):
         SHOTS.mkdir(parents=True, exist_ok=True)
@@ -187,6 +193,28 @@ def test_a_browser_post_without_the_csrf_token_is_refused(dash, lib):
     done = admin.post("/queues/default/pause", data={"_csrf_token": admin.cookies["csrftoken"]})
     assert done.status_code == 303
     assert "default" in paused(lib)
+
+
+def test_a_pause_and_resume_through_the_api_and_the_page_are_logged_and_recorded(dash, lib):
+    from jobs.events import recent_events
+    from tests.helpers import wait_until
+
+    admin = {"Authorization": "Bearer ada:ada-secret-1"}
+    done = httpx.post(f"{dash.base}/api/queues/audited/pause", headers=admin)
+    assert done.status_code == 200 and done.json()["message"] == "paused audited"
+    browser = signed_in(dash.base, "ada")
+    resumed = browser.post("/queues/audited/pause",
+                           data={"_csrf_token": browser.cookies["csrftoken"]})
+    assert resumed.status_code == 303 and "audited" not in paused(lib)
+    said = ["web:ada@127.0.0.1: pause queue=audited count=0 scope=queue",
+            "web:ada@127.0.0.1: resume queue=audited count=0 scope=queue"]
+    wait_until(lambda: [a for a in actions_logged(dash) if "queue=audited" in a] == said,
+               timeout=10,
+               what="the dashboard to log both actions")
+    audit = [(e["who"], e["action"], e["q"], e["count"], e["scope"])
+             for e in recent_events(lib, 20) if e["e"] == "action"]
+    assert audit == [("web:ada@127.0.0.1", "pause", "audited", "0", "queue"),
+                     ("web:ada@127.0.0.1", "resume", "audited", "0", "queue")]
 
 
 def test_hostile_job_data_is_shown_as_text_and_runs_nothing(browser, dash, lib):
@@ -602,6 +630,9 @@ def test_the_hosts_page_shows_pools_and_scales_and_pauses_each(browser, dash, li
         sup.wait_workers(2)
         resumed = httpx.post(f"{api}/pools/reports/resume", headers=admin)
         assert resumed.status_code == 200, resumed.text
+        assert {f"web:ada@127.0.0.1: scale queue=- count=1 scope={ident} pool reports",
+                f"web:ada@127.0.0.1: resume pool queue=- count=0 scope={ident} pool reports",
+                } <= set(actions_logged(dash))
         unknown = httpx.post(f"{api}/pools/mail/pause", headers=admin)
         assert unknown.status_code == 400 and "has no pool 'mail'" in unknown.json()["error"]
         hosts = httpx.get(f"{dash.base}/api/hosts", headers=admin).json()

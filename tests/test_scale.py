@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from jobs.cluster import Scale, send_control
+from jobs.events import recent_events
 from supervisor.runtime.scaling import derived_limit, machine
 from tests.helpers import wait_until
 from tests.procs import CONFIG, Running
@@ -51,6 +52,9 @@ def test_scale_above_the_configured_max_is_refused_and_nothing_sent(sup):
     ok = cli(r, "scale", "3")
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.strip() == f"asked {ident(r)} to run 3 workers (now 2)"
+    [audit] = [e for e in recent_events(r.broker, 50) if e["e"] == "action"]
+    assert audit["who"].startswith("cli:") and (
+        audit["action"], audit["count"], audit["scope"]) == ("scale", "3", ident(r))
     r.wait_workers(3)
     # Messages are taken in the order sent: had the refused one gone out, it would show.
     wait_until(lambda: "control message: scale to 3 workers (was 2)" in r.logs(), timeout=10)

@@ -2,6 +2,7 @@
 and act through these functions, so each shows the same figures.
 
 - ``listing``: jobs of one queue and state, filtered, a page at a time behind a cursor.
+- ``record_action`` (from ``jobs.audit``): the audit trail every action writes.
 - ``bulk``: requeue, cancel or delete chosen jobs or every job a filter matches; clear.
 - ``groups``: dead letters grouped by function and error type.
 - ``views``: a job as every surface shows it (plain data, JSON-ready).
@@ -9,6 +10,7 @@ and act through these functions, so each shows the same figures.
 - ``batches``: batches newest first, a page at a time, with progress and callbacks.
 """
 
+from jobs.audit import record_action
 from jobs.query.batches import BatchPage, BatchView, batch_members, batch_view, list_batches
 from jobs.query.bulk import ACTIONS, Action, act_on, act_on_matching, clear_queue
 from jobs.query.filters import JobFilter
@@ -36,5 +38,6 @@ __all__ = [
     "job_view",
     "list_batches",
     "list_jobs",
+    "record_action",
     "schedule_rows",
 ]

@@ -9,7 +9,6 @@ not chased (a requeued job that dies again is not requeued twice).
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Sequence
 from enum import StrEnum
@@ -17,6 +16,7 @@ from typing import Any
 
 import msgspec
 
+from jobs.audit import record_action
 from jobs.enqueue import enqueue_call
 from jobs.errors import ConfigurationError
 from jobs.job import Job
@@ -27,8 +27,6 @@ from jobs.query.listing import index_parts, records_of
 from jobs.records import JobRecord
 from jobs.store.broker import Broker
 from jobs.store.connection import translated
-
-log = logging.getLogger("jobs.actions")
 
 FINAL = ("completed", "dead", "canceled")
 PENDING = ("queued", "scheduled", "waiting")
@@ -90,13 +88,6 @@ def _apply(broker: Broker, queue: str, records: Sequence[JobRecord], action: Act
     return done, len(records) - done
 
 
-def _record(broker: Broker, who: str, action: Action, queue: str, done: int,
-            scope: str) -> None:
-    """Who did what to how many jobs: a log line and an event for the audit trail."""
-    log.info("%s: %s %d job(s) on queue %s (%s)", who, action.value, done, queue, scope)
-    broker.jobs.event(e="action", who=who, action=action.value, q=queue, count=done, scope=scope)
-
-
 def act_on(broker: Broker, queue: str, job_ids: Sequence[str], action: str, *,
            who: str = "library", reason: str = "canceled by request") -> Outcome:
     """``action`` on the given jobs of ``queue``; others are skipped."""
@@ -106,7 +97,7 @@ def act_on(broker: Broker, queue: str, job_ids: Sequence[str], action: str, *,
         records = records_of(broker, list(job_ids[start:start + 500]))
         d, s = _apply(broker, queue, records, chosen, reason)
         done, skipped = done + d, skipped + s + (min(500, len(job_ids) - start) - len(records))
-    _record(broker, who, chosen, queue, done, f"{len(job_ids)} chosen")
+    record_action(broker, who, chosen.value, queue, done, f"{len(job_ids)} chosen")
     return Outcome(action=chosen.value, queue=queue, done=done, skipped=skipped)
 
 
@@ -129,7 +120,7 @@ def act_on_matching(broker: Broker, queue: str, state: str, action: str, *,
             d, s = _apply(broker, queue, records, chosen, reason)
             done, skipped = done + d, skipped + s
     scope = f"all {state} matching {msgspec.json.encode(where).decode()}"
-    _record(broker, who, chosen, queue, done, scope)
+    record_action(broker, who, chosen.value, queue, done, scope)
     return Outcome(action=chosen.value, queue=queue, done=done, skipped=skipped)
 
 
@@ -158,7 +149,5 @@ def copy_job(broker: Broker, job_id: str, *, who: str = "library") -> str:
         dont_retry_on=spec.dont_retry_on, meta=record.meta,
         encrypt=record.spec.sealed is not None or None)
     copy = enqueue_call(Call(spec.function, tuple(spec.args), dict(spec.kwargs), options), broker)
-    log.info("%s: copied job %s to %s on queue %s", who, job_id, copy.id, record.queue)
-    broker.jobs.event(e="action", who=who, action="copy", q=record.queue, count=1,
-                      scope=f"copy of {job_id}: {copy.id}")
+    record_action(broker, who, "copy", record.queue, 1, f"copy of {job_id}: {copy.id}")
     return copy.id

@@ -13,14 +13,8 @@ from typing import Any
 from jobs import Broker, Job, JobState, Queue
 from jobs.cluster import (
     DEFAULT_POOL,
-    Reload,
-    pause,
     paused,
     pools_of,
-    request_pool_pause,
-    request_scale,
-    resume,
-    send_control,
     served_queues,
     supervisors,
     unserved_warning,
@@ -32,6 +26,7 @@ from jobs.health import Health, as_dict, check_health
 from jobs.query import JobFilter, act_on, act_on_matching, iso, job_view
 from jobs.stats import as_dict as stats_dict
 from jobs.stats import function_stats, queue_stats
+from jobs.steering import reload_supervisor, scale_pool, steer_pool, steer_queue
 from supervisor.cli.common import (
     actor,
     ago,
@@ -219,44 +214,41 @@ def cmd_pause(args: argparse.Namespace) -> int:
     if args.command == "resume":
         if args.queue not in paused(broker):
             raise ConfigurationError(f"queue {args.queue!r} is not paused: nothing to resume")
-        resume(args.queue, broker)
-        print(f"resumed {args.queue}")
+        print(steer_queue(args.queue, paused=False, who=actor(), broker=broker).message)
         return 0
     if args.queue not in known and not args.new:
         raise ConfigurationError(
             f"queue {args.queue!r} does not exist: no job was ever enqueued to it and no live "
             f"supervisor serves it{did_you_mean(args.queue, known)}; to pause it before its "
             "first job on purpose, add --new")
-    pause(args.queue, broker)
-    print(f"paused {args.queue}" + ("" if args.queue in known else
-                                    " (a new queue: it starts paused when jobs arrive)"))
+    said = steer_queue(args.queue, paused=True, who=actor(), broker=broker).message
+    print(said + ("" if args.queue in known else
+                  " (a new queue: it starts paused when jobs arrive)"))
     return 0
 
 
 def cmd_scale(args: argparse.Namespace) -> int:
     config, _ = load(args)
     ident = args.host or local_ident(config)
-    pool = request_scale(ident, args.workers, POOL_MAX, broker_for(config), pool=args.pool)
-    where = f" in pool {args.pool}" if args.pool else ""
-    print(f"asked {ident} to run {args.workers} workers{where} (now {pool['workers']})")
+    print(scale_pool(ident, args.workers, pool=args.pool, pool_max=POOL_MAX, who=actor(),
+                     broker=broker_for(config)).message)
     return 0
 
 
 def cmd_pool(args: argparse.Namespace) -> int:
     config, _ = load(args)
     ident = args.host or local_ident(config)
-    pool = request_pool_pause(ident, args.name, args.action == "pause", broker_for(config))
-    was = "paused" if pool.get("paused") else "running"
-    print(f"asked {ident} to {args.action} pool {args.name} (it was {was}, "
-          f"{pool['workers']} workers)")
+    done = steer_pool(ident, args.name, paused=args.action == "pause", who=actor(),
+                      broker=broker_for(config))
+    was = "paused" if done.pool.get("paused") else "running"
+    print(f"{done.message} (it was {was}, {done.pool['workers']} workers)")
     return 0
 
 
 def cmd_reload(args: argparse.Namespace) -> int:
     config, _ = load(args)
     if args.host:
-        send_control(args.host, Reload(), broker_for(config))
-        print(f"asked {args.host} to reload")
+        print(reload_supervisor(args.host, who=actor(), broker=broker_for(config)).message)
     else:
         pid = local_pid(config)
         os.kill(pid, signal.SIGHUP)

@@ -17,15 +17,7 @@ from litestar.params import JSONBody, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from jobs import Job, JobNotFound
-from jobs.cluster import (
-    Reload,
-    pause,
-    request_pool_pause,
-    request_scale,
-    resume,
-    send_control,
-    supervisors,
-)
+from jobs.cluster import supervisors
 from jobs.effective import published_functions
 from jobs.events import follow, recent_events
 from jobs.query import (
@@ -41,6 +33,7 @@ from jobs.query.bulk import Outcome, copy_job
 from jobs.query.groups import DEFAULT_SCAN, DeadGroups
 from jobs.query.overview import Fleet, Series, fleet, minute_series
 from jobs.stats import QueueStats, queue_stats
+from jobs.steering import reload_supervisor, scale_pool, steer_pool, steer_queue
 from jobs.store.broker import Broker
 from jobs.store.keys import check_name
 from supervisor.runtime.scaling import POOL_MAX
@@ -69,12 +62,6 @@ class Selection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 class ScaleRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     workers: int
     pool: str | None = None  # None: the default pool
-
-
-def scaled(ident: str, workers: int, pool: str | None, now: int) -> str:
-    """What a scale request says it did, for the API and the pages."""
-    where = f" in pool {pool}" if pool else ""
-    return f"asked {ident} to run {workers} workers{where} (now {now})"
 
 
 class Overview(msgspec.Struct, kw_only=True):
@@ -132,18 +119,14 @@ class QueuesApi(Controller):
 
     @post("/queues/{queue:str}/pause", guards=[admin_only], sync_to_thread=True, status_code=200)
     def pause(self, request: Request[Any, Any, Any], broker: BrokerDep, queue: InPath) -> Accepted:
-        pause(queue, broker)
-        broker.jobs.event(e="action", who=who(request), action="pause", q=queue, count=0,
-                     scope="queue")
-        return Accepted(message=f"paused {queue}")
+        return Accepted(message=steer_queue(queue, paused=True, who=who(request),
+                                            broker=broker).message)
 
     @post("/queues/{queue:str}/resume", guards=[admin_only], sync_to_thread=True,
           status_code=200)
     def resume(self, request: Request[Any, Any, Any], broker: BrokerDep, queue: InPath) -> Accepted:
-        resume(queue, broker)
-        broker.jobs.event(e="action", who=who(request), action="resume", q=queue, count=0,
-                     scope="queue")
-        return Accepted(message=f"resumed {queue}")
+        return Accepted(message=steer_queue(queue, paused=False, who=who(request),
+                                            broker=broker).message)
 
     @post("/queues/{queue:str}/clear", guards=[admin_only], sync_to_thread=True,
           status_code=200, summary="Cancel every queued job of the queue")
@@ -218,10 +201,9 @@ class FleetApi(Controller):
           status_code=200)
     def scale(self, request: Request[Any, Any, Any], broker: BrokerDep, ident: InPath,
               data: JSONBody[ScaleRequest]) -> Accepted:
-        pool = request_scale(ident, data.workers, POOL_MAX, broker, pool=data.pool)
-        broker.jobs.event(e="action", who=who(request), action="scale", q="", count=data.workers,
-                          scope=ident if data.pool is None else f"{ident} pool {data.pool}")
-        return Accepted(message=scaled(ident, data.workers, data.pool, pool["workers"]))
+        return Accepted(message=scale_pool(ident, data.workers, pool=data.pool,
+                                           pool_max=POOL_MAX, who=who(request),
+                                           broker=broker).message)
 
     @post("/hosts/{ident:str}/pools/{pool:str}/{action:str}", guards=[admin_only],
           sync_to_thread=True, status_code=200,
@@ -234,20 +216,17 @@ class FleetApi(Controller):
     @post("/hosts/{ident:str}/reload", guards=[admin_only], sync_to_thread=True,
           status_code=200)
     def reload(self, request: Request[Any, Any, Any], broker: BrokerDep, ident: InPath) -> Accepted:
-        send_control(ident, Reload(), broker)
-        broker.jobs.event(e="action", who=who(request), action="reload", q="", count=0, scope=ident)
-        return Accepted(message=f"asked {ident} to reload")
+        return Accepted(message=reload_supervisor(ident, who=who(request),
+                                                  broker=broker).message)
 
 
 def pool_action(request: Request[Any, Any, Any], broker: Broker, ident: str, pool: str,
                 action: str) -> str:
-    """Pause or resume ``pool`` of supervisor ``ident``, recorded as an action event."""
+    """Pause or resume ``pool`` of supervisor ``ident``; what it says it did."""
     if action not in ("pause", "resume"):
         raise NotFoundException(f"no action {action!r} on a pool: pause or resume")
-    request_pool_pause(ident, pool, action == "pause", broker)
-    broker.jobs.event(e="action", who=who(request), action=f"{action} pool", q="", count=0,
-                      scope=f"{ident} pool {pool}")
-    return f"asked {ident} to {action} pool {pool}"
+    return steer_pool(ident, pool, paused=action == "pause", who=who(request),
+                      broker=broker).message
 
 
 class DeadApi(Controller):

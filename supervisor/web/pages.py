@@ -17,16 +17,7 @@ from litestar.params import FromQuery, URLEncodedBody
 from litestar.response import Redirect, Template
 
 from jobs import JobsError
-from jobs.cluster import (
-    Reload,
-    pause,
-    paused,
-    pools_of,
-    request_scale,
-    resume,
-    send_control,
-    supervisors,
-)
+from jobs.cluster import paused, pools_of, supervisors
 from jobs.effective import published_functions
 from jobs.events import recent_events
 from jobs.query import (
@@ -44,9 +35,10 @@ from jobs.query.bulk import copy_job
 from jobs.query.groups import DEFAULT_SCAN, MAX_SCAN
 from jobs.query.overview import fleet
 from jobs.stats import queue_stats
+from jobs.steering import reload_supervisor, scale_pool, steer_queue
 from jobs.store.keys import check_name
 from supervisor.runtime.scaling import POOL_MAX
-from supervisor.web.api import job_filter, known_job, pool_action, scaled, who
+from supervisor.web.api import job_filter, known_job, pool_action, who
 from supervisor.web.params import BrokerDep, GroupScan, InPath, Query, StateName
 from supervisor.web.security import admin_only
 
@@ -160,15 +152,10 @@ class Pages(Controller):
 
     @post("/queues/{queue:str}/pause", guards=[admin_only], sync_to_thread=True)
     def pause(self, request: Request[Any, Any, Any], broker: BrokerDep, queue: InPath) -> Redirect:
-        if queue in paused(broker):
-            resume(queue, broker)
-            done = "resumed"
-        else:
-            pause(check_name("queue", queue), broker)
-            done = "paused"
-        broker.jobs.event(e="action", who=who(request), action=done.rstrip("d"), q=queue, count=0,
-                     scope="queue")
-        return back(request, f"/queues/{queue}", f"{done} queue {queue}")
+        pausing = queue not in paused(broker)
+        steer_queue(queue, paused=pausing, who=who(request), broker=broker)
+        return back(request, f"/queues/{queue}",
+                    f"{'paused' if pausing else 'resumed'} queue {queue}")
 
     @get("/queues/{queue:str}/clear", sync_to_thread=True)
     def confirm_clear(self, request: Request[Any, Any, Any], broker: BrokerDep,
@@ -240,12 +227,11 @@ class Pages(Controller):
             return back(request, "/hosts", "scale: give a whole number of workers")
         pool = str(data.get("pool") or "") or None
         try:
-            found = request_scale(ident, workers, POOL_MAX, broker, pool=pool)
+            said = scale_pool(ident, workers, pool=pool, pool_max=POOL_MAX, who=who(request),
+                              broker=broker).message
         except JobsError as exc:
-            return back(request, "/hosts", str(exc))
-        broker.jobs.event(e="action", who=who(request), action="scale", q="", count=workers,
-                          scope=ident if pool is None else f"{ident} pool {pool}")
-        return back(request, "/hosts", scaled(ident, workers, pool, found["workers"]))
+            said = str(exc)
+        return back(request, "/hosts", said)
 
     @post("/hosts/{ident:str}/pools/{pool:str}/{action:str}", guards=[admin_only],
           sync_to_thread=True)
@@ -254,14 +240,13 @@ class Pages(Controller):
         try:
             said = pool_action(request, broker, ident, pool, action)
         except JobsError as exc:
-            return back(request, "/hosts", str(exc))
+            said = str(exc)
         return back(request, "/hosts", said)
 
     @post("/hosts/{ident:str}/reload", guards=[admin_only], sync_to_thread=True)
     def reload(self, request: Request[Any, Any, Any], broker: BrokerDep, ident: InPath) -> Redirect:
-        send_control(ident, Reload(), broker)
-        broker.jobs.event(e="action", who=who(request), action="reload", q="", count=0, scope=ident)
-        return back(request, "/hosts", f"asked {ident} to reload")
+        return back(request, "/hosts",
+                    reload_supervisor(ident, who=who(request), broker=broker).message)
 
 
 def _pretty(value: Any) -> str:
