@@ -247,9 +247,37 @@ def claimed_from_reply(reply: list[Any], queues: Sequence[str], token: str) -> C
     """The claim scripts' reply as a ``Claimed``; a damaged field never raises here (the
     worker would crash on the job again and again): it is named in ``corrupt``."""
     pos, job_id, spec, attempt, priority, errs, enqueued, now, *rest = reply
+    decoded = spec_or_none(spec)
+    try:  # the usual case, every field readable: no list of what is not
+        if decoded is None or (len(rest) > 1 and rest[1]):
+            raise ValueError
+        errors = errors_decoder.decode(errs) if errs else ()
+        att, pri, te = int(attempt or 1), int(priority or 0), int(enqueued or 0)
+        corrupt = None
+    except (ValueError, msgspec.DecodeError, msgspec.ValidationError):
+        errors, (att, pri, te), corrupt = _damaged(rest, decoded, errs, attempt, priority,
+                                                  enqueued)
+    return Claimed(
+        id=job_id.decode(),
+        queue=queues[int(pos) - 1],
+        token=token,
+        spec=decoded,
+        attempt=att,
+        priority=pri,
+        errors=errors,
+        enqueued_at=te / 1000.0,
+        started_at=int(now) / 1000.0,
+        parent_result=rest[0] if rest else None,
+        corrupt=corrupt,
+        trace=rest[2] if len(rest) > 2 else None,
+    )
+
+
+def _damaged(rest: list[Any], decoded: JobSpec | None, errs: bytes | None,
+             *numbers: bytes | None) -> tuple[tuple[AttemptError, ...], list[int], str | None]:
+    """What of a claimed record can be read, and what cannot, in words."""
     unreadable = [name.decode() for name in (rest[1] or b"").split(b",") if name] \
         if len(rest) > 1 else []
-    decoded = spec_or_none(spec)
     if decoded is None:
         unreadable.insert(0, "spec")
     try:
@@ -257,25 +285,12 @@ def claimed_from_reply(reply: list[Any], queues: Sequence[str], token: str) -> C
     except (msgspec.DecodeError, msgspec.ValidationError):
         errors = ()
         unreadable.append("error history")
-    numbers = {}
-    for name, raw, default in (("att", attempt, 1), ("pri", priority, 0), ("te", enqueued, 0)):
+    values = []
+    for name, raw, default in zip(("att", "pri", "te"), numbers, (1, 0, 0), strict=True):
         try:
-            numbers[name] = int(raw or default)
+            values.append(int(raw or default))
         except ValueError:
-            numbers[name] = default
+            values.append(default)
             if name not in unreadable:
                 unreadable.append(name)
-    return Claimed(
-        id=job_id.decode(),
-        queue=queues[int(pos) - 1],
-        token=token,
-        spec=decoded,
-        attempt=numbers["att"],
-        priority=numbers["pri"],
-        errors=errors,
-        enqueued_at=numbers["te"] / 1000.0,
-        started_at=int(now) / 1000.0,
-        parent_result=rest[0] if rest else None,
-        corrupt=f"unreadable {', '.join(unreadable)}" if unreadable else None,
-        trace=rest[2] if len(rest) > 2 else None,
-    )
+    return errors, values, f"unreadable {', '.join(unreadable)}" if unreadable else None

@@ -274,7 +274,7 @@ class Child:
             end = fields.get("started") or fields.get("idle_since") or time.monotonic()
             self.busy_time += end - self.busy_since
         self.busy_since = fields.get("started", 0.0)
-        self.slots.write(self.slot, state, os.getpid(), self.jobs_done, uncounted=uncounted,
+        self.slots.write(self.slot, state, self.pid, self.jobs_done, uncounted=uncounted,
                          jobs_failed=self.jobs_failed, busy_time=self.busy_time, **fields)
 
     def _mirror_counts(self, blob: bytes) -> None:
@@ -303,7 +303,7 @@ class Child:
         try:
             outcome, policy = worker.execute(job, resolved)
         finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.setitimer(signal.ITIMER_REAL, 0)  # also a timer the job set and left
             self._contain(job)
         self.slots.returned(self.slot)
         self.jobs_done += 1
@@ -360,11 +360,12 @@ class Child:
             # A process the job forked has returned from the function: it must not go on
             # as a second worker running the same job. Only the worker writes outcomes.
             os._exit(0)
-        for sig, handler in zip(GUARDED_SIGNALS, self.handlers, strict=True):
-            if _raw_handler(sig) is not handler:
-                signal.signal(sig, handler)
-                log.warning("job %s changed the worker's %s handler: restored", job.id,
-                            signal.Signals(sig).name)
+        if list(map(_raw_handler, GUARDED_SIGNALS)) != self.handlers:  # one look, in C
+            for sig, handler in zip(GUARDED_SIGNALS, self.handlers, strict=True):
+                if _raw_handler(sig) is not handler:
+                    signal.signal(sig, handler)
+                    log.warning("job %s changed the worker's %s handler: restored", job.id,
+                                signal.Signals(sig).name)
         with contextlib.suppress(ChildProcessError):
             while os.waitpid(-1, os.WNOHANG)[0] > 0:  # reap what the job started and left
                 pass

@@ -33,6 +33,12 @@ _HEARTBEAT = 40
 _UNCOUNTED = _LAYOUT.size - UNCOUNTED_MAX - 2
 _NEXT_TOKEN = _UNCOUNTED - 128
 SLOT_SIZE = _LAYOUT.size
+# The parts written alone, compiled once (a format string is looked up on every call).
+_SEQ = struct.Struct("<Q")
+_ONE_TIME = struct.Struct("<d")
+_TWO_TIMES = struct.Struct("<dd")
+_TOKEN = struct.Struct("128s")
+_COUNTS = struct.Struct(f"<H{UNCOUNTED_MAX}s")
 
 
 class ChildState(IntEnum):
@@ -101,48 +107,48 @@ class Slots:
               uncounted: bytes = b"", jobs_failed: int = 0, busy_time: float = 0.0) -> None:
         off = i * SLOT_SIZE
         with self._lock:
-            seq = struct.unpack_from("<Q", self._map, off)[0]
-            struct.pack_into("<Q", self._map, off, seq + 1)  # odd: write in progress
+            seq = _SEQ.unpack_from(self._map, off)[0]
+            _SEQ.pack_into(self._map, off, seq + 1)  # odd: write in progress
             _LAYOUT.pack_into(
                 self._map, off, seq + 1, jobs_done, started, deadline, soft_deadline,
                 time.monotonic(), idle_since, busy_time, int(state), pid, attempt, jobs_failed,
                 job_id.encode()[:128], queue.encode()[:128], token.encode()[:128],
                 function.encode()[:200], b"", len(uncounted), uncounted,
             )
-            struct.pack_into("<Q", self._map, off, seq + 2)
+            _SEQ.pack_into(self._map, off, seq + 2)
 
     def beat(self, i: int) -> None:
         """Refresh the heartbeat only (called from the child's heartbeat thread)."""
-        self._patch(i, _HEARTBEAT, "<d", time.monotonic())
+        self._patch(i, _HEARTBEAT, _ONE_TIME, time.monotonic())
 
     def returned(self, i: int) -> None:
         """The slot's job has returned: its hard deadline no longer applies. A job that
         finished in time is not killed while its outcome waits for a slow or unreachable
         Redis (the slot still shows it busy, so its lease is still renewed)."""
-        self._patch(i, _DEADLINES, "<dd", 0.0, 0.0)
+        self._patch(i, _DEADLINES, _TWO_TIMES, 0.0, 0.0)
 
     def deadline(self, i: int, at: float) -> None:
         """A new hard deadline for what the busy child runs now (a job's on_failure hook,
         after its job returned)."""
-        self._patch(i, _DEADLINES, "<dd", at, 0.0)
+        self._patch(i, _DEADLINES, _TWO_TIMES, at, 0.0)
 
     def claiming(self, i: int, token: str) -> None:
         """Publish the token of a claim about to be sent (cleared by the next ``write``):
         if the child dies before it can show the job, the supervisor gives it back."""
-        self._patch(i, _NEXT_TOKEN, "128s", token.encode()[:128])
+        self._patch(i, _NEXT_TOKEN, _TOKEN, token.encode()[:128])
 
     def uncounted(self, i: int, blob: bytes) -> None:
         """Publish the child's unwritten outcome counts (``b""`` once written)."""
-        self._patch(i, _UNCOUNTED, f"<H{UNCOUNTED_MAX}s", len(blob), blob)
+        self._patch(i, _UNCOUNTED, _COUNTS, len(blob), blob)
 
-    def _patch(self, i: int, field: int, fmt: str, *values: object) -> None:
+    def _patch(self, i: int, field: int, fmt: struct.Struct, *values: object) -> None:
         """Overwrite one field of slot ``i`` under its sequence counter."""
         off = i * SLOT_SIZE
         with self._lock:
-            seq = struct.unpack_from("<Q", self._map, off)[0]
-            struct.pack_into("<Q", self._map, off, seq + 1)
-            struct.pack_into(fmt, self._map, off + field, *values)
-            struct.pack_into("<Q", self._map, off, seq + 2)
+            seq = _SEQ.unpack_from(self._map, off)[0]
+            _SEQ.pack_into(self._map, off, seq + 1)
+            fmt.pack_into(self._map, off + field, *values)
+            _SEQ.pack_into(self._map, off, seq + 2)
 
     def read(self, i: int) -> SlotView:
         off = i * SLOT_SIZE
