@@ -260,7 +260,8 @@ def test_job_ids_are_80_random_bits_in_lower_case_base32(monkeypatch):
 
     from jobs import options
 
-    for raw in (bytes(range(10)), b"\xff" * 10, b"\x00" * 10, b"\x80" + b"\x01" * 9):
+    for raw in (bytes(range(10)), b"\xff" * 10, b"\x00" * 10, b"\x80" + b"\x01" * 9,
+                *(os.urandom(10) for _ in range(500))):
         monkeypatch.setattr(options.secrets, "token_bytes", lambda n, raw=raw: raw)
         assert options.new_job_id() == base64.b32encode(raw).decode().lower()
 
