@@ -2,12 +2,14 @@
 not move, for comparing two versions of the hot path.
 
     python -m bench.instructions     # needs valgrind (e.g. apt install valgrind)
+    python -m bench.instructions --split   # the server's share by where it goes
 
 Server: valkey-server runs under callgrind; the counters are zeroed after a warm-up and
 dumped after ``n`` calls, so a figure is everything the server does per call (event
 loop, parsing, the script, its commands, AOF, the reply). Worker: the supervisor's
 child loop runs no-op jobs under callgrind twice, with different job counts; the
-difference per job leaves start-up out.
+difference per job leaves start-up out. Producer: a process enqueues no-op jobs one by
+one, counted the same way.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from bench.env import ROOT, Bench
 from jobs import Broker, Queue, RedisSettings
 
 _TOTAL = re.compile(r"^(?:summary|totals): (\d+)", re.MULTILINE)
+_INCLUSIVE = re.compile(r"^\s*([\d,]+) \([^)]*\)\s+\S*?:([\w']+)", re.MULTILINE)
 
 
 def _total(dump: Path) -> int:
@@ -38,8 +41,28 @@ def _total(dump: Path) -> int:
     return int(match.group(1))
 
 
-def server_counts(n: int = 1000) -> dict[str, int]:
-    """Server instructions per call: finish-and-claim, enqueue, and the bare one-trip loop."""
+def breakdown(dump: Path, n: int) -> dict[str, int]:
+    """A dump's instructions per call by the valkey-server functions that own them
+    (inclusive counts: the script's redis.calls are taken out of the script's share)."""
+    out = subprocess.run(["callgrind_annotate", "--threshold=100", "--inclusive=yes",
+                          str(dump)], check=True, capture_output=True, text=True).stdout
+    inclusive: dict[str, int] = {}
+    for count, name in _INCLUSIVE.findall(out):
+        inclusive.setdefault(name, int(count.replace(",", "")))
+    script, calls = inclusive.get("luaCallFunction", 0), inclusive.get("VM_CallArgv", 0)
+    aof, parse = inclusive.get("afterCommand", 0), inclusive.get("parseInputBuffer", 0)
+    return {
+        "redis.call: the commands, through the module API": calls // n,
+        "the Lua VM: script, its arguments and replies": (script - calls) // n,
+        "propagating the writes to the AOF": aof // n,
+        "parsing the request": parse // n,
+        "the rest: event loop, reply, freeing": (_total(dump) - script - aof - parse) // n,
+    }
+
+
+def server_counts(n: int = 1000, split: bool = False) -> dict[str, int]:
+    """Server instructions per call: finish-and-claim, enqueue, and the bare one-trip loop
+    (with ``split``, each call's instructions also by where they go)."""
     tmp = Path(tempfile.mkdtemp(prefix="jobvisor-callgrind-"))
     sock, out = tmp / "valkey.sock", tmp / "callgrind.out"
     server = subprocess.Popen(
@@ -78,6 +101,9 @@ def server_counts(n: int = 1000) -> dict[str, int]:
                            capture_output=True)
             dumps = sorted(tmp.glob("callgrind.out*"), key=lambda p: p.stat().st_mtime)
             counts[name] = _total(dumps[-1]) // n
+            if split:
+                for part, value in breakdown(dumps[-1], n).items():
+                    counts[f"{name}: {part}"] = value
 
         def finish_and_claim() -> None:
             nonlocal job
@@ -118,6 +144,33 @@ def worker_count(small: int = 500, large: int = 1500) -> int:
         bench.close()
 
 
+def producer_count(small: int = 500, large: int = 1500) -> int:
+    """Producer instructions per job enqueued one by one (``Queue.enqueue``: check,
+    encode, id, the script call and its reply)."""
+    bench = Bench()
+    try:
+        totals = {}
+        for n in (small, large):
+            broker = bench.broker()
+            out = bench.tmp / f"producer-{n}.out"
+            subprocess.run(
+                ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable,
+                 "-m", "bench.instructions", "--producer", bench.server.url, broker.keys.ns,
+                 str(n)], check=True, capture_output=True, cwd=ROOT)
+            totals[n] = _total(out)
+        return (totals[large] - totals[small]) // (large - small)
+    finally:
+        bench.close()
+
+
+def _producer(url: str, namespace: str, jobs: int) -> None:
+    """Enqueue ``jobs`` no-op jobs one by one, as an application's process does."""
+    broker = Broker(url, redis_settings=RedisSettings(namespace=namespace))
+    queue = Queue("default", broker)
+    for _ in range(jobs):
+        queue.enqueue("examples.cpu:noop")
+
+
 def _child(url: str, namespace: str, jobs: int, data_dir: str) -> None:
     """Run the supervisor's child loop here until it has run ``jobs`` jobs."""
     from supervisor.config import load_config
@@ -140,16 +193,27 @@ def main() -> None:
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--child", nargs=4, metavar=("URL", "NAMESPACE", "JOBS", "DIR"),
                         help=argparse.SUPPRESS)
+    parser.add_argument("--producer", nargs=3, metavar=("URL", "NAMESPACE", "JOBS"),
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--split", action="store_true",
+                        help="also split each server call's instructions by where they go "
+                             "(the Lua VM, redis.call, AOF propagation, parsing, the rest)")
     args = parser.parse_args()
     if args.child:
         url, namespace, jobs, data_dir = args.child
         _child(url, namespace, int(jobs), data_dir)
         return
+    if args.producer:
+        url, namespace, jobs = args.producer
+        _producer(url, namespace, int(jobs))
+        return
     if shutil.which("valgrind") is None:
         sys.exit("python -m bench.instructions needs valgrind (e.g. apt install valgrind)")
-    counts = {**server_counts(), "worker_per_job": worker_count()}
+    counts = {**server_counts(split=args.split), "worker_per_job": worker_count(),
+              "producer_per_enqueue": producer_count()}
+    width = max(len(name) for name in counts)
     for name, value in counts.items():
-        print(f"{name:28} {value:>10,} instructions")
+        print(f"{name:{width}} {value:>10,} instructions")
 
 
 if __name__ == "__main__":

@@ -44,14 +44,21 @@ FLUSH_MS = 5000  # the longest a worker leaving waits for its spans to be export
 _json = msgspec.json.Encoder()
 _carrier = msgspec.json.Decoder(dict[str, str])
 _cached: tuple[Any, Any] = (None, None)  # (provider, its tracer)
+_looked = False  # the first look asked the API, which also reads the environment
 
 
 def tracer() -> Any:
     """The application's tracer, or None when the package is absent or no provider is
     set (spans would record nothing, and their context would carry nothing)."""
-    global _cached
+    global _cached, _looked
     if _trace is None:
         return None
+    # After the first look, no provider set since is one attribute away: the API's own
+    # getter reads os.environ on every call, a tenth of an enqueue's Python. (An
+    # environment-named provider is loaded by the first look and set then.)
+    if _looked and getattr(_trace, "_TRACER_PROVIDER", False) is None:
+        return None
+    _looked = True
     provider = _trace.get_tracer_provider()
     if isinstance(provider, _trace.ProxyTracerProvider | _trace.NoOpTracerProvider):
         return None

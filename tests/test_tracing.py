@@ -112,6 +112,26 @@ def test_without_a_provider_nothing_is_traced_or_stored(broker):
     assert Worker(broker=broker).run_until_empty() == {"completed": 1}
 
 
+def test_a_provider_set_after_the_first_enqueue_traces_the_next_ones(broker):
+    """An application may set its provider after jobs were enqueued (a late setup): the
+    cheap look for "no provider" must not hide it."""
+    first = tracefuncs.traced.enqueue()
+    assert broker.client.hget(broker.keys.job(first.id), "tp") is None
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    try:
+        later = tracefuncs.traced.enqueue()
+        assert broker.client.hget(broker.keys.job(later.id), "tp") is not None
+        assert [s.attributes["jobvisor.job.id"] for s in named(exporter, "jobvisor.enqueue ")] \
+            == [later.id]
+    finally:
+        provider.shutdown()
+        trace._TRACER_PROVIDER_SET_ONCE = Once()
+        trace._TRACER_PROVIDER = None
+
+
 def test_without_the_package_jobs_enqueue_and_run_as_before(broker, server):
     """A process where `import opentelemetry` fails, as where the extra is not installed."""
     script = f"""
