@@ -85,6 +85,8 @@ class Tally:
 
     def send_due(self) -> CountsInFlight | None:
         """The counts, if due, to ride along with the next outcome (``settle`` it after)."""
+        if time.monotonic() - self._last_flush < FLUSH_EVERY:
+            return None  # the usual answer on the hot path, before any other call
         pending = self.take(only_if_due=True)
         return CountsInFlight(self, pending) if pending else None
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import logging
 import os
 import random
@@ -110,7 +111,7 @@ class Child:
         worker = Worker(self.spec.queues, broker=broker, lease=s.lease_timeout,
                         weights=self.spec.weights or None)
         self.worker = worker
-        worker.claiming = lambda token: self.slots.claiming(self.slot, token)
+        worker.claiming = functools.partial(self.slots.claiming, self.slot)  # no frame of ours
         worker.hook_deadline = self._hook_deadline
         worker.log_jobs = self.spec.log_jobs
         worker.tally.mirror = self._mirror_counts
