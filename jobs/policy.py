@@ -39,8 +39,9 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True):
 
 
 # The policy of a function's jobs that set no option of their own, per function and
-# defaults (both kept in the value: an id is only reused after its object is gone).
-_PLAIN: dict[tuple[int, int], tuple[object, JobDefaults, Policy]] = {}
+# defaults (both kept in the value: an id is only reused after its object is gone; the
+# function's options too, so options replaced on the function are seen).
+_PLAIN: dict[tuple[int, int], tuple[object, object, JobDefaults, Policy]] = {}
 _PLAIN_MAX = 1024
 
 
@@ -48,12 +49,12 @@ def resolve(spec: JobSpec | None, fn: JobFunction[Any, Any] | None, d: JobDefaul
     if spec is not None and fn is not None and _plain(spec):
         key = (id(fn), id(d))
         hit = _PLAIN.get(key)
-        if hit is not None and hit[0] is fn and hit[1] is d:
-            return hit[2]
+        if hit is not None and hit[0] is fn and hit[1] is fn.job_options and hit[2] is d:
+            return hit[3]
         policy = _resolve(None, fn, d)
         if len(_PLAIN) >= _PLAIN_MAX:
             _PLAIN.clear()
-        _PLAIN[key] = (fn, d, policy)
+        _PLAIN[key] = (fn, fn.job_options, d, policy)
         return policy
     return _resolve(spec, fn, d)
 

@@ -54,12 +54,13 @@ def tracer() -> Any:
     if _trace is None:
         return None
     # After the first look, no provider set since is one attribute away: the API's own
-    # getter reads os.environ on every call, a tenth of an enqueue's Python. (An
-    # environment-named provider is loaded by the first look and set then.)
+    # getter reads os.environ on every call, a tenth of an enqueue's Python. A provider
+    # named by OTEL_PYTHON_TRACER_PROVIDER is loaded and set by the first look, so that
+    # variable counts when set before the process's first enqueue or run.
     if _looked and getattr(_trace, "_TRACER_PROVIDER", False) is None:
         return None
-    _looked = True
     provider = _trace.get_tracer_provider()
+    _looked = True  # only once the API answered: a provider failing to load raises again
     if isinstance(provider, _trace.ProxyTracerProvider | _trace.NoOpTracerProvider):
         return None
     if _cached[0] is not provider:

@@ -283,3 +283,27 @@ def test_each_script_lists_the_parts_it_uses_and_only_those():
     assert set(PARTS) == {p.name[1:-4] for p in lua.iterdir()
                           if p.name.startswith("_") and p.name != "_lib.lua"}
     assert set(SCRIPTS) == {p.name[:-4] for p in lua.iterdir() if not p.name.startswith("_")}
+
+
+def test_the_policy_of_a_job_with_no_options_follows_its_function_and_defaults():
+    """A job that sets no option of its own takes its function's and the defaults'; the
+    answer is kept per function, and must change when either does."""
+    import msgspec as ms
+
+    from jobs.decorator import JobFunction, JobOptions
+    from jobs.policy import resolve
+    from jobs.records import JobSpec
+    from jobs.settings import JobDefaults
+
+    def work() -> None: ...
+
+    fn = JobFunction(work, JobOptions(timeout=5.0))
+    plain, defaults = JobSpec(function=fn.name), JobDefaults()
+    assert resolve(plain, fn, defaults).timeout == 5.0
+    assert resolve(plain, fn, defaults) is resolve(plain, fn, defaults)  # kept
+    fn.job_options = ms.structs.replace(fn.job_options, timeout=7.0, max_attempts=2)
+    assert (resolve(plain, fn, defaults).timeout, resolve(plain, fn, defaults).max_attempts) \
+        == (7.0, 2)
+    assert resolve(plain, fn, JobDefaults(result_ttl=11.0)).result_ttl == 11.0
+    # A job with an option of its own is resolved for itself.
+    assert resolve(JobSpec(function=fn.name, timeout=1.5), fn, defaults).timeout == 1.5
