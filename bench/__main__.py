@@ -20,6 +20,7 @@ from typing import Any
 
 import psutil
 
+from bench import peers
 from bench import scenarios as sc
 from bench.env import Bench, write_json
 
@@ -51,6 +52,7 @@ TARGETS: dict[str, list[tuple[str, float, bool]]] = {
     "memory": [("bytes_per_queued_job", 300, False), ("pool_uss_mib", 20, False)],
     "deep_queue": [("ratio", 0.9, True)],
     "idle_cost": [("cpu_percent_of_a_core", 1.0, False), ("redis_commands_per_s", 20, False)],
+    "versus_huey": [("throughput_x_huey", 2.0, True), ("enqueue_x_huey", 1.0, True)],
 }
 
 
@@ -69,6 +71,7 @@ def plan(s: dict[str, Any]) -> dict[str, Callable[[Bench], dict[str, Any]]]:
         "memory": lambda b: sc.memory(b, s["memory"], s["settle"]),
         "deep_queue": lambda b: sc.deep_queue(b, s["deep"], s["claims"]),
         "idle_cost": lambda b: sc.idle_cost(b, s["idle"], s["settle"]),
+        "versus_huey": lambda b: peers.versus_huey(b, s["noop"], s["enqueue"]),
     }
 
 
@@ -115,6 +118,10 @@ def main() -> None:
     results: dict[str, Any] = {}
     for name, run in plan(s).items():
         if args.only and name not in args.only:
+            continue
+        if name == "versus_huey" and not peers.available():
+            print("versus_huey: skipped, Huey is not installed (the test extra pins it: "
+                  "pip install -c constraints.txt -e '.[test]')", file=sys.stderr, flush=True)
             continue
         runs = []
         for _ in range(s["repeats"]):
