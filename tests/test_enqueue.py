@@ -222,3 +222,43 @@ def test_server_restart_reconnects_and_reloads_scripts(tmp_path):
         assert q.counts()["queued"] == 0  # nothing half-written by the failed enqueue
     finally:
         srv.stop()
+
+
+def test_a_plain_job_is_stored_alike_by_the_lean_and_the_general_script(broker):
+    """One plain enqueue goes through enqueue_one.lua, a bulk one through enqueue.lua:
+    the record, the queue, the counters, the event and the wake token must not differ."""
+    c, k = broker.client, broker.keys
+    c.script_flush()  # each script is loaded when first used: which one ran shows below
+    lean = Queue("one", broker).options(priority=5).enqueue(jobfuncs.add, 1, 2)
+    assert c.script_exists(broker.scripts.enqueue_one.sha, broker.scripts.enqueue.sha) \
+        == [True, False]
+    general = Queue("many", broker).enqueue_many([Queue("many", broker).options(
+        priority=5).call(jobfuncs.add, 1, 2)])[0]
+    assert c.script_exists(broker.scripts.enqueue.sha) == [True]
+
+    def stored(job: Job, queue: str) -> dict:
+        record = {f.decode(): v for f, v in c.hgetall(k.job(job.id)).items() if f != b"te"}
+        record["q"] = record["q"].replace(queue.encode(), b"Q")
+        score = c.zscore(k.queued(queue), job.id)
+        return {"record": record, "band": int(score) >> 42, "wake": c.llen(k.wake(queue)),
+                "counted": c.hget(k.enqueued(), f"{queue}|tests.jobfuncs:add")}
+
+    assert stored(lean, "one") == stored(general, "many")
+    assert {b"one", b"many"} <= set(c.smembers(k.queues()))
+    events = {e[b"id"]: e[b"e"] for _, e in c.xrange(k.events()) if b"id" in e}
+    assert events[lean.id.encode()] == b"enqueued"
+    assert Worker(["one", "many"], broker=broker).run_until_empty() == {"completed": 2}
+    assert lean.result() == general.result() == 3
+
+
+def test_plain_jobs_go_through_the_general_script_while_limits_exist(broker):
+    """The lean script refuses when the namespace has limits (writing nothing), and the
+    job goes through the script that applies them: here a queue's concurrency limit."""
+    from jobs.limits import set_limit
+
+    set_limit(queue="capped", max_concurrency=1, broker=broker)
+    first = Queue("capped", broker).enqueue(jobfuncs.add, 1, 1)
+    second = Queue("capped", broker).enqueue(jobfuncs.add, 2, 2)
+    lim = [broker.client.hget(broker.keys.job(j.id), "lim") for j in (first, second)]
+    assert lim == [b"q:capped", b"q:capped"]
+    assert Worker(["capped"], broker=broker).run_until_empty() == {"completed": 2}

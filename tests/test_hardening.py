@@ -303,7 +303,8 @@ def test_an_enqueue_whose_reply_was_lost_is_written_once(server, namespace):
         broker = Broker(f"redis://127.0.0.1:{proxy.port}/0", redis_settings=RedisSettings(
             namespace=namespace, connect_timeout=1.0, socket_timeout=0.3))
         queue = Queue("default", broker)
-        broker.client.script_load(broker.scripts.enqueue.script)  # no NOSCRIPT reply to lose
+        for script in (broker.scripts.enqueue, broker.scripts.enqueue_one):
+            broker.client.script_load(script.script)  # no NOSCRIPT reply to lose
         broker.runner.command("PING")  # the runner's connection is open: the enqueue's reply
         proxy.drop_next = 1  # is the next one from the server
         job = queue.enqueue(jobfuncs.add, 1, 2)

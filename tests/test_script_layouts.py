@@ -13,7 +13,16 @@ from redis.commands.core import Script
 from jobs import Broker, Queue
 from jobs.options import Prepared
 from jobs.records import AttemptError, Claimed, ErrorKind, encoder
-from jobs.store.layouts import CLAIM, COMPLETE, ENQUEUE, FAIL, FINISH_CLAIM, SCRIPTS, Layout
+from jobs.store.layouts import (
+    CLAIM,
+    COMPLETE,
+    ENQUEUE,
+    ENQUEUE_ONE,
+    FAIL,
+    FINISH_CLAIM,
+    SCRIPTS,
+    Layout,
+)
 from jobs.store.scripts import _definitions
 
 LUA = resources.files("jobs.store") / "lua"
@@ -161,8 +170,19 @@ def test_the_hot_calls_send_each_value_under_its_name(broker: Broker):
          "prefix": prefix, "events_len": events_len, "queue": b"q1", "duration_ms": b"2500"},
         [])
 
+    broker.scripts.enqueue_one = _recording(broker, "1")
+    plain = Queue("q1", broker).options(priority=3).enqueue("examples.cpu:noop")
+    keys, _, args, _ = _sent(broker, ENQUEUE_ONE)
+    assert keys == {"job": k.job(plain.id), "queued": k.queued("q1"), "wake_list": k.wake("q1"),
+                    "sequence": k.seq(), "queues": k.queues(), "events": k.events(),
+                    "limits": k.limits(), "enqueued": k.enqueued()}
+    assert {n: v for n, v in args.items() if n != "spec"} == {
+        "queue": b"q1", "id": plain.id.encode(), "priority": b"3",
+        "fn": b"examples.cpu:noop", "events_len": events_len, "resent": b"0"}
+    assert b"examples.cpu:noop" in args["spec"]
+
     broker.scripts.enqueue = _recording(broker, "{1}")
-    queued = Queue("q1", broker).enqueue("examples.cpu:noop")
+    queued = Queue("q1", broker).options(delay=30).enqueue("examples.cpu:noop")
     keys, _, args, _ = _sent(broker, ENQUEUE)
     assert keys == {"queued": k.queued("q1"), "scheduled": k.scheduled("q1"),
                     "wake_list": k.wake("q1"), "sequence": k.seq(), "queues": k.queues(),

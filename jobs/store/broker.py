@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
@@ -21,6 +22,7 @@ from jobs.store.layouts import (
     CLAIM,
     CLAIMED_BY,
     ENQUEUE,
+    ENQUEUE_ONE,
     FAIL,
     FINISH_CLAIM,
     RELEASE,
@@ -40,6 +42,11 @@ def _counts_applied(before: Sequence[tuple[Any, ...]],
                     if command[0] == "HINCRBY"))
 
     return answered
+
+
+# Seconds plain jobs keep going through the general enqueue script once limits were
+# found in the namespace, before the lean script is tried again.
+LIMITS_RECHECK = 60.0
 
 
 class Broker(Store):
@@ -75,6 +82,9 @@ class Broker(Store):
         self.jobs: Final = JobOperations(self)
         self.maintenance: Final = Maintenance(self)
         self._enqueue_keys: dict[str, list[str]] = {}  # by queue name
+        self._enqueue_one_keys: dict[str, list[str]] = {}  # by queue name
+        # Until then, plain jobs go through the general enqueue script: limits were found.
+        self._limits_seen_until = 0.0
         # What the claim calls send the same on every call of a worker, built once by name:
         # claim's keys and arguments by (queues, lease), and the keys and arguments after
         # the per-call ones of the hot call (finish_claim) by (queue, queues, lease).
@@ -97,6 +107,9 @@ class Broker(Store):
 
         That is the job's own id, or the id of the job already holding its uniqueness key.
         """
+        if (len(jobs) == 1 and _plain(jobs[0]) and time.monotonic() >= self._limits_seen_until
+                and self._enqueue_one(queue, jobs[0])):
+            return [jobs[0].id]
         keys, args = self._enqueue_args(queue, jobs, resent="0")
         with translated(self.url):
             # Safe to resend: ids are fixed before the call, and a resend (flagged) finds
@@ -104,6 +117,31 @@ class Broker(Store):
             reply = self.runner.run(self.scripts.enqueue, keys, args,
                                     resend_flag=ENQUEUE.resend_flag)
         return _enqueued_ids(jobs, reply)
+
+    def _enqueue_one(self, queue: str, job: Prepared) -> bool:
+        """One plain job through the lean script; False when the namespace has limits
+        (nothing written: the general script applies them)."""
+        keys = self._enqueue_one_keys.get(queue)
+        if keys is None:
+            k = self.keys
+            keys = self._enqueue_one_keys[queue] = ENQUEUE_ONE.keys_after(
+                "job", queued=k.queued(queue), wake_list=k.wake(queue), sequence=k.seq(),
+                queues=k.queues(), events=k.events(), limits=k.limits(),
+                enqueued=k.enqueued())
+        # In ENQUEUE_ONE's order (a hot call: see jobs.store.layouts).
+        with translated(self.url):
+            # Safe to resend: flagged as a resend, the script finds the job its first send
+            # may have written.
+            reply = self.runner.run(
+                self.scripts.enqueue_one, [self.keys.job(job.id), *keys],
+                [queue, job.id, job.spec, job.priority, job.function, self.events_len, "0"],
+                resend_flag=ENQUEUE_ONE.resend_flag)
+        if reply == b"limits":
+            # Limits exist: send plain jobs through the general script for a while (a
+            # namespace's limits are defined once and seldom all removed).
+            self._limits_seen_until = time.monotonic() + LIMITS_RECHECK
+            return False
+        return True
 
     def enqueue_batches(self, batches: Sequence[tuple[str, Sequence[Prepared]]]) -> list[str]:
         """Several enqueue script calls in one pipelined round trip, run in the order given."""
@@ -344,6 +382,11 @@ class Broker(Store):
 
 
 _json = msgspec.json.Encoder()
+
+
+def _plain(job: Prepared) -> bool:
+    """A job the lean enqueue script takes: a generated id, due now, no workflow options."""
+    return not job.extra and not job.custom_id and job.delay_ms <= 0 and job.at_ms < 0
 
 
 def _enqueued_ids(jobs: Sequence[Prepared], reply: Any) -> list[str]:

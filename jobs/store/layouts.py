@@ -136,6 +136,10 @@ ENQUEUE = Layout(
     keys="queued scheduled wake_list sequence queues timers completed dead canceled events "
          "waiting limits enqueued",
     args="queue job_count events_len prefix jobs resent")
+ENQUEUE_ONE = Layout(
+    "enqueue_one",
+    keys="job queued wake_list sequence queues events limits enqueued",
+    args="queue id spec priority fn events_len resent")
 CLAIM = Layout(
     "claim", parts=("claim_job",),
     keys="paused events", each="queue", each_key="queued active wake_list",
@@ -244,6 +248,6 @@ RESEAL = Layout(
     each="field", each_arg="field digest value")
 
 SCRIPTS: dict[str, Layout] = {layout.name: layout for layout in (
-    ENQUEUE, CLAIM, FINISH_CLAIM, COMPLETE, CLAIMED_BY, FAIL, RELEASE, RENEW, CANCEL, REQUEUE,
-    PURGE, WATCH, PROGRESS, EVENT, RESUME, PROMOTE, RELEASE_LIMITS, EXPIRED, TRIM, AGE,
-    CRON_CLAIM, CRON_SENT, CRON_PAUSE, CRON_RESUME, SCHEDULES_PUBLISH, RESEAL)}
+    ENQUEUE, ENQUEUE_ONE, CLAIM, FINISH_CLAIM, COMPLETE, CLAIMED_BY, FAIL, RELEASE, RENEW,
+    CANCEL, REQUEUE, PURGE, WATCH, PROGRESS, EVENT, RESUME, PROMOTE, RELEASE_LIMITS, EXPIRED,
+    TRIM, AGE, CRON_CLAIM, CRON_SENT, CRON_PAUSE, CRON_RESUME, SCHEDULES_PUBLISH, RESEAL)}
