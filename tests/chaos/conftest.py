@@ -18,6 +18,7 @@ import pytest
 from jobs import Broker, RedisSettings
 from tests.chaos.ledger import RESULTS, Ledger, summary
 from tests.chaos.rig import PrivateServer, Supervisor
+from tests.chaos.workload import STARTED
 
 CI_DURATION = 1.0
 HERE = Path(__file__).parent
@@ -113,3 +114,12 @@ def cluster(tmp_path: Path, namespace: str) -> Iterator[Callable[..., Supervisor
     yield start
     for sup in made:
         sup.stop()
+
+
+@pytest.fixture(autouse=True)
+def _no_producer_left() -> Iterator[None]:
+    """A producer still running after its test (one that failed before stopping it) is
+    stopped, so it cannot disturb the tests after it."""
+    yield
+    while STARTED:
+        STARTED.pop().abandon()

@@ -26,6 +26,8 @@ from tests.chaos.ledger import Findings, Ledger, assert_ledger, audit, report, w
 from tests.chaos.rig import FUNCTION, QUEUE, Supervisor, job_ids
 from tests.helpers import wait_until
 
+STARTED: list[Producer] = []  # every producer started, for the clean-up after each test
+
 
 class Producer:
     """Enqueues ledger jobs continuously on a thread, riding out Redis trouble.
@@ -66,7 +68,15 @@ class Producer:
 
     def start(self) -> Producer:
         self._thread.start()
+        STARTED.append(self)
         return self
+
+    def abandon(self) -> None:
+        """Stop at once, whatever is in hand: a test that failed before ``conclude`` must
+        not leave a thread enqueueing (and opening spans) into the tests after it."""
+        self._stop.set()
+        self._quit.set()
+        self._thread.join(10)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop after the batch in hand is acknowledged (or ``timeout`` passes)."""
