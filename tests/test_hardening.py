@@ -230,6 +230,7 @@ class ReplyDroppingProxy:
         self.socket_path = socket_path
         self.dropping = False
         self.drop_next = 0  # replies (reads from the server) to throw away, then pass
+        self.garble_next = 0  # replies to answer with something that is not Redis instead
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         threading.Thread(target=self._accept, daemon=True).start()
@@ -253,6 +254,9 @@ class ReplyDroppingProxy:
             while data := src.recv(65536):
                 if replies and self.drop_next > 0:
                     self.drop_next -= 1
+                elif replies and self.garble_next > 0:
+                    self.garble_next -= 1
+                    dst.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
                 elif not (replies and self.dropping):
                     dst.sendall(data)
         except OSError:
@@ -312,6 +316,30 @@ def test_an_enqueue_whose_reply_was_lost_is_written_once(server, namespace):
         assert queue.counts()["queued"] == 1 and job.refresh().state is JobState.QUEUED
         events = broker.client.xrange(broker.keys.events())
         assert [e[b"e"] for _, e in events if e.get(b"id") == job.id.encode()] == [b"enqueued"]
+    finally:
+        proxy.close()
+
+
+def test_a_reply_that_is_not_redis_drops_the_connection_and_the_call_is_resent(
+        server, namespace):
+    """Something that is not the server answered on the connection (a proxy on the route,
+    a stream out of step): the runner never reads from that connection again; the call
+    is resent, flagged, on a new one, and the job is written once."""
+    from jobs import Broker, RedisSettings
+
+    proxy = ReplyDroppingProxy(str(server.socket))
+    try:
+        broker = Broker(f"redis://127.0.0.1:{proxy.port}/0", redis_settings=RedisSettings(
+            namespace=namespace, connect_timeout=1.0, socket_timeout=1.0))
+        queue = Queue("default", broker)
+        for script in (broker.scripts.enqueue, broker.scripts.enqueue_one):
+            broker.client.script_load(script.script)
+        broker.runner.command("PING")
+        proxy.garble_next = 1
+        job = queue.enqueue(jobfuncs.add, 1, 2)
+        assert proxy.garble_next == 0
+        assert queue.counts()["queued"] == 1 and job.refresh().state is JobState.QUEUED
+        assert broker.runner.command("PING") == b"PONG"
     finally:
         proxy.close()
 

@@ -18,7 +18,7 @@ from typing import Any
 import redis
 from hiredis import pack_command  # redis-py's packer checks each argument first
 from redis.commands.core import Script
-from redis.exceptions import NoScriptError
+from redis.exceptions import InvalidResponse, NoScriptError
 
 _RECONNECT_PAUSE = (0.05, 0.2, 0.5)
 
@@ -130,7 +130,9 @@ class ScriptRunner:
             was_connected = getattr(conn, "_sock", None) is not None
             try:
                 return call(conn)
-            except (redis.ConnectionError, redis.TimeoutError):
+            except (redis.ConnectionError, redis.TimeoutError, InvalidResponse):
+                # Also a reply that is not Redis (something else answered, or the stream
+                # is out of step): that connection is never used again.
                 conn.disconnect()
                 if attempt >= attempts or not was_connected:
                     raise

@@ -63,6 +63,7 @@ class CutOffServer:
         self.netns = f"jvchaos{os.getpid()}"
         self.host_link, self.ns_link = f"jvh{os.getpid()}", f"jvn{os.getpid()}"
         self.host_ip, self.ip = f"10.231.{n}.1", f"10.231.{n}.2"
+        self.subnet = f"10.231.{n}.0/30"
         self.dir = directory
         self.socket = directory / "valkey.sock"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -80,6 +81,11 @@ class CutOffServer:
         _ip("link", "set", self.ns_link, "netns", self.netns)
         _ip("addr", "add", f"{self.host_ip}/30", "dev", self.host_link)
         _ip("link", "set", self.host_link, "up")
+        # With the link down, its prefix would go by the default route instead: on a
+        # machine whose gateway answers anything (an HTTP proxy), clients would get
+        # replies that are not Redis, not the silence of a cut. A blackhole under the
+        # link's own route keeps the cut silent.
+        _ip("route", "add", "blackhole", self.subnet, "metric", "4242")
         _ip("-n", self.netns, "addr", "add", f"{self.ip}/30", "dev", self.ns_link)
         _ip("-n", self.netns, "link", "set", self.ns_link, "up")
         _ip("-n", self.netns, "link", "set", "lo", "up")
@@ -104,6 +110,8 @@ class CutOffServer:
         # Deleting the namespace deletes its end of the veth pair, and with it ours.
         subprocess.run(["ip", "netns", "del", self.netns], capture_output=True, timeout=10)
         subprocess.run(["ip", "link", "del", self.host_link], capture_output=True, timeout=10)
+        subprocess.run(["ip", "route", "del", "blackhole", self.subnet], capture_output=True,
+                       timeout=10)
 
 
 @pytest.fixture
