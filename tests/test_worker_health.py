@@ -84,7 +84,7 @@ def by_pid(r) -> dict[int, dict]:
 
 def test_a_stalled_and_an_overrunning_worker_are_flagged_before_they_are_killed(sup):
     port = metrics_port()
-    r = start_and_wait(sup, extra="heartbeat_timeout = 12.0",
+    r = start_and_wait(sup, extra="heartbeat_timeout = 6.0",
                        tail=f'[metrics]\naddress = "127.0.0.1:{port}"')
     q = Queue("default", r.broker)
     late = q.enqueue("tests.jobfuncs:overruns", 30)
