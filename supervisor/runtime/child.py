@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import encodings.idna  # noqa: F401  (see below)
 import functools
 import logging
 import os
@@ -35,6 +36,12 @@ from supervisor.runtime.proctitle import set_title
 from supervisor.runtime.slots import POKE, UNCOUNTED_MAX, ChildState, Slots
 
 log = logging.getLogger(__name__)
+
+# Modules a child may import lazily soon after the fork are imported here, in the
+# supervisor, before any of its threads starts: a child forked while a supervisor thread
+# imports a module inherits that module's import lock held, and hangs on it for ever.
+# encodings.idna is imported by socket.getaddrinfo the first time a host name is looked
+# up (a worker connecting to rediss://localhost as a duties thread connects too).
 
 
 class StopWaiting(BaseException):
