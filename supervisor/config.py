@@ -223,12 +223,12 @@ class Config(Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
             raise ValueError(f"pools: each name must be used once, {twice[0]!r} is not")
         if not self.worker.queues:
             if not self.pools:
-                raise ValueError("worker.queues is empty: list the queues the workers claim "
+                raise ValueError("`$.worker.queues` is empty: list the queues the workers claim "
                                  "from ([] runs no default pool, for a supervisor of "
                                  "[[pools]] only)")
             if self.autoscale:
-                raise ValueError("supervisor.min_workers and max_workers autoscale the "
-                                 "default pool, which worker.queues = [] turns off: give "
+                raise ValueError("`$.supervisor.min_workers` and max_workers autoscale the "
+                                 "default pool, which `$.worker.queues` = [] turns off: give "
                                  "worker.queues, or set min_workers = 0")
         s = self.supervisor
         pooled = self.pooled_workers

@@ -130,7 +130,7 @@ def test_the_shipped_pool_example_loads_once_uncommented(tmp_path):
          "[[pools]] take all 3 workers of supervisor.max_workers, leaving none for the "
          "default pool"),
         ('[supervisor]\nmin_workers = 1\nmax_workers = 4\n[worker]\nqueues = []\n' + reports(),
-         "autoscale the default pool, which worker.queues = [] turns off"),
+         "autoscale the default pool, which `$.worker.queues` = [] turns off"),
     ],
 )
 def test_bad_pool_configs_are_refused_naming_the_key(tmp_path, text, message):

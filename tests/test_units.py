@@ -65,7 +65,7 @@ def test_default_config_and_shipped_file_agree():
         ("[supervisor]\nworkers = 5000\n", "<= 1024 - at `$.supervisor.workers`"),
         ("[supervisor]\nworkers = 'two'\n", "Expected `int`"),
         ("[supervisor]\nbogus = 1\n", "unknown field `bogus`"),
-        ("[worker]\nqueues = []\n", "worker.queues is empty: list the queues"),
+        ("[worker]\nqueues = []\n", "`$.worker.queues` is empty: list the queues"),
         ("[worker]\nqueues = ['a', 'b']\nweights = [1]\n", "one number per queue"),
         ("[supervisor]\nmin_workers = 4\nmax_workers = 2\n", "must not exceed"),
         ("[supervisor]\nmin_workers = 4\n",
