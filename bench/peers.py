@@ -59,15 +59,15 @@ def huey_throughput(b: Bench, n: int) -> float:
          "process", "-w", str(WORKERS), "-q"], cwd=ROOT, env=_environment(b, name),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        waiting = lambda: _blocked_on(client, queue_key)  # noqa: E731
-        wait_for(lambda: waiting() >= WORKERS, 60, 0.01)
+        wait_for(lambda: _blocked(client) >= WORKERS, 60, 0.01)
         staging = f"{queue_key}:staging"
         messages = [huey.serialize_task(noop.s()) for _ in range(n)]
         for start in range(0, n, 1000):
             client.lpush(staging, *messages[start:start + 1000])
         started = time.perf_counter()
         client.rename(staging, queue_key)
-        wait_for(lambda: client.llen(queue_key) == 0 and waiting() >= WORKERS, 600, 0.001)
+        wait_for(lambda: client.llen(queue_key) == 0 and _blocked(client) >= WORKERS, 600,
+                 0.001)
         return n / (time.perf_counter() - started)
     finally:
         consumer.send_signal(signal.SIGTERM)
@@ -78,8 +78,9 @@ def huey_throughput(b: Bench, n: int) -> float:
             consumer.wait()
 
 
-def _blocked_on(client: redis.Redis, key: str) -> int:
-    """How many connections wait in a blocking read (Huey's idle workers)."""
+def _blocked(client: redis.Redis) -> int:
+    """How many connections wait in a blocking read (Huey's idle workers: nothing else
+    blocks on this benchmark's server while Huey runs)."""
     return sum(1 for c in client.client_list() if c.get("cmd") in ("brpop", "blpop"))
 
 
