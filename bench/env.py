@@ -41,14 +41,14 @@ class Bench:
         return Broker(self.server.url, redis_settings=RedisSettings(namespace=ns))
 
     def supervisor(self, broker: Broker, workers: int = 2, extra: str = "",
-                   name: str = "s") -> subprocess.Popen[bytes]:
+                   name: str = "s", worker: str = "") -> subprocess.Popen[bytes]:
         d = self.tmp / f"{name}{len(self.sups)}"
         d.mkdir()
         cfg = d / "config.toml"
         cfg.write_text(
             f'[redis]\nurl = "{self.server.url}"\nnamespace = "{broker.keys.ns}"\n'
             f'[supervisor]\nworkers = {workers}\ndata_dir = "{d / "var"}"\n{extra}\n'
-            '[worker]\nmodules = ["examples.cpu", "bench.jobs"]\n')
+            f'[worker]\nmodules = ["examples.cpu", "bench.jobs"]\n{worker}\n')
         proc = subprocess.Popen([sys.executable, "-m", "supervisor", "--config", str(cfg), "run",
                                  "--log-file", str(d / "log")], cwd=ROOT)
         self.sups.append(proc)

@@ -34,13 +34,14 @@ def _wait_drained(q: Queue, last: list[Job]) -> None:
     wait_for(lambda: _drained(q), 600, 0.001)
 
 
-def throughput(b: Bench, n: int) -> dict[str, Any]:
+def throughput(b: Bench, n: int, claim_batch: int | None = None) -> dict[str, Any]:
     """Drain ``n`` queued no-op jobs; the bare-loop ceiling is measured just before and
-    just after (the machine's speed drifts within seconds: the ratio uses their mean)."""
+    just after (the machine's speed drifts within seconds: the ratio uses their mean).
+    ``claim_batch``: the workers' ``[worker] claim_batch`` (None: the default)."""
     socket = str(b.server.socket)
     one_before = ceiling.drain_rate(socket, n, one_trip=True)
     broker = b.broker()
-    sup = b.supervisor(broker)
+    sup = b.supervisor(broker, worker=f"claim_batch = {claim_batch}" if claim_batch else "")
     q = Queue("default", broker)
     pause("default", broker)  # all queued before the clock starts, none run early
     queued = q.enqueue_many([("examples.cpu:noop",) for _ in range(n)])

@@ -25,7 +25,7 @@ from jobs.execute import Resolved, execute, resolve_job
 from jobs.hooks import failed_here, find_function, on_dead_job, on_failure_job
 from jobs.policy import Outcome, Policy, Verdict, after_failure, resolve
 from jobs.records import AttemptError, Claimed, ErrorKind, ExpiredLease, JobSpec
-from jobs.store.broker import Broker, default_broker
+from jobs.store.broker import Broker, Completion, default_broker
 from jobs.store.keys import check_name
 from jobs.tally import Tally
 
@@ -220,9 +220,8 @@ class Worker:
         token = self.unanswered
         if token is None:
             return
-        taken = self.broker.claimed_by(token, self.queues)
-        if taken is not None:
-            self.broker.release_claim(taken[0], taken[1], token)
+        for job_id, queue, held_with in self.broker.claimed_by(token, self.queues):
+            self.broker.release_claim(job_id, queue, held_with)
         self.unanswered = None
 
     def _claim_token(self) -> tuple[str, bool]:
@@ -277,6 +276,54 @@ class Worker:
             log.warning("job %s was taken back before this worker wrote its result; the result "
                         "was discarded", job.id)
         return ("completed" if done else None), following
+
+    def finish_batch(self, done: Sequence[Completion], want: int,
+                     resent: bool = False) -> list[Claimed]:
+        """Write the successes ``done`` and claim up to ``want`` jobs, in one round trip.
+
+        ``resent``: ask again after a call whose reply was lost (its outcomes written since
+        with ``finish``): the jobs that call claimed are returned, not claimed twice.
+        """
+        if not resent:
+            self.pending_token = self._token()
+        token = self.pending_token
+        assert token is not None
+        self.claiming(token)
+        counts = self.tally.send_due() if not resent else None
+        try:
+            written, claimed = self.broker.finish_batch(
+                done, want, self._order(), token, self.lease, resent=resent,
+                counts=counts.fields if counts else None,
+                counted=counts.answered if counts else None)
+        finally:
+            if counts is not None:
+                counts.settle()
+        self.pending_token = None
+        if not claimed:
+            self.claiming("")
+        for c, ok in zip(done, written, strict=True):
+            if ok:
+                self.tally.completed(c.job.queue, c.job.spec.function if c.job.spec else "?",
+                                     c.duration)
+                if self.log_jobs:
+                    log_end(c.job, Outcome(verdict=Verdict.COMPLETED, result=c.result,
+                                           duration=c.duration), "completed")
+            else:
+                log.warning("job %s was taken back before this worker wrote its result; the "
+                            "result was discarded", c.job.id)
+        return claimed
+
+    def complete(self, c: Completion) -> bool:
+        """Write one success on its own (a batch call's reply was lost); False when its
+        token no longer held the job."""
+        written = self.broker.complete(c.job, c.result, c.result_ttl, c.duration)
+        if written == "now":
+            self._count(c.job, Outcome(verdict=Verdict.COMPLETED, result=c.result,
+                                       duration=c.duration))
+        elif written is None:
+            log.warning("job %s was taken back before this worker wrote its result; the "
+                        "result was discarded", c.job.id)
+        return written is not None
 
     def recover_claim(self) -> Claimed | None:
         """After a ``finish_and_claim`` whose reply was lost (and the outcome written

@@ -63,6 +63,7 @@ class SupervisorSettings(Table, frozen=True, kw_only=True, forbid_unknown_fields
 
 
 QueueName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.:\-]{1,128}$")]
+ClaimBatch = Annotated[int, Meta(ge=1, le=64)]
 LimitName = QueueName  # the same alphabet: both become parts of key names
 
 
@@ -78,6 +79,10 @@ class WorkerSettings(Table, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     weights: list[Annotated[float, Meta(gt=0)]] = msgspec.field(default_factory=list)
     # One INFO line per job start and end (id, function, duration, outcome) from the worker.
     log_jobs: bool = False
+    # The most jobs a worker claims in one call while its jobs run under
+    # claim_batch_under_ms (supervisor.runtime.batch_size); 1: one job per claim, always.
+    claim_batch: ClaimBatch = 16
+    claim_batch_under_ms: Annotated[float, Meta(gt=0, le=600_000)] = 1.0
 
     def __post_init__(self) -> None:
         if self.weights and len(self.weights) != len(self.queues):
@@ -102,6 +107,8 @@ class PoolSettings(Table, frozen=True, kw_only=True, forbid_unknown_fields=True)
     heartbeat_timeout: Seconds | None = None
     kill_grace: Grace | None = None
     log_jobs: bool | None = None
+    claim_batch: ClaimBatch | None = None
+    claim_batch_under_ms: Annotated[float, Meta(gt=0, le=600_000)] | None = None
 
     def __post_init__(self) -> None:
         if self.name == DEFAULT_POOL:
@@ -126,6 +133,8 @@ class PoolSpec(msgspec.Struct, frozen=True, kw_only=True):
     heartbeat_timeout: float
     kill_grace: float
     log_jobs: bool
+    claim_batch: int
+    claim_batch_under_ms: float
 
 
 class Limit(Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -291,7 +300,8 @@ class Config(Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
             workers=self.pool_size(limit), max_jobs_per_child=s.max_jobs_per_child,
             max_memory_per_child=s.max_memory_per_child, job_memory_limit=s.job_memory_limit,
             heartbeat_timeout=s.heartbeat_timeout, kill_grace=s.kill_grace,
-            log_jobs=w.log_jobs)
+            log_jobs=w.log_jobs, claim_batch=w.claim_batch,
+            claim_batch_under_ms=w.claim_batch_under_ms)
         out = {DEFAULT_POOL: default} if w.queues else {}
         for p in self.pools:
             out[p.name] = msgspec.structs.replace(
@@ -301,7 +311,8 @@ class Config(Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
 
 
 OVERRIDES = ("max_jobs_per_child", "max_memory_per_child", "job_memory_limit",
-             "heartbeat_timeout", "kill_grace", "log_jobs")
+             "heartbeat_timeout", "kill_grace", "log_jobs", "claim_batch",
+             "claim_batch_under_ms")
 
 
 def _overrides(p: PoolSettings) -> dict[str, Any]:

@@ -577,8 +577,8 @@ def test_a_resent_claim_returns_the_same_job(broker):
     # A resend whose first call never ran (or took nothing) claims.
     c = jobfuncs.add.enqueue(3, 3)
     assert claim("tok-4", "1")[1] == c.id.encode()
-    assert broker.claimed_by("tok-4", ["default"]) == (c.id, "default")
-    assert broker.claimed_by("tok-3", ["default"]) is None
+    assert broker.claimed_by("tok-4", ["default"]) == [(c.id, "default", "tok-4")]
+    assert broker.claimed_by("tok-3", ["default"]) == []
 
 
 def test_the_runner_flags_a_resend(broker):

@@ -5,6 +5,7 @@ script reaches its arguments by those names alone."""
 from __future__ import annotations
 
 import re
+import struct
 from importlib import resources
 
 import pytest
@@ -13,12 +14,14 @@ from redis.commands.core import Script
 from jobs import Broker, Queue
 from jobs.options import Prepared
 from jobs.records import AttemptError, Claimed, ErrorKind, encoder
+from jobs.store.broker import Completion
 from jobs.store.layouts import (
     CLAIM,
     COMPLETE,
     ENQUEUE,
     ENQUEUE_ONE,
     FAIL,
+    FINISH_BATCH,
     FINISH_CLAIM,
     SCRIPTS,
     Layout,
@@ -151,6 +154,23 @@ def test_the_hot_calls_send_each_value_under_its_name(broker: Broker):
              "duration_ms": b"2500", "new_token": b"T2", "resent": b"0", "queue": b"q1",
              "prefix": prefix, "events_len": events_len, "lease_ms": b"30000"},
             [b"q2", b"q3"])
+
+    broker.scripts.finish_batch = _recording(broker, "{{}, {}}")
+    for resent in (False, True):
+        broker.finish_batch([Completion(job, b"R", 61.0, 2.5)], 4, ["q1", "q3"], "T4", 30.0,
+                            resent=resent)
+        keys, group, args, names = _sent(broker, FINISH_BATCH)
+        assert (keys, group, names) == (
+            {"paused": k.paused(), "events": k.events()},
+            [k.queued("q1"), k.active("q1"), k.wake("q1"),
+             k.queued("q3"), k.active("q3"), k.wake("q3")], [b"q1", b"q3"])
+        assert args == {"prefix": prefix, "token": b"T4", "lease_ms": b"30000",
+                        "events_len": events_len, "resent": b"1" if resent else b"0",
+                        "want": b"4", "done": args["done"]}
+        # One completion as finish_batch.lua unpacks it: id, token, result, TTL ms, run
+        # ms, and the position of its queue among the queues sent.
+        assert args["done"] == (b"\x00\x02J1\x00\x02T1\x00\x00\x00\x01R"
+                                + struct.pack(">ddB", 61000, 2500, 1))
 
     broker.scripts.claim = _recording(broker, "nil")
     for resent in (True, False):

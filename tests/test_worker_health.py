@@ -34,7 +34,7 @@ def view(state: ChildState = ChildState.IDLE, **fields: float) -> SlotView:
     values.update(fields)
     return SlotView(state=state, pid=1, jobs_done=0, jobs_failed=0, attempt=1,
                     idle_since=0.0, busy_time=0.0, job_id="", queue="", token="", function="",
-                    next_token="", uncounted=b"", **values)
+                    next_token="", uncounted=b"", held=b"", **values)
 
 
 def flag(v: SlotView, now: float = 100.0, spawned: float = 99.0, rss: int = 10 * MiB,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -24,6 +25,7 @@ from jobs.store.layouts import (
     ENQUEUE,
     ENQUEUE_ONE,
     FAIL,
+    FINISH_BATCH,
     FINISH_CLAIM,
     RELEASE,
     RENEW,
@@ -282,6 +284,36 @@ class Broker(Store):
             self._hot_fixed[(queue, tuple(queues), lease)] = fixed
         return fixed
 
+    def finish_batch(self, done: Sequence[Completion], want: int, queues: Sequence[str],
+                     token: str, lease: float, resent: bool = False,
+                     counts: dict[int, dict[str, int]] | None = None,
+                     counted: Callable[[bool], None] | None = None,
+                     ) -> tuple[list[bool], list[Claimed]]:
+        """Complete the jobs ``done`` and claim up to ``want`` jobs in one round trip (the
+        hot path of a worker claiming short jobs in batches).
+
+        Returns, per completion, whether it was written (False: its token no longer held
+        the job), and the claimed jobs: the first under ``token``, the i-th (from 2 on)
+        under ``token+i`` (``batch_token``). ``resent``: this call may have run before (its
+        reply was lost); what it claimed then is returned, not claimed again. ``counts``
+        and ``counted`` as for ``finish_and_claim``.
+        """
+        keys = self._claim_call(queues, token, lease, resent)[0]  # built once, kept
+        position = {q: i for i, q in enumerate(queues, 1)}
+        packed = b"".join(_pack_completion(c, position[c.job.queue]) for c in done)
+        # In FINISH_BATCH's order (a hot call: see jobs.store.layouts).
+        args = [self.prefix, token, int(lease * 1000), self.events_len,
+                "1" if resent else "0", want, packed, *queues]
+        message = Packed.whole(self.scripts.finish_batch, keys, args, FINISH_BATCH.resend_flag)
+        before = count_commands(self.keys, counts) if counts else []
+        answered = _counts_applied(before, counted) if before and counted else None
+        with translated(self.url):
+            written, claimed = self.runner.run_after(before, self.scripts.finish_batch,
+                                                     message, answered)
+        return ([bool(w) for w in written],
+                [claimed_from_reply(reply, queues, batch_token(token, i))
+                 for i, reply in enumerate(claimed, 1)])
+
     def _claimed(self, reply: Any, queues: Sequence[str], token: str) -> Claimed | None:
         return None if reply is None else claimed_from_reply(reply, queues, token)
 
@@ -299,6 +331,14 @@ class Broker(Store):
             # Safe to resend: a second write with the same token reports success, no change.
             reply = int(self.runner.run(self.scripts.complete, keys, args))
         return {1: "now", 2: "before"}.get(reply)
+
+    def complete_claim(self, job_id: str, queue: str, token: str, result: bytes,
+                       result_ttl: float, duration: float) -> str | None:
+        """``complete`` for a job known by id, queue and token (a dead worker's outcome
+        that the supervisor writes for it)."""
+        job = Claimed(id=job_id, queue=queue, token=token, spec=None, attempt=0, priority=0,
+                      errors=(), enqueued_at=0.0, started_at=0.0)
+        return self.complete(job, result, result_ttl, duration)
 
     def fail(
         self,
@@ -340,14 +380,16 @@ class Broker(Store):
             reply = self.runner.run(self.scripts.fail, keys, args)
         return reply.decode() if isinstance(reply, bytes) else None
 
-    def claimed_by(self, token: str, queues: Sequence[str]) -> tuple[str, str] | None:
-        """(job id, queue) of the job claim ``token`` took and still holds, if any, looked
-        for among the running jobs of ``queues`` (rare: a worker died mid-claim)."""
+    def claimed_by(self, token: str, queues: Sequence[str]) -> list[tuple[str, str, str]]:
+        """(job id, queue, token) of each job claim ``token`` took and still holds (with a
+        batch claim's, several), looked for among the running jobs of ``queues`` (rare: a
+        worker died mid-claim)."""
         with translated(self.url):
             reply = self.scripts.claimed_by(
                 keys=CLAIMED_BY.keys(self._queue_keys(queues)),
                 args=CLAIMED_BY.args(prefix=self.prefix, token=token))
-        return None if reply is None else (reply[0].decode(), queues[int(reply[1]) - 1])
+        return [(job_id.decode(), queues[int(pos) - 1], tok.decode())
+                for job_id, pos, tok in zip(reply[::3], reply[1::3], reply[2::3], strict=True)]
 
     def release(self, job: Claimed) -> bool:
         return self.release_claim(job.id, job.queue, job.token)
@@ -363,6 +405,23 @@ class Broker(Store):
                             prefix=self.prefix)
         with translated(self.url):
             return bool(self.scripts.release(keys=keys, args=args))
+
+    def release_many(self, claims: Sequence[tuple[str, str, str]]) -> list[bool]:
+        """``release_claim`` for each ``(job_id, queue, token)``, pipelined in one round trip
+        (a worker giving back the jobs of a batch it will not start)."""
+        k = self.keys
+        with translated(self.url):
+            pipe = self.client.pipeline(transaction=False)
+            for job_id, queue, token in claims:
+                self.scripts.release(
+                    keys=RELEASE.keys(job=k.job(job_id), active=k.active(queue),
+                                      queued=k.queued(queue), wake_list=k.wake(queue),
+                                      events=k.events(), canceled=k.canceled(queue),
+                                      done=k.done(job_id)),
+                    args=RELEASE.args(id=job_id, token=token, events_len=self.events_len,
+                                      queue=queue, prefix=self.prefix),
+                    client=pipe)
+            return [bool(r) for r in pipe.execute()]
 
     def renew(self, claims: Sequence[tuple[str, str, str]], lease: float) -> list[int]:
         """Extend the leases of ``(job_id, queue, token)`` claims; return the indexes of
@@ -382,6 +441,34 @@ class Broker(Store):
 
 
 _json = msgspec.json.Encoder()
+
+
+class Completion(msgspec.Struct, frozen=True):
+    """A job's success, written with a batch call (``Broker.finish_batch``)."""
+
+    job: Claimed
+    result: bytes
+    result_ttl: float  # seconds
+    duration: float  # seconds
+
+
+def batch_token(token: str, i: int) -> str:
+    """The token of the ``i``-th job (from 1) a batch claim sent with ``token`` took."""
+    return token if i == 1 else f"{token}+{i}"
+
+
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+_TAIL = struct.Struct(">ddB")
+
+
+def _pack_completion(c: Completion, queue_position: int) -> bytes:
+    """One completion as finish_batch.lua unpacks it ('>Hc0Hc0Ic0ddB')."""
+    job_id, token = c.job.id.encode(), c.job.token.encode()
+    return b"".join((_U16.pack(len(job_id)), job_id, _U16.pack(len(token)), token,
+                     _U32.pack(len(c.result)), c.result,
+                     _TAIL.pack(max(1, int(c.result_ttl * 1000)), int(c.duration * 1000),
+                                queue_position)))
 
 
 def _plain(job: Prepared) -> bool:

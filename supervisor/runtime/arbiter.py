@@ -28,7 +28,16 @@ from supervisor.integrations.systemd import Notifier, unset_environment
 from supervisor.runtime.child import Child, child_main
 from supervisor.runtime.commands import Commands
 from supervisor.runtime.cron import CronThread
-from supervisor.runtime.duties import Claim, Duties, Event, InFlight, Settlement, Uncounted
+from supervisor.runtime.duties import (
+    Claim,
+    Duties,
+    Event,
+    InFlight,
+    Settlement,
+    Uncounted,
+    Unwritten,
+)
+from supervisor.runtime.holding import decode_held
 from supervisor.runtime.plan import Plan
 from supervisor.runtime.pool import ChildInfo, Pool, signal_group
 from supervisor.runtime.preload import loaded_functions, preload
@@ -280,8 +289,17 @@ class Arbiter:
                 error = info.kill_reason or crashed(view, how, maxrss_kib,
                                                     f"{self.host}:{info.pid}")
                 self.duties.settle(Settlement(claim, error))
+        for held in decode_held(view.held):
+            # A batch's jobs it had not started go back; its successes not yet written
+            # are written now.
+            claim = Claim(held.job_id, held.queue, held.token)
+            if held.result is None:
+                self.duties.settle(Settlement(claim, None))
+            else:
+                self.duties.settle(Unwritten(claim, held.result, held.result_ttl,
+                                             held.duration, held.function))
         if view.next_token:
-            # Killed with a claim in flight: a job it took but never showed goes back.
+            # Killed with a claim in flight: the jobs it took but never showed go back.
             self.duties.settle(InFlight(view.next_token))
         if view.uncounted:  # counted completions it could not write before it died
             self.duties.settle(Uncounted(view.uncounted))

@@ -28,10 +28,13 @@ import psutil
 import jobs
 from jobs import BrokerError, BrokerUnavailable, JobTimeout, StaleToken, Worker, tracing
 from jobs.execute import resolve_job
-from jobs.policy import Outcome, Policy
+from jobs.policy import Outcome, Policy, Verdict
 from jobs.records import Claimed
+from jobs.store.broker import Completion
 from supervisor.config import Config, PoolSpec
 from supervisor.errors import ExitCode
+from supervisor.runtime.batch_size import BatchSize
+from supervisor.runtime.holding import Holding
 from supervisor.runtime.proctitle import set_title
 from supervisor.runtime.slots import POKE, UNCOUNTED_MAX, ChildState, Slots
 
@@ -105,6 +108,10 @@ class Child:
         self.shown_title: tuple[str, str] | None = None
         self.title_at = float("-inf")
         self.title_lock = threading.Lock()  # a title set now is never undone by a stale one
+        short = spec.claim_batch_under_ms / 1000
+        self.batch_size = BatchSize(spec.claim_batch, short)
+        # A held job starts within five times what counts as short, or goes back.
+        self.holding = Holding(self._release_held, self._mirror_held, bound=5 * short)
 
     def run(self, parent: int) -> int:
         """Child main; returns the exit code. Never returns into the supervisor's code."""
@@ -123,42 +130,72 @@ class Child:
         worker.log_jobs = self.spec.log_jobs
         worker.tally.mirror = self._mirror_counts
         threading.Thread(target=self._heartbeat, daemon=True, name="heartbeat").start()
+        if self.spec.claim_batch > 1:
+            self.holding.start()
         self._idle(worker)
         claimed: Claimed | None = None  # the next job to run, if one was claimed
         while not self.stopping:
             if claimed is None:
-                try:
-                    if self.slots.held(self.slot):
-                        self._hold(worker)
-                        continue
-                    claimed = worker.claim(wait=CLAIM_WAIT)
-                except (BrokerUnavailable, BrokerError) as exc:
-                    self._redis_down(exc, claimed=False)
-                    continue
-                except StopWaiting:
-                    break
-                except Poked:  # paused or resumed while waiting: read the hold byte again
-                    continue
-                self.outage = 0
+                claimed = self._next_job(worker)
                 if claimed is None:
                     continue
             if self.slots.held(self.slot):  # claimed as its pool was paused: not to run
                 self._give_back(worker, claimed)
                 claimed = None
+                self._settle_held(worker)
                 continue
             outcome, policy = self._run_job(worker, claimed)
             claimed = self._finish(worker, claimed, outcome, policy)  # and claim the next
-            if claimed is None:
+            if claimed is None and not self.holding.busy:
                 self._idle(worker)
             recycle = self._should_recycle()
-            if claimed is not None and (self.stopping or recycle):
-                self._give_back(worker, claimed)  # claimed with the last result: not ours
-                claimed = None
+            if self.stopping or recycle:
+                if claimed is not None:
+                    self._give_back(worker, claimed)  # claimed with the last result: not ours
+                    claimed = None
+                self._settle_held(worker)
             if recycle:
                 self._flush(worker)
                 return ExitCode.RECYCLE
+        self._settle_held(worker)
         self._flush(worker)
         return ExitCode.OK
+
+    def _next_job(self, worker: Worker) -> Claimed | None:
+        """A held job, else one claimed now (with the kept successes, if any), else one
+        waited for; None when the wait ended empty, was interrupted, or Redis is away."""
+        holding = self.holding
+        job = holding.next()
+        if job is None and holding.done:  # kept successes go with a new claim
+            job = self._write_kept(worker, self.batch_size.size)
+        if job is not None:
+            return job
+        try:
+            if self.slots.held(self.slot):
+                self._hold(worker)
+                return None
+            job = worker.claim(wait=CLAIM_WAIT)
+        except (BrokerUnavailable, BrokerError) as exc:
+            self._redis_down(exc, claimed=False)
+            return None
+        except (StopWaiting, Poked):  # asked to stop (the flag is set), or paused/resumed
+            return None
+        self.outage = 0
+        return job
+
+    def _release_held(self, jobs: list[Claimed]) -> None:
+        """Give back held jobs that will not start here (on the caller's thread)."""
+        if self.worker is not None:
+            self.worker.broker.release_many([(j.id, j.queue, j.token) for j in jobs])
+
+    def _mirror_held(self, blob: bytes) -> None:
+        self.slots.holding(self.slot, blob)
+
+    def _settle_held(self, worker: Worker) -> None:
+        """Leaving or pausing: held jobs go back, kept successes are written."""
+        self.holding.give_back_all()
+        if self.holding.done:
+            self._write_kept(worker, 0)
 
     def _idle(self, worker: Worker) -> None:
         self._publish(ChildState.IDLE, idle_since=time.monotonic())
@@ -282,8 +319,10 @@ class Child:
             end = fields.get("started") or fields.get("idle_since") or time.monotonic()
             self.busy_time += end - self.busy_since
         self.busy_since = fields.get("started", 0.0)
-        self.slots.write(self.slot, state, self.pid, self.jobs_done, uncounted=uncounted,
-                         jobs_failed=self.jobs_failed, busy_time=self.busy_time, **fields)
+        with self.holding.lock:  # what is held, as of this write
+            self.slots.write(self.slot, state, self.pid, self.jobs_done, uncounted=uncounted,
+                             jobs_failed=self.jobs_failed, busy_time=self.busy_time,
+                             held=self.holding.blob(), **fields)
 
     def _mirror_counts(self, blob: bytes) -> None:
         """The tally handed counts over or took them back: the slot shows what is left."""
@@ -322,7 +361,24 @@ class Child:
     def _finish(self, worker: Worker, job: Claimed, outcome: Outcome,
                 policy: Policy) -> Claimed | None:
         """Write the outcome and claim the next job in one round trip; when Redis does not
-        answer, keep the outcome until it is written, then recover what the call claimed."""
+        answer, keep the outcome until it is written, then recover what the call claimed.
+
+        While jobs are short, a success is kept for the next call when held jobs are to
+        run first, and the call claims a batch (None is returned: the next job is held).
+        """
+        want = self.batch_size.observe(outcome.duration)
+        holding = self.holding
+        if outcome.verdict is Verdict.COMPLETED and (want > 1 or holding.busy):
+            kept = Completion(job, outcome.result, policy.result_ttl, outcome.duration)
+            if not self.stopping and holding.keep(kept):
+                return None
+            return self._write_kept(worker, 0 if holding.waiting or self.stopping else want,
+                                    kept)
+        if holding.done:  # earlier successes first, then this outcome
+            self._write_kept(worker, 0)
+        if holding.waiting:
+            self._write_outcome(worker, job, outcome, policy)
+            return None
         if not self.stopping:
             try:
                 _, following = worker.finish_and_claim(job, outcome, policy)
@@ -337,6 +393,45 @@ class Child:
                 self._redis_down(exc)
         self._write_outcome(worker, job, outcome, policy)
         return self._recover_claim(worker)
+
+    def _write_kept(self, worker: Worker, want: int,
+                    last: Completion | None = None) -> Claimed | None:
+        """Write the kept successes (and ``last``) and claim up to ``want`` jobs in one
+        call; the first is returned, the rest held. When Redis does not answer, each is
+        written on its own until written, then what the call claimed is recovered."""
+        done = [*self.holding.done, *([last] if last else [])]
+        try:
+            claimed = worker.finish_batch(done, want)
+            self.outage = 0
+        except (BrokerUnavailable, BrokerError) as exc:
+            log.warning("worker %d: %d outcomes are kept until Redis takes them", self.pid,
+                        len(done))
+            self._redis_down(exc)
+            for c in done:
+                self._write_completion(worker, c)
+            claimed = self._recover_batch(worker, want)
+        self.holding.written(len(done) - (1 if last else 0))
+        if len(claimed) > 1:
+            self.holding.hold(claimed[1:])
+        return claimed[0] if claimed else None
+
+    def _write_completion(self, worker: Worker, c: Completion) -> None:
+        """One kept success, retried until written (or found taken back)."""
+        while True:
+            try:
+                worker.complete(c)
+                self.outage = 0
+                return
+            except (BrokerUnavailable, BrokerError) as exc:
+                self._redis_down(exc)
+
+    def _recover_batch(self, worker: Worker, want: int) -> list[Claimed]:
+        """The batch call may have claimed jobs before its reply was lost: ask again."""
+        while True:
+            try:
+                return worker.finish_batch([], want, resent=True)
+            except (BrokerUnavailable, BrokerError) as exc:
+                self._redis_down(exc)
 
     def _write_outcome(self, worker: Worker, job: Claimed, outcome: Outcome,
                        policy: Policy) -> None:

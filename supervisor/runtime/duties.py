@@ -27,7 +27,7 @@ from jobs.cluster import Control, forget_stale_ids, publish_entry, take_control,
 from jobs.effective import FunctionOptions, publish_functions
 from jobs.limits import publish as publish_limits
 from jobs.records import AttemptError
-from jobs.tally import by_field, decode_pending
+from jobs.tally import Tally, by_field, decode_pending
 from jobs.worker import account_failure
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,16 @@ class InFlight(msgspec.Struct, frozen=True):
     token: str
 
 
+class Unwritten(msgspec.Struct, frozen=True):
+    """A success a child kept to write with its next call, and died before it could."""
+
+    claim: Claim
+    result: bytes
+    result_ttl: float
+    duration: float
+    function: str  # its success is counted under it, as the child would have
+
+
 class Uncounted(msgspec.Struct, frozen=True):
     """Outcome counts a child had not written when it died (jobs.tally's encoding)."""
 
@@ -96,7 +106,7 @@ class Duties:
         self.stop = threading.Event()
         self._wake = threading.Event()
         self._flushing = threading.Lock()  # the loop and shutdown may both flush
-        self._outbox: deque[Settlement | InFlight | Uncounted | Event] = deque()
+        self._outbox: deque[Settlement | InFlight | Unwritten | Uncounted | Event] = deque()
         self._limits: dict[str, str | None] | None = None
         self._functions: dict[str, FunctionOptions] | None = None
         self.aging: tuple[float, int] = (0.0, 10)  # (seconds, priority step); 0 s: off
@@ -120,7 +130,7 @@ class Duties:
         self._functions = functions
         self._wake.set()
 
-    def settle(self, item: Settlement | InFlight | Uncounted | Event) -> None:
+    def settle(self, item: Settlement | InFlight | Unwritten | Uncounted | Event) -> None:
         self._outbox.append(item)
         self._wake.set()
 
@@ -274,11 +284,23 @@ class Duties:
                     self._outbox.popleft()
                     continue
                 if isinstance(item, InFlight):
-                    taken = self.broker.claimed_by(item.token, self.queues)
-                    if taken is not None:
-                        self.broker.release_claim(taken[0], taken[1], item.token)
+                    for job_id, queue, token in self.broker.claimed_by(item.token,
+                                                                       self.queues):
+                        self.broker.release_claim(job_id, queue, token)
                         log.info("job %s, claimed by a worker that died before running it, "
-                                 "released back to %s", *taken)
+                                 "released back to %s", job_id, queue)
+                    self._outbox.popleft()
+                    continue
+                if isinstance(item, Unwritten):
+                    c = item.claim
+                    state = self.broker.complete_claim(c.job_id, c.queue, c.token, item.result,
+                                                       item.result_ttl, item.duration)
+                    if state == "now":  # counted once, by whoever wrote it
+                        counts = Tally()
+                        counts.completed(c.queue, item.function, item.duration)
+                        counts.flush(self.broker)
+                    log.info("job %s: its worker died before writing its success; written "
+                             "now (%s)", c.job_id, "completed" if state else "already settled")
                     self._outbox.popleft()
                     continue
                 c = item.claim

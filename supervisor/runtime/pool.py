@@ -24,6 +24,7 @@ from jobs.records import AttemptError
 from supervisor.config import PoolSpec
 from supervisor.runtime.duties import Claim
 from supervisor.runtime.health import worker_health
+from supervisor.runtime.holding import decode_held
 from supervisor.runtime.scaling import POOL_MAX
 from supervisor.runtime.slots import BOOTED, POKE, ChildState, Slots, SlotView
 
@@ -160,6 +161,9 @@ class Pool:
             v = self.view(c)
             if v.state is ChildState.BUSY and v.job_id:
                 out.append(Claim(v.job_id, v.queue, v.token))
+            # Held jobs (a batch claim's, not started or not written yet) are under the
+            # same lease.
+            out += [Claim(h.job_id, h.queue, h.token) for h in decode_held(v.held)]
         return out
 
     def workers(self) -> list[dict[str, Any]]:

@@ -18,21 +18,28 @@ from enum import IntEnum
 
 import msgspec
 
+from supervisor.runtime.holding import HELD_MAX
+
 # seq, jobs_done, started, deadline, soft_deadline, heartbeat, idle_since, busy_time,
 # state, pid, attempt, jobs_failed, then job id, queue, token, function, and the token of
 # the claim in flight as fixed-size byte strings; last, the outcome counts the child has
 # not written to Redis yet (length, then jobs.tally's encoding), which the supervisor
-# writes out if the child dies before it could.
+# writes out if the child dies before it could; then what the child holds besides its
+# job (length, then supervisor.runtime.holding's encoding), which the supervisor gives
+# back or writes if the child dies.
 UNCOUNTED_MAX = 1024
 # Sent by the supervisor to an idle or paused child after changing its hold byte, so a
 # wait for work ends now; only to the child, never its group (a job's subprocesses).
 POKE = signal.SIGUSR2
 _LAYOUT = struct.Struct(f"<QQddddddiiii128s128s128s200s128sH{UNCOUNTED_MAX}s")
+# The held area follows, written apart: its length, then only its bytes (not padded out).
+_HELD_LENGTH = struct.Struct("<I")
 _DEADLINES = 24  # deadline, soft_deadline
 _HEARTBEAT = 40
-_UNCOUNTED = _LAYOUT.size - UNCOUNTED_MAX - 2
+_HELD = _LAYOUT.size
+_UNCOUNTED = _HELD - UNCOUNTED_MAX - 2
 _NEXT_TOKEN = _UNCOUNTED - 128
-SLOT_SIZE = _LAYOUT.size
+SLOT_SIZE = _LAYOUT.size + _HELD_LENGTH.size + HELD_MAX
 # The parts written alone, compiled once (a format string is looked up on every call).
 _SEQ = struct.Struct("<Q")
 _ONE_TIME = struct.Struct("<d")
@@ -71,6 +78,7 @@ class SlotView(msgspec.Struct, frozen=True, kw_only=True):
     function: str
     next_token: str  # a claim sent with this token may have taken a job the slot does not show
     uncounted: bytes  # outcome counts not written yet (jobs.tally.decode_pending)
+    held: bytes  # jobs held besides the one it runs (holding.decode_held)
 
 
 def _text(raw: bytes) -> str:
@@ -104,7 +112,8 @@ class Slots:
               job_id: str = "", queue: str = "", token: str = "", function: str = "",
               attempt: int = 0, started: float = 0.0, deadline: float = 0.0,
               soft_deadline: float = 0.0, idle_since: float = 0.0,
-              uncounted: bytes = b"", jobs_failed: int = 0, busy_time: float = 0.0) -> None:
+              uncounted: bytes = b"", jobs_failed: int = 0, busy_time: float = 0.0,
+              held: bytes = b"") -> None:
         off = i * SLOT_SIZE
         with self._lock:
             seq = _SEQ.unpack_from(self._map, off)[0]
@@ -115,6 +124,7 @@ class Slots:
                 job_id.encode()[:128], queue.encode()[:128], token.encode()[:128],
                 function.encode()[:200], b"", len(uncounted), uncounted,
             )
+            self._put_held(off, held)
             _SEQ.pack_into(self._map, off, seq + 2)
 
     def beat(self, i: int) -> None:
@@ -141,6 +151,21 @@ class Slots:
         """Publish the child's unwritten outcome counts (``b""`` once written)."""
         self._patch(i, _UNCOUNTED, _COUNTS, len(blob), blob)
 
+    def holding(self, i: int, blob: bytes) -> None:
+        """Publish what the child holds besides its job (``b""``: nothing)."""
+        off = i * SLOT_SIZE
+        with self._lock:
+            seq = _SEQ.unpack_from(self._map, off)[0]
+            _SEQ.pack_into(self._map, off, seq + 1)
+            self._put_held(off, blob)
+            _SEQ.pack_into(self._map, off, seq + 2)
+
+    def _put_held(self, off: int, blob: bytes) -> None:
+        size = min(len(blob), HELD_MAX)  # the child never holds more than HELD_MAX shows
+        _HELD_LENGTH.pack_into(self._map, off + _HELD, size)
+        start = off + _HELD + _HELD_LENGTH.size
+        self._map[start:start + size] = blob[:size]
+
     def _patch(self, i: int, field: int, fmt: struct.Struct, *values: object) -> None:
         """Overwrite one field of slot ``i`` under its sequence counter."""
         off = i * SLOT_SIZE
@@ -154,6 +179,9 @@ class Slots:
         off = i * SLOT_SIZE
         for _ in range(1000):
             values = _LAYOUT.unpack_from(self._map, off)
+            held_size = min(_HELD_LENGTH.unpack_from(self._map, off + _HELD)[0], HELD_MAX)
+            start = off + _HELD + _HELD_LENGTH.size
+            held = self._map[start:start + held_size]
             if values[0] % 2 == 0 and struct.unpack_from("<Q", self._map, off)[0] == values[0]:
                 break
         (_, done, started, deadline, soft, beat, idle, busy, state, pid, attempt, failed,
@@ -165,4 +193,5 @@ class Slots:
             busy_time=busy, job_id=_text(job_id), queue=_text(queue), token=_text(token),
             function=_text(function),
             next_token=_text(next_token), uncounted=uncounted[:size],
+            held=held,
         )

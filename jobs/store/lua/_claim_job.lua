@@ -22,6 +22,25 @@ local function claimed_with(keys, first_key, prefix, token)
     return nil
 end
 
+-- Every job claim `token` took and still holds: the one claimed with `token` itself and
+-- those of the same batch claim (`token` .. '+' .. i, finish_batch.lua). Returns a list of
+-- {queue position, id}.
+local function claimed_with_all(keys, first_key, prefix, token)
+    local found = {}
+    local batch = token .. '+'
+    local q = 0
+    for at = first_key, #keys, 3 do
+        q = q + 1
+        for _, id in ipairs(redis.call('ZRANGE', keys[at + 1], 0, -1)) do
+            local tok = record(prefix .. id, 'tok')[1]
+            if tok == token or (tok and string.sub(tok, 1, #batch) == batch) then
+                found[#found + 1] = {q, id}
+            end
+        end
+    end
+    return found
+end
+
 -- Claim at most one job from the first non-empty, unpaused queue, in the order given.
 -- A resent claim (its first reply lost; `resent` is '1') returns the job the first one
 -- took, not a second. `done_id`, `done_queue`, `done_ms`: a completion whose event rides

@@ -1,0 +1,208 @@
+"""What a worker holds besides the job it runs: jobs a batch claim took that have not
+started yet, and jobs that ran and succeeded whose outcome is not written yet (it goes
+with the next call). Both are mirrored in the worker's slot, so the supervisor of a
+worker that dies gives the first back (no attempt spent) and writes the second.
+
+A held job starts within ``bound`` of its claim (5 ms by default: five times
+``[worker] claim_batch_under_ms``) or goes back to its queue: the worker's main thread
+gives back what it finds late, and a thread of its own does it while a job runs long, so
+a job that came in behind a batch never waits on it longer.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+import msgspec
+
+from jobs.records import Claimed
+from jobs.store.broker import Completion
+
+log = logging.getLogger(__name__)
+
+HOLD_BOUND = 0.005  # seconds a held job may wait for its start, by default
+HELD_MAX = 8192  # bytes of the slot that mirror what is held (kept results included)
+RETRY_PAUSE = 0.5  # between attempts to give jobs back while Redis is away
+
+
+class Held(msgspec.Struct, frozen=True, array_like=True):
+    """One held job as the slot shows it: not started (``result`` None) or run and
+    succeeded, its outcome not written yet."""
+
+    job_id: str
+    queue: str
+    token: str
+    result: bytes | None = None
+    result_ttl: float = 0.0
+    duration: float = 0.0
+    function: str = "?"  # what its success is counted under
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(list[Held])
+
+
+def decode_held(blob: bytes) -> list[Held]:
+    """What a slot shows as held; unreadable bytes show nothing."""
+    try:
+        return _decoder.decode(blob) if blob else []
+    except msgspec.DecodeError:
+        return []
+
+
+def _waiting(job: Claimed) -> Held:
+    return Held(job.id, job.queue, job.token)
+
+
+def _kept(c: Completion) -> Held:
+    return Held(c.job.id, c.job.queue, c.job.token, c.result, c.result_ttl, c.duration,
+                c.job.spec.function if c.job.spec else "?")
+
+
+class Holding:
+    """The held jobs of one worker. ``give_back`` releases jobs in Redis (raising while it
+    cannot); ``mirror`` shows the held list in the worker's slot."""
+
+    def __init__(self, give_back: Callable[[list[Claimed]], None],
+                 mirror: Callable[[bytes], None], bound: float = HOLD_BOUND) -> None:
+        self.bound = bound
+        self.lock = threading.Lock()
+        self.waiting: deque[Claimed] = deque()  # claimed, not started: first to run first
+        self.deadline = 0.0  # when the jobs waiting go back if not started
+        self.done: list[Completion] = []  # succeeded, to be written with the next call
+        self._returning: list[Claimed] = []  # being given back, until Redis has them
+        self._give_back = give_back
+        self._mirror = mirror
+        self._blob = b""
+        self._wake = threading.Event()
+
+    # -- the main thread ---------------------------------------------------------------------
+
+    def hold(self, jobs: list[Claimed]) -> None:
+        """Jobs claimed with the one about to run: each starts within ``bound`` or goes
+        back."""
+        with self.lock:
+            self.waiting.extend(jobs)
+            self.deadline = time.monotonic() + self.bound
+            self._changed()
+            if not self._wake.is_set():
+                self._wake.set()
+
+    def next(self) -> Claimed | None:
+        """The next held job to run, or None: none held, or those held are late (they go
+        back now)."""
+        if not self.waiting:
+            return None
+        with self.lock:
+            if not self.waiting:
+                return None
+            if time.monotonic() <= self.deadline:
+                job = self.waiting.popleft()
+                self._changed()
+                return job
+            late = self._take()
+        self._return(late, retry=False)
+        return None
+
+    def keep(self, c: Completion) -> bool:
+        """Keep a success to write with the next call, if the slot has room to mirror it
+        and a held job is to run first; False: write it now."""
+        if not self.waiting:
+            return False
+        with self.lock:
+            if not self.waiting:
+                return False
+            before = self._blob
+            self.done.append(c)
+            self._changed()
+            if len(self._blob) > HELD_MAX:
+                self.done.pop()
+                self._blob = before
+                return False
+            return True
+
+    def written(self, count: int) -> None:
+        """The first ``count`` kept successes are in Redis."""
+        with self.lock:
+            del self.done[:count]
+            self._changed()
+
+    def give_back_all(self) -> None:
+        """Give back every job waiting (a stop, a pause, a recycle); kept successes stay
+        to be written."""
+        with self.lock:
+            jobs = self._take()
+        self._return(jobs, retry=False)
+
+    def blob(self) -> bytes:
+        """The slot's mirror of what is held (read under ``lock`` with the slot write)."""
+        return self._blob
+
+    @property
+    def busy(self) -> bool:
+        """Anything held: a job to start or an outcome to write."""
+        return bool(self.waiting or self.done)
+
+    # -- the holder thread -------------------------------------------------------------------
+
+    def start(self) -> None:
+        threading.Thread(target=self._watch, daemon=True, name="holder").start()
+
+    def _watch(self) -> None:
+        """Give back held jobs past their deadline while the main thread runs a job."""
+        while True:
+            self._wake.wait()
+            with self.lock:
+                if not self.waiting:
+                    self._wake.clear()
+                    continue
+                left = self.deadline - time.monotonic()
+                late = self._take() if left <= 0 else []
+            if left > 0:
+                time.sleep(left)
+            else:
+                self._return(late, retry=True)
+
+    # -- both ----------------------------------------------------------------------------------
+
+    def _take(self) -> list[Claimed]:
+        """Under ``lock``: the waiting jobs, moved to those being given back."""
+        jobs = list(self.waiting)
+        self.waiting.clear()
+        self._returning += jobs
+        self._changed()
+        return jobs
+
+    def _return(self, jobs: list[Claimed], retry: bool) -> None:
+        """Give ``jobs`` back; until Redis has them the slot still shows them (a worker
+        that dies meanwhile has them given back by its supervisor)."""
+        if not jobs:
+            return
+        while True:
+            try:
+                self._give_back(jobs)
+                break
+            except Exception as exc:
+                if not retry:
+                    log.warning("held jobs not given back yet (%s); retrying", exc)
+                    threading.Thread(target=self._return, args=(jobs, True), daemon=True,
+                                     name="holder-retry").start()
+                    return
+                time.sleep(RETRY_PAUSE)
+        with self.lock:
+            for job in jobs:
+                self._returning.remove(job)
+            self._changed()
+            self._mirror(self._blob)
+
+    def _changed(self) -> None:
+        """Under ``lock``: encode the mirror again."""
+        if self._returning or self.waiting or self.done:
+            self._blob = _encoder.encode([*map(_waiting, self._returning),
+                                          *map(_waiting, self.waiting), *map(_kept, self.done)])
+        else:
+            self._blob = b""
