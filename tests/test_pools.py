@@ -3,6 +3,7 @@ its own queues under its own limits; scaling, pausing and reloading them at run 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import socket
@@ -11,6 +12,7 @@ import sys
 from pathlib import Path
 
 import msgspec
+import psutil
 import pytest
 
 from jobs import Queue
@@ -45,6 +47,15 @@ def cli(r: Running, *args: str) -> subprocess.CompletedProcess[str]:
 
 def ident(r: Running) -> str:
     return f"{socket.gethostname()}:{r.proc.pid}"
+
+
+def titles(r: Running) -> str:
+    """The process titles of the supervisor's workers, one per line."""
+    found = []
+    for p in r.workers():
+        with contextlib.suppress(psutil.Error):
+            found.append(" ".join(p.cmdline()))
+    return "\n".join(found)
 
 
 def by_pool(r: Running) -> dict[str, set[int]]:
@@ -332,7 +343,9 @@ def test_a_busy_worker_of_a_paused_pool_finishes_its_job_then_claims_nothing(sup
     q = Queue("reports", r.broker)
     running = q.enqueue("examples.cpu:spin", 2.0)
     behind = q.enqueue("tests.jobfuncs:worker_pid")
-    wait_until(lambda: running.refresh().state == "active", timeout=10, what="the first job")
+    # Running, not only claimed: a pause that meets a claim in flight gives the job back.
+    wait_until(lambda: f"busy examples.cpu:spin {running.id}" in titles(r), timeout=10,
+               what="the first job running")
     send_control(ident(r), PausePool(pool="reports", paused=True), r.broker)
     wait_until(lambda: "control message: pause pool reports" in r.logs(), timeout=10)
     assert running.result(timeout=20) == 2.0

@@ -54,13 +54,21 @@ def decode_held(blob: bytes) -> list[Held]:
         return []
 
 
-def _waiting(job: Claimed) -> Held:
-    return Held(job.id, job.queue, job.token)
+def _waiting(job: Claimed) -> bytes:
+    return _encoder.encode(Held(job.id, job.queue, job.token))
 
 
-def _kept(c: Completion) -> Held:
-    return Held(c.job.id, c.job.queue, c.job.token, c.result, c.result_ttl, c.duration,
-                c.job.spec.function if c.job.spec else "?")
+def _kept(c: Completion) -> bytes:
+    return _encoder.encode(Held(c.job.id, c.job.queue, c.job.token, c.result, c.result_ttl,
+                                c.duration, c.job.spec.function if c.job.spec else "?"))
+
+
+def _array(entries: list[bytes]) -> bytes:
+    """A msgpack array of entries encoded one by one (each is encoded once, when it is
+    held or kept, not again at every change of the list)."""
+    n = len(entries)
+    head = bytes((0x90 | n,)) if n < 16 else b"\xdc" + n.to_bytes(2, "big")
+    return head + b"".join(entries)
 
 
 class Holding:
@@ -71,13 +79,17 @@ class Holding:
                  mirror: Callable[[bytes], None], bound: float = HOLD_BOUND) -> None:
         self.bound = bound
         self.lock = threading.Lock()
-        self.waiting: deque[Claimed] = deque()  # claimed, not started: first to run first
+        # Claimed, not started, first to run first; and each one's encoded mirror entry.
+        self.waiting: deque[Claimed] = deque()
+        self._waiting: deque[bytes] = deque()
         self.deadline = 0.0  # when the jobs waiting go back if not started
         self.done: list[Completion] = []  # succeeded, to be written with the next call
-        self._returning: list[Claimed] = []  # being given back, until Redis has them
+        self._done: list[bytes] = []
+        self._returning: list[tuple[Claimed, bytes]] = []  # given back, until Redis has them
+        self._size = 0  # bytes of every entry above
         self._give_back = give_back
         self._mirror = mirror
-        self._blob = b""
+        self._blob: bytes | None = b""  # None: to be joined again
         self._wake = threading.Event()
 
     # -- the main thread ---------------------------------------------------------------------
@@ -85,10 +97,13 @@ class Holding:
     def hold(self, jobs: list[Claimed]) -> None:
         """Jobs claimed with the one about to run: each starts within ``bound`` or goes
         back."""
+        entries = [_waiting(j) for j in jobs]
         with self.lock:
             self.waiting.extend(jobs)
+            self._waiting.extend(entries)
+            self._size += sum(map(len, entries))
             self.deadline = time.monotonic() + self.bound
-            self._changed()
+            self._blob = None
             if not self._wake.is_set():
                 self._wake.set()
 
@@ -101,9 +116,9 @@ class Holding:
             if not self.waiting:
                 return None
             if time.monotonic() <= self.deadline:
-                job = self.waiting.popleft()
-                self._changed()
-                return job
+                self._size -= len(self._waiting.popleft())
+                self._blob = None
+                return self.waiting.popleft()
             late = self._take()
         self._return(late, retry=False)
         return None
@@ -113,23 +128,25 @@ class Holding:
         and a held job is to run first; False: write it now."""
         if not self.waiting:
             return False
+        entry = _kept(c)
         with self.lock:
-            if not self.waiting:
+            if not self.waiting or self._size + len(entry) + 3 > HELD_MAX:
                 return False
-            before = self._blob
             self.done.append(c)
-            self._changed()
-            if len(self._blob) > HELD_MAX:
-                self.done.pop()
-                self._blob = before
-                return False
+            self._done.append(entry)
+            self._size += len(entry)
+            self._blob = None
             return True
 
     def written(self, count: int) -> None:
         """The first ``count`` kept successes are in Redis."""
+        if not count:
+            return
         with self.lock:
             del self.done[:count]
-            self._changed()
+            self._size -= sum(map(len, self._done[:count]))
+            del self._done[:count]
+            self._blob = None
 
     def give_back_all(self) -> None:
         """Give back every job waiting (a stop, a pause, a recycle); kept successes stay
@@ -140,6 +157,11 @@ class Holding:
 
     def blob(self) -> bytes:
         """The slot's mirror of what is held (read under ``lock`` with the slot write)."""
+        if self._blob is None:
+            entries = [e for _, e in self._returning]
+            entries += self._waiting
+            entries += self._done
+            self._blob = _array(entries) if entries else b""
         return self._blob
 
     @property
@@ -172,9 +194,10 @@ class Holding:
     def _take(self) -> list[Claimed]:
         """Under ``lock``: the waiting jobs, moved to those being given back."""
         jobs = list(self.waiting)
+        self._returning += zip(jobs, self._waiting, strict=True)
         self.waiting.clear()
-        self._returning += jobs
-        self._changed()
+        self._waiting.clear()
+        self._blob = None
         return jobs
 
     def _return(self, jobs: list[Claimed], retry: bool) -> None:
@@ -194,15 +217,8 @@ class Holding:
                     return
                 time.sleep(RETRY_PAUSE)
         with self.lock:
-            for job in jobs:
-                self._returning.remove(job)
-            self._changed()
-            self._mirror(self._blob)
-
-    def _changed(self) -> None:
-        """Under ``lock``: encode the mirror again."""
-        if self._returning or self.waiting or self.done:
-            self._blob = _encoder.encode([*map(_waiting, self._returning),
-                                          *map(_waiting, self.waiting), *map(_kept, self.done)])
-        else:
-            self._blob = b""
+            given = {id(j) for j in jobs}
+            self._size -= sum(len(e) for j, e in self._returning if id(j) in given)
+            self._returning = [(j, e) for j, e in self._returning if id(j) not in given]
+            self._blob = None
+            self._mirror(self.blob())
