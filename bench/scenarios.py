@@ -79,9 +79,12 @@ def bulk_enqueue(b: Bench, n: int) -> dict[str, Any]:
     return {"jobs_per_s": rate, "raw_pipelined_per_s": raw, "ratio": rate / raw}
 
 
-def cpu_efficiency(b: Bench, n: int, seconds: float = 0.05) -> dict[str, Any]:
+def cpu_efficiency(b: Bench, n: int, seconds: float = 0.05,
+                   claim_ahead: bool = True) -> dict[str, Any]:
+    """``n`` CPU-bound jobs of ``seconds`` on 2 workers: the share of the time they ran.
+    ``claim_ahead``: the workers' ``[worker] claim_ahead``."""
     broker = b.broker()
-    sup = b.supervisor(broker)
+    sup = b.supervisor(broker, worker="" if claim_ahead else "claim_ahead = false")
     q = Queue("default", broker)
     pause("default", broker)
     queued = q.enqueue_many([q.call("examples.cpu:spin", seconds) for _ in range(n)])

@@ -277,18 +277,26 @@ class Worker:
                         "was discarded", job.id)
         return ("completed" if done else None), following
 
+    def fresh_token(self) -> str:
+        """A claim token of this worker for a call made on another thread (claim-ahead)."""
+        return self._token()
+
     def finish_batch(self, done: Sequence[Completion], want: int,
-                     resent: bool = False) -> list[Claimed]:
+                     resent: bool = False, token: str | None = None) -> list[Claimed]:
         """Write the successes ``done`` and claim up to ``want`` jobs, in one round trip.
 
         ``resent``: ask again after a call whose reply was lost (its outcomes written since
         with ``finish``): the jobs that call claimed are returned, not claimed twice.
+        ``token``: a call of another thread than the worker's own (claim-ahead), which
+        leaves the worker's pending claim alone.
         """
-        if not resent:
-            self.pending_token = self._token()
-        token = self.pending_token
+        if token is None:
+            if not resent:
+                self.pending_token = self._token()
+            token = self.pending_token
         assert token is not None
-        self.claiming(token)
+        if want:
+            self.claiming(token)
         counts = self.tally.send_due() if not resent else None
         try:
             written, claimed = self.broker.finish_batch(
@@ -298,17 +306,18 @@ class Worker:
         finally:
             if counts is not None:
                 counts.settle()
-        self.pending_token = None
-        if not claimed:
+        if token == self.pending_token:
+            self.pending_token = None
+        if want and not claimed:
             self.claiming("")
-        for c, ok in zip(done, written, strict=True):
-            if ok:
+        for c, state in zip(done, written, strict=True):
+            if state == "now":  # counted and logged once, by the call that wrote it
                 self.tally.completed(c.job.queue, c.job.spec.function if c.job.spec else "?",
                                      c.duration)
                 if self.log_jobs:
                     log_end(c.job, Outcome(verdict=Verdict.COMPLETED, result=c.result,
                                            duration=c.duration), "completed")
-            else:
+            elif state is None:
                 log.warning("job %s was taken back before this worker wrote its result; the "
                             "result was discarded", c.job.id)
         return claimed

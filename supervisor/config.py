@@ -83,6 +83,9 @@ class WorkerSettings(Table, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     # claim_batch_under_ms (supervisor.runtime.batch_size); 1: one job per claim, always.
     claim_batch: ClaimBatch = 16
     claim_batch_under_ms: Annotated[float, Meta(gt=0, le=600_000)] = 1.0
+    # Claim a function's next job 2 ms before the current one is expected to end, once
+    # its run times are steady (supervisor.runtime.ahead).
+    claim_ahead: bool = True
 
     def __post_init__(self) -> None:
         if self.weights and len(self.weights) != len(self.queues):
@@ -109,6 +112,7 @@ class PoolSettings(Table, frozen=True, kw_only=True, forbid_unknown_fields=True)
     log_jobs: bool | None = None
     claim_batch: ClaimBatch | None = None
     claim_batch_under_ms: Annotated[float, Meta(gt=0, le=600_000)] | None = None
+    claim_ahead: bool | None = None
 
     def __post_init__(self) -> None:
         if self.name == DEFAULT_POOL:
@@ -135,6 +139,7 @@ class PoolSpec(msgspec.Struct, frozen=True, kw_only=True):
     log_jobs: bool
     claim_batch: int
     claim_batch_under_ms: float
+    claim_ahead: bool
 
 
 class Limit(Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -301,7 +306,7 @@ class Config(Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
             max_memory_per_child=s.max_memory_per_child, job_memory_limit=s.job_memory_limit,
             heartbeat_timeout=s.heartbeat_timeout, kill_grace=s.kill_grace,
             log_jobs=w.log_jobs, claim_batch=w.claim_batch,
-            claim_batch_under_ms=w.claim_batch_under_ms)
+            claim_batch_under_ms=w.claim_batch_under_ms, claim_ahead=w.claim_ahead)
         out = {DEFAULT_POOL: default} if w.queues else {}
         for p in self.pools:
             out[p.name] = msgspec.structs.replace(
@@ -312,7 +317,7 @@ class Config(Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
 
 OVERRIDES = ("max_jobs_per_child", "max_memory_per_child", "job_memory_limit",
              "heartbeat_timeout", "kill_grace", "log_jobs", "claim_batch",
-             "claim_batch_under_ms")
+             "claim_batch_under_ms", "claim_ahead")
 
 
 def _overrides(p: PoolSettings) -> dict[str, Any]:

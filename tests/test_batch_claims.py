@@ -4,12 +4,13 @@ supervisor/runtime/batch_size.py)."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import msgspec
 import pytest
 
-from jobs import Broker, Call, EnqueueOptions, JobState, Queue, enqueue_many
+from jobs import Broker, Call, EnqueueOptions, Job, JobState, Queue, enqueue_many
 from jobs.records import Claimed
 from jobs.store.broker import Completion
 from supervisor.runtime.batch_size import BatchSize
@@ -43,7 +44,7 @@ def test_a_batch_call_writes_successes_and_claims_jobs_each_under_its_own_token(
     assert first and second
     done = [Completion(first, b"\x01", 60, 0.002), Completion(second, b"\x02", 60, 0.0)]
     written, claimed = broker.finish_batch(done, 3, ["default"], "w#3", 30)
-    assert written == [True, True]
+    assert written == ["now", "now"]
     assert [c.id for c in claimed] == ids[2:5]
     assert [c.token for c in claimed] == ["w#3", "w#3+2", "w#3+3"]
     assert [c.attempt for c in claimed] == [1, 1, 1]
@@ -60,7 +61,7 @@ def test_a_batch_call_writes_successes_and_claims_jobs_each_under_its_own_token(
     stale = msgspec.structs.replace(claimed[0], token="other")
     written, claimed = broker.finish_batch([done[0], Completion(stale, b"", 60, 0.0)], 0,
                                            ["default"], "w#4", 30)
-    assert written == [True, False] and claimed == []
+    assert written == ["before", None] and claimed == []
     assert _completed_events(broker, first.id) == 1
 
 
@@ -87,7 +88,7 @@ def test_a_batch_claim_stops_at_an_empty_queue_and_says_every_success(broker):
     taken = [broker.claim(["default"], f"w#{i}", 30) for i in range(3)]
     written, claimed = broker.finish_batch(
         [Completion(c, b"", 60, 0.0) for c in taken if c], 8, ["default"], "w#5", 30)
-    assert written == [True] * 3 and claimed == []
+    assert written == ["now"] * 3 and claimed == []
     assert all(_completed_events(broker, i) == 1 for i in ids)
 
 
@@ -258,3 +259,68 @@ def test_a_bad_claim_batch_is_refused_naming_the_key(tmp_path: Path):
         with pytest.raises(Exception, match=rf"\$\.worker\.{key}"):
             load_config(path)
 
+
+
+# -- claim-ahead ---------------------------------------------------------------------------
+
+
+def _spins(broker: Broker, out: Path, tags: list[str], seconds: list[float]) -> list[Job]:
+    calls = [Call("tests.jobfuncs:ledger", (str(out), tag, s), {},
+                  EnqueueOptions(queue="default")) for tag, s in zip(tags, seconds, strict=True)]
+    return enqueue_many(calls, broker)
+
+
+def test_a_steady_function_s_next_job_is_claimed_before_the_current_one_ends(
+        sup, tmp_path: Path):
+    r = start_and_wait(sup, workers=1, tail="claim_batch = 1")
+    out = tmp_path / "ran"
+    tags = [f"j{i}" for i in range(12)]
+    jobs_ = _spins(r.broker, out, tags, [0.03] * 12)
+    for j, tag in zip(jobs_, tags, strict=True):
+        assert j.result(timeout=30) == tag
+    events = _events(r.broker)
+    started = {e["id"]: at for at, e in events if e["e"] == "started"}
+    completed = {e.get("id") if e["e"] == "completed" else e.get("p.id"): at
+                 for at, e in events if "completed" in (e["e"], e.get("p.e"))}
+    # Once the run time is known (5 runs), each next job is claimed (its 'started'
+    # event) before the one before it is written: the claim overlapped the job.
+    ahead = [j.id for prev, j in itertools.pairwise(jobs_)
+             if started[j.id] < completed[prev.id]]
+    assert len(ahead) >= 4, (ahead, events)
+    assert sorted(out.read_text().split()) == sorted(tags)
+    assert all(j.refresh().attempts == 1 for j in jobs_)
+    assert r.stop() == 0
+
+
+def test_the_job_claimed_ahead_of_one_that_overruns_goes_back_at_once(sup, tmp_path: Path):
+    r = start_and_wait(sup, workers=1, tail="claim_batch = 1")
+    out = tmp_path / "ran"
+    tags = [f"j{i}" for i in range(12)]
+    seconds = [0.03] * 8 + [0.6] + [0.03] * 3
+    jobs_ = _spins(r.broker, out, tags, seconds)
+    for j, tag in zip(jobs_, tags, strict=True):
+        assert j.result(timeout=30) == tag
+    long_job, behind = jobs_[8], jobs_[9]
+    events = _events(r.broker)
+    started = next(_ms(at) for at, e in events if e["e"] == "started" and e["id"] == long_job.id)
+    released = [_ms(at) for at, e in events if e["e"] == "released" and e["id"] == behind.id]
+    # Claimed ahead of the long job's expected end (30 ms), given back a few ms later (a
+    # generous 300 ms here for a slow machine), not when it ended 0.6 s later.
+    assert len(released) == 1 and released[0] - started < 300, (started, released)
+    assert behind.refresh().attempts == 1  # the claim ahead spent no attempt
+    assert sorted(out.read_text().split()) == sorted(tags)
+    assert r.stop() == 0
+
+
+def test_claim_ahead_false_claims_only_when_a_job_ends(sup, tmp_path: Path):
+    r = start_and_wait(sup, workers=1, tail="claim_batch = 1\nclaim_ahead = false")
+    jobs_ = _spins(r.broker, tmp_path / "ran", [f"j{i}" for i in range(9)], [0.02] * 9)
+    for j in jobs_:
+        j.result(timeout=30)
+    events = _events(r.broker)
+    started = {e["id"]: at for at, e in events if e["e"] == "started"}
+    merged = {e["id"]: e.get("p.id") for _, e in events if e["e"] == "started"}
+    # Each job after the first was claimed by the call that wrote the one before.
+    assert [merged[j.id] for j in jobs_[1:]] == [j.id for j in jobs_[:-1]]
+    assert len(started) == 9
+    assert r.stop() == 0

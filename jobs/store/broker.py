@@ -288,12 +288,13 @@ class Broker(Store):
                      token: str, lease: float, resent: bool = False,
                      counts: dict[int, dict[str, int]] | None = None,
                      counted: Callable[[bool], None] | None = None,
-                     ) -> tuple[list[bool], list[Claimed]]:
+                     ) -> tuple[list[str | None], list[Claimed]]:
         """Complete the jobs ``done`` and claim up to ``want`` jobs in one round trip (the
         hot path of a worker claiming short jobs in batches).
 
-        Returns, per completion, whether it was written (False: its token no longer held
-        the job), and the claimed jobs: the first under ``token``, the i-th (from 2 on)
+        Returns, per completion, "now" when this call wrote it, "before" when an earlier
+        call with its token did (a resend), None when its token no longer held the job;
+        and the claimed jobs: the first under ``token``, the i-th (from 2 on)
         under ``token+i`` (``batch_token``). ``resent``: this call may have run before (its
         reply was lost); what it claimed then is returned, not claimed again. ``counts``
         and ``counted`` as for ``finish_and_claim``.
@@ -310,7 +311,7 @@ class Broker(Store):
         with translated(self.url):
             written, claimed = self.runner.run_after(before, self.scripts.finish_batch,
                                                      message, answered)
-        return ([bool(w) for w in written],
+        return ([_WRITTEN.get(int(w)) for w in written],
                 [claimed_from_reply(reply, queues, batch_token(token, i))
                  for i, reply in enumerate(claimed, 1)])
 
@@ -457,6 +458,7 @@ def batch_token(token: str, i: int) -> str:
     return token if i == 1 else f"{token}+{i}"
 
 
+_WRITTEN = {1: "now", 2: "before"}
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
 _TAIL = struct.Struct(">ddB")

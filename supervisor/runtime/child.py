@@ -33,6 +33,7 @@ from jobs.records import Claimed
 from jobs.store.broker import Completion
 from supervisor.config import Config, PoolSpec
 from supervisor.errors import ExitCode
+from supervisor.runtime.ahead import LEAD, SWITCH_INTERVAL, Ahead, Durations
 from supervisor.runtime.batch_size import BatchSize
 from supervisor.runtime.holding import Holding
 from supervisor.runtime.proctitle import set_title
@@ -112,6 +113,12 @@ class Child:
         self.batch_size = BatchSize(spec.claim_batch, short)
         # A held job starts within five times what counts as short, or goes back.
         self.holding = Holding(self._release_held, self._mirror_held, bound=5 * short)
+        # Jobs long enough to claim ahead of: their end is more than a lead away.
+        self.durations = Durations(shortest=max(short, 2 * LEAD))
+        self.ahead = False  # claim-ahead on (spec.claim_ahead, once the worker is up)
+        # Held by whichever thread writes outcomes or claims: one call in flight at a time.
+        self.claim_lock = threading.RLock()
+        self.running_id: str | None = None  # the job running now, while it runs
 
     def run(self, parent: int) -> int:
         """Child main; returns the exit code. Never returns into the supervisor's code."""
@@ -130,7 +137,12 @@ class Child:
         worker.log_jobs = self.spec.log_jobs
         worker.tally.mirror = self._mirror_counts
         threading.Thread(target=self._heartbeat, daemon=True, name="heartbeat").start()
-        if self.spec.claim_batch > 1:
+        if self.spec.claim_ahead:
+            Ahead(worker, self.holding, self.claim_lock, lambda: self.running_id,
+                  lambda: not self.stopping and not self.slots.held(self.slot))
+            sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
+            self.ahead = True
+        if self.spec.claim_batch > 1 or self.ahead:
             self.holding.start()
         self._idle(worker)
         claimed: Claimed | None = None  # the next job to run, if one was claimed
@@ -345,21 +357,43 @@ class Child:
         self.busy_title = (name, job.id)
         if now - self.title_at >= TITLE_EVERY:
             self._show_busy()
+        if self.ahead:
+            self._look_ahead(job, name, now)
         if soft:
             signal.setitimer(signal.ITIMER_REAL, soft)
         try:
             outcome, policy = worker.execute(job, resolved)
         finally:
+            self.running_id = None
             signal.setitimer(signal.ITIMER_REAL, 0)  # also a timer the job set and left
             self._contain(job)
+        if self.ahead:
+            self.durations.observe(name, outcome.duration)
         self.slots.returned(self.slot)
         self.jobs_done += 1
         if outcome.error is not None:
             self.jobs_failed += 1
         return outcome, policy
 
+    def _look_ahead(self, job: Claimed, name: str, now: float) -> None:
+        """Claim-ahead: have the holder thread claim the next job ``LEAD`` before this
+        one's expected end, and write the success kept for it while this one runs."""
+        self.running_id = job.id
+        holding = self.holding
+        expected = self.durations.expected(name)
+        if expected is not None and not holding.waiting:
+            holding.arm(job.id, now + expected - LEAD)
+        if holding.done and not holding.waiting and self.batch_size.size == 1:
+            holding.flush_soon()  # kept for the job claimed ahead, which runs now
+
     def _finish(self, worker: Worker, job: Claimed, outcome: Outcome,
                 policy: Policy) -> Claimed | None:
+        self.holding.disarm()
+        with self.claim_lock:  # after a claim ahead in flight, if one is
+            return self._finish_locked(worker, job, outcome, policy)
+
+    def _finish_locked(self, worker: Worker, job: Claimed, outcome: Outcome,
+                       policy: Policy) -> Claimed | None:
         """Write the outcome and claim the next job in one round trip; when Redis does not
         answer, keep the outcome until it is written, then recover what the call claimed.
 
@@ -399,7 +433,14 @@ class Child:
         """Write the kept successes (and ``last``) and claim up to ``want`` jobs in one
         call; the first is returned, the rest held. When Redis does not answer, each is
         written on its own until written, then what the call claimed is recovered."""
+        with self.claim_lock:
+            return self._write_kept_locked(worker, want, last)
+
+    def _write_kept_locked(self, worker: Worker, want: int,
+                           last: Completion | None) -> Claimed | None:
         done = [*self.holding.done, *([last] if last else [])]
+        if not done and not want:
+            return None  # written meanwhile by the holder thread
         try:
             claimed = worker.finish_batch(done, want)
             self.outage = 0

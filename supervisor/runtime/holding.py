@@ -91,21 +91,44 @@ class Holding:
         self._mirror = mirror
         self._blob: bytes | None = b""  # None: to be joined again
         self._wake = threading.Event()
+        # Claim-ahead (supervisor.runtime.ahead): the job during which to claim the next
+        # one, and when; and kept successes to be written by the holder thread now.
+        self.ahead_for: str | None = None
+        self.ahead_at = 0.0
+        self._flush_due = False
+        self.on_ahead: Callable[[str], None] = lambda job_id: None
+        self.on_flush: Callable[[], None] = lambda: None
 
     # -- the main thread ---------------------------------------------------------------------
 
-    def hold(self, jobs: list[Claimed]) -> None:
-        """Jobs claimed with the one about to run: each starts within ``bound`` or goes
-        back."""
+    def hold(self, jobs: list[Claimed], wait: float = 0.0) -> None:
+        """Jobs claimed with the one about to run (or ahead of its end, expected in
+        ``wait`` seconds): each starts within ``wait`` + ``bound`` or goes back."""
         entries = [_waiting(j) for j in jobs]
         with self.lock:
             self.waiting.extend(jobs)
             self._waiting.extend(entries)
             self._size += sum(map(len, entries))
-            self.deadline = time.monotonic() + self.bound
+            self.deadline = time.monotonic() + wait + self.bound
             self._blob = None
             if not self._wake.is_set():
                 self._wake.set()
+
+    def arm(self, job_id: str, at: float) -> None:
+        """Claim the next job at ``at`` (monotonic) if ``job_id`` still runs then."""
+        with self.lock:
+            self.ahead_for, self.ahead_at = job_id, at
+            self._wake.set()
+
+    def disarm(self) -> None:
+        """The job that was to be claimed ahead of has ended."""
+        self.ahead_for = None
+
+    def flush_soon(self) -> None:
+        """Have the holder thread write the kept successes now (the next job runs)."""
+        with self.lock:
+            self._flush_due = True
+            self._wake.set()
 
     def next(self) -> Claimed | None:
         """The next held job to run, or None: none held, or those held are late (they go
@@ -147,6 +170,7 @@ class Holding:
             self._size -= sum(map(len, self._done[:count]))
             del self._done[:count]
             self._blob = None
+            self._mirror(self.blob())
 
     def give_back_all(self) -> None:
         """Give back every job waiting (a stop, a pause, a recycle); kept successes stay
@@ -175,19 +199,32 @@ class Holding:
         threading.Thread(target=self._watch, daemon=True, name="holder").start()
 
     def _watch(self) -> None:
-        """Give back held jobs past their deadline while the main thread runs a job."""
+        """While the main thread runs a job: give back held jobs past their deadline,
+        write kept successes when asked, claim ahead when the time comes."""
+        wake_at: float | None = None  # the next time something is due (None: nothing)
         while True:
-            self._wake.wait()
+            self._wake.wait(None if wake_at is None else max(0.0, wake_at - time.monotonic()))
+            now = time.monotonic()
             with self.lock:
-                if not self.waiting:
-                    self._wake.clear()
-                    continue
-                left = self.deadline - time.monotonic()
-                late = self._take() if left <= 0 else []
-            if left > 0:
-                time.sleep(left)
-            else:
-                self._return(late, retry=True)
+                self._wake.clear()  # a change from here on wakes the next wait at once
+                late = self._take() if self.waiting and now >= self.deadline else []
+                flush, self._flush_due = self._flush_due and bool(self.done), False
+                ahead = None
+                if self.ahead_for is not None and now >= self.ahead_at:
+                    ahead, self.ahead_for = self.ahead_for, None
+                times = [self.deadline] if self.waiting else []
+                if self.ahead_for is not None:
+                    times.append(self.ahead_at)
+                wake_at = min(times) if times else None
+            try:
+                if late:
+                    self._return(late, retry=True)
+                if flush:
+                    self.on_flush()
+                if ahead is not None:
+                    self.on_ahead(ahead)
+            except Exception:  # the thread must go on: what it holds is in the slot
+                log.exception("holder thread")
 
     # -- both ----------------------------------------------------------------------------------
 

@@ -2,8 +2,8 @@
 -- round trip (the hot path of a worker that claims short jobs in batches). Safe to
 -- resend: each completion is idempotent per token, and a resent claim finds what the
 -- first one took with each of its tokens.
--- Returns {per completion: 1 written (or written before with its token) or 0 for a stale
--- token; the claimed jobs, each as claim.lua returns one}.
+-- Returns {per completion: 1 written now, 2 written before with its token (a resend) or
+-- 0 for a stale token; the claimed jobs, each as claim.lua returns one}.
 -- Keys built here: each completed job's record and result done list, its queue's
 -- completed index, and what complete_job and claim_job build.
 
@@ -34,8 +34,12 @@ while pos <= #done do
     local ok, now_written = complete_job(prefix .. id, KEYS[first_queue_key + 3 * (q - 1) + 1],
         qkey(base, queue, 'completed'), base .. 'done:' .. id, events, id, tok, result, ttl,
         prefix, events_len, queue, ms, now, true)
-    written[#written + 1] = ok
-    if now_written then fresh[#fresh + 1] = {id, queue, ms} end
+    if now_written then
+        written[#written + 1] = 1
+        fresh[#fresh + 1] = {id, queue, ms}
+    else
+        written[#written + 1] = ok * 2
+    end
 end
 -- Each 'completed' event rides along in a 'started' entry, as in finish_claim.lua (a
 -- claim that finds nothing writes the one it was given alone).
