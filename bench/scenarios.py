@@ -194,7 +194,9 @@ def host_loss(b: Bench, lease: float = 3.0) -> dict[str, Any]:
 
 def scale_up(b: Bench, n: int) -> dict[str, Any]:
     broker = b.broker()
-    sup = b.supervisor(broker, workers=1)
+    # n workers more than the one it starts with: above the ceiling derived from a small
+    # machine's cores (4 per core), so it is set.
+    sup = b.supervisor(broker, workers=1, extra=f"max_workers = {n + 1}")
     q = Queue("default", broker)
     took = []
     for i in range(n):
