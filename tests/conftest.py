@@ -12,6 +12,19 @@ from jobs import Broker, JobDefaults, RedisSettings
 from tests.server import ValkeyServer
 
 _namespaces = itertools.count(1)
+_chaos_figures: list[str] = []  # one line per chaos scenario run (tests/chaos/conftest.py)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "teardown":
+        _chaos_figures.extend(str(v) for k, v in report.user_properties if k == "chaos")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _chaos_figures:
+        terminalreporter.section("chaos figures")
+        for line in _chaos_figures:
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session")

@@ -563,7 +563,9 @@ def test_supervisor_as_a_systemd_service(tmp_path: Path, request: pytest.Fixture
         assert (data_dir / "jobvisor.pid").read_text().strip() == main_pid
         # Unprivileged: the supervisor, its workers and the embedded server all run as
         # nobody (the pid file and the server's socket are theirs too).
-        users = m.run("ps", "-eo", "user:16=,args=").stdout.splitlines()
+        # -ww: the lines are never cut to $COLUMNS (pytest-xdist's workers set it), which
+        # would cut the server's long binary path before its name.
+        users = m.run("ps", "-ww", "-eo", "user:16=,args=").stdout.splitlines()
         service = [u.split(None, 1) for u in users if "jobvisor:" in u or "valkey-server" in u]
         assert len(service) >= 4 and all(u == "nobody" for u, _ in service), users
         assert (data_dir / "jobvisor.pid").stat().st_uid == NOBODY

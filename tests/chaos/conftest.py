@@ -1,7 +1,7 @@
 """Fixtures of the chaos suite, and its ``--duration`` option.
 
 Without ``--duration`` each scenario runs its short CI mode (a few seconds of load and
-one round of each fault). ``pytest tests/chaos --duration 600`` is the soak run, by
+one round of each fault). ``pytest -n 0 tests/chaos --duration 600`` is the soak run, by
 hand: every scenario keeps its workload and faults going for that many seconds. Set
 ``JOBVISOR_CHAOS_REPORT=path.jsonl`` to collect one JSON line of figures per scenario.
 """
@@ -43,11 +43,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.timeout(limit))
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if RESULTS:
-        terminalreporter.section("chaos figures")
-        for line in RESULTS:
-            terminalreporter.write_line(summary(line))
+@pytest.fixture(autouse=True)
+def _figures_in_the_report(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Each scenario's figures travel with its test report (from a pytest-xdist worker
+    too), for the summary at the end of the run (tests/conftest.py)."""
+    first = len(RESULTS)
+    yield
+    for line in RESULTS[first:]:
+        request.node.user_properties.append(("chaos", summary(line)))
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """Turn a chaos report (``$JOBVISOR_CHAOS_REPORT``, one JSON line per scenario) into the
 README's reliability table::
 
-    JOBVISOR_CHAOS_REPORT=soak.jsonl python3 -m pytest tests/chaos --duration 600
+    JOBVISOR_CHAOS_REPORT=soak.jsonl python3 -m pytest -n 0 tests/chaos --duration 600
     python3 -m tests.chaos.table soak.jsonl
 """
 
