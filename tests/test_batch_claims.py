@@ -144,10 +144,16 @@ def test_held_jobs_started_in_time_run_here_and_kept_successes_are_mirrored(brok
     first, *held = _claimed(broker, 3, "w#2")
     holding.hold(held)
     assert holding.next() == held[0]
+    # Still shown held until the slot write that shows it running.
+    assert [h.job_id for h in decode_held(holding.blob())] == [held[0].id, held[1].id]
+    with holding.lock:
+        holding.started()
     assert holding.keep(Completion(first, b"\x07", 60, 0.001))
     shown = decode_held(holding.blob())
     assert [(h.job_id, h.result) for h in shown] == [(held[1].id, None), (first.id, b"\x07")]
     assert holding.next() == held[1]
+    with holding.lock:
+        holding.started()
     # Nothing waits behind the last job: its success is written now, not kept.
     assert not holding.keep(Completion(held[0], b"", 60, 0.001))
     holding.written(1)
@@ -323,4 +329,21 @@ def test_claim_ahead_false_claims_only_when_a_job_ends(sup, tmp_path: Path):
     # Each job after the first was claimed by the call that wrote the one before.
     assert [merged[j.id] for j in jobs_[1:]] == [j.id for j in jobs_[:-1]]
     assert len(started) == 9
+    assert r.stop() == 0
+
+
+def test_a_kept_success_is_written_while_the_held_job_after_it_runs_long(sup, tmp_path: Path):
+    r = start_and_wait(sup, workers=1, tail="claim_ahead = false")
+    _ramp_up(r.broker)
+    jobs_ = _spins(r.broker, tmp_path / "ran", ["s0", "a", "long"], [0.0, 0.0, 1.0])
+    for j in jobs_:
+        j.result(timeout=30)
+    a, long_job = jobs_[1], jobs_[2]
+    events = _events(r.broker)
+    started = next(_ms(at) for at, e in events if e["e"] == "started" and e["id"] == long_job.id)
+    written = next(_ms(at) for at, e in events if (e["e"] == "completed" and e["id"] == a.id)
+                   or e.get("p.id") == a.id)
+    # a ran before the long job and its success waited for the next call; it is written
+    # once the hold bound passes (0.3 s allows for a slow machine), not a second later.
+    assert written - started < 300, (started, written)
     assert r.stop() == 0

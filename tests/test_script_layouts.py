@@ -170,7 +170,7 @@ def test_the_hot_calls_send_each_value_under_its_name(broker: Broker):
         # One completion as finish_batch.lua unpacks it: id, token, result, TTL ms, run
         # ms, and the position of its queue among the queues sent.
         assert args["done"] == (b"\x00\x02J1\x00\x02T1\x00\x00\x00\x01R"
-                                + struct.pack(">ddB", 61000, 2500, 1))
+                                + struct.pack(">ddH", 61000, 2500, 1))
 
     broker.scripts.claim = _recording(broker, "nil")
     for resent in (True, False):

@@ -461,11 +461,11 @@ def batch_token(token: str, i: int) -> str:
 _WRITTEN = {1: "now", 2: "before"}
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
-_TAIL = struct.Struct(">ddB")
+_TAIL = struct.Struct(">ddH")
 
 
 def _pack_completion(c: Completion, queue_position: int) -> bytes:
-    """One completion as finish_batch.lua unpacks it ('>Hc0Hc0Ic0ddB')."""
+    """One completion as finish_batch.lua unpacks it ('>Hc0Hc0Ic0ddH')."""
     job_id, token = c.job.id.encode(), c.job.token.encode()
     return b"".join((_U16.pack(len(job_id)), job_id, _U16.pack(len(token)), token,
                      _U32.pack(len(c.result)), c.result,

@@ -1,7 +1,7 @@
 """Claim-ahead: when a function's run times are stable, the worker claims its next job
 shortly before the current one is expected to end, on its holder thread, so the round
 trip and the server's wake-up overlap the job instead of following it. The job that
-ended is written by the same thread while the next one runs.
+ended is written by the same thread while the next one runs (the child's _flush_kept).
 
 The job claimed ahead is held like a batch's (supervisor.runtime.holding): it is in the
 worker's slot, it starts within ``LEAD`` + the hold bound of its claim or goes back, and
@@ -80,7 +80,6 @@ class Ahead:
         self.running = running  # the id of the job the main thread runs now, if any
         self.may_claim = may_claim  # False while stopping or paused
         holding.on_ahead = self.claim
-        holding.on_flush = self.flush
 
     def claim(self, job_id: str) -> None:
         """Claim the next job if ``job_id`` still runs and nothing is held yet."""
@@ -97,20 +96,6 @@ class Ahead:
                 return
             if claimed:
                 self.holding.hold(claimed, wait=LEAD)
-
-    def flush(self) -> None:
-        """Write the kept successes (the main thread runs the next job meanwhile)."""
-        with self.claim_lock:
-            done = list(self.holding.done)
-            if not done:
-                return
-            try:
-                self.worker.finish_batch(done, 0, token=self.worker.fresh_token())
-            except (BrokerUnavailable, BrokerError) as exc:
-                log.warning("%d outcomes not written yet (%s); the worker writes them with "
-                            "its next call", len(done), exc)
-                return
-            self.holding.written(len(done))
 
     def _give_back(self, token: str) -> None:
         """What a claim whose reply never came took goes back (the slot shows its token

@@ -281,7 +281,12 @@ class Arbiter:
 
     def _settle_exit(self, info: ChildInfo, view: SlotView, how: str, maxrss_kib: int) -> None:
         """What Redis must hear of the jobs a child that is gone had claimed."""
-        if view.state is ChildState.BUSY and view.job_id:
+        held = decode_held(view.held)
+        kept = {(h.job_id, h.token) for h in held if h.result is not None}
+        # A job shown running whose success it kept (not written yet) is written below,
+        # not charged a crash.
+        if view.state is ChildState.BUSY and view.job_id and (
+                (view.job_id, view.token) not in kept):
             claim = Claim(view.job_id, view.queue, view.token)
             if info.release_on_kill:
                 self.duties.settle(Settlement(claim, None))
@@ -289,15 +294,15 @@ class Arbiter:
                 error = info.kill_reason or crashed(view, how, maxrss_kib,
                                                     f"{self.host}:{info.pid}")
                 self.duties.settle(Settlement(claim, error))
-        for held in decode_held(view.held):
+        for h in held:
             # A batch's jobs it had not started go back; its successes not yet written
             # are written now.
-            claim = Claim(held.job_id, held.queue, held.token)
-            if held.result is None:
+            claim = Claim(h.job_id, h.queue, h.token)
+            if h.result is None:
                 self.duties.settle(Settlement(claim, None))
             else:
-                self.duties.settle(Unwritten(claim, held.result, held.result_ttl,
-                                             held.duration, held.function))
+                self.duties.settle(Unwritten(claim, h.result, h.result_ttl, h.duration,
+                                             h.function))
         if view.next_token:
             # Killed with a claim in flight: the jobs it took but never showed go back.
             self.duties.settle(InFlight(view.next_token))

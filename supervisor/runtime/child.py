@@ -140,9 +140,12 @@ class Child:
         if self.spec.claim_ahead:
             Ahead(worker, self.holding, self.claim_lock, lambda: self.running_id,
                   lambda: not self.stopping and not self.slots.held(self.slot))
-            sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
             self.ahead = True
         if self.spec.claim_batch > 1 or self.ahead:
+            # The holder thread must get its turn within the hold bound while a job runs
+            # Python code (Python's default switch interval is 5 ms).
+            sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
+            self.holding.on_flush = self._flush_kept
             self.holding.start()
         self._idle(worker)
         claimed: Claimed | None = None  # the next job to run, if one was claimed
@@ -152,7 +155,10 @@ class Child:
                 if claimed is None:
                     continue
             if self.slots.held(self.slot):  # claimed as its pool was paused: not to run
-                self._give_back(worker, claimed)
+                if self.holding.owns(claimed):
+                    self.holding.give_back_starting()  # retried until Redis has it
+                else:
+                    self._give_back(worker, claimed)
                 claimed = None
                 self._settle_held(worker)
                 continue
@@ -179,7 +185,10 @@ class Child:
         holding = self.holding
         job = holding.next()
         if job is None and holding.done:  # kept successes go with a new claim
-            job = self._write_kept(worker, self.batch_size.size)
+            held = self.stopping or self.slots.held(self.slot)
+            job = self._write_kept(worker, 0 if held else self.batch_size.size)
+            if job is None:
+                self._idle(worker)  # the slot no longer shows the job that ended
         if job is not None:
             return job
         try:
@@ -204,10 +213,30 @@ class Child:
         self.slots.holding(self.slot, blob)
 
     def _settle_held(self, worker: Worker) -> None:
-        """Leaving or pausing: held jobs go back, kept successes are written."""
+        """Leaving or pausing: held jobs go back, kept successes are written, and the
+        slot no longer shows a job that ended."""
         self.holding.give_back_all()
         if self.holding.done:
             self._write_kept(worker, 0)
+        self._idle(worker)
+
+    def _flush_kept(self) -> None:
+        """On the holder thread: write the kept successes while the main thread runs the
+        next job (the one claimed ahead, or a held job that runs long)."""
+        worker = self.worker
+        if worker is None:
+            return
+        with self.claim_lock:
+            done = list(self.holding.done)
+            if not done:
+                return
+            try:
+                worker.finish_batch(done, 0, token=worker.fresh_token())
+            except (BrokerUnavailable, BrokerError) as exc:
+                log.warning("%d outcomes not written yet (%s); the worker writes them with "
+                            "its next call", len(done), exc)
+                return
+            self.holding.written(len(done))
 
     def _idle(self, worker: Worker) -> None:
         self._publish(ChildState.IDLE, idle_since=time.monotonic())
@@ -332,6 +361,8 @@ class Child:
             self.busy_time += end - self.busy_since
         self.busy_since = fields.get("started", 0.0)
         with self.holding.lock:  # what is held, as of this write
+            if state is ChildState.BUSY:
+                self.holding.started()  # shown running from this write on, not held
             self.slots.write(self.slot, state, self.pid, self.jobs_done, uncounted=uncounted,
                              jobs_failed=self.jobs_failed, busy_time=self.busy_time,
                              held=self.holding.blob(), **fields)
@@ -406,8 +437,8 @@ class Child:
             kept = Completion(job, outcome.result, policy.result_ttl, outcome.duration)
             if not self.stopping and holding.keep(kept):
                 return None
-            return self._write_kept(worker, 0 if holding.waiting or self.stopping else want,
-                                    kept)
+            stop = holding.waiting or self.stopping or self.slots.held(self.slot)
+            return self._write_kept(worker, 0 if stop else want, kept)
         if holding.done:  # earlier successes first, then this outcome
             self._write_kept(worker, 0)
         if holding.waiting:

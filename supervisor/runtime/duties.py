@@ -298,7 +298,10 @@ class Duties:
                     if state == "now":  # counted once, by whoever wrote it
                         counts = Tally()
                         counts.completed(c.queue, item.function, item.duration)
-                        counts.flush(self.broker)
+                        try:
+                            counts.flush(self.broker)
+                        except Exception:  # written, not counted yet: counted later
+                            self._outbox.append(Uncounted(counts.snapshot()))
                     log.info("job %s: its worker died before writing its success; written "
                              "now (%s)", c.job_id, "completed" if state else "already settled")
                     self._outbox.popleft()

@@ -86,6 +86,9 @@ class Holding:
         self.done: list[Completion] = []  # succeeded, to be written with the next call
         self._done: list[bytes] = []
         self._returning: list[tuple[Claimed, bytes]] = []  # given back, until Redis has them
+        # Taken by the main thread to run, until the slot shows it running (``started``).
+        self._starting: tuple[Claimed, bytes] | None = None
+        self._flushed_for = 0.0  # the deadline at which kept successes were last written
         self._size = 0  # bytes of every entry above
         self._give_back = give_back
         self._mirror = mirror
@@ -105,14 +108,21 @@ class Holding:
         """Jobs claimed with the one about to run (or ahead of its end, expected in
         ``wait`` seconds): each starts within ``wait`` + ``bound`` or goes back."""
         entries = [_waiting(j) for j in jobs]
+        extra: list[Claimed] = []
         with self.lock:
-            self.waiting.extend(jobs)
-            self._waiting.extend(entries)
-            self._size += sum(map(len, entries))
+            for job, entry in zip(jobs, entries, strict=True):
+                if self._size + len(entry) + 3 > HELD_MAX:  # no room to show it: back
+                    self._returning.append((job, entry))
+                    extra.append(job)
+                else:
+                    self.waiting.append(job)
+                    self._waiting.append(entry)
+                self._size += len(entry)
             self.deadline = time.monotonic() + wait + self.bound
             self._blob = None
             if not self._wake.is_set():
                 self._wake.set()
+        self._return(extra, retry=False)
 
     def arm(self, job_id: str, at: float) -> None:
         """Claim the next job at ``at`` (monotonic) if ``job_id`` still runs then."""
@@ -139,12 +149,32 @@ class Holding:
             if not self.waiting:
                 return None
             if time.monotonic() <= self.deadline:
-                self._size -= len(self._waiting.popleft())
+                # Still shown as held until the slot shows it running (``started``).
+                job = self.waiting.popleft()
+                self._starting = (job, self._waiting.popleft())
                 self._blob = None
-                return self.waiting.popleft()
+                return job
             late = self._take()
         self._return(late, retry=False)
         return None
+
+    def started(self) -> None:
+        """Under ``lock``, with the slot write that shows the job running: it is no
+        longer held."""
+        if self._starting is not None:
+            self._size -= len(self._starting[1])
+            self._starting = None
+            self._blob = None
+
+    def give_back_starting(self) -> None:
+        """The job taken to run is not to run here after all (its pool was paused)."""
+        with self.lock:
+            starting, self._starting = self._starting, None
+            if starting is not None:
+                self._returning.append(starting)
+                self._blob = None
+        if starting is not None:
+            self._return([starting[0]], retry=False)
 
     def keep(self, c: Completion) -> bool:
         """Keep a success to write with the next call, if the slot has room to mirror it
@@ -183,6 +213,8 @@ class Holding:
         """The slot's mirror of what is held (read under ``lock`` with the slot write)."""
         if self._blob is None:
             entries = [e for _, e in self._returning]
+            if self._starting is not None:
+                entries.append(self._starting[1])
             entries += self._waiting
             entries += self._done
             self._blob = _array(entries) if entries else b""
@@ -192,6 +224,10 @@ class Holding:
     def busy(self) -> bool:
         """Anything held: a job to start or an outcome to write."""
         return bool(self.waiting or self.done)
+
+    def owns(self, job: Claimed) -> bool:
+        """``job`` came from here and waits for its slot write (``started``)."""
+        return self._starting is not None and self._starting[0] is job
 
     # -- the holder thread -------------------------------------------------------------------
 
@@ -208,11 +244,18 @@ class Holding:
             with self.lock:
                 self._wake.clear()  # a change from here on wakes the next wait at once
                 late = self._take() if self.waiting and now >= self.deadline else []
-                flush, self._flush_due = self._flush_due and bool(self.done), False
+                # Kept successes are written now when asked (claim-ahead), or once the
+                # hold deadline passed: the job after them runs long.
+                overdue = bool(self.done) and now >= self.deadline and (
+                    self.deadline != self._flushed_for)
+                if overdue:
+                    self._flushed_for = self.deadline
+                flush, self._flush_due = (self._flush_due or overdue) and bool(self.done), False
                 ahead = None
                 if self.ahead_for is not None and now >= self.ahead_at:
                     ahead, self.ahead_for = self.ahead_for, None
-                times = [self.deadline] if self.waiting else []
+                times = [self.deadline] if self.waiting or (
+                    self.done and self.deadline != self._flushed_for) else []
                 if self.ahead_for is not None:
                     times.append(self.ahead_at)
                 wake_at = min(times) if times else None

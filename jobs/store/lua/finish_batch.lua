@@ -17,7 +17,7 @@ local events_len = ARGV[4]  -- events stream length (0: off)
 local resent = ARGV[5]      -- '1' when this call is a resend
 local want = ARGV[6]        -- how many jobs to claim (0: none)
 -- The completions packed back to back (one argument: see enqueue.lua), each as struct
--- '>Hc0Hc0Ic0ddB': id, claim token, encoded result, result TTL in ms, run time in ms, the
+-- '>Hc0Hc0Ic0ddH': id, claim token, encoded result, result TTL in ms, run time in ms, the
 -- position of its queue among the queues below.
 local done = ARGV[7]
 local first_queue_name = 8  -- ARGV[8..]: per queue: name
@@ -29,7 +29,7 @@ local fresh = {}  -- completions written now, whose 'completed' event is still t
 local pos = 1
 while pos <= #done do
     local id, tok, result, ttl, ms, q
-    id, tok, result, ttl, ms, q, pos = struct.unpack('>Hc0Hc0Ic0ddB', done, pos)
+    id, tok, result, ttl, ms, q, pos = struct.unpack('>Hc0Hc0Ic0ddH', done, pos)
     local queue = ARGV[first_queue_name + q - 1]
     local ok, now_written = complete_job(prefix .. id, KEYS[first_queue_key + 3 * (q - 1) + 1],
         qkey(base, queue, 'completed'), base .. 'done:' .. id, events, id, tok, result, ttl,
