@@ -95,7 +95,10 @@ local function claim_job(paused, events, keys, first_key, names, first_name, pre
                     bad = table.concat(which, ',')
                 end
                 local attempts = (prior or 0) + 1
-                redis.call('HSET', job, 'st', 'active', 'tok', token, 'ts', now, 'att', attempts)
+                -- 'qs': its place in the queue, so a job given back unstarted (a batch's,
+                -- release.lua) takes that place again, not one behind later jobs.
+                redis.call('HSET', job, 'st', 'active', 'tok', token, 'ts', now, 'att', attempts,
+                    'qs', score)
                 redis.call('ZADD', active, now + tonumber(lease_ms), id)
                 -- A wake token of another queue may have brought this worker here: keep
                 -- the other queues' tokens topped up so their workers still wake.

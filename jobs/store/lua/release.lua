@@ -1,4 +1,4 @@
--- Give a claimed job back to the front of its priority without spending an attempt.
+-- Give a claimed job back to its place in the queue without spending an attempt.
 -- Returns 1 when released (or canceled, when a cancel was asked), 0 for a stale token.
 -- Keys built here: what after_final and limit_free build.
 
@@ -15,7 +15,7 @@ local events_len = ARGV[3]  -- events stream length (0: off)
 local queue = ARGV[4]       -- the job's queue name
 local prefix = ARGV[5]      -- job record prefix
 
-local st, tok, pri, lim, cx = unpack(record(job, 'st', 'tok', 'pri', 'lim', 'cx'))
+local st, tok, pri, lim, cx, qs = unpack(record(job, 'st', 'tok', 'pri', 'lim', 'cx', 'qs'))
 if st ~= 'active' or tok ~= token then return 0 end
 redis.call('ZREM', active, id)
 if lim then limit_free(ns_of(prefix), prefix, lim, id) end
@@ -28,7 +28,9 @@ if cx then
 end
 redis.call('HINCRBY', job, 'att', -1)
 redis.call('HSET', job, 'st', 'queued')
-redis.call('ZADD', queued, queue_score(pri, 0), id)
+-- Its place when it was claimed (so jobs given back together keep their order), else
+-- the front of its priority.
+redis.call('ZADD', queued, tonumber(qs) or queue_score(pri, 0), id)
 wake(wake_list, queued)
 emit(events, events_len, 'e', 'released', 'id', id, 'q', queue)
 return 1
