@@ -47,6 +47,7 @@ FUNCTIONS = ("shop.billing:charge_card", "shop.mail:send_receipt", "shop.reports
 ERRORS = (("exception", "ValueError", "order {i} has no shipping address"),
           ("exception", "ConnectionError", "upstream 10.0.3.{h} refused the connection"),
           ("timeout", "HardTimeout", "killed after its hard timeout of 300s"))
+PRIORITY_BAND = 2**42  # as jobs/store/lua/_lib.lua: sequence numbers per priority level
 SPAN_MS = 6 * 86_400_000  # the dead jobs died over the last six days (dead_ttl is seven)
 CHUNK = 2000
 EVENTS = 10_000  # [redis] events_max_len's default: the stream a job page reads
@@ -98,7 +99,7 @@ def dead_job(i: int, now_ms: int, n: int) -> tuple[str, dict[str, Any], int]:
     fields = {"spec": encoder.encode(spec), "q": QUEUE, "pri": 10, "att": 1,
               "te": ts - 5 - i % 700, "ts": ts, "st": "dead",
               "tok": f"web-{i % 8}:{4100 + i % 32}:a1f3#{i}", "errs": encoder.encode([error]),
-              "tf": tf}
+              "tf": tf, "qs": (1000 - 10) * PRIORITY_BAND + i}  # its queue score at claim
     return new_job_id(), fields, tf
 
 
