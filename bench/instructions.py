@@ -33,7 +33,7 @@ from bench import ceiling
 from bench.env import ROOT, Bench
 from jobs import Broker, Queue, RedisSettings
 from jobs.records import Claimed
-from jobs.store.broker import Completion
+from jobs.store.completions import Completion
 
 BATCH = 16  # jobs per call for the batch claim figures ([worker] claim_batch's default)
 

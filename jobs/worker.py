@@ -25,7 +25,8 @@ from jobs.execute import Resolved, execute, resolve_job
 from jobs.hooks import failed_here, find_function, on_dead_job, on_failure_job
 from jobs.policy import Outcome, Policy, Verdict, after_failure, resolve
 from jobs.records import AttemptError, Claimed, ErrorKind, ExpiredLease, JobSpec
-from jobs.store.broker import Broker, Completion, default_broker
+from jobs.store.broker import Broker, default_broker
+from jobs.store.completions import Completion
 from jobs.store.keys import check_name
 from jobs.tally import Tally
 

@@ -12,7 +12,7 @@ import pytest
 
 from jobs import Broker, Call, EnqueueOptions, Job, JobState, Queue, enqueue_many
 from jobs.records import Claimed
-from jobs.store.broker import Completion
+from jobs.store.completions import Completion
 from supervisor.runtime.batch_size import BatchSize
 from supervisor.runtime.holding import HELD_MAX, Holding, decode_held
 from tests.helpers import wait_until

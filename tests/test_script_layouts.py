@@ -14,7 +14,7 @@ from redis.commands.core import Script
 from jobs import Broker, Queue
 from jobs.options import Prepared
 from jobs.records import AttemptError, Claimed, ErrorKind, encoder
-from jobs.store.broker import Completion
+from jobs.store.completions import Completion
 from jobs.store.layouts import (
     CLAIM,
     COMPLETE,

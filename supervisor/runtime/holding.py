@@ -20,7 +20,7 @@ from collections.abc import Callable
 import msgspec
 
 from jobs.records import Claimed
-from jobs.store.broker import Completion
+from jobs.store.completions import Completion
 
 log = logging.getLogger(__name__)
 

@@ -268,3 +268,19 @@ def conclude(scenario: str, fault: str, producer: Producer, ledger: Ledger, bega
            wall_s=round(time.monotonic() - began, 2))
     assert_ledger(found)
     return found
+
+
+def conclude_kills(scenario: str, fault: str, producer: Producer, ledger: Ledger,
+                   began: float, killer: ChildKiller, broker: Broker,
+                   duration: float) -> Findings:
+    """``conclude`` for a scenario that SIGKILLs workers holding work they have not
+    started or not written: each kill is a crash, and spends at most one attempt (the
+    running job's), because what a dead worker held goes back uncharged."""
+    f = conclude(scenario, fault, producer, ledger, began, broker=broker,
+                 faults=len(killer.kills), duration_s=duration,
+                 recovery_s=percentile(killer.accounted_s, 1.0))
+    assert len(killer.kills) >= 3, "the scenario must actually kill workers"
+    assert set(f.causes) <= {"WorkerCrashed"}, f.causes
+    assert sum(f.attempts_spent.values()) <= len(killer.kills), (f.attempts_spent,
+                                                                 len(killer.kills))
+    return f
