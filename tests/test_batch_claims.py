@@ -281,19 +281,21 @@ def test_a_steady_function_s_next_job_is_claimed_before_the_current_one_ends(
         sup, tmp_path: Path):
     r = start_and_wait(sup, workers=1, tail="claim_batch = 1")
     out = tmp_path / "ran"
-    tags = [f"j{i}" for i in range(12)]
-    jobs_ = _spins(r.broker, out, tags, [0.03] * 12)
+    tags = [f"j{i}" for i in range(20)]
+    jobs_ = _spins(r.broker, out, tags, [0.04] * 20)
     for j, tag in zip(jobs_, tags, strict=True):
         assert j.result(timeout=30) == tag
     events = _events(r.broker)
     started = {e["id"]: at for at, e in events if e["e"] == "started"}
     completed = {e.get("id") if e["e"] == "completed" else e.get("p.id"): at
                  for at, e in events if "completed" in (e["e"], e.get("p.e"))}
-    # Once the run time is known (5 runs), each next job is claimed (its 'started'
-    # event) before the one before it is written: the claim overlapped the job.
+    # Once the run time is known (5 runs), the next job is claimed (its 'started' event)
+    # before the one before it is written: the claim overlapped the job. (A machine
+    # loaded by other tests makes run times less steady: fewer claims ahead, not none;
+    # with claim_ahead = false there are none, see below.)
     ahead = [j.id for prev, j in itertools.pairwise(jobs_)
              if started[j.id] < completed[prev.id]]
-    assert len(ahead) >= 4, (ahead, events)
+    assert len(ahead) >= 2, (ahead, events)
     assert sorted(out.read_text().split()) == sorted(tags)
     assert all(j.refresh().attempts == 1 for j in jobs_)
     assert r.stop() == 0
