@@ -60,7 +60,9 @@ def runs_inline(call: Call, fn: JobFunction[Any, Any] | None) -> bool:
     that needs nothing of the queue (no delay, dependencies or uniqueness)."""
     opts = call.options
     if opts.inline is not None:
-        return bool(opts.inline)
+        if not isinstance(opts.inline, bool):
+            raise ConfigurationError(f"inline must be True or False, got {opts.inline!r}")
+        return opts.inline
     predicate = fn.job_options.should_queue if fn is not None else None
     if predicate is None or needs_queue(call, fn):
         return False

@@ -433,3 +433,12 @@ def test_functions_leaves_out_jobvisor_s_own():
     names = [r["name"] for r in function_rows(loaded_functions(JobDefaults()))]
     assert "jobs.hooks:on_failure" not in names
     assert "tests.jobfuncs:add" in names
+
+
+def test_inline_must_be_a_bool(broker):
+    # Found by the fuzz test: a truthy object ran the call inline, as True would.
+    from jobs import ConfigurationError, Queue
+
+    with pytest.raises(ConfigurationError, match="inline must be True or False, got 'yes'"):
+        Queue("default", broker).options(inline="yes").enqueue("tests.jobfuncs:add", 1, 2)
+    assert Queue("default", broker).counts()["queued"] == 0
