@@ -41,7 +41,9 @@ class Bench:
         return Broker(self.server.url, redis_settings=RedisSettings(namespace=ns))
 
     def supervisor(self, broker: Broker, workers: int = 2, extra: str = "",
-                   name: str = "s", worker: str = "") -> subprocess.Popen[bytes]:
+                   name: str = "s", worker: str = "", wait: bool = True
+                   ) -> subprocess.Popen[bytes]:
+        """A supervisor on this server; ``wait``: return once its workers are idle."""
         d = self.tmp / f"{name}{len(self.sups)}"
         d.mkdir()
         cfg = d / "config.toml"
@@ -52,7 +54,8 @@ class Bench:
         proc = subprocess.Popen([sys.executable, "-m", "supervisor", "--config", str(cfg), "run",
                                  "--log-file", str(d / "log")], cwd=ROOT)
         self.sups.append(proc)
-        wait_for(lambda: idle_workers(proc) == workers, 30)
+        if wait:
+            wait_for(lambda: idle_workers(proc) == workers, 30)
         return proc
 
     def stop(self, proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:

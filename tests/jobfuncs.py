@@ -328,3 +328,13 @@ def sized(n: int) -> int:
     """Small inputs run at once where they are enqueued; large ones go to a worker."""
     CALLS.append(("sized", n))
     return n * 2
+
+
+@job
+def enqueues_from_threads(n: int) -> list[str]:
+    """Enqueues ``n`` jobs from ``n`` threads at once, through the worker's own client:
+    job code that uses the queue concurrently. Returns their ids."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(n) as pool:
+        return [j.id for j in pool.map(lambda i: add.enqueue(i, 1), range(n))]

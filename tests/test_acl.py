@@ -70,9 +70,11 @@ WORKER = PRODUCER + " +zrevrangebyscore +zscore +lpop +smismember +hsetnx"
 DASHBOARD = ("%R~{ns}:* +ping +time +mget +hget +hmget +hgetall +lrange +smembers "
              "+scard +zcard +zrange +zrevrange +zrangebyscore +xrevrange +xread")
 ROLES = {"worker": WORKER, "producer": PRODUCER, "dashboard": DASHBOARD}
-# redis-py announces itself with CLIENT SETINFO on each new connection and ignores a
-# refusal; granting it (Redis >= 7.2, Valkey) only keeps ACL LOG quiet.
-HARMLESS = {"client|setinfo"}
+# redis-py announces itself with CLIENT SETINFO on each new connection, and supervisors
+# and workers name theirs with CLIENT SETNAME; both ignore a refusal, so granting them
+# (``+client|setinfo`` on Redis >= 7.2 and Valkey, ``+client|setname``) only keeps ACL LOG
+# quiet and, for the second, the connections named.
+HARMLESS = {"client|setinfo", "client|setname"}
 
 
 def rules(role: str, namespace: str) -> list[str]:

@@ -22,7 +22,15 @@ from urllib.parse import unquote
 import redis
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.connection import SSLConnection
-from redis.exceptions import InvalidResponse, NoPermissionError, OutOfMemoryError, ReadOnlyError
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    InvalidResponse,
+    MovedError,
+    NoPermissionError,
+    OutOfMemoryError,
+    ReadOnlyError,
+)
 from redis.retry import Retry as RedisRetry
 from redis.sentinel import MasterNotFoundError, Sentinel, SentinelManagedConnection
 
@@ -34,6 +42,8 @@ DEFAULT_DATA_DIR = "./var"
 SENTINEL_PORT = 26379
 _SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel")
 _TLS_SCHEMES = ("rediss", "rediss+sentinel")
+# Replies only a Redis Cluster node gives.
+CLUSTER_CODES = frozenset({"MOVED", "ASK", "CROSSSLOT", "CLUSTERDOWN", "TRYAGAIN"})
 _SECRET_QUERY = re.compile(r"([?&][^=&#\s]*pass[^=&#\s]*=)[^&#\s]*", re.IGNORECASE)
 
 
@@ -156,7 +166,26 @@ class ForkSafeSSLConnection(SSLConnection):
             super().on_connect_check_health(check_health=False)
 
 
-def make_client(url: str, settings: RedisSettings, retries: int = 3) -> redis.Redis:
+def _named(name: str) -> Any:
+    """A connect step that names the connection, tolerating a refusal: an ACL user
+    without ``+client|setname`` keeps working, unnamed (redis-py's own naming would fail
+    the connection)."""
+    def connect(conn: Any) -> None:
+        conn.on_connect()
+        try:
+            conn.send_command("CLIENT", "SETNAME", name)
+            conn.read_response()
+        except redis.ResponseError:
+            pass
+    return connect
+
+
+def make_client(url: str, settings: RedisSettings, retries: int = 3, *,
+                name: str | None = None, max_connections: int | None = None) -> redis.Redis:
+    """A client for ``url``. ``name``: what ``CLIENT LIST`` shows for its connections.
+    ``max_connections``: the most its pool opens; a thread that finds them all in use
+    waits for one (up to ``socket_timeout``) instead of opening another, and scripts share
+    one more connection (see ``ScriptRunner``). Sentinel clients are not bounded."""
     scheme = scheme_of(url)
     if scheme not in _SCHEMES:
         raise ConfigurationError(
@@ -174,11 +203,18 @@ def make_client(url: str, settings: RedisSettings, retries: int = 3) -> redis.Re
     password = read_password(settings)
     if password is not None:
         kwargs["password"] = password
+    if name:
+        kwargs["redis_connect_func"] = _named(name)
     if scheme.endswith("+sentinel"):
         return _sentinel_client(url, settings, kwargs)
     if scheme in _TLS_SCHEMES:
         kwargs["connection_class"] = ForkSafeSSLConnection
     try:
+        if max_connections:
+            pool = redis.BlockingConnectionPool.from_url(
+                url, max_connections=max_connections, timeout=settings.socket_timeout,
+                **kwargs)
+            return redis.Redis(connection_pool=pool)
         return redis.Redis.from_url(url, **kwargs)
     except ValueError as exc:
         raise ConfigurationError(f"redis URL {redact(url)!r} is not valid: {exc}") from None
@@ -403,7 +439,8 @@ def _error_code(exc: BaseException) -> str:
     if isinstance(code, str) and code:
         return code
     for cls, name in ((NoPermissionError, "NOPERM"), (OutOfMemoryError, "OOM"),
-                      (ReadOnlyError, "READONLY")):
+                      (ReadOnlyError, "READONLY"), (MovedError, "MOVED"), (AskError, "ASK"),
+                      (ClusterDownError, "CLUSTERDOWN")):
         if isinstance(exc, cls):
             return name
     first = str(exc).split(" ", 1)[0]
@@ -419,4 +456,8 @@ def _hint(code: str, text: str = "") -> str:
                 "README's minimal ACL for each role)")
     if code == "READONLY":
         return "; this is a replica: point the URL at the primary (or use Sentinel)"
+    if code in CLUSTER_CODES:
+        return ("; this server is a Redis Cluster node, and jobvisor runs on one standalone "
+                "server (or Sentinel): point the URL at one (see the README's 'Redis "
+                "Cluster' section)")
     return ""

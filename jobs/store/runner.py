@@ -24,12 +24,19 @@ _RECONNECT_PAUSE = (0.05, 0.2, 0.5)
 
 
 class ScriptRunner:
+    """Scripts on a connection of their own: one per thread, or, for a client whose pool
+    is bounded (``BlockingConnectionPool``: supervisors and their workers), one for the
+    whole process, taken in turn, so a process holds at most its pool's bound plus one."""
+
     def __init__(self, client: redis.Redis) -> None:
         self._pool = client.connection_pool
         self._local = threading.local()
+        self._shared = isinstance(self._pool, redis.BlockingConnectionPool)
+        self._turn = threading.RLock()  # the shared connection's, in turn
+        self._shared_state = _Shared()
 
     def _connection(self) -> Any:
-        local = self._local
+        local = self._shared_state if self._shared else self._local
         if getattr(local, "pid", None) != os.getpid():
             local.conn = self._pool.make_connection()
             local.pid = os.getpid()
@@ -122,6 +129,12 @@ class ScriptRunner:
         return self._on_connection(send, retry=False)
 
     def _on_connection(self, call: Any, retry: bool) -> Any:
+        if not self._shared:
+            return self._call(call, retry)
+        with self._turn:
+            return self._call(call, retry)
+
+    def _call(self, call: Any, retry: bool) -> Any:
         attempts = len(_RECONNECT_PAUSE) if retry else 0
         for attempt in range(attempts + 1):
             conn = self._connection()
@@ -160,6 +173,13 @@ class ScriptRunner:
             conn.read_response()
             conn.send_packed_command([command])
             return conn.read_response()
+
+
+class _Shared:
+    """The one connection of a shared runner (and the process that made it)."""
+
+    pid: int
+    conn: Any
 
 
 class Packed:

@@ -27,6 +27,7 @@ from supervisor.integrations.metrics import LocalFigures
 from supervisor.integrations.systemd import Notifier, unset_environment
 from supervisor.runtime.child import Child, child_main
 from supervisor.runtime.commands import Commands
+from supervisor.runtime.connections import refuse_cluster, supervisor_client
 from supervisor.runtime.cron import CronThread
 from supervisor.runtime.duties import (
     Claim,
@@ -85,7 +86,8 @@ class Arbiter:
         self.last_watchdog = 0.0
         self.last_title = 0.0
         broker = Broker(url, redis_settings=config.redis, defaults=config.defaults,
-                        encryption=config.encryption)
+                        encryption=config.encryption,
+                        client=supervisor_client(url, config.redis))
         self.figures = LocalFigures(self.pool.workers, self.pool.seconds,
                                     lambda: self.duties.reclaims)
         self.duties = Duties(broker, config.supervisor.lease_timeout, config.queues,
@@ -109,6 +111,7 @@ class Arbiter:
             self.wakeup.install(HANDLED)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)  # any sent while booting: now
             Path(config.supervisor.data_dir).mkdir(parents=True, exist_ok=True)
+            refuse_cluster(self.duties.broker)
             self.duties.start()
             self.cron.start()
             if config.metrics.address:
@@ -426,3 +429,4 @@ class Arbiter:
             s.idle_timeout)
         if why:
             log.info("autoscale: %s", why)
+

@@ -33,6 +33,7 @@ from jobs.records import Claimed
 from supervisor.errors import ExitCode
 from supervisor.runtime.ahead import LEAD, SWITCH_INTERVAL, Ahead
 from supervisor.runtime.child_base import ChildBase
+from supervisor.runtime.connections import worker_client
 from supervisor.runtime.slots import POKE, ChildState
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,8 @@ class Child(ChildBase):
         # The process default, so job code calling fn.enqueue() uses this configuration.
         broker = jobs.connect(self.url, redis_settings=self.config.redis,
                               defaults=self.config.defaults,
-                              encryption=self.config.encryption)
+                              encryption=self.config.encryption,
+                              client=worker_client(self.url, self.config.redis))
         broker.sealer.keyring  # noqa: B018  (read now: a job may change the cwd or environ)
         worker = Worker(self.spec.queues, broker=broker, lease=s.lease_timeout,
                         weights=self.spec.weights or None)
@@ -262,7 +264,10 @@ class Child(ChildBase):
         self.busy_title = (name, job.id)
         if now - self.title_at >= TITLE_EVERY:
             self._show_busy()
-        if self.ahead:
+        # Claim-ahead is for jobs of 8 ms and more: while batches run (short jobs) the
+        # per-job history and the arm check are skipped.
+        ahead = self.ahead and self.batch_size.size == 1
+        if ahead:
             self._look_ahead(job, name, now)
         if soft:
             signal.setitimer(signal.ITIMER_REAL, soft)
@@ -272,7 +277,7 @@ class Child(ChildBase):
             self.running_id = None
             signal.setitimer(signal.ITIMER_REAL, 0)  # also a timer the job set and left
             self._contain(job)
-        if self.ahead:
+        if ahead:
             self.durations.observe(name, outcome.duration)
         self.slots.returned(self.slot)
         self.jobs_done += 1
@@ -288,7 +293,7 @@ class Child(ChildBase):
         expected = self.durations.expected(name)
         if expected is not None and not holding.waiting:
             holding.arm(job.id, now + expected - LEAD)
-        if holding.done and not holding.waiting and self.batch_size.size == 1:
+        if holding.done and not holding.waiting:
             holding.flush_soon()  # kept for the job claimed ahead, which runs now
 
     def _contain(self, job: Claimed) -> None:

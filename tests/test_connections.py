@@ -1,0 +1,101 @@
+"""A host's connections to Redis: named after who holds them, and bounded per process
+(two per worker, the supervisor's pool plus one) however its workers use them; and a
+Redis Cluster node, refused with advice."""
+
+from __future__ import annotations
+
+import collections
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from jobs import (
+    Broker,
+    BrokerError,
+    Call,
+    EnqueueOptions,
+    Job,
+    Queue,
+    RedisSettings,
+    enqueue_many,
+)
+from supervisor.errors import ExitCode
+from supervisor.runtime.connections import SUPERVISOR_POOL, WORKER_POOL
+from tests.helpers import wait_until
+from tests.procs import Running, start_and_wait
+from tests.server import ValkeyServer
+
+
+def _held(raw) -> collections.Counter[str]:  # type: ignore[no-untyped-def]
+    """Connections per client name (``jobvisor:<role>:<host>:<pid>``)."""
+    return collections.Counter(c["name"] for c in raw.client_list()
+                               if c["name"].startswith("jobvisor:"))
+
+
+def test_each_process_of_a_host_holds_no_more_connections_than_its_bound(
+        sup, tmp_path: Path, raw):
+    workers = 3
+    r = start_and_wait(sup, workers=workers)
+    # Everything a worker's connections serve: short jobs in batches (the holder thread),
+    # steady jobs claimed ahead, and job code that enqueues from 6 threads at once.
+    out = tmp_path / "ran"
+    calls = [Call("tests.jobfuncs:ledger", (str(out), f"s{i}"), {},
+                  EnqueueOptions(queue="default")) for i in range(300)]
+    calls += [Call("tests.jobfuncs:ledger", (str(out), f"l{i}", 0.02), {},
+                   EnqueueOptions(queue="default")) for i in range(12)]
+    calls += [Call("tests.jobfuncs:enqueues_from_threads", (6,), {},
+                   EnqueueOptions(queue="default")) for _ in range(workers)]
+    jobs_ = enqueue_many(calls, r.broker)
+    results = [j.result(timeout=60) for j in jobs_]
+    inner = [Job.fetch(i, r.broker) for ids in results[-workers:] for i in ids]
+    assert sorted(j.result(timeout=30) for j in inner) == sorted(list(range(1, 7)) * workers)
+    assert len(out.read_text().split()) == 312
+    ours = {r.proc.pid, *(w.pid for w in r.workers())}
+    held = {name: n for name, n in _held(raw).items() if int(name.rsplit(":", 1)[1]) in ours}
+    roles = collections.Counter(name.split(":")[1] for name in held)
+    # Every process shows up by name: the supervisor, and each worker (an idle worker
+    # keeps its script connection open for its blocking wait).
+    assert roles == {"supervisor": 1, "worker": workers}, held
+    for name, count in held.items():
+        bound = WORKER_POOL + 1 if ":worker:" in name else SUPERVISOR_POOL + 1
+        assert 1 <= count <= bound, held
+    assert sum(held.values()) <= workers * (WORKER_POOL + 1) + SUPERVISOR_POOL + 1
+    assert all(Job.fetch(j.id, r.broker).attempts == 1 for j in jobs_[:5])
+    assert r.stop() == 0
+
+
+@pytest.fixture
+def cluster_node(tmp_path: Path) -> Iterator[ValkeyServer]:
+    """A one-node Redis Cluster (every slot on it), on a unix socket."""
+    # The cluster bus listens on a TCP port of its own (port + 10000 unless set: with
+    # --port 0 that is 10000, which parallel tests would share): a free loopback one.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        bus = s.getsockname()[1]
+    node = ValkeyServer(tmp_path / "node", "--cluster-enabled", "yes", "--bind", "127.0.0.1",
+                        "--cluster-port", str(bus),
+                        "--cluster-config-file", str(tmp_path / "node" / "nodes.conf"))
+    node.start()
+    try:
+        admin = redis.Redis(unix_socket_path=str(node.socket))
+        admin.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
+        wait_until(lambda: b"cluster_state:ok" in admin.execute_command("CLUSTER", "INFO"),
+                   10, what="the cluster to serve its slots")
+        yield node
+    finally:
+        node.stop()
+
+
+def test_a_cluster_node_is_refused_with_advice_not_left_to_fail_at_run_time(
+        cluster_node, tmp_path: Path, namespace: str):
+    broker = Broker(cluster_node.url, redis_settings=RedisSettings(namespace=namespace))
+    with pytest.raises(BrokerError, match="is a Redis Cluster node, and jobvisor runs on one "
+                                          "standalone server"):
+        Queue("default", broker).enqueue("examples.cpu:noop")
+    r = Running(tmp_path, cluster_node, namespace)
+    assert r.proc.wait(30) == ExitCode.CONFIG_ERROR
+    assert "is a Redis Cluster node: jobvisor runs on one standalone server" in r.logs()
+    assert r.workers() == []
