@@ -58,6 +58,9 @@ HEARTBEAT_EVERY = 1.0
 GUARDED_SIGNALS = (signal.SIGTERM, signal.SIGALRM, signal.SIGINT, signal.SIGHUP,
                    signal.SIGUSR1, signal.SIGCHLD)
 CLAIM_WAIT = 2.0  # an idle worker's blocking wait: also how soon it notices a stop
+# Each wait is drawn within +-25 % of it: workers started together would otherwise end
+# their waits together, every CLAIM_WAIT, a burst of claims on the server.
+CLAIM_WAIT_SPREAD = 0.25
 HOLD_NAP = 1.0  # a paused worker looks at its hold byte this often, besides when poked
 TITLE_EVERY = 0.1  # the shortest time between two process titles of a busy worker
 _PR_SET_PDEATHSIG = 1
@@ -156,7 +159,8 @@ class Child(ChildBase):
             if self.slots.held(self.slot):
                 self._hold(worker)
                 return None
-            job = worker.claim(wait=CLAIM_WAIT)
+            job = worker.claim(wait=CLAIM_WAIT * random.uniform(1 - CLAIM_WAIT_SPREAD,
+                                                                1 + CLAIM_WAIT_SPREAD))
         except (BrokerUnavailable, BrokerError) as exc:
             self._redis_down(exc, claimed=False)
             return None
