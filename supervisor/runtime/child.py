@@ -135,13 +135,30 @@ class Child(ChildBase):
                 if claimed is not None:
                     self._give_back(worker, claimed)  # claimed with the last result: not ours
                     claimed = None
-                self._settle_held(worker)
+                self._leave(worker)
             if recycle:
                 self._flush(worker)
                 return ExitCode.RECYCLE
-        self._settle_held(worker)
+        self._leave(worker)
         self._flush(worker)
         return ExitCode.OK
+
+    def _leave(self, worker: Worker) -> None:
+        """Give back all this worker holds before it exits: held jobs and kept successes,
+        and what a claim may have taken whose reply a stop request cut off (the server
+        may have run it: the job is claimed under its token, and nobody would run it
+        until its lease ran out). If Redis does not answer, the slot keeps showing that
+        token, and the supervisor gives the job back once this worker has exited."""
+        token = worker.unanswered
+        try:
+            worker.give_back_unanswered()
+            token = None
+        except (BrokerUnavailable, BrokerError) as exc:
+            log.warning("what an interrupted claim took was not given back (%s); the "
+                        "supervisor gives it back", exc)
+        self._settle_held(worker)
+        if token is not None:
+            self.slots.claiming(self.slot, token)
 
     def _next_job(self, worker: Worker) -> Claimed | None:
         """A held job, else one claimed now (with the kept successes, if any), else one
