@@ -183,7 +183,7 @@ class ScheduleKeys:
     __slots__ = ("ns",)
 
     def __init__(self, broker: Broker) -> None:
-        self.ns = broker.keys.ns
+        self.ns = broker.keys.root
 
     def definitions(self) -> str:
         """Hash: name -> encoded ``Schedule`` added through the API."""

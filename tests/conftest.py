@@ -53,7 +53,7 @@ def broker(server: ValkeyServer, namespace: str) -> Iterator[Broker]:
     b = jobs.connect(server.url, redis_settings=RedisSettings(namespace=namespace))
     yield b
     client: redis.Redis = b.client
-    keys = list(client.scan_iter(match=f"{namespace}:*", count=1000))
+    keys = list(client.scan_iter(match=f"{b.keys.root}:*", count=1000))
     if keys:
         client.delete(*keys)
     client.close()

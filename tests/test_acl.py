@@ -74,7 +74,9 @@ ROLES = {"worker": WORKER, "producer": PRODUCER, "dashboard": DASHBOARD}
 # and workers name theirs with CLIENT SETNAME; both ignore a refusal, so granting them
 # (``+client|setinfo`` on Redis >= 7.2 and Valkey, ``+client|setname``) only keeps ACL LOG
 # quiet and, for the second, the connections named.
-HARMLESS = {"client|setinfo", "client|setname"}
+# A supervisor also asks INFO once at start (is this a cluster node?) and skips that
+# check when refused.
+HARMLESS = {"client|setinfo", "client|setname", "info"}
 
 
 def rules(role: str, namespace: str) -> list[str]:

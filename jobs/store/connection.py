@@ -36,12 +36,18 @@ from redis.sentinel import MasterNotFoundError, Sentinel, SentinelManagedConnect
 
 from jobs.errors import BrokerError, BrokerUnavailable, ConfigurationError
 from jobs.settings import RedisSettings
+from jobs.store.slot_owner import (
+    CLUSTER_SCHEMES,
+    FollowSlotOwner,
+    namespace_slot,
+    parse_cluster_url,
+)
 
 SOCKET_NAME = "valkey.sock"
 DEFAULT_DATA_DIR = "./var"
 SENTINEL_PORT = 26379
-_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel")
-_TLS_SCHEMES = ("rediss", "rediss+sentinel")
+_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel", *CLUSTER_SCHEMES)
+_TLS_SCHEMES = ("rediss", "rediss+sentinel", "rediss+cluster")
 # Replies only a Redis Cluster node gives.
 CLUSTER_CODES = frozenset({"MOVED", "ASK", "CROSSSLOT", "CLUSTERDOWN", "TRYAGAIN"})
 _SECRET_QUERY = re.compile(r"([?&][^=&#\s]*pass[^=&#\s]*=)[^&#\s]*", re.IGNORECASE)
@@ -190,7 +196,7 @@ def make_client(url: str, settings: RedisSettings, retries: int = 3, *,
     if scheme not in _SCHEMES:
         raise ConfigurationError(
             f"redis URL {redact(url)!r} must start with redis://, rediss:// (TLS), unix://, "
-            "redis+sentinel:// or rediss+sentinel://"
+            "redis+sentinel://, rediss+sentinel://, redis+cluster:// or rediss+cluster://"
         )
     kwargs: dict[str, Any] = {
         "socket_timeout": settings.socket_timeout,
@@ -207,6 +213,8 @@ def make_client(url: str, settings: RedisSettings, retries: int = 3, *,
         kwargs["redis_connect_func"] = _named(name)
     if scheme.endswith("+sentinel"):
         return _sentinel_client(url, settings, kwargs)
+    if scheme in CLUSTER_SCHEMES:
+        return _cluster_client(url, settings, kwargs, max_connections)
     if scheme in _TLS_SCHEMES:
         kwargs["connection_class"] = ForkSafeSSLConnection
     try:
@@ -226,7 +234,7 @@ def tls_options(url: str, settings: RedisSettings) -> dict[str, Any]:
         if settings.tls_configured:
             raise ConfigurationError(
                 f"redis.tls_* files are set but the URL {redact(url)!r} does not use TLS: "
-                "use rediss:// (or rediss+sentinel://)"
+                "use rediss:// (or rediss+sentinel://, rediss+cluster://)"
             )
         return {}
     return {
@@ -365,6 +373,33 @@ def _sentinel_client(url: str, settings: RedisSettings, kwargs: dict[str, Any]) 
     return client
 
 
+class FollowSlotOwnerSSL(FollowSlotOwner, ForkSafeSSLConnection):
+    @property
+    def _ssl(self) -> bool:
+        return True
+
+
+def _cluster_client(url: str, settings: RedisSettings, kwargs: dict[str, Any],
+                    max_connections: int | None) -> redis.Redis:
+    """A client whose connections go to the primary serving the namespace's slot."""
+    target = parse_cluster_url(url, redact(url))
+    tls = scheme_of(url) == "rediss+cluster"
+    node = dict(kwargs, nodes=target.nodes, slot=namespace_slot(settings.namespace),
+                host=target.nodes[0][0], port=target.nodes[0][1],
+                connection_class=FollowSlotOwnerSSL if tls else FollowSlotOwner)
+    if target.username:
+        node["username"] = target.username
+    if target.password is not None:
+        node["password"] = target.password
+    pool: redis.ConnectionPool
+    if max_connections:
+        pool = redis.BlockingConnectionPool(  # type: ignore[no-untyped-call]
+            max_connections=max_connections, timeout=settings.socket_timeout, **node)
+    else:
+        pool = redis.ConnectionPool(**node)
+    return redis.Redis(connection_pool=pool)
+
+
 def unavailable_message(url: str, exc: BaseException) -> str:
     shown = redact(url)
     detail = str(exc).replace(url, shown).rstrip(". ")
@@ -457,7 +492,6 @@ def _hint(code: str, text: str = "") -> str:
     if code == "READONLY":
         return "; this is a replica: point the URL at the primary (or use Sentinel)"
     if code in CLUSTER_CODES:
-        return ("; this server is a Redis Cluster node, and jobvisor runs on one standalone "
-                "server (or Sentinel): point the URL at one (see the README's 'Redis "
-                "Cluster' section)")
+        return ("; this server is a Redis Cluster node: reach a cluster with a "
+                "redis+cluster:// URL (see the README's 'Redis Cluster' section)")
     return ""

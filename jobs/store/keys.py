@@ -24,16 +24,21 @@ def check_name(kind: str, value: str) -> str:
 
 
 class Keys:
-    __slots__ = ("ns",)
+    """``ns``: the namespace's name; ``root``: what every key starts with, the name itself
+    or, on a Redis Cluster, the name as a hash tag (``{name}``), so that every key of the
+    namespace lives in one hash slot and every script's keys are on one node."""
 
-    def __init__(self, namespace: str) -> None:
+    __slots__ = ("ns", "root")
+
+    def __init__(self, namespace: str, cluster: bool = False) -> None:
         self.ns = check_name("namespace", namespace)
+        self.root = f"{{{namespace}}}" if cluster else namespace
 
     def job(self, job_id: str) -> str:
-        return f"{self.ns}:job:{job_id}"
+        return f"{self.root}:job:{job_id}"
 
     def _queue(self, queue: str, kind: str) -> str:
-        return f"{self.ns}:{{{queue}}}:{kind}"
+        return f"{self.root}:{{{queue}}}:{kind}"
 
     def queued(self, queue: str) -> str:
         return self._queue(queue, "queued")
@@ -60,55 +65,55 @@ class Keys:
         return self._queue(queue, state)
 
     def seq(self) -> str:
-        return f"{self.ns}:seq"
+        return f"{self.root}:seq"
 
     def queues(self) -> str:
-        return f"{self.ns}:queues"
+        return f"{self.root}:queues"
 
     def done(self, job_id: str) -> str:
-        return f"{self.ns}:done:{job_id}"
+        return f"{self.root}:done:{job_id}"
 
     def kids(self, job_id: str) -> str:
         """The ids of jobs waiting on ``job_id`` (built in Lua too: after_final)."""
-        return f"{self.ns}:kids:{job_id}"
+        return f"{self.root}:kids:{job_id}"
 
     def batch(self, batch_id: str) -> str:
-        return f"{self.ns}:batch:{batch_id}"
+        return f"{self.root}:batch:{batch_id}"
 
     def batch_jobs(self, batch_id: str) -> str:
-        return f"{self.ns}:batch:{batch_id}:jobs"
+        return f"{self.root}:batch:{batch_id}:jobs"
 
     def batches(self) -> str:
         """Every batch id by creation time (µs), for listing them (trimmed in Lua too:
         after_final drops the ids whose record expired)."""
-        return f"{self.ns}:batches"
+        return f"{self.root}:batches"
 
     def batches_ending(self) -> str:
         """Finished batches by when their record expires (ms): what trims ``batches``
         (built in Lua too: after_final)."""
-        return f"{self.ns}:batches:ending"
+        return f"{self.root}:batches:ending"
 
     def batch_done(self, batch_id: str) -> str:
-        return f"{self.ns}:done:batch:{batch_id}"
+        return f"{self.root}:done:batch:{batch_id}"
 
     def unique(self, digest: str) -> str:
-        return f"{self.ns}:unique:{digest}"
+        return f"{self.root}:unique:{digest}"
 
     def limits(self) -> str:
         """Limit definitions: ``fn:<function>`` / ``q:<queue>`` / ``n:<name>`` -> "count
         period_ms most burst"; ``fl:<function>`` -> the named limits it is under."""
-        return f"{self.ns}:limits"
+        return f"{self.root}:limits"
 
     def held(self) -> str:
         """Per queue, how many queued jobs limits hold back."""
-        return f"{self.ns}:held"
+        return f"{self.root}:held"
 
     def limits_due(self) -> str:
-        return f"{self.ns}:limits:due"
+        return f"{self.root}:limits:due"
 
     def limit(self, name: str) -> str:
         """The prefix of one limit's keys (``:starts``, ``:tat``, ``:active``, ``:held``)."""
-        return f"{self.ns}:limit:{name}"
+        return f"{self.root}:limit:{name}"
 
     def limit_held(self, name: str) -> str:
         """The queued jobs limit ``name`` holds back, scored by their place in the queue."""
@@ -116,51 +121,51 @@ class Keys:
 
     def cancels(self) -> str:
         """Running jobs someone asked to cancel; their supervisors kill them."""
-        return f"{self.ns}:cancels"
+        return f"{self.root}:cancels"
 
     def supervisor(self, ident: str) -> str:
-        return f"{self.ns}:supervisor:{ident}"
+        return f"{self.root}:supervisor:{ident}"
 
     def supervisors_pattern(self) -> str:
-        return f"{self.ns}:supervisor:*"
+        return f"{self.root}:supervisor:*"
 
     def supervisor_ids(self) -> str:
         """Supervisors that publish an entry, scored by when (ms) one last did: listing
         them takes no SCAN, whose cost grows with the whole database."""
-        return f"{self.ns}:supervisors"
+        return f"{self.root}:supervisors"
 
     def log(self, job_id: str) -> str:
-        return f"{self.ns}:log:{job_id}"
+        return f"{self.root}:log:{job_id}"
 
     def timers(self) -> str:
-        return f"{self.ns}:timers"
+        return f"{self.root}:timers"
 
     def control(self, ident: str) -> str:
-        return f"{self.ns}:control:{ident}"
+        return f"{self.root}:control:{ident}"
 
     def paused(self) -> str:
-        return f"{self.ns}:paused"
+        return f"{self.root}:paused"
 
     def functions(self) -> str:
         """Registered functions -> their effective options, as the supervisors loaded them."""
-        return f"{self.ns}:functions"
+        return f"{self.root}:functions"
 
     def events(self) -> str:
-        return f"{self.ns}:events"
+        return f"{self.root}:events"
 
     def totals(self) -> str:
-        return f"{self.ns}:totals"
+        return f"{self.root}:totals"
 
     def enqueued(self) -> str:
         """Jobs created by enqueues, never reset: ``<queue>|<function>`` -> count."""
-        return f"{self.ns}:enqueued"
+        return f"{self.root}:enqueued"
 
     def metric_functions(self) -> str:
         """The function names /metrics labels, scored by when a scrape first saw them."""
-        return f"{self.ns}:metrics:functions"
+        return f"{self.root}:metrics:functions"
 
     def stats(self, minute: int) -> str:
-        return f"{self.ns}:stats:{minute}"
+        return f"{self.root}:stats:{minute}"
 
     def pattern_all(self) -> str:
-        return f"{self.ns}:*"
+        return f"{self.root}:*"

@@ -9,6 +9,7 @@ from jobs.settings import JobDefaults, RedisSettings
 from jobs.store.keys import Keys
 from jobs.store.runner import ScriptRunner
 from jobs.store.scripts import Scripts
+from jobs.store.slot_owner import is_cluster_url
 
 
 class Store:
@@ -28,7 +29,7 @@ class Store:
         self.settings: Final = settings
         self.defaults: Final = defaults
         self.sealer: Final = sealer or Sealer()
-        self.keys: Final = Keys(settings.namespace)
+        self.keys: Final = Keys(settings.namespace, cluster=is_cluster_url(url))
         self.prefix: Final = self.keys.job("")
         self.events_len: Final = settings.events_max_len
         self.scripts: Final = Scripts(client)

@@ -17,6 +17,7 @@ import redis
 
 from jobs import Broker, BrokerError, BrokerUnavailable, RedisSettings
 from jobs.store.connection import make_client, redact
+from jobs.store.slot_owner import is_cluster_url
 from supervisor.errors import ExitCode, HaltServer
 
 WORKER_POOL = 1  # plus the script connection: 2 per worker
@@ -41,12 +42,14 @@ def refuse_cluster(broker: Broker) -> None:
     """Stop a start on a Redis Cluster node, whose slots would refuse jobvisor's scripts
     (CROSSSLOT, MOVED) at run time. A server not reachable yet is checked by nobody: its
     replies then carry the same advice (``jobs.store.connection.translate``)."""
+    if is_cluster_url(broker.url):
+        return
     try:
         enabled = int(broker.client.info("cluster").get("cluster_enabled", 0))
     except (redis.RedisError, BrokerUnavailable, BrokerError):
         return
     if enabled:
         raise HaltServer(
-            f"the server at {redact(broker.url)} is a Redis Cluster node: jobvisor runs on "
-            "one standalone server (or Sentinel); point [redis] url at one (see the "
-            "README's 'Redis Cluster' section)", ExitCode.CONFIG_ERROR)
+            f"the server at {redact(broker.url)} is a Redis Cluster node: reach a cluster "
+            "with a redis+cluster:// URL listing some of its nodes (see the README's "
+            "'Redis Cluster' section)", ExitCode.CONFIG_ERROR)
