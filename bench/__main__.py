@@ -20,7 +20,7 @@ from typing import Any
 
 import psutil
 
-from bench import fleet, peers
+from bench import cluster, fleet, peers
 from bench import scenarios as sc
 from bench.env import Bench, write_json
 
@@ -28,15 +28,17 @@ SIZES = {
     "smoke": dict(noop=300, enqueue=200, bulk=1000, cpu=6, probes=10, delayed=20, kills=1,
                   crashes=1, scale=2, memory=2000, deep=3000, claims=200, idle=0.5, repeats=1,
                   lease=1.0, settle=0.2, delays=(0.2, 0.3), hosts=2, per_host=2,
-                  fleet_noop=500, idle_hosts=2, idle_per_host=2, herd=5),
+                  fleet_noop=500, idle_hosts=2, idle_per_host=2, herd=5, cluster_noop=200),
     "quick": dict(noop=5000, enqueue=2000, bulk=20000, cpu=40, probes=200, delayed=100, kills=5,
                   crashes=5, scale=5, memory=20000, deep=100_000, claims=2000, idle=10.0,
                   repeats=1, lease=3.0, settle=1.0, delays=(0.5, 1.5), hosts=4, per_host=8,
-                  fleet_noop=20000, idle_hosts=4, idle_per_host=50, herd=50),
+                  fleet_noop=20000, idle_hosts=4, idle_per_host=50, herd=50,
+                  cluster_noop=5000),
     "full": dict(noop=20000, enqueue=10000, bulk=100000, cpu=200, probes=1000, delayed=500,
                  kills=20, crashes=20, scale=10, memory=100000, deep=1_000_000, claims=5000,
                  idle=60.0, repeats=3, lease=3.0, settle=1.0, delays=(0.5, 1.5), hosts=8,
-                 per_host=8, fleet_noop=100000, idle_hosts=10, idle_per_host=50, herd=200),
+                 per_host=8, fleet_noop=100000, idle_hosts=10, idle_per_host=50, herd=200,
+                 cluster_noop=20000),
 }
 
 # (figure, target, higher is better)
@@ -61,6 +63,10 @@ TARGETS: dict[str, list[tuple[str, float, bool]]] = {
     "fleet": [("one_server_ceiling_jobs_per_s", 6600, True)],
     "fleet_one_per_claim": [("one_server_ceiling_jobs_per_s", 6600, True)],
     "idle_fleet": [("wakeups_per_enqueue", 1.5, False)],
+    # Per job of the whole drain, on the busiest primary (the fleet's bound is its one
+    # over it): 150 us is one server's cost per job before the second round.
+    "cluster_one_primary": [("busiest_primary_us_per_job", 150, False)],
+    "cluster_three_primaries": [("busiest_primary_us_per_job", 150, False)],
 }
 
 
@@ -88,6 +94,10 @@ def plan(s: dict[str, Any]) -> dict[str, Callable[[Bench], dict[str, Any]]]:
                                                      s["fleet_noop"], claim_batch=1),
         "idle_fleet": lambda b: fleet.idle_fleet(b, s["idle_hosts"], s["idle_per_host"],
                                                  s["idle"], s["settle"], s["herd"]),
+        "cluster_one_primary": lambda b: cluster.namespaces_on_cluster(
+            b, s["cluster_noop"], 2, spread=False),
+        "cluster_three_primaries": lambda b: cluster.namespaces_on_cluster(
+            b, s["cluster_noop"], 2, spread=True),
     }
 
 

@@ -41,14 +41,15 @@ class Bench:
         return Broker(self.server.url, redis_settings=RedisSettings(namespace=ns))
 
     def supervisor(self, broker: Broker, workers: int = 2, extra: str = "",
-                   name: str = "s", worker: str = "", wait: bool = True
-                   ) -> subprocess.Popen[bytes]:
-        """A supervisor on this server; ``wait``: return once its workers are idle."""
+                   name: str = "s", worker: str = "", wait: bool = True,
+                   url: str | None = None) -> subprocess.Popen[bytes]:
+        """A supervisor on this server (or on ``url``); ``wait``: return once its workers
+        are idle."""
         d = self.tmp / f"{name}{len(self.sups)}"
         d.mkdir()
         cfg = d / "config.toml"
         cfg.write_text(
-            f'[redis]\nurl = "{self.server.url}"\nnamespace = "{broker.keys.ns}"\n'
+            f'[redis]\nurl = "{url or self.server.url}"\nnamespace = "{broker.keys.ns}"\n'
             f'[supervisor]\nworkers = {workers}\ndata_dir = "{d / "var"}"\n{extra}\n'
             f'[worker]\nmodules = ["examples.cpu", "bench.jobs"]\n{worker}\n')
         proc = subprocess.Popen([sys.executable, "-m", "supervisor", "--config", str(cfg), "run",
