@@ -92,10 +92,11 @@ def cluster_node(tmp_path: Path) -> Iterator[ValkeyServer]:
 def test_a_cluster_node_is_refused_with_advice_not_left_to_fail_at_run_time(
         cluster_node, tmp_path: Path, namespace: str):
     broker = Broker(cluster_node.url, redis_settings=RedisSettings(namespace=namespace))
-    with pytest.raises(BrokerError, match="is a Redis Cluster node, and jobvisor runs on one "
-                                          "standalone server"):
+    with pytest.raises(BrokerError, match="is a Redis Cluster node: reach a cluster with a "
+                                          "redis\\+cluster:// URL"):
         Queue("default", broker).enqueue("examples.cpu:noop")
     r = Running(tmp_path, cluster_node, namespace)
     assert r.proc.wait(30) == ExitCode.CONFIG_ERROR
-    assert "is a Redis Cluster node: jobvisor runs on one standalone server" in r.logs()
+    assert ("is a Redis Cluster node: reach a cluster with a redis+cluster:// URL listing "
+            "some of its nodes") in r.logs()
     assert r.workers() == []
