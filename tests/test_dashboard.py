@@ -36,7 +36,7 @@ def lib(server, ns):
 @pytest.fixture(autouse=True)
 def empty(lib, ns):
     yield
-    keys = list(lib.client.scan_iter(match=f"{ns}:*", count=1000))
+    keys = list(lib.client.scan_iter(match=f"{lib.keys.root}:*", count=1000))
     if keys:
         lib.client.delete(*keys)
 
