@@ -12,6 +12,7 @@ outside jobvisor (a raw ``redis.Redis.from_url`` in job code) are left out.
 from __future__ import annotations
 
 import inspect
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -30,11 +31,13 @@ from jobs.store.connection import redact
 from jobs.store.keys import Keys
 from jobs.store.slot_owner import namespace_slot, parse_cluster_url
 from tests.cluster import ValkeyCluster
-from tests.procs import start_and_wait
+from tests.procs import Running, start_and_wait
 
 # Job code that counts its runs in a raw client built from the server's URL
 # (``tests.jobfuncs.capped``) cannot take a cluster URL: those tests stay standalone.
 RAW_CLIENT_IN_JOB_CODE = "capped"
+# What the README's ACL lines add on a cluster: finding the primary that serves a slot.
+CLUSTER_ACL = ("+cluster|slots",)
 
 
 @pytest.fixture(scope="module")
@@ -127,3 +130,53 @@ def test_a_plain_url_to_a_cluster_node_is_refused_with_advice(cluster, tmp_path,
                     redis_settings=RedisSettings(namespace=namespace))
     with pytest.raises(BrokerError, match="reach a cluster with a redis\\+cluster:// URL"):
         Queue("default", broker).enqueue("tests.jobfuncs:add", 1, 2)
+
+
+def _denied(cluster: ValkeyCluster, users: set[str]) -> list[tuple[str, str]]:
+    """(user, object) of every ACL LOG entry of ``users`` on any live node."""
+    out = []
+    for node in cluster.live():
+        for e in node.client.execute_command("ACL", "LOG", "128"):
+            e = dict(zip(e[::2], e[1::2], strict=True)) if isinstance(e, list) else e
+            e = {(k.decode() if isinstance(k, bytes) else k): v for k, v in e.items()}
+            user, obj = (v.decode() if isinstance(v, bytes) else v
+                         for v in (e["username"], e["object"]))
+            if user in users:
+                out.append((user, obj))
+    return out
+
+
+def test_the_minimal_acls_with_the_tagged_pattern_run_a_supervisor_and_a_producer(
+        cluster, tmp_path: Path, namespace: str):
+    from tests.test_acl import HARMLESS, rules
+
+    password = secrets.token_urlsafe(18)
+    users = {role: f"{namespace}-{role}" for role in ("worker", "producer")}
+    for node in cluster.live():  # ACL users are per node on a cluster
+        for role, user in users.items():
+            node.client.execute_command("ACL", "SETUSER", user, "reset", "on", f">{password}",
+                                        *rules(role, f"{{{namespace}}}"), *CLUSTER_ACL)
+        node.client.execute_command("ACL", "LOG", "RESET")
+    (tmp_path / "pw").write_text(password + "\n")
+
+    def url(user: str) -> str:
+        return cluster.url.replace("redis+cluster://", f"redis+cluster://{user}@")
+
+    try:
+        r = Running(tmp_path, SimpleNamespace(url=url(users["worker"])), namespace,
+                    env={"JOBVISOR_REDIS_PASSWORD": password})
+        r.wait_workers(2)
+        producer = Broker(url(users["producer"]), redis_settings=RedisSettings(
+            namespace=namespace, password_file=str(tmp_path / "pw")))
+        jobs_ = [Queue("default", producer).enqueue("tests.jobfuncs:add", i, 1)
+                 for i in range(10)]
+        assert [j.result(timeout=30) for j in jobs_] == [i + 1 for i in range(10)]
+        assert r.stop() == 0
+        assert password not in r.logs()
+        refused = [(u, obj) for u, obj in _denied(cluster, set(users.values()))
+                   if obj not in HARMLESS]
+        assert refused == []
+    finally:
+        for node in cluster.live():
+            for user in users.values():
+                node.client.execute_command("ACL", "DELUSER", user)

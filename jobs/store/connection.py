@@ -422,6 +422,9 @@ def _unavailable_hint(url: str, exc: BaseException, detail: str) -> str:
         return ("the server ended the TLS handshake: if it requires client certificates "
                 "(tls-auth-clients), set redis.tls_cert_file and redis.tls_key_file to a "
                 "certificate signed by a CA it trusts")
+    if "no permissions" in detail:
+        return ("the ACL user lacks a command jobvisor needs (see the README's minimal ACL "
+                "for each role)")
     if isinstance(exc, MasterNotFoundError):
         return ("no sentinel named a healthy primary for this service: check the service "
                 "name and the sentinel addresses; during a failover this clears once a "
