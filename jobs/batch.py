@@ -19,16 +19,17 @@ import jobs.tracing as tracing
 from jobs.chain import as_call
 from jobs.decorator import JobFunction
 from jobs.enqueue import by_queue, check_limits, prepare_call, sealer_for
-from jobs.errors import ConfigurationError, JobNotFound, ResultTimeout
+from jobs.errors import BrokerUnavailable, ConfigurationError, JobNotFound, ResultTimeout
 from jobs.job import Job
 from jobs.options import Call, EnqueueOptions, Prepared, new_job_id, prepare
 from jobs.priority import Priority
 from jobs.registry import find
 from jobs.store.broker import Broker, default_broker
-from jobs.store.connection import translated
+from jobs.store.connection import redact, translated
 from jobs.store.keys import check_name
 
 CALLBACKS = ("success", "failure", "complete")
+WRITE_TRIES = 3  # a batch's transaction, when a lost connection cut it off
 
 Hook = JobFunction[Any, Any] | Call | str
 
@@ -179,6 +180,21 @@ def _write(members: list[Prepared], bid: str, fields: dict[str, Any], broker: Br
     """The batch and all its members in one MULTI transaction, or nothing. WATCH makes two
     enqueues of one batch_id at the same moment write it once; a batch with that id
     already there is left alone (a resend changes nothing)."""
+    for _ in range(WRITE_TRIES):
+        _write_once(members, bid, fields, broker)
+        # redis-py reports a connection lost at EXEC as a WatchError too: only a batch
+        # that is there now was written (by this call or a concurrent one).
+        with translated(broker.url):
+            if broker.client.exists(broker.keys.batch(bid)):
+                return
+    raise BrokerUnavailable(
+        f"batch {bid} could not be written to Redis at {redact(broker.url)} after "
+        f"{WRITE_TRIES} tries (its transaction was cut off each time); nothing of it was "
+        "written: enqueue it again")
+
+
+def _write_once(members: list[Prepared], bid: str, fields: dict[str, Any],
+                broker: Broker) -> None:
     key = broker.keys.batch(bid)
     with translated(broker.url), broker.client.pipeline(transaction=True) as pipe:
         pipe.watch(key)

@@ -378,6 +378,10 @@ class FollowSlotOwnerSSL(FollowSlotOwner, ForkSafeSSLConnection):
     def _ssl(self) -> bool:
         return True
 
+    def _owner(self) -> tuple[str, int]:
+        with _tls_lock:  # the lookup's TLS handshakes too (see ForkSafeSSLConnection)
+            return super()._owner()
+
 
 def _cluster_client(url: str, settings: RedisSettings, kwargs: dict[str, Any],
                     max_connections: int | None) -> redis.Redis:

@@ -32,8 +32,9 @@ class ScriptRunner:
         self._pool = client.connection_pool
         self._local = threading.local()
         self._shared = isinstance(self._pool, redis.BlockingConnectionPool)
-        self._turn = threading.RLock()  # the shared connection's, in turn
         self._shared_state = _Shared()
+        self._turn = threading.RLock()  # the shared connection's, in turn
+        self._turn_pid = os.getpid()
 
     def _connection(self) -> Any:
         local = self._shared_state if self._shared else self._local
@@ -131,6 +132,10 @@ class ScriptRunner:
     def _on_connection(self, call: Any, retry: bool) -> Any:
         if not self._shared:
             return self._call(call, retry)
+        if self._turn_pid != os.getpid():
+            # A process forked from this one (job code's multiprocessing) may have copied
+            # the lock held by another thread: it gets a lock (and connection) of its own.
+            self._turn, self._turn_pid = threading.RLock(), os.getpid()
         with self._turn:
             return self._call(call, retry)
 

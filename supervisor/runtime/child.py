@@ -33,7 +33,7 @@ from jobs.records import Claimed
 from supervisor.errors import ExitCode
 from supervisor.runtime.ahead import LEAD, SWITCH_INTERVAL, Ahead
 from supervisor.runtime.child_base import ChildBase
-from supervisor.runtime.connections import worker_client
+from supervisor.runtime.connections import job_client, worker_client
 from supervisor.runtime.slots import POKE, ChildState
 
 log = logging.getLogger(__name__)
@@ -87,12 +87,7 @@ class Child(ChildBase):
         """Child main; returns the exit code. Never returns into the supervisor's code."""
         self._after_fork(parent)
         s = self.config.supervisor
-        # The process default, so job code calling fn.enqueue() uses this configuration.
-        broker = jobs.connect(self.url, redis_settings=self.config.redis,
-                              defaults=self.config.defaults,
-                              encryption=self.config.encryption,
-                              client=worker_client(self.url, self.config.redis))
-        broker.sealer.keyring  # noqa: B018  (read now: a job may change the cwd or environ)
+        broker = self._connect()
         worker = Worker(self.spec.queues, broker=broker, lease=s.lease_timeout,
                         weights=self.spec.weights or None)
         self.worker = worker
@@ -147,12 +142,12 @@ class Child(ChildBase):
         """Give back all this worker holds before it exits: held jobs and kept successes,
         and what a claim may have taken whose reply a stop request cut off (the server
         may have run it: the job is claimed under its token, and nobody would run it
-        until its lease ran out). If Redis does not answer, the slot keeps showing that
-        token, and the supervisor gives the job back once this worker has exited."""
+        until its lease ran out). The slot keeps showing that token either way, and the
+        supervisor looks again once this worker has exited: the server may run a claim
+        still waiting on the closed connection after this worker's own look."""
         token = worker.unanswered
         try:
             worker.give_back_unanswered()
-            token = None
         except (BrokerUnavailable, BrokerError) as exc:
             log.warning("what an interrupted claim took was not given back (%s); the "
                         "supervisor gives it back", exc)
@@ -221,6 +216,19 @@ class Child(ChildBase):
             self.slots.deadline(self.slot, time.monotonic() + seconds)
         else:
             self.slots.returned(self.slot)
+
+    def _connect(self) -> jobs.Broker:
+        """The worker's broker, on its bounded connections, and the process default one
+        job code's calls (fn.enqueue(), ...) go through, on connections of their own: the
+        worker's stay within their bound whatever a job does."""
+        c = self.config
+        broker = jobs.Broker(self.url, redis_settings=c.redis, defaults=c.defaults,
+                             encryption=c.encryption, client=worker_client(self.url, c.redis))
+        job_code = jobs.connect(self.url, redis_settings=c.redis, defaults=c.defaults,
+                                encryption=c.encryption, client=job_client(self.url, c.redis))
+        for b in (broker, job_code):
+            b.sealer.keyring  # noqa: B018  (read now: a job may change the cwd or environ)
+        return broker
 
     def _give_back(self, worker: Worker, job: Claimed) -> None:
         try:

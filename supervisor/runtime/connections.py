@@ -1,7 +1,8 @@
 """How many connections a host opens to Redis, and the names they show in CLIENT LIST.
 
 A worker holds at most two: one for its scripts (claims, outcomes, its idle blocking
-wait; its threads take turns) and one for everything else, job code's calls included.
+wait; its threads take turns) and one for everything else. Job code's own calls go
+through a client of their own (``job_client``), opened only if a job uses it.
 A supervisor holds at most ``SUPERVISOR_POOL`` + 1: its threads (duties, promoter,
 control messages, cron, the metrics endpoint) take their connections from a bounded
 pool and wait their turn when all are in use. So a host holds at most
@@ -37,6 +38,12 @@ def supervisor_client(url: str, settings: RedisSettings) -> redis.Redis:
 
 def worker_client(url: str, settings: RedisSettings) -> redis.Redis:
     return make_client(url, settings, name=client_name("worker"), max_connections=WORKER_POOL)
+
+
+def job_client(url: str, settings: RedisSettings) -> redis.Redis:
+    """What job code's own calls go through in a worker (``fn.enqueue``, ``Job.result``):
+    opened when a job first uses it, a connection per thread using it at once."""
+    return make_client(url, settings, name=client_name("job"))
 
 def refuse_cluster(broker: Broker) -> None:
     """Stop a start on a Redis Cluster node, whose slots would refuse jobvisor's scripts
