@@ -310,12 +310,14 @@ def test_a_steady_function_s_next_job_is_claimed_before_the_current_one_ends(
 def test_the_job_claimed_ahead_of_one_that_overruns_goes_back_at_once(sup, tmp_path: Path):
     r = start_and_wait(sup, workers=1, tail="claim_batch = 1")
     out = tmp_path / "ran"
-    tags = [f"j{i}" for i in range(12)]
-    seconds = [0.1] * 8 + [0.6] + [0.1] * 3  # 0.1 s: steady even on a loaded machine
+    # 0.1 s: steady even on a loaded machine; 14 of them before the long one, so that a
+    # run or two stretched by the other test process has faded from the history by then.
+    tags = [f"j{i}" for i in range(18)]
+    seconds = [0.1] * 14 + [0.6] + [0.1] * 3
     jobs_ = _spins(r.broker, out, tags, seconds)
     for j, tag in zip(jobs_, tags, strict=True):
         assert j.result(timeout=30) == tag
-    long_job, behind = jobs_[8], jobs_[9]
+    long_job, behind = jobs_[14], jobs_[15]
     events = _events(r.broker)
     started = next(_ms(at) for at, e in events if e["e"] == "started" and e["id"] == long_job.id)
     released = [_ms(at) for at, e in events if e["e"] == "released" and e["id"] == behind.id]
