@@ -103,3 +103,28 @@ def test_a_cluster_node_is_refused_with_advice_not_left_to_fail_at_run_time(
     assert ("is a Redis Cluster node: reach a cluster with a redis+cluster:// URL listing "
             "some of its nodes") in r.logs()
     assert r.workers() == []
+
+
+def test_a_batch_whose_transaction_a_lost_connection_cut_off_is_written_again(
+        broker, raw, monkeypatch):
+    """redis-py reports a connection lost at EXEC under WATCH as a WatchError, which alone
+    means "a concurrent enqueue of this batch id won": the batch is written again, not
+    silently dropped. The connection is really killed, by the server, at that moment."""
+    from redis.client import Pipeline
+
+    from jobs import batch
+    from tests import jobfuncs
+
+    real_execute = Pipeline.execute
+    cuts = []
+
+    def execute_after_a_cut(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if self.watching and not cuts:
+            cuts.append(raw.client_kill_filter(_type="normal", skipme=True))
+        return real_execute(self, *args, **kwargs)
+
+    monkeypatch.setattr(Pipeline, "execute", execute_after_a_cut)
+    handle = batch([jobfuncs.add.call(i, 1) for i in range(3)]).enqueue(broker)
+    assert cuts and cuts[0] >= 1  # the transaction's connection was killed once
+    assert handle.progress().total == 3
+    assert Queue("default", broker).counts()["queued"] == 3
