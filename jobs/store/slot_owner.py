@@ -121,6 +121,10 @@ class FollowSlotOwner(redis.Connection):
                 if int(start) <= self.slot <= int(end):
                     owner = (_text(primary[0]) or host, int(primary[1]))
             if owner is not None:
+                # Asked first next time: a node that is down (its host gone) costs a
+                # connect timeout each time it is tried before the others.
+                self.known.remove((host, port))
+                self.known.insert(0, (host, port))
                 return owner
             answers.append(f"{host}:{port}: no primary serves slot {self.slot}")
         raise redis.ConnectionError(
