@@ -25,8 +25,9 @@ from jobs.options import Call, EnqueueOptions, Prepared, new_job_id, prepare
 from jobs.priority import Priority
 from jobs.registry import find
 from jobs.store.broker import Broker, default_broker
-from jobs.store.connection import redact, translated
+from jobs.store.connection import translated
 from jobs.store.keys import check_name
+from jobs.store.urls import redact
 
 CALLBACKS = ("success", "failure", "complete")
 WRITE_TRIES = 3  # a batch's transaction, when a lost connection cut it off

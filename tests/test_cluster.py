@@ -27,9 +27,9 @@ import tests.test_workflows
 from jobs import Broker, BrokerError, Queue, RedisSettings
 from jobs.errors import ConfigurationError
 from jobs.schedules import ScheduleKeys
-from jobs.store.connection import redact
 from jobs.store.keys import Keys
 from jobs.store.slot_owner import namespace_slot, parse_cluster_url
+from jobs.store.urls import redact
 from tests.cluster import ValkeyCluster
 from tests.procs import Running, start_and_wait
 
@@ -91,7 +91,7 @@ def test_every_key_of_a_namespace_is_in_the_namespace_s_slot(cluster):
 
 
 def test_the_cluster_url_form_and_its_errors():
-    t = parse_cluster_url("redis+cluster://u:p%40ss@a:7000,b,[::1]:7002", "shown")
+    t = parse_cluster_url("redis+cluster://u:p%40ss@a:7000,b,[::1]:7002")
     assert t.nodes == [("a", 7000), ("b", 6379), ("::1", 7002)]
     assert (t.username, t.password) == ("u", "p@ss")
     assert redact("redis+cluster://u:secret@a:7000,b:7001") == "redis+cluster://u:***@a:7000,b:7001"
@@ -99,7 +99,7 @@ def test_the_cluster_url_form_and_its_errors():
                          ("redis+cluster://a:7000?x=1", "takes no query parameters"),
                          ("redis+cluster://a:99999", r"not host\[:port\]")):
         with pytest.raises(ConfigurationError, match=problem):
-            parse_cluster_url(url, url)
+            parse_cluster_url(url)
 
 
 def test_namespaces_spread_over_the_primaries_and_each_is_served_by_its_owner(cluster):

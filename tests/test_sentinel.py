@@ -30,7 +30,8 @@ import redis
 
 import jobs
 from jobs import Backoff, Broker, BrokerError, BrokerUnavailable, Queue, RedisSettings, job
-from jobs.store.connection import parse_sentinel_url, redact
+from jobs.store.sentinel import parse_sentinel_url
+from jobs.store.urls import redact
 from tests.debian_redis import Servers, needs_redis_server
 from tests.helpers import assert_consistent, wait_until
 from tests.procs import Running

@@ -20,7 +20,7 @@ from types import SimpleNamespace
 
 import pytest
 
-import jobs.store.connection
+import jobs.store.tls
 from jobs import Broker, BrokerUnavailable, ConfigurationError, Job, Queue, RedisSettings
 from tests import jobfuncs
 from tests.debian_redis import Certs, Servers, needs_redis_server
@@ -202,7 +202,7 @@ def test_missing_or_unusable_tls_files_name_the_key(tmp_path, certs):
 
 def _handshake_elsewhere() -> bool:
     """Whether another thread holds the TLS set-up lock (is inside a handshake)."""
-    lock = jobs.store.connection._tls_lock
+    lock = jobs.store.tls._tls_lock
     if lock.acquire(blocking=False):
         lock.release()
         return False
@@ -253,7 +253,7 @@ def test_fork_during_a_tls_handshake_is_safe(tls, certs):
                 os.kill(pid, 9)
                 os.waitpid(pid, 0)
             peer.close()
-    assert jobs.store.connection.FORK_WAIT * 0.9 <= waited < jobs.store.connection.FORK_WAIT + 1.0
+    assert jobs.store.tls.FORK_WAIT * 0.9 <= waited < jobs.store.tls.FORK_WAIT + 1.0
     assert exit_code == [0]
 
 

@@ -17,7 +17,7 @@ from jobs.options import Prepared, pack_job
 from jobs.records import Claimed, claimed_from_reply
 from jobs.settings import EncryptionSettings, JobDefaults, RedisSettings
 from jobs.store.completions import WRITTEN, Completion, batch_token, pack_completion
-from jobs.store.connection import make_client, redact, resolve_url, translated
+from jobs.store.connection import make_client, translated
 from jobs.store.job_ops import JobOperations
 from jobs.store.layouts import (
     CLAIM,
@@ -29,6 +29,7 @@ from jobs.store.layouts import (
 from jobs.store.maintenance import Maintenance, count_commands
 from jobs.store.runner import Packed, items, joined
 from jobs.store.settling import Settling
+from jobs.store.urls import redact, resolve_url
 
 
 def _counts_applied(before: Sequence[tuple[Any, ...]],

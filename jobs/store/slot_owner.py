@@ -16,7 +16,6 @@ others are learned from their answers.
 from __future__ import annotations
 
 from typing import Any, NamedTuple
-from urllib.parse import unquote
 
 import redis
 from redis.backoff import NoBackoff
@@ -25,6 +24,9 @@ from redis.exceptions import AskError, ClusterDownError, MovedError, TryAgainErr
 from redis.retry import Retry
 
 from jobs.errors import ConfigurationError
+from jobs.settings import RedisSettings
+from jobs.store.tls import ForkSafeSSLConnection, handshake_lock
+from jobs.store.urls import redact, split_hosts
 
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 DEFAULT_PORT = 6379
@@ -46,40 +48,17 @@ class ClusterTarget(NamedTuple):
     password: str | None
 
 
-def parse_cluster_url(url: str, shown: str) -> ClusterTarget:
-    """Split ``redis+cluster://[user[:password]@]host[:port][,host[:port]...]``; ``shown``
-    is the URL with its password hidden, for messages."""
+def parse_cluster_url(url: str) -> ClusterTarget:
+    """Split ``redis+cluster://[user[:password]@]host[:port][,host[:port]...]``."""
     def bad(problem: str) -> ConfigurationError:
         return ConfigurationError(
-            f"cluster URL {shown!r} {problem}; expected "
+            f"cluster URL {redact(url)!r} {problem}; expected "
             "redis+cluster://[user[:password]@]host[:port][,host[:port]...]")
 
-    rest = url.split("://", 1)[1]
-    if "?" in rest or "#" in rest:
-        raise bad("takes no query parameters (set options in [redis])")
-    authority, _, path = rest.partition("/")
-    if path.strip("/") not in ("", "0"):
+    split = split_hosts(url, DEFAULT_PORT, bad, "node")
+    if split.path.strip("/") not in ("", "0"):
         raise bad("names a database: a cluster has only database 0")
-    userinfo, at, hostlist = authority.rpartition("@")
-    username = password = None
-    if at:
-        user, colon, secret = userinfo.partition(":")
-        username = unquote(user) or None
-        password = unquote(secret) if colon else None
-    return ClusterTarget([_host_port(item, bad) for item in hostlist.split(",")],
-                         username, password)
-
-
-def _host_port(item: str, bad: Any) -> tuple[str, int]:
-    host, port = item, ""
-    if item.startswith("["):  # [IPv6]:port
-        host, _, port = item[1:].partition("]")
-        port = port.removeprefix(":")
-    elif ":" in item:
-        host, _, port = item.rpartition(":")
-    if not host or (port and not port.isdigit()) or (port and not 0 < int(port) < 65536):
-        raise bad(f"has a node address {item!r} that is not host[:port]")
-    return host, int(port or DEFAULT_PORT)
+    return ClusterTarget(split.hosts, split.username, split.password)
 
 
 class FollowSlotOwner(redis.Connection):
@@ -148,3 +127,36 @@ class FollowSlotOwner(redis.Connection):
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class FollowSlotOwnerSSL(FollowSlotOwner, ForkSafeSSLConnection):
+    """``FollowSlotOwner`` over TLS; its lookups' handshakes under the fork lock too."""
+
+    @property
+    def _ssl(self) -> bool:
+        return True
+
+    def _owner(self) -> tuple[str, int]:
+        with handshake_lock():
+            return super()._owner()
+
+
+def cluster_client(url: str, settings: RedisSettings, kwargs: dict[str, Any],
+                    max_connections: int | None) -> redis.Redis:
+    """A client whose connections go to the primary serving the namespace's slot."""
+    target = parse_cluster_url(url)
+    tls = url.split("://", 1)[0].lower() == "rediss+cluster"
+    node = dict(kwargs, nodes=target.nodes, slot=namespace_slot(settings.namespace),
+                host=target.nodes[0][0], port=target.nodes[0][1],
+                connection_class=FollowSlotOwnerSSL if tls else FollowSlotOwner)
+    if target.username:
+        node["username"] = target.username
+    if target.password is not None:
+        node["password"] = target.password
+    pool: redis.ConnectionPool
+    if max_connections:
+        pool = redis.BlockingConnectionPool(  # type: ignore[no-untyped-call]
+            max_connections=max_connections, timeout=settings.socket_timeout, **node)
+    else:
+        pool = redis.ConnectionPool(**node)
+    return redis.Redis(connection_pool=pool)

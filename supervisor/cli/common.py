@@ -17,7 +17,7 @@ import psutil
 
 import jobs
 from jobs import Broker
-from jobs.store.connection import embedded_url
+from jobs.store.urls import embedded_url
 from supervisor.config import Config, config_path, load_config
 from supervisor.errors import ConfigError
 

@@ -23,7 +23,7 @@ from rich.text import Text
 
 from jobs import Broker, Job, JobState, Priority, Queue, RedisSettings
 from jobs.stats import queue_stats
-from jobs.store.connection import embedded_url
+from jobs.store.urls import embedded_url
 from supervisor.cli.top import render
 
 DEMO_CONFIG = """\

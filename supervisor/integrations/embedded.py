@@ -23,7 +23,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from jobs.store.connection import SOCKET_NAME
+from jobs.store.urls import SOCKET_NAME
 from supervisor.errors import ExitCode, HaltServer
 
 log = logging.getLogger(__name__)

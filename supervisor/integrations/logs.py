@@ -9,7 +9,7 @@ import os
 import time
 from collections.abc import Callable
 
-from jobs.store.connection import redact
+from jobs.store.urls import redact
 
 _ROLE = {"supervisor": "supervisor"}
 

@@ -17,8 +17,9 @@ import socket
 import redis
 
 from jobs import Broker, BrokerError, BrokerUnavailable, RedisSettings
-from jobs.store.connection import make_client, redact
+from jobs.store.connection import make_client
 from jobs.store.slot_owner import is_cluster_url
+from jobs.store.urls import redact
 from supervisor.errors import ExitCode, HaltServer
 
 WORKER_POOL = 1  # plus the script connection: 2 per worker
