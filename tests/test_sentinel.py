@@ -19,7 +19,6 @@ ledger on the session Valkey server, which the failover never touches.
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -29,11 +28,12 @@ import pytest
 import redis
 
 import jobs
-from jobs import Backoff, Broker, BrokerError, BrokerUnavailable, Queue, RedisSettings, job
+from jobs import Backoff, Broker, Queue, RedisSettings, job
 from jobs.store.sentinel import parse_sentinel_url
 from jobs.store.urls import redact
 from tests.debian_redis import Servers, needs_redis_server
-from tests.helpers import assert_consistent, wait_until
+from tests.failover import Producer, wind_down_and_audit
+from tests.helpers import wait_until
 from tests.procs import Running
 
 FUNCTION = "tests.test_sentinel:mark"
@@ -111,33 +111,6 @@ def cluster(tmp_path: Path):
         servers.stop_all()
 
 
-class Producer(threading.Thread):
-    """Enqueues one job at a time under its own ids, resending an id until acknowledged
-    (enqueue with a custom id is idempotent), as a careful producer does in a failover."""
-
-    def __init__(self, broker: Broker, args: tuple) -> None:
-        super().__init__(daemon=True)
-        self.queue = Queue("default", broker)
-        self.args = args
-        self.acked: list[tuple[str, float]] = []
-        self.errors: Counter[str] = Counter()
-        self.halt = threading.Event()
-
-    def run(self) -> None:
-        i = 0
-        while not self.halt.is_set():
-            job_id = f"p2-{i}"
-            try:
-                self.queue.options(job_id=job_id).enqueue(FUNCTION, *self.args)
-            except (BrokerUnavailable, BrokerError) as exc:
-                self.errors[type(exc).__name__] += 1
-                self.halt.wait(0.05)
-                continue
-            self.acked.append((job_id, time.monotonic()))
-            i += 1
-            self.halt.wait(0.01)
-
-
 @needs_redis_server
 @pytest.mark.timeout(90)
 def test_failover_mid_run(cluster, server, namespace, tmp_path):
@@ -160,7 +133,7 @@ def test_failover_mid_run(cluster, server, namespace, tmp_path):
                   modules='["tests.test_sentinel"]')
     try:
         sup.wait_workers(2)
-        producer = Producer(broker, args)
+        producer = Producer(broker, (FUNCTION, *args))
         producer.start()
         wait_until(lambda: broker.jobs.counts("default", ["completed"])["completed"] >= 100,
                    timeout=30, what="a third of the first jobs to complete")
@@ -182,29 +155,11 @@ def test_failover_mid_run(cluster, server, namespace, tmp_path):
         wait_until(lambda: broker.jobs.counts("default", ["completed"])["completed"] > after + 10,
                    timeout=20, what="workers to complete jobs on the new primary")
         resumed = time.monotonic()
-        producer.halt.wait(1.0)
-        producer.halt.set()
-        producer.join(10)
-
-        # 3. Work enqueued after the failover.
-        third = [j.id for j in queue.enqueue_many([(FUNCTION, *args)] * 50)]
-
-        acked = [job_id for job_id, _ in producer.acked]
-        present = broker.jobs.exist(acked)
-        lost = [j for j, there in zip(acked, present, strict=True) if not there]
-        lost_before_kill = [j for j, t in producer.acked if t < killed and j in set(lost)]
-        expected = first + [j for j, there in zip(acked, present, strict=True) if there] + third
-
-        def settled() -> bool:
-            c = broker.jobs.counts("default", ["queued", "active", "scheduled", "completed"])
-            return c["completed"] >= len(expected) and not (c["queued"] or c["active"]
-                                                            or c["scheduled"])
-
-        wait_until(settled, timeout=40, interval=0.05, what="every job to complete")
-        states = Counter(assert_consistent(broker, j, "default") for j in expected)
-        runs = {k.decode(): int(v) for k, v in ledger.hgetall(f"{key}:runs").items()}
-        records = broker.jobs.fetch_many(expected)
-        attempts = Counter(int(r.get(b"att", 0) or 0) for r in records)
+        # 3. Work enqueued after the failover, and the audit of every job.
+        a = wind_down_and_audit(broker, producer, first, (FUNCTION, *args), ledger, key, 40)
+        acked, lost, expected = a.acked, a.lost, a.expected
+        states, runs, attempts = a.states, a.runs, a.attempts
+        lost_before_kill = [j for j, t in producer.acked if t < killed and j in lost]
 
         assert states == Counter({"completed": len(expected)}), states
         assert all(runs.get(j, 0) >= 1 for j in expected), "a completed job never ran"

@@ -26,9 +26,10 @@ import redis
 from jobs import Broker, Queue, RedisSettings
 from jobs.store.slot_owner import namespace_slot
 from tests.cluster import ValkeyCluster
-from tests.helpers import assert_consistent, wait_until
+from tests.failover import Producer, wind_down_and_audit
+from tests.helpers import wait_until
 from tests.procs import Running
-from tests.test_sentinel import FUNCTION, Producer
+from tests.test_sentinel import FUNCTION
 
 
 @pytest.fixture
@@ -67,7 +68,7 @@ def test_the_primary_of_a_namespace_dies_mid_load_and_no_replicated_job_is_lost(
                   workers=2, modules='["tests.test_sentinel"]')
     try:
         sup.wait_workers(2)
-        producer = Producer(broker, args)
+        producer = Producer(broker, (FUNCTION, *args))
         producer.start()
         wait_until(lambda: broker.jobs.counts("default", ["completed"])["completed"] >= 100,
                    timeout=30, what="a third of the first jobs to complete")
@@ -84,28 +85,10 @@ def test_the_primary_of_a_namespace_dies_mid_load_and_no_replicated_job_is_lost(
         wait_until(lambda: broker.jobs.counts("default", ["completed"])["completed"] > after + 10,
                    timeout=30, what="workers to complete jobs on the new primary")
         resumed = time.monotonic()
-        producer.halt.wait(1.0)
-        producer.halt.set()
-        producer.join(10)
-
-        # 3. Work enqueued after the failover.
-        third = [j.id for j in queue.enqueue_many([(FUNCTION, *args)] * 50)]
-
-        acked = [job_id for job_id, _ in producer.acked]
-        present = broker.jobs.exist(acked)
-        lost = {j for j, there in zip(acked, present, strict=True) if not there}
-        expected = first + [j for j, there in zip(acked, present, strict=True) if there] + third
-
-        def settled() -> bool:
-            c = broker.jobs.counts("default", ["queued", "active", "scheduled", "completed"])
-            return c["completed"] >= len(expected) and not (c["queued"] or c["active"]
-                                                            or c["scheduled"])
-
-        wait_until(settled, timeout=60, interval=0.05, what="every job to complete")
-        states = Counter(assert_consistent(broker, j, "default") for j in expected)
-        runs = {k.decode(): int(v) for k, v in ledger.hgetall(f"{key}:runs").items()}
-        records = broker.jobs.fetch_many(expected)
-        attempts = Counter(int(r.get(b"att", 0) or 0) for r in records)
+        # 3. Work enqueued after the failover, and the audit of every job.
+        a = wind_down_and_audit(broker, producer, first, (FUNCTION, *args), ledger, key, 60)
+        acked, lost, expected = a.acked, a.lost, a.expected
+        states, runs, attempts = a.states, a.runs, a.attempts
         logs = sup.logs()
 
         assert states == Counter({"completed": len(expected)}), states
