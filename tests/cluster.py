@@ -16,14 +16,24 @@ SLOTS = 16384
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free loopback ports (all held open while they are picked)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 class Node:
-    def __init__(self, directory: Path, node_timeout_ms: int) -> None:
-        self.port, self.bus = free_port(), free_port()
+    def __init__(self, directory: Path, node_timeout_ms: int, port: int, bus: int) -> None:
+        self.port, self.bus = port, bus
         self.server = ValkeyServer(
             directory, "--port", str(self.port), "--bind", "127.0.0.1",
             "--cluster-enabled", "yes", "--cluster-port", str(self.bus),
@@ -46,8 +56,10 @@ class ValkeyCluster:
     def __init__(self, directory: Path, primaries: int = 3, replicas: int = 1,
                  node_timeout_ms: int = 1000) -> None:
         self.primaries = primaries
-        self.nodes = [Node(directory / f"n{i}", node_timeout_ms)
-                      for i in range(primaries * (1 + replicas))]
+        count = primaries * (1 + replicas)
+        ports = free_ports(2 * count)
+        self.nodes = [Node(directory / f"n{i}", node_timeout_ms, ports[2 * i], ports[2 * i + 1])
+                      for i in range(count)]
 
     @property
     def url(self) -> str:

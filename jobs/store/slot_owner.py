@@ -26,7 +26,7 @@ from redis.retry import Retry
 from jobs.errors import ConfigurationError
 from jobs.settings import RedisSettings
 from jobs.store.tls import ForkSafeSSLConnection, handshake_lock
-from jobs.store.urls import redact, split_hosts
+from jobs.store.urls import redact, scheme_of, split_hosts
 
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 DEFAULT_PORT = 6379
@@ -34,7 +34,7 @@ _ELSEWHERE = (MovedError, AskError, ClusterDownError, TryAgainError)
 
 
 def is_cluster_url(url: str) -> bool:
-    return url.split("://", 1)[0].lower() in CLUSTER_SCHEMES
+    return scheme_of(url) in CLUSTER_SCHEMES
 
 
 def namespace_slot(namespace: str) -> int:
@@ -145,7 +145,7 @@ def cluster_client(url: str, settings: RedisSettings, kwargs: dict[str, Any],
                     max_connections: int | None) -> redis.Redis:
     """A client whose connections go to the primary serving the namespace's slot."""
     target = parse_cluster_url(url)
-    tls = url.split("://", 1)[0].lower() == "rediss+cluster"
+    tls = scheme_of(url) == "rediss+cluster"
     node = dict(kwargs, nodes=target.nodes, slot=namespace_slot(settings.namespace),
                 host=target.nodes[0][0], port=target.nodes[0][1],
                 connection_class=FollowSlotOwnerSSL if tls else FollowSlotOwner)
