@@ -31,17 +31,15 @@ class ScriptRunner:
     def __init__(self, client: redis.Redis) -> None:
         self._pool = client.connection_pool
         self._local = threading.local()
-        self._shared = isinstance(self._pool, redis.BlockingConnectionPool)
-        self._shared_state = _Shared()
-        self._turn = threading.RLock()  # the shared connection's, in turn
-        self._turn_pid = os.getpid()
+        bounded = isinstance(self._pool, redis.BlockingConnectionPool)
+        self._shared: _Shared | None = _Shared() if bounded else None
 
     def _connection(self) -> Any:
-        local = self._shared_state if self._shared else self._local
-        if getattr(local, "pid", None) != os.getpid():
-            local.conn = self._pool.make_connection()
-            local.pid = os.getpid()
-        return local.conn
+        holder = self._shared or self._local
+        if getattr(holder, "pid", None) != os.getpid():
+            holder.conn = self._pool.make_connection()
+            holder.pid = os.getpid()
+        return holder.conn
 
     def run(self, script: Script, keys: Sequence[str], args: Sequence[Any], retry: bool = True,
             resend_flag: int | None = None) -> Any:
@@ -130,13 +128,14 @@ class ScriptRunner:
         return self._on_connection(send, retry=False)
 
     def _on_connection(self, call: Any, retry: bool) -> Any:
-        if not self._shared:
+        shared = self._shared
+        if shared is None:
             return self._call(call, retry)
-        if self._turn_pid != os.getpid():
+        if shared.made_in != os.getpid():
             # A process forked from this one (job code's multiprocessing) may have copied
             # the lock held by another thread: it gets a lock (and connection) of its own.
-            self._turn, self._turn_pid = threading.RLock(), os.getpid()
-        with self._turn:
+            shared = self._shared = _Shared()
+        with shared.turn:
             return self._call(call, retry)
 
     def _call(self, call: Any, retry: bool) -> Any:
@@ -181,10 +180,13 @@ class ScriptRunner:
 
 
 class _Shared:
-    """The one connection of a shared runner (and the process that made it)."""
+    """A shared runner's connection (and the process that opened it), taken in turn."""
 
-    pid: int
-    conn: Any
+    def __init__(self) -> None:
+        self.turn = threading.RLock()
+        self.made_in = os.getpid()
+        self.pid: int | None = None
+        self.conn: Any = None
 
 
 class Packed:
