@@ -35,11 +35,16 @@ class ScriptRunner:
         self._shared: _Shared | None = _Shared() if bounded else None
 
     def _connection(self) -> Any:
-        holder = self._shared or self._local
-        if getattr(holder, "pid", None) != os.getpid():
-            holder.conn = self._pool.make_connection()
-            holder.pid = os.getpid()
-        return holder.conn
+        shared = self._shared
+        if shared is not None:  # made anew in a forked child (see _on_connection)
+            if shared.conn is None:
+                shared.conn = self._pool.make_connection()
+            return shared.conn
+        local = self._local
+        if getattr(local, "pid", None) != os.getpid():
+            local.conn = self._pool.make_connection()
+            local.pid = os.getpid()
+        return local.conn
 
     def run(self, script: Script, keys: Sequence[str], args: Sequence[Any], retry: bool = True,
             resend_flag: int | None = None) -> Any:
@@ -180,12 +185,11 @@ class ScriptRunner:
 
 
 class _Shared:
-    """A shared runner's connection (and the process that opened it), taken in turn."""
+    """A shared runner's connection, taken in turn, and the process it belongs to."""
 
     def __init__(self) -> None:
         self.turn = threading.RLock()
         self.made_in = os.getpid()
-        self.pid: int | None = None
         self.conn: Any = None
 
 

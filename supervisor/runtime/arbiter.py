@@ -429,4 +429,3 @@ class Arbiter:
             s.idle_timeout)
         if why:
             log.info("autoscale: %s", why)
-
