@@ -5,12 +5,10 @@ calls have connections of their own); and a Redis Cluster node, refused with adv
 from __future__ import annotations
 
 import collections
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
 from jobs import (
     Broker,
@@ -24,7 +22,7 @@ from jobs import (
 )
 from supervisor.errors import ExitCode
 from supervisor.runtime.connections import SUPERVISOR_POOL, WORKER_POOL
-from tests.helpers import wait_until
+from tests.cluster import ValkeyCluster
 from tests.procs import Running, start_and_wait
 from tests.server import ValkeyServer
 
@@ -72,24 +70,11 @@ def test_each_process_of_a_host_holds_no_more_connections_than_its_bound(
 
 @pytest.fixture
 def cluster_node(tmp_path: Path) -> Iterator[ValkeyServer]:
-    """A one-node Redis Cluster (every slot on it), on a unix socket."""
-    # The cluster bus listens on a TCP port of its own (port + 10000 unless set: with
-    # --port 0 that is 10000, which parallel tests would share): a free loopback one.
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        bus = s.getsockname()[1]
-    node = ValkeyServer(tmp_path / "node", "--cluster-enabled", "yes", "--bind", "127.0.0.1",
-                        "--cluster-port", str(bus),
-                        "--cluster-config-file", str(tmp_path / "node" / "nodes.conf"))
-    node.start()
-    try:
-        admin = redis.Redis(unix_socket_path=str(node.socket))
-        admin.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
-        wait_until(lambda: b"cluster_state:ok" in admin.execute_command("CLUSTER", "INFO"),
-                   10, what="the cluster to serve its slots")
-        yield node
-    finally:
-        node.stop()
+    """A one-node Redis Cluster (every slot on it), reached here on its unix socket."""
+    cluster = ValkeyCluster(tmp_path / "cluster", primaries=1, replicas=0)
+    cluster.start()
+    yield cluster.nodes[0].server
+    cluster.stop()
 
 
 def test_a_cluster_node_is_refused_with_advice_not_left_to_fail_at_run_time(
