@@ -594,6 +594,7 @@ def test_the_batches_page_shows_each_batch_s_progress_as_the_library_does(browse
 def test_the_hosts_page_shows_pools_and_scales_and_pauses_each(browser, dash, lib, tmp_path):
     from playwright.sync_api import expect
 
+    from tests.helpers import wait_until
     from tests.procs import Running
 
     tail = '[[pools]]\nname = "reports"\nqueues = ["reports", "pdf"]\nworkers = 1\n'
@@ -630,9 +631,12 @@ def test_the_hosts_page_shows_pools_and_scales_and_pauses_each(browser, dash, li
         sup.wait_workers(2)
         resumed = httpx.post(f"{api}/pools/reports/resume", headers=admin)
         assert resumed.status_code == 200, resumed.text
-        assert {f"web:ada@127.0.0.1: scale queue=- count=1 scope={ident} pool reports",
-                f"web:ada@127.0.0.1: resume pool queue=- count=0 scope={ident} pool reports",
-                } <= set(actions_logged(dash))
+        said = {f"web:ada@127.0.0.1: scale queue=- count=1 scope={ident} pool reports",
+                f"web:ada@127.0.0.1: resume pool queue=- count=0 scope={ident} pool reports"}
+        # The dashboard process writes its log line as the reply goes out: read until it is
+        # there (a loaded machine showed the reply first).
+        wait_until(lambda: said <= set(actions_logged(dash)), timeout=10,
+                   what="the dashboard to log both actions")
         unknown = httpx.post(f"{api}/pools/mail/pause", headers=admin)
         assert unknown.status_code == 400 and "has no pool 'mail'" in unknown.json()["error"]
         hosts = httpx.get(f"{dash.base}/api/hosts", headers=admin).json()
