@@ -19,6 +19,7 @@ from pathlib import Path
 import psutil
 import redis
 
+from jobs import Broker
 from tests.helpers import stop_process, wait_until
 from tests.server import ValkeyServer
 
@@ -202,3 +203,21 @@ class PrivateServer(ValkeyServer):
 
 def job_ids(tag: str, start: int, n: int) -> list[str]:
     return [f"{tag}-{i:07d}" for i in range(start, start + n)]
+
+
+def claimed_apart(broker: Broker, ids: list[str], *supervisors: Supervisor) -> bool:
+    """Each of ``ids`` is claimed by a different worker of ``supervisors``: running, or
+    held to start within milliseconds (claimed ahead of the job before it).
+
+    Read from Redis, not from process titles: a title names a job only up to a heartbeat
+    (1 s) after it started, so jobs of a second could each end unseen."""
+    workers = {str(p.pid) for s in supervisors for p in s.children()}
+    pipe = broker.client.pipeline(transaction=False)
+    for job_id in ids:
+        pipe.hmget(broker.keys.job(job_id), "st", "tok")
+    owners = set()
+    for st, tok in pipe.execute():
+        if st != b"active" or tok is None:
+            return False
+        owners.add(tok.decode().rsplit(":", 2)[1])  # host:pid:nonce#n
+    return len(owners) == len(ids) and owners <= workers

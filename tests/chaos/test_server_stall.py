@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 import time
 
-from tests.chaos.rig import job_ids
+from tests.chaos.rig import claimed_apart, job_ids
 from tests.chaos.workload import (
     Producer,
     assert_pool_intact,
@@ -52,7 +52,7 @@ def test_server_stalled_longer_than_the_lease(private_server, namespace, ledger,
         keep_running(min(duration / 4, 5.0), *sups, producer=producer)
         long_ids = job_ids("long", 2 * stalls, 2)
         producer.send(long_ids, work_ms=LONG_MS, priority=100)
-        wait_until(lambda ids=long_ids: set(ids) <= {j for s in sups for _, j in s.busy()},
+        wait_until(lambda ids=long_ids: claimed_apart(broker, ids, *sups),
                    timeout=20, what="both long jobs to run")
         srv.stall()
         stalls += 1

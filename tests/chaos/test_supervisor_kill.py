@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 
 from jobs import Broker
-from tests.chaos.rig import QUEUE, Supervisor, job_ids
+from tests.chaos.rig import QUEUE, Supervisor, claimed_apart, job_ids
 from tests.chaos.workload import Producer, conclude, keep_running, percentile, wait_progress
 from tests.helpers import wait_until
 
@@ -77,7 +77,7 @@ def test_supervisor_killed_mid_run_second_finishes(server, namespace, job_broker
         # the victim surely leaves jobs behind.
         long_jobs = job_ids("long", 4 * len(recoveries), 4)
         producer.send(long_jobs, work_ms=LONG_MS, priority=100)
-        wait_until(lambda ids=long_jobs: set(ids) <= {j for s in (a, b) for _, j in s.busy()},
+        wait_until(lambda ids=long_jobs: claimed_apart(job_broker, ids, a, b),
                    timeout=20, what="every worker to run a long job")
         # Kill once they have done their side effect: a rerun is then a real duplicate.
         wait_until(lambda ids=long_jobs: set(ids) <= ledger.done(), timeout=20,
