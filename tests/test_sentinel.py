@@ -31,6 +31,7 @@ import jobs
 from jobs import Backoff, Broker, Queue, RedisSettings, job
 from jobs.store.sentinel import parse_sentinel_url
 from jobs.store.urls import redact
+from supervisor.runtime.connections import SUPERVISOR_POOL, WORKER_POOL
 from tests.debian_redis import Servers, needs_redis_server
 from tests.failover import Producer, wind_down_and_audit
 from tests.helpers import wait_until
@@ -155,6 +156,22 @@ def test_failover_mid_run(cluster, server, namespace, tmp_path):
         wait_until(lambda: broker.jobs.counts("default", ["completed"])["completed"] > after + 10,
                    timeout=20, what="workers to complete jobs on the new primary")
         resumed = time.monotonic()
+        # On the new primary each process keeps its bound: the connections that had
+        # reached the old one reopened here, and no more.
+        ours = {sup.proc.pid, *(c.pid for c in sup.children())}
+
+        def all_here() -> Counter[str] | None:
+            held = Counter(c["name"] for c in cluster.replica_client.client_list()
+                           if c["name"].startswith(("jobvisor:supervisor:", "jobvisor:worker:"))
+                           and int(c["name"].rsplit(":", 1)[1]) in ours)
+            roles = Counter(n.split(":")[1] for n in held)
+            return held if roles == {"supervisor": 1, "worker": 2} else None
+
+        # Each worker reconnects at its own next call (a backoff may still delay one).
+        held = wait_until(all_here, timeout=20,
+                          what="the supervisor and both workers on the new primary")
+        for name, count in held.items():
+            assert count <= (WORKER_POOL if ":worker:" in name else SUPERVISOR_POOL) + 1, held
         # 3. Work enqueued after the failover, and the audit of every job.
         a = wind_down_and_audit(broker, producer, first, (FUNCTION, *args), ledger, key, 40)
         acked, lost, expected = a.acked, a.lost, a.expected

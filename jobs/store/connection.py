@@ -81,7 +81,7 @@ def make_client(url: str, settings: RedisSettings, retries: int = 3, *,
     """A client for ``url``. ``name``: what ``CLIENT LIST`` shows for its connections.
     ``max_connections``: the most its pool opens; a thread that finds them all in use
     waits for one (up to ``socket_timeout``) instead of opening another, and scripts share
-    one more connection (see ``ScriptRunner``). Sentinel clients are not bounded."""
+    one more connection (see ``ScriptRunner``)."""
     scheme = scheme_of(url)
     if scheme not in _SCHEMES:
         raise ConfigurationError(
@@ -102,7 +102,8 @@ def make_client(url: str, settings: RedisSettings, retries: int = 3, *,
     if name:
         kwargs["redis_connect_func"] = _named(name)
     if scheme.endswith("+sentinel"):
-        return sentinel_client(url, settings, kwargs, read_sentinel_password(settings))
+        return sentinel_client(url, settings, kwargs, read_sentinel_password(settings),
+                               max_connections)
     if scheme in CLUSTER_SCHEMES:
         return cluster_client(url, settings, kwargs, max_connections)
     if scheme in TLS_SCHEMES:

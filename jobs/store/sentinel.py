@@ -15,7 +15,12 @@ from urllib.parse import unquote
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry as RedisRetry
-from redis.sentinel import MasterNotFoundError, Sentinel, SentinelManagedConnection
+from redis.sentinel import (
+    MasterNotFoundError,
+    Sentinel,
+    SentinelConnectionPool,
+    SentinelManagedConnection,
+)
 
 from jobs.errors import ConfigurationError
 from jobs.settings import RedisSettings
@@ -77,6 +82,13 @@ class FollowPrimarySSL(FollowPrimary, ForkSafeSSLConnection):
     pass
 
 
+class BoundedSentinelPool(SentinelConnectionPool, redis.BlockingConnectionPool):
+    """A Sentinel pool that opens at most ``max_connections``: a thread that finds them
+    all in use waits for one (up to ``timeout``), as with ``BlockingConnectionPool``.
+    A connection to a primary that is no longer the primary is closed when it comes
+    back, and its place reopens on the new one."""
+
+
 class AskEachSentinel(Sentinel):
     """redis-py's ``Sentinel`` whose "no primary found" names each sentinel's own answer.
 
@@ -103,9 +115,11 @@ class AskEachSentinel(Sentinel):
 
 
 def sentinel_client(url: str, settings: RedisSettings, kwargs: dict[str, Any],
-                    sentinel_password: str | None) -> redis.Redis:
+                    sentinel_password: str | None,
+                    max_connections: int | None = None) -> redis.Redis:
     """A client whose every connection asks the sentinels for the primary; ``kwargs``: the
-    data connections' arguments, ``sentinel_password``: the sentinels' own."""
+    data connections' arguments, ``sentinel_password``: the sentinels' own,
+    ``max_connections``: the bound of its pool (None: as many as its threads use)."""
     target = parse_sentinel_url(url)
     tls = tls_options(url, settings)
     # The sentinels: short timeouts, each asked once per lookup (the data connection's
@@ -129,5 +143,8 @@ def sentinel_client(url: str, settings: RedisSettings, kwargs: dict[str, Any],
     if tls:
         for node in sentinel.sentinels:  # redis.Redis(ssl=True) takes no connection class
             node.connection_pool.connection_class = ForkSafeSSLConnection
+    if max_connections:
+        nodes.update(connection_pool_class=BoundedSentinelPool, max_connections=max_connections,
+                     timeout=settings.socket_timeout)
     client: redis.Redis = sentinel.master_for(target.service, **nodes)
     return client

@@ -6,7 +6,8 @@ through a client of their own (``job_client``), opened only if a job uses it.
 A supervisor holds at most ``SUPERVISOR_POOL`` + 1: its threads (duties, promoter,
 control messages, cron, the metrics endpoint) take their connections from a bounded
 pool and wait their turn when all are in use. So a host holds at most
-``2 x workers + SUPERVISOR_POOL + 1``. Sentinel clients are not bounded by a pool.
+``2 x workers + SUPERVISOR_POOL + 1``, on a single server, through Sentinel or on each
+primary of a cluster alike.
 """
 
 from __future__ import annotations
