@@ -106,6 +106,40 @@ def fleet(b: Bench, hosts: int, workers: int, n: int,
                     "per job"}
 
 
+class TokensTaken:
+    """Wake tokens handed to blocked workers, counted exactly: the server reports each
+    ``BLPOP`` it serves with a token as a keyspace event (``lpop``) on the wake list; a
+    wait that times out reports nothing, and the claim scripts never pop a token."""
+
+    def __init__(self, broker: Broker, queue: str) -> None:
+        self.client = broker.client
+        self.count = 0
+        self.client.config_set("notify-keyspace-events", "Kl")
+        self.pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        channel = f"__keyspace@0__:{broker.keys.wake(queue)}"
+        self.marker = f"{broker.keys.wake(queue)}:counted"
+        self.marked = False
+        self.pubsub.subscribe(**{channel: self._event, self.marker: self._marked})
+        self.thread = self.pubsub.run_in_thread(sleep_time=0.05, daemon=True)
+
+    def _event(self, message: dict[str, Any]) -> None:
+        if message["data"] == b"lpop":
+            self.count += 1
+
+    def _marked(self, message: dict[str, Any]) -> None:
+        self.marked = True
+
+    def close(self) -> None:
+        """Stop counting once every event sent so far has arrived (a subscriber gets its
+        messages in order: the marker published now comes last)."""
+        self.client.publish(self.marker, "")
+        wait_for(lambda: self.marked, 10, 0.01)
+        self.thread.stop()
+        self.thread.join(5)
+        self.pubsub.close()
+        self.client.config_set("notify-keyspace-events", "")
+
+
 def idle_fleet(b: Bench, hosts: int, workers: int, seconds: float, settle: float,
                probes: int) -> dict[str, Any]:
     """An idle fleet's cost to the server, then wake-ups per enqueue: ``probes`` jobs
@@ -125,6 +159,7 @@ def idle_fleet(b: Bench, hosts: int, workers: int, seconds: float, settle: float
     fleet_used = cpu_seconds(pids) - fleet_cpu
     q = Queue("default", broker)
     woken = 0.0
+    tokens = TokensTaken(broker, "default")
     for _ in range(probes):
         meter.read()
         job = q.enqueue("examples.cpu:noop")
@@ -138,6 +173,7 @@ def idle_fleet(b: Bench, hosts: int, workers: int, seconds: float, settle: float
         time.sleep(probe["seconds"])
         quiet = meter.since()
         woken += probe.get("cmdstat_blpop", 0) - quiet.get("cmdstat_blpop", 0)
+    tokens.close()
     after = connections(broker) - before
     stop_fleet(b, procs)
     return {"hosts": hosts, "workers": hosts * workers,
@@ -145,7 +181,10 @@ def idle_fleet(b: Bench, hosts: int, workers: int, seconds: float, settle: float
             "idle_server_cpu_percent": idle["cpu"] / idle["seconds"] * 100,
             "idle_fleet_cpu_percent": fleet_used / idle["seconds"] * 100,
             "connections_idle": held, "connections_after": after,
-            "wakeups_per_enqueue": woken / probes,
+            "wakeups_per_enqueue": tokens.count / probes,
+            "blpops_ended_per_enqueue": woken / probes,
             "probes": probes,
             "note": "idle: commands/s and CPU % of one core over the idle window; "
-                    "wake-ups: BLPOPs ended per enqueue beyond the idle fleet's own"}
+                    "wake-ups: wake tokens BLPOP handed to a waiting worker per enqueue "
+                    "(keyspace events); blpops_ended: BLPOPs ended per enqueue beyond the "
+                    "idle fleet's own (timeouts included, so noisier)"}

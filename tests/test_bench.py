@@ -25,6 +25,9 @@ def test_bench_smoke_runs_every_scenario(tmp_path):
             value = data["results"][name][figure]
             assert set(value) == {"median", "min", "max"} and value["min"] <= value["max"]
     assert "scenario" in run.stdout and data["meta"]["mode"] == "smoke"
+    # No herd: an enqueue hands its wake token to one waiting worker at most (none when
+    # a worker ending its idle wait claims the job first).
+    assert data["results"]["idle_fleet"]["wakeups_per_enqueue"]["max"] <= 1.0
 
 
 @pytest.mark.timeout(300)
