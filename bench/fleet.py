@@ -94,6 +94,8 @@ def fleet(b: Bench, hosts: int, workers: int, n: int,
     busy = connections(broker) - before
     stop_fleet(b, procs)
     per_job = used["cpu"] / n
+    by_name = sorted(((k.removeprefix("cmdstat_"), v / n) for k, v in used.items()
+                      if k.startswith("cmdstat_") and v), key=lambda kv: -kv[1])
     return {"hosts": hosts, "workers": hosts * workers,
             "jobs_per_s": n / used["seconds"],
             "server_us_per_job": per_job * 1e6,
@@ -102,6 +104,7 @@ def fleet(b: Bench, hosts: int, workers: int, n: int,
             "one_server_ceiling_jobs_per_s": 1 / per_job,
             "connections_idle": held, "connections_after": busy,
             "connections_per_host": busy / hosts,
+            "commands_per_job_by_name": {k: round(v, 3) for k, v in by_name},
             "note": "drain only (the jobs were queued before); ceiling = 1 / server CPU "
                     "per job"}
 
