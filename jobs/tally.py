@@ -121,8 +121,9 @@ class Tally:
 
 class CountsInFlight:
     """Counts sent along with another write: given back to the tally when that write
-    fails, unless Redis is known to have applied them (a count is then written twice only
-    when the connection broke after the write reached the server)."""
+    fails, unless Redis is known to have applied them. They go in one MULTI/EXEC, so a
+    write cut off part-way applied none of them; a count is written twice only when the
+    connection broke after the whole write reached the server."""
 
     __slots__ = ("applied", "fields", "pending", "tally")
 

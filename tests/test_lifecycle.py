@@ -3,6 +3,7 @@ import threading
 import time
 
 import pytest
+import redis
 
 from jobs import (
     Backoff,
@@ -587,3 +588,69 @@ def test_the_runner_flags_a_resend(broker):
     broker.runner._connection()._sock.close()  # the connection drops before the next send
     assert broker.runner.run(script, [], ["x", "0"], resend_flag=1) == b"1"
     assert broker.runner.run(script, [], ["x", "0"], resend_flag=1) == b"0"
+
+
+def _cut_after_first_increment(monkeypatch) -> list[bytes]:  # type: ignore[no-untyped-def]
+    """Arm a connection cut: the next write that carries counter increments reaches the
+    server only up to its first increment, then the connection closes (as when a
+    connection drops, or a failover cuts a write off). Returns what was let through."""
+    from redis.connection import AbstractConnection
+
+    real = AbstractConnection.send_packed_command
+    through: list[bytes] = []
+    increment = b"$7\r\nHINCRBY\r\n"
+
+    def send(self, command, check_health=True):  # type: ignore[no-untyped-def]
+        data = command.encode() if isinstance(command, str) else b"".join(command)
+        first = data.find(increment)
+        if through or first < 0 or data.find(increment, first + 1) < 0:
+            return real(self, command, check_health)
+        cut = data.rfind(b"*", 0, data.find(increment, first + 1))  # the second one's start
+        through.append(data[:cut])
+        real(self, [data[:cut]], check_health)
+        self.disconnect()
+        raise redis.ConnectionError("cut off mid-write")
+
+    monkeypatch.setattr(AbstractConnection, "send_packed_command", send)
+    return through
+
+
+def _total_completed(broker) -> int:  # type: ignore[no-untyped-def]
+    return int(broker.client.hget(broker.keys.totals(), "default|completed") or 0)
+
+
+def test_counts_cut_off_mid_write_are_counted_once(broker, monkeypatch):
+    """A flush of the counters that the connection cut off part-way is all or nothing on
+    the server, so its retry counts each job once (not the part that got through twice)."""
+    for i in range(3):
+        jobfuncs.add.enqueue(i, i)
+    w = Worker(broker=broker)
+    for _ in range(3):
+        job = w.claim()
+        outcome, policy = w.execute(job)
+        w.finish(job, outcome, policy)
+    through = _cut_after_first_increment(monkeypatch)
+    w.flush_counts()
+    assert through, "the flush was not cut off"
+    assert _total_completed(broker) == 3 and _completed_in_stats(broker) == 3
+
+
+def test_counts_riding_with_an_outcome_cut_off_mid_write_are_counted_once(broker, monkeypatch):
+    """The same for counts sent ahead of the next outcome: the outcome is resent alone and
+    the counts, not known to be applied, are written again with a later call."""
+    for i in range(3):
+        jobfuncs.add.enqueue(i, i)
+    w = Worker(broker=broker)
+    job = w.claim()
+    outcome, policy = w.execute(job)
+    _, job = w.finish_and_claim(job, outcome, policy)  # counted in the tally
+    outcome, policy = w.execute(job)
+    _, job = w.finish_and_claim(job, outcome, policy)
+    w.tally._last_flush = float("-inf")  # due: the counts ride with the next outcome
+    through = _cut_after_first_increment(monkeypatch)
+    outcome, policy = w.execute(job)
+    state, following = w.finish_and_claim(job, outcome, policy)
+    assert through, "the write was not cut off"
+    assert state == "completed" and following is None
+    w.flush_counts()
+    assert _total_completed(broker) == 3 and _completed_in_stats(broker) == 3

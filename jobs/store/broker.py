@@ -26,18 +26,23 @@ from jobs.store.layouts import (
     FINISH_BATCH,
     FINISH_CLAIM,
 )
-from jobs.store.maintenance import Maintenance, count_commands
+from jobs.store.maintenance import Maintenance, count_transaction
 from jobs.store.runner import Packed, items, joined
 from jobs.store.settling import Settling
 from jobs.store.urls import redact, resolve_url
 
 
 def _counts_applied(before: Sequence[tuple[Any, ...]],
-                    counted: Callable[[bool], None]) -> Callable[[list[Exception | None]], None]:
-    """Tells ``counted`` whether Redis applied any of the counter increments ``before``."""
-    def answered(errors: list[Exception | None]) -> None:
-        counted(any(e is None for e, command in zip(errors, before, strict=True)
-                    if command[0] == "HINCRBY"))
+                    counted: Callable[[bool], None]) -> Callable[[list[Any]], None]:
+    """Tells ``counted`` whether Redis applied any of the counter increments ``before``
+    (a ``count_transaction``: its EXEC answers for all of them, or refuses them all)."""
+    inside = before[1:-1]
+
+    def answered(replies: list[Any]) -> None:
+        done = replies[-1]
+        counted(isinstance(done, list) and any(
+            not isinstance(reply, Exception)
+            for reply, command in zip(done, inside, strict=True) if command[0] == "HINCRBY"))
 
     return answered
 
@@ -248,7 +253,7 @@ class Broker(Settling):
         message = Packed(joined(count, head, keys, keys_after, items((*given, "0")), args_after),
                          lambda: joined(count, head, keys, keys_after, items((*given, "1")),
                                         args_after))
-        before = count_commands(k, counts) if counts else []
+        before = count_transaction(k, counts) if counts else []
         answered = _counts_applied(before, counted) if before and counted else None
         with translated(self.url):
             done, reply = self.runner.run_after(before, script, message, answered)
@@ -294,7 +299,7 @@ class Broker(Settling):
         args = [self.prefix, token, int(lease * 1000), self.events_len,
                 "1" if resent else "0", want, packed, *queues]
         message = Packed.whole(self.scripts.finish_batch, keys, args, FINISH_BATCH.resend_flag)
-        before = count_commands(self.keys, counts) if counts else []
+        before = count_transaction(self.keys, counts) if counts else []
         answered = _counts_applied(before, counted) if before and counted else None
         with translated(self.url):
             written, claimed = self.runner.run_after(before, self.scripts.finish_batch,

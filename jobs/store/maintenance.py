@@ -35,7 +35,9 @@ class Maintenance:
         """Add outcome counters (by minute) to the statistics hashes and to the totals."""
         s = self.store
         with translated(s.url):
-            pipe = s.client.pipeline(transaction=False)
+            # MULTI/EXEC: a write cut off part-way is dropped whole, so its retry (redis-py
+            # resends the pipeline after a lost connection) counts nothing twice.
+            pipe = s.client.pipeline(transaction=True)
             for command in count_commands(s.keys, counts):
                 pipe.execute_command(*command)
             pipe.execute()
@@ -118,3 +120,9 @@ def count_commands(keys: Keys, counts: dict[int, dict[str, int]]) -> list[tuple[
             commands += [("HINCRBY", key, field, n) for field, n in fields.items()]
         commands.append(("EXPIRE", minute_key, 7200))
     return commands
+
+
+def count_transaction(keys: Keys, counts: dict[int, dict[str, int]]) -> list[tuple[Any, ...]]:
+    """``count_commands`` in MULTI/EXEC, to send ahead of another command: applied whole
+    or not at all, however the connection breaks."""
+    return [("MULTI",), *count_commands(keys, counts), ("EXEC",)]

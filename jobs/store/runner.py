@@ -63,15 +63,15 @@ class ScriptRunner:
         return self._on_connection(call, retry)
 
     def run_after(self, before: Sequence[tuple[Any, ...]], script: Script, message: Packed,
-                  answered: Callable[[list[Exception | None]], None] | None) -> Any:
+                  answered: Callable[[list[Any]], None] | None) -> Any:
         """``run``, with the commands ``before`` sent ahead of the script in the same write
         (their replies are not needed: writes that may ride along with the hot call).
         ``message`` is the script's EVALSHA, packed by the caller (the hot call packs
         what stays the same from one call to the next only once).
 
-        ``answered`` is told, as soon as they are read, the error each of them was answered
-        with (None: applied), even when the script then fails; it is not told at all when
-        the connection broke before every one of them was answered.
+        ``answered`` is told, as soon as they are read, the reply to each of them (an error
+        as an exception object), even when the script then fails; it is not told at all
+        when the connection broke before every one of them was answered.
         """
         return self._behind(before, script, message, answered)[1]
 
@@ -82,24 +82,24 @@ class ScriptRunner:
         The server runs the script the moment the wait returns (woken or timed out), so a
         woken worker's claim costs no round trip of its own.
         """
-        errors, reply = self._behind([wait], script, Packed.whole(script, keys, args, resend_flag),
-                                     None)
-        if errors and errors[0] is not None and reply is None:
-            raise errors[0]  # refused, and nothing taken: the refused wait is the news
+        replies, reply = self._behind([wait], script,
+                                      Packed.whole(script, keys, args, resend_flag), None)
+        if replies and isinstance(replies[0], Exception) and reply is None:
+            raise replies[0]  # refused, and nothing taken: the refused wait is the news
         return reply
 
     def _behind(self, ahead: Sequence[tuple[Any, ...]], script: Script, message: Packed,
-                answered: Callable[[list[Exception | None]], None] | None,
-                ) -> tuple[list[Exception | None], Any]:
+                answered: Callable[[list[Any]], None] | None,
+                ) -> tuple[list[Any], Any]:
         """The script's ``message`` behind the commands ``ahead``, all in one write.
 
-        Returns the error each command ahead was answered with (None: answered), and the
+        Returns the reply to each command ahead (an error as an exception object), and the
         script's reply; ``answered`` gets the same list as soon as it is complete. A resend
         after a lost connection runs the script alone, flagged as a resend (and no command
         ahead is answered).
         """
         sent = [False]
-        errors: list[Exception | None] = []
+        replies: list[Any] = []
 
         def call(conn: Any) -> Any:
             if sent[0]:
@@ -108,21 +108,20 @@ class ScriptRunner:
             conn.send_packed_command([*(pack_command(c) for c in ahead), message.first])
             for _ in ahead:
                 try:
-                    conn.read_response()
-                    errors.append(None)
+                    replies.append(conn.read_response())
                 except redis.ResponseError as exc:
-                    errors.append(exc)  # the script's reply is still to be read
+                    replies.append(exc)  # the script's reply is still to be read
             if answered is not None:
-                answered(list(errors))
+                answered(list(replies))
             try:
                 return conn.read_response()
             except NoScriptError:  # the script did not run: load it and run it now
                 return self._send(conn, script, message.first)
 
         reply = self._on_connection(call, retry=True)
-        if sent[0] and len(errors) < len(ahead):
-            errors.clear()  # cut off mid-way and resent: what ran ahead is not known
-        return errors, reply
+        if sent[0] and len(replies) < len(ahead):
+            replies.clear()  # cut off mid-way and resent: what ran ahead is not known
+        return replies, reply
 
     def command(self, *args: Any) -> Any:
         """Any command on this thread's connection (used for the workers' blocking wait)."""
