@@ -29,6 +29,7 @@ from jobs.cluster import paused, supervisor_entry, supervisors
 from jobs.errors import BrokerUnavailable, JobsError
 from jobs.stats import oldest_queued_age
 from jobs.store.broker import Broker
+from jobs.store.slot_owner import namespace_slot
 
 DEFAULT_REDIS_TIMEOUT = 1.0
 LIVE_BODY = b'{"status":"ok"}'  # /healthz: the process answers
@@ -123,8 +124,15 @@ def _redis(probe: Broker, timeout: float) -> Check:
     if took > timeout:
         return Check(name="redis", ok=False, value=round(took, 6),
                      detail=f"answered PING in {_seconds(took)}, over the {timeout:g} s bound")
-    return Check(name="redis", ok=True, value=round(took, 6),
-                 detail=f"answered PING in {_seconds(took)} (bound {timeout:g} s)")
+    detail = f"answered PING in {_seconds(took)} (bound {timeout:g} s)"
+    try:
+        primary = probe.cluster_primary()
+    except JobsError:
+        primary = None  # it answered a moment ago: the PING is the check
+    if primary is not None:
+        ns = probe.settings.namespace
+        detail += f"; namespace {ns!r} (slot {namespace_slot(ns)}) is on {primary}"
+    return Check(name="redis", ok=True, value=round(took, 6), detail=detail)
 
 
 def _not_run(why: str, max_lag: float | None, max_dead: int | None,

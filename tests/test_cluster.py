@@ -26,6 +26,7 @@ import tests.test_schedules
 import tests.test_workflows
 from jobs import Broker, BrokerError, Queue, RedisSettings
 from jobs.errors import ConfigurationError
+from jobs.health import check_health
 from jobs.schedules import ScheduleKeys
 from jobs.store.keys import Keys
 from jobs.store.slot_owner import namespace_slot, parse_cluster_url
@@ -112,6 +113,10 @@ def test_namespaces_spread_over_the_primaries_and_each_is_served_by_its_owner(cl
         assert owner.client.dbsize() >= 1
         assert owner.client.exists(broker.keys.queued("default"))
         owners[ns] = owner.port
+        # `jobvisor health` names the primary that serves the namespace.
+        [redis_check] = [c for c in check_health(broker).checks if c.name == "redis"]
+        assert redis_check.ok and redis_check.detail.endswith(
+            f"; namespace {ns!r} (slot {namespace_slot(ns)}) is on 127.0.0.1:{owner.port}")
         broker.client.close()
     assert len(set(owners.values())) >= 2, owners
 

@@ -29,6 +29,7 @@ from jobs.store.layouts import (
 from jobs.store.maintenance import Maintenance, count_transaction
 from jobs.store.runner import Packed, items, joined
 from jobs.store.settling import Settling
+from jobs.store.slot_owner import is_cluster_url
 from jobs.store.urls import redact, resolve_url
 
 
@@ -102,6 +103,20 @@ class Broker(Settling):
     def ping(self) -> None:
         with translated(self.url):
             self.client.ping()
+
+    def cluster_primary(self) -> str | None:
+        """On a cluster, ``host:port`` of the primary that serves this namespace's slot,
+        as a connection finds it now (it moves on failover and slot migration); None on
+        a single server or through Sentinel."""
+        if not is_cluster_url(self.url):
+            return None
+        pool = self.client.connection_pool
+        with translated(self.url):
+            conn = pool.get_connection()  # connected: it asked the cluster on connect
+            try:
+                return f"{conn.host}:{conn.port}"
+            finally:
+                pool.release(conn)
 
     # -- enqueue ---------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ import pytest
 import redis
 
 from jobs import Broker, Queue, RedisSettings
+from jobs.health import check_health
 from jobs.store.slot_owner import namespace_slot
 from tests.cluster import ValkeyCluster
 from tests.failover import Producer, wind_down_and_audit
@@ -83,6 +84,8 @@ def test_a_namespace_slot_moved_away_and_back_mid_load_loses_nothing(two_primari
             moves.append({"asked_to_moved_s": round(moved - asked, 2),
                           "moved_to_work_resumed_s": round(time.monotonic() - moved, 2)})
             assert not source.client.keys(f"{{{namespace}}}*"), "keys left behind"
+            [redis_check] = [c for c in check_health(broker).checks if c.name == "redis"]
+            assert redis_check.detail.endswith(f"is on 127.0.0.1:{target.port}"), redis_check
         assert long_job.refresh().state.value == "active", "the long job ended before the moves"
         a = wind_down_and_audit(broker, producer, [*first, long_job.id], (FUNCTION, *args),
                                 ledger, key, 60)
